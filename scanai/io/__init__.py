@@ -1,0 +1,1 @@
+"""Readers and writers: SimpleITK images, DICOM, raw k-space, tables."""

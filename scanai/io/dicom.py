@@ -1,0 +1,322 @@
+"""Single-frame 2-D DICOM images (radiographs, secondary captures) -> :class:`~scanai.core.image.Volume`.
+
+The reader returns the pixel values a viewer would start from: the Modality LUT (RescaleSlope/Intercept or a
+Modality LUT Sequence) is applied, and MONOCHROME1 images (low value = white) are inverted so that, as in
+MONOCHROME2, a higher value is brighter.
+
+Decisions (documented because DICOM leaves them to the reader):
+
+- **MONOCHROME1 inversion** is relative to the *representable* range of the stored values, not to the data's own
+  minimum and maximum: an unsigned ``BitsStored = b`` value ``s`` becomes ``2**b - 1 - s`` (signed:
+  ``-1 - s``), then the Modality LUT maps it. A MONOCHROME1 file whose stored values are ``2**b - 1 - s``
+  therefore reads back *exactly* as the MONOCHROME2 file that stores ``s``, independent of the image content.
+  Float pixel data (no BitsStored) is inverted about ``min + max`` of the data.
+- **Pixel spacing**: ``PixelSpacing`` first (calibrated to the patient when present). Else ``ImagerPixelSpacing``
+  (measured at the detector), divided by ``EstimatedRadiographicMagnificationFactor`` when that is given, as
+  DICOM PS3.3 C.8.11.7 describes, so that distances refer to the patient rather than the detector. Else 1 mm,
+  with ``metadata["spacing_source"] == "unknown"``.
+- **Orientation**: ``ImageOrientationPatient``/``ImagePositionPatient`` when present (LPS -> RAS). Else the two
+  letters of ``PatientOrientation`` (e.g. ``L\\F``: columns run toward the patient's left, rows toward the feet).
+  Else the default of a frontal radiograph (:func:`default_radiograph_geometry`): columns toward the patient's
+  left, rows toward the feet, so the image shows upright with the patient's right on the screen's left in
+  Slicer's coronal (Green) view, exactly as a PA chest film is read. The pixels are never reordered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scanai.core.errors import FileFormatError, InputError
+from scanai.core.image import Geometry, Volume
+
+#: RAS unit vectors of the DICOM patient-orientation letters (DICOM letters are patient directions).
+ORIENTATION_LETTERS_RAS: dict[str, tuple[float, float, float]] = {
+    "L": (-1.0, 0.0, 0.0), "R": (1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0), "P": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0),
+}
+
+#: Default directions of a frontal radiograph, columns of the matrix = RAS direction of index axes i, j, k:
+#: i (along a row) -> patient left, j (down the rows) -> feet, k = i x j -> posterior.
+RADIOGRAPH_DIRECTIONS: tuple[tuple[float, float, float], ...] = (
+    (-1.0, 0.0, 0.0),
+    (0.0, 0.0, -1.0),
+    (0.0, -1.0, 0.0),
+)
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+
+
+def default_radiograph_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float],
+                                directions: tuple[tuple[float, float, float], ...] = RADIOGRAPH_DIRECTIONS
+                                ) -> Geometry:
+    """Geometry of a 2-D image of ``shape`` (rows, cols) with ``spacing_mm`` (row spacing, column spacing).
+
+    The image centre is placed at the RAS origin; the slice axis gets 1 mm. With the default ``directions``
+    the image appears upright in Slicer's coronal view (patient's right on the screen's left).
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    spacing = (float(spacing_mm[1]), float(spacing_mm[0]), 1.0)
+    matrix = np.asarray(directions, dtype=float)
+    centre_ijk = np.array([(cols - 1) / 2.0, (rows - 1) / 2.0, 0.0])
+    origin = -(matrix * np.asarray(spacing)) @ centre_ijk
+    return Geometry(spacing, tuple(origin), directions)
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True when the file carries the DICOM Part 10 marker ``DICM`` after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _text(dataset: Any, keyword: str, default: str = "") -> str:
+    """A DICOM attribute as plain text ('' when absent or empty); multi-valued attributes joined by '\\'."""
+    value = dataset.get(keyword, None)
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _positive_pair(value: Any) -> tuple[float, float] | None:
+    """Two positive finite floats from a DS pair, or None."""
+    try:
+        pair = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(pair) != 2 or not all(np.isfinite(v) and v > 0 for v in pair):
+        return None
+    return pair  # type: ignore[return-value]
+
+
+def pixel_spacing_of(dataset: Any) -> tuple[tuple[float, float], str]:
+    """(row spacing, column spacing) in mm and where it came from.
+
+    Sources, in order: ``"PixelSpacing"``; ``"ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"``;
+    ``"ImagerPixelSpacing"`` (detector plane, no magnification given); ``"unknown"`` (1 mm, 1 mm).
+    """
+    spacing = _positive_pair(dataset.get("PixelSpacing", None))
+    if spacing is not None:
+        return spacing, "PixelSpacing"
+    spacing = _positive_pair(dataset.get("ImagerPixelSpacing", None))
+    if spacing is not None:
+        try:
+            magnification = float(dataset.get("EstimatedRadiographicMagnificationFactor", 0) or 0)
+        except (TypeError, ValueError):
+            magnification = 0.0
+        if np.isfinite(magnification) and magnification > 0:
+            return (spacing[0] / magnification, spacing[1] / magnification), \
+                "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+        return spacing, "ImagerPixelSpacing"
+    return (1.0, 1.0), "unknown"
+
+
+def _letters_to_ras(code: str) -> np.ndarray | None:
+    """RAS unit vector of a patient-orientation code such as 'L', 'F' or 'LF' (None when not readable)."""
+    if not code or any(letter not in ORIENTATION_LETTERS_RAS for letter in code):
+        return None
+    vector = np.sum([ORIENTATION_LETTERS_RAS[letter] for letter in code], axis=0)
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 1e-6 else None
+
+
+def _directions_from_vectors(row_dir_ras: np.ndarray, col_dir_ras: np.ndarray) -> tuple | None:
+    """3x3 direction matrix (columns i, j, k) from the RAS directions of i and j, or None if not orthogonal."""
+    row_dir = np.asarray(row_dir_ras, dtype=float)
+    col_dir = np.asarray(col_dir_ras, dtype=float)
+    if not (np.isfinite(row_dir).all() and np.isfinite(col_dir).all()):
+        return None
+    if np.linalg.norm(row_dir) < 1e-6 or np.linalg.norm(col_dir) < 1e-6:
+        return None
+    row_dir = row_dir / np.linalg.norm(row_dir)
+    col_dir = col_dir / np.linalg.norm(col_dir)
+    if abs(float(row_dir @ col_dir)) > 1e-3:
+        return None
+    normal = np.cross(row_dir, col_dir)
+    matrix = np.column_stack([row_dir, col_dir, normal])
+    return tuple(map(tuple, matrix))
+
+
+def geometry_of_dataset(dataset: Any, shape: tuple[int, int], spacing_mm: tuple[float, float]
+                        ) -> tuple[Geometry, str]:
+    """RAS geometry of a 2-D DICOM image of ``shape`` (rows, cols) and which attributes gave the orientation.
+
+    Returns ``(geometry, source)`` with source ``"ImageOrientationPatient"``, ``"PatientOrientation"`` or
+    ``"default (frontal radiograph)"``.
+    """
+    spacing = (float(spacing_mm[1]), float(spacing_mm[0]), 1.0)
+    orientation = dataset.get("ImageOrientationPatient", None)
+    position = dataset.get("ImagePositionPatient", None)
+    if orientation is not None and len(orientation) == 6:
+        try:
+            values = np.asarray([float(v) for v in orientation])
+        except (TypeError, ValueError):
+            values = None
+        if values is not None:
+            directions = _directions_from_vectors(_LPS_TO_RAS @ values[:3], _LPS_TO_RAS @ values[3:])
+            if directions is not None:
+                if position is not None and len(position) == 3:
+                    origin = tuple(_LPS_TO_RAS @ np.asarray([float(v) for v in position]))
+                    return Geometry(spacing, origin, directions), "ImageOrientationPatient"
+                return default_radiograph_geometry(shape, spacing_mm, directions), "ImageOrientationPatient"
+    codes = dataset.get("PatientOrientation", None)
+    if codes is not None and not isinstance(codes, str) and len(codes) == 2:
+        row_dir = _letters_to_ras(str(codes[0]).strip().upper())
+        col_dir = _letters_to_ras(str(codes[1]).strip().upper())
+        if row_dir is not None and col_dir is not None:
+            directions = _directions_from_vectors(row_dir, col_dir)
+            if directions is not None:
+                return default_radiograph_geometry(shape, spacing_mm, directions), "PatientOrientation"
+    return default_radiograph_geometry(shape, spacing_mm), "default (frontal radiograph)"
+
+
+def _apply_modality_lut(array: np.ndarray, dataset: Any) -> np.ndarray:
+    """Stored values -> modality values (float64); handles RescaleSlope/Intercept and Modality LUT Sequence."""
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    return np.asarray(apply_modality_lut(array, dataset), dtype=np.float64)
+
+
+def _stored_range(dataset: Any, stored: np.ndarray) -> tuple[float, float]:
+    """(lowest, highest) representable stored value; for float pixel data, the data's own min and max."""
+    if np.issubdtype(stored.dtype, np.floating) or "BitsStored" not in dataset:
+        return float(np.nanmin(stored)), float(np.nanmax(stored))
+    bits = int(dataset.BitsStored)
+    if int(dataset.get("PixelRepresentation", 0)) == 1:
+        return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    return 0.0, float(2 ** bits - 1)
+
+
+def _check_decoder(dataset: Any, name: str) -> None:
+    """Raise FileFormatError naming what to install when the compressed pixel data cannot be decoded."""
+    transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if transfer_syntax is None or not transfer_syntax.is_compressed:
+        return
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+    except ImportError:  # pydicom < 3: rely on the error raised while decoding
+        return
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError as error:
+        raise FileFormatError(
+            f"{name} is compressed with {transfer_syntax.name}, which this reader cannot decompress.",
+            "Export the image uncompressed (e.g. with 'dcmdjpeg' or 'gdcmconv --raw') and load it again.",
+        ) from error
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plug-in"
+        raise FileFormatError(
+            f"{name} is compressed with {transfer_syntax.name} and no decoder for it is installed.",
+            f"Install one of these Python packages and try again ({missing}), for example 'pip install "
+            "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg', or export the image uncompressed.",
+        )
+
+
+def _read_dataset(path: Path) -> Any:
+    """pydicom dataset of ``path``; FileFormatError when missing, unreadable or not DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file():
+        raise FileFormatError(f"The file {path} does not exist.", "Check the path and the file name.")
+    try:
+        return pydicom.dcmread(str(path))
+    except InvalidDicomError as error:
+        raise FileFormatError(f"{path.name} is not a DICOM file (it has no DICOM header).",
+                              "Choose a DICOM (.dcm) file, or a PNG/JPEG/TIFF image.") from error
+    except Exception as error:  # truncated or corrupt files raise many kinds of errors
+        raise FileFormatError(f"{path.name} could not be read as DICOM: the file may be damaged or incomplete "
+                              f"({type(error).__name__}).", "Export the image again from the PACS or scanner.") \
+            from error
+
+
+def _check_single_frame_grey(dataset: Any, name: str) -> str:
+    """Raise for multi-frame, colour or pixel-less datasets; return the photometric interpretation."""
+    if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop_class = getattr(dataset.get("SOPClassUID", None), "name", "") or _text(dataset, "SOPClassUID")
+        kind = f" (it is a {sop_class} object)" if sop_class else ""
+        raise FileFormatError(f"The DICOM file has no image (pixel data){kind}: {name}.",
+                              "Choose the DICOM file of the radiograph itself, not a report or a structured "
+                              "document.")
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise InputError(f"{name} holds {frames} frames; this tool reads a single 2-D image.",
+                         "Export the one frame you want as a single-frame DICOM file.")
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    photometric = _text(dataset, "PhotometricInterpretation", "MONOCHROME2").upper()
+    if samples != 1 or photometric not in _MONOCHROME:
+        raise InputError(f"{name} is a colour image ({photometric}, {samples} samples per pixel); a grey-scale "
+                         "radiograph is needed.",
+                         "Load the original grey-scale radiograph (MONOCHROME1 or MONOCHROME2), not a colour "
+                         "screenshot or secondary capture.")
+    return photometric
+
+
+def read_dicom_image(path: str | Path) -> tuple[Volume, dict[str, Any]]:
+    """Read a single-frame grey-scale 2-D DICOM image.
+
+    Returns ``(volume, metadata)``: ``volume.array`` is float32 of shape (1, rows, cols) holding Modality-LUT
+    values (MONOCHROME1 inverted, so higher = brighter), with RAS geometry in mm (see the module docstring for
+    spacing and orientation rules). ``metadata`` has the keys ``photometric_interpretation``, ``inverted``,
+    ``modality``, ``view_position``, ``patient_orientation``, ``orientation_source``, ``spacing_mm`` (row, col),
+    ``spacing_source`` (``"unknown"`` when 1 mm was assumed), ``bits_stored``, ``rescale_slope``,
+    ``rescale_intercept``, ``manufacturer``, ``body_part``, ``patient_sex``, ``patient_age``, ``sop_class_uid``,
+    ``study_instance_uid``, ``series_instance_uid``, ``sop_instance_uid``, ``transfer_syntax``.
+
+    Raises FileFormatError (missing, not DICOM, no pixel data, no decoder installed) or InputError
+    (multi-frame, colour).
+    """
+    path = Path(path)
+    dataset = _read_dataset(path)
+    photometric = _check_single_frame_grey(dataset, path.name)
+    _check_decoder(dataset, path.name)
+    try:
+        stored = np.asarray(dataset.pixel_array)
+    except Exception as error:
+        raise FileFormatError(f"The pixel data of {path.name} could not be decoded ({error}).",
+                              "Install a DICOM decoder (pip install pylibjpeg pylibjpeg-libjpeg "
+                              "pylibjpeg-openjpeg) or export the image uncompressed.") from error
+    if stored.ndim != 2:
+        raise InputError(f"{path.name} does not hold a single 2-D grey image (pixel array shape {stored.shape}).",
+                         "Export a single-frame grey-scale image.")
+    values = _apply_modality_lut(stored, dataset)
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
+        low, high = _apply_modality_lut(np.asarray(_stored_range(dataset, stored)), dataset)
+        values = (low + high) - values
+    spacing, spacing_source = pixel_spacing_of(dataset)
+    geometry, orientation_source = geometry_of_dataset(dataset, stored.shape, spacing)
+    metadata: dict[str, Any] = {
+        "photometric_interpretation": photometric,
+        "inverted": inverted,
+        "modality": _text(dataset, "Modality"),
+        "view_position": _text(dataset, "ViewPosition"),
+        "patient_orientation": _text(dataset, "PatientOrientation"),
+        "orientation_source": orientation_source,
+        "spacing_mm": spacing,
+        "spacing_source": spacing_source,
+        "bits_stored": int(dataset.BitsStored) if "BitsStored" in dataset else None,
+        "rescale_slope": float(dataset.get("RescaleSlope", 1.0) or 1.0),
+        "rescale_intercept": float(dataset.get("RescaleIntercept", 0.0) or 0.0),
+        "manufacturer": _text(dataset, "Manufacturer"),
+        "body_part": _text(dataset, "BodyPartExamined"),
+        "patient_sex": _text(dataset, "PatientSex"),
+        "patient_age": _text(dataset, "PatientAge"),
+        "sop_class_uid": _text(dataset, "SOPClassUID"),
+        "study_instance_uid": _text(dataset, "StudyInstanceUID"),
+        "series_instance_uid": _text(dataset, "SeriesInstanceUID"),
+        "sop_instance_uid": _text(dataset, "SOPInstanceUID"),
+        "transfer_syntax": _text(getattr(dataset, "file_meta", {}), "TransferSyntaxUID"),
+    }
+    return Volume(values.astype(np.float32)[np.newaxis], geometry), metadata

@@ -400,3 +400,99 @@ def slicer_progress(progress_bar=None, token: CancelToken | None = None) -> Prog
             app.processEvents()
 
     return Progress(update, token or CancelToken())
+
+
+# ---------------------------------------------------------------------------------------------- module widgets
+
+
+class ModuleWidgetMixin:
+    """The behaviour the four ScanAI module widgets share, on top of Slicer's ScriptedLoadableModuleWidget.
+
+    The module's widget class inherits ``(ScriptedLoadableModuleWidget, VTKObservationMixin,
+    ModuleWidgetMixin)``, sets ``self.logic`` and implements two methods:
+
+    - ``missingInputs(parameterNode) -> str``: why Apply cannot run yet ("" when it can);
+    - ``process(parameterNode, progress) -> str``: run the logic, return a one-line summary for the status.
+
+    Its ``.ui`` file must hold ``applyButton``, ``cancelButton``, ``progressBar`` and ``statusLabel``. Errors are
+    shown with ``slicer.util.tryWithErrorDisplay``; the logic runs inside :func:`scene_transaction`, so a failure
+    or a Cancel leaves no partial output.
+    """
+
+    def setupWidget(self, uiFileName: str) -> None:
+        """Load the .ui, bind the common buttons, observe scene close, create the parameter node."""
+        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{uiFileName}"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._cancelToken = None
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.visible = False
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        reason = self.missingInputs(self._parameterNode) if self._parameterNode else "No parameter node."
+        running = self._cancelToken is not None
+        self.ui.applyButton.enabled = not reason and not running
+        self.ui.applyButton.toolTip = reason or "Run with the selected inputs."
+
+    def onCancelButton(self) -> None:
+        if self._cancelToken is not None:
+            self._cancelToken.cancel()
+            self.ui.statusLabel.text = "Cancelling…"
+
+    def onApplyButton(self) -> None:
+        from scanai.core.errors import Cancelled
+
+        self._cancelToken = CancelToken()
+        self.ui.applyButton.enabled = False
+        self.ui.cancelButton.enabled = True
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = "Running…"
+        try:
+            with slicer.util.tryWithErrorDisplay("ScanAI could not complete the computation.", waitCursor=True):
+                try:
+                    summary = self.process(self._parameterNode, slicer_progress(self.ui.progressBar, self._cancelToken))
+                    self.ui.statusLabel.text = summary or "Done."
+                except Cancelled:
+                    self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
+        finally:
+            self._cancelToken = None
+            self.ui.cancelButton.enabled = False
+            self.ui.progressBar.visible = False
+            self._checkCanApply()

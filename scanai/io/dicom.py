@@ -219,7 +219,9 @@ def _check_decoder(dataset: Any, name: str) -> None:
         raise FileFormatError(
             f"{name} is compressed with {transfer_syntax.name} and no decoder for it is installed.",
             f"Install one of these Python packages and try again ({missing}), for example 'pip install "
-            "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg', or export the image uncompressed.",
+            "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg' (in Slicer's Python console: "
+            "slicer.util.pip_install('pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg')), or export the image "
+            "uncompressed.",
         )
 
 
@@ -245,8 +247,8 @@ def _check_single_frame_grey(dataset: Any, name: str) -> str:
     """Raise for multi-frame, colour or pixel-less datasets; return the photometric interpretation."""
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         sop_class = getattr(dataset.get("SOPClassUID", None), "name", "") or _text(dataset, "SOPClassUID")
-        kind = f" (it is a {sop_class} object)" if sop_class else ""
-        raise FileFormatError(f"The DICOM file has no image (pixel data){kind}: {name}.",
+        kind = f"{name} is a {sop_class} object" if sop_class else name
+        raise FileFormatError(f"The DICOM file has no image (pixel data): {kind}.",
                               "Choose the DICOM file of the radiograph itself, not a report or a structured "
                               "document.")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)

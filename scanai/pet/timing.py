@@ -203,6 +203,6 @@ class FrameTiming:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = ["start_s,duration_s,end_s,mid_s"]
         rows += [f"{s:.6g},{d:.6g},{e:.6g},{m:.6g}" for s, d, e, m in
-                 zip(self.start_s, self.duration_s, self.end_s, self.mid_s)]
+                 zip(self.start_s, self.duration_s, self.end_s, self.mid_s, strict=True)]
         path.write_text("\n".join(rows) + "\n")
         return path

@@ -1,0 +1,84 @@
+"""The four scripted modules, loaded as Slicer loads them, on a real MRML scene (headless harness).
+
+Each module's ``*Test`` methods run one by one on real nodes; the module class, parameter node and logic are
+checked the way Slicer's generic module test does.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+
+import slicer_harness
+
+MODULES = [m for m in ["MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"] if (slicer_harness.HOME / m / f"{m}.py").exists()]
+
+scene = slicer_harness.install()
+
+
+def _test_methods(name: str) -> list[str]:
+    source = (slicer_harness.HOME / name / f"{name}.py").read_text()
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == f"{name}Test":
+            return [f.name for f in node.body if isinstance(f, ast.FunctionDef) and f.name.startswith("test_")]
+    return []
+
+
+SELF_TESTS = [(name, method) for name in MODULES for method in _test_methods(name)]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_loads_with_complete_metadata(name):
+    module = slicer_harness.load_module(name)
+    parent = module._harness_parent
+    assert parent.title and parent.categories and parent.contributors
+    assert "href=" in parent.helpText, "help text must link to the README section"
+    assert parent.acknowledgementText
+    for suffix in ("Widget", "Logic", "Test", "ParameterNode"):
+        assert hasattr(module, f"{name}{suffix}"), f"{name}{suffix} is missing"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_parameter_node_is_a_singleton_with_defaults(name):
+    import slicer
+
+    module = slicer_harness.load_module(name)
+    scene.Clear(0)
+    logic = slicer.modules.__dict__[name.lower()].logic()
+    first, second = logic.getParameterNode(), logic.getParameterNode()
+    assert first.parameterNode is second.parameterNode
+    assert first.parameterNode.GetAttribute("ModuleName") == name
+    for parameter, (_base, _extras, default) in module.__dict__[f"{name}ParameterNode"].allParameters.items():
+        if default is not None:
+            assert getattr(first, parameter) == default
+
+
+def test_every_module_has_self_tests():
+    for name in MODULES:
+        assert _test_methods(name), f"{name}Test has no test_ methods"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_run_test_calls_every_test_method(name):
+    module = slicer_harness.load_module(name)
+    source = inspect.getsource(module.__dict__[f"{name}Test"].runTest)
+    for method in _test_methods(name):
+        assert f"self.{method}" in source, f"{name}Test.runTest does not run {method}"
+
+
+@pytest.mark.parametrize(("name", "method"), SELF_TESTS, ids=[f"{n}.{m}" for n, m in SELF_TESTS])
+def test_module_self_test(name, method):
+    """Runs one ``test_*`` method of the module's Test class, as Slicer's self-test does, with setUp first."""
+    import unittest
+
+    module = slicer_harness.load_module(name)
+    case = module.__dict__[f"{name}Test"](method)
+    result = unittest.TestResult()
+    case.run(result)
+    if result.skipped:
+        pytest.skip(result.skipped[0][1])
+    problems = result.errors + result.failures
+    assert not problems, problems[0][1]

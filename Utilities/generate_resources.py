@@ -1,0 +1,189 @@
+"""Regenerate the modules' Qt Designer .ui files and the icons from one compact description.
+
+Run from the repository root: ``python Utilities/generate_resources.py``. The .ui files stay editable in Qt
+Designer; this script only keeps the four modules' layouts consistent (Inputs / Outputs / Advanced sections,
+``SlicerParameterName`` bindings, Apply + Cancel + progress bar + status line).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from xml.sax.saxutils import escape
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# (kind, object name, label, parameter name, extra properties)
+MODULES = {
+    "MotionCorrection": {
+        "Inputs": [
+            ("node", "inputSequenceSelector", "Cine / 4D sequence:", "inputSequence", {"nodeTypes": "vtkMRMLSequenceNode"}),
+            ("int", "referenceFrameSpinBox", "Reference frame:", "referenceFrame", {"minimum": 1, "maximum": 9999}),
+        ],
+        "Outputs": [
+            ("check", "createWarpedCheckBox", "Motion-compensated sequence", "createWarped", {}),
+            ("check", "createTransformsCheckBox", "Displacement-field transforms", "createTransforms", {}),
+        ],
+        "Advanced": [
+            ("combo", "methodComboBox", "Registration method:", "method", {"items": ["demons", "bspline"]}),
+        ],
+    },
+    "ParametricPET": {
+        "Inputs": [
+            ("node", "inputSequenceSelector", "Dynamic PET sequence:", "inputSequence", {"nodeTypes": "vtkMRMLSequenceNode"}),
+            ("node", "inputFunctionSelector", "Input function table:", "inputFunctionTable", {"nodeTypes": "vtkMRMLTableNode"}),
+            ("node", "frameTimingSelector", "Frame timing table (optional):", "frameTimingTable",
+             {"nodeTypes": "vtkMRMLTableNode", "noneEnabled": True}),
+        ],
+        "Outputs": [
+            ("check", "createFitQualityCheckBox", "Intercept and R² maps", "createFitQuality", {}),
+        ],
+        "Advanced": [
+            ("double", "tStarSpinBox", "Patlak start time t* (min):", "tStarMin",
+             {"minimum": 0.0, "maximum": 600.0, "singleStep": 1.0, "suffix": " min"}),
+        ],
+    },
+    "KSpaceCalibration": {
+        "Inputs": [
+            ("path", "inputPathLineEdit", "Raw k-space file:", "inputPath",
+             {"nameFilters": "Raw k-space (*.dat *.npy *.npz *.mat)"}),
+        ],
+        "Outputs": [
+            ("check", "createLogKSpaceCheckBox", "Log-magnitude k-space volume", "createLogKSpace", {}),
+        ],
+        "Advanced": [],
+    },
+    "ChestQC": {
+        "Inputs": [
+            ("path", "inputPathLineEdit", "Chest radiograph (DICOM or PNG):", "inputPath",
+             {"nameFilters": "Radiographs (*.dcm *.png *.jpg *.tif *.tiff);;All files (*)"}),
+        ],
+        "Outputs": [
+            ("check", "createNormalisedCheckBox", "Normalised image (5th-95th percentile, z-score)",
+             "createNormalised", {}),
+        ],
+        "Advanced": [
+            ("double", "lowPercentileSpinBox", "Lower percentile:", "lowPercentile",
+             {"minimum": 0.0, "maximum": 49.0, "singleStep": 1.0}),
+            ("double", "highPercentileSpinBox", "Upper percentile:", "highPercentile",
+             {"minimum": 51.0, "maximum": 100.0, "singleStep": 1.0}),
+        ],
+    },
+}
+
+WIDGET_CLASSES = {"node": "qMRMLNodeComboBox", "int": "QSpinBox", "double": "QDoubleSpinBox",
+                  "check": "QCheckBox", "combo": "QComboBox", "path": "ctkPathLineEdit"}
+
+
+def _property(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f'<property name="{name}"><bool>{str(value).lower()}</bool></property>'
+    if isinstance(value, int):
+        return f'<property name="{name}"><number>{value}</number></property>'
+    if isinstance(value, float):
+        return f'<property name="{name}"><double>{value}</double></property>'
+    return f'<property name="{name}"><string>{escape(value)}</string></property>'
+
+
+def _field(kind: str, name: str, label: str, parameter: str, extra: dict) -> str:
+    properties = [f'<property name="SlicerParameterName" stdset="0"><string>{parameter}</string></property>']
+    if kind == "node":
+        properties += [f'<property name="nodeTypes"><stringlist><string>{extra["nodeTypes"]}</string></stringlist>'
+                       "</property>", _property("showChildNodeTypes", False), _property("addEnabled", False),
+                       _property("removeEnabled", False), _property("noneEnabled", extra.get("noneEnabled", False))]
+    elif kind == "check":
+        properties.append(_property("text", label))
+    elif kind == "path":
+        properties += [_property("nameFilters", extra["nameFilters"]), _property("filters", "ctkPathLineEdit::Files")]
+    else:
+        properties += [_property(k, v) for k, v in extra.items() if k != "items"]
+    items = "".join(f'<item><property name="text"><string>{i}</string></property></item>'
+                    for i in extra.get("items", []))
+    widget = f'<widget class="{WIDGET_CLASSES[kind]}" name="{name}">{"".join(properties)}{items}</widget>'
+    if kind == "check":
+        return f'<item row="{{row}}" column="0" colspan="2">{widget}</item>'
+    return (f'<item row="{{row}}" column="0"><widget class="QLabel" name="{name}Label">{_property("text", label)}'
+            f'</widget></item><item row="{{row}}" column="1">{widget}</item>')
+
+
+def _section(title: str, fields: list, collapsed: bool) -> str:
+    rows = "".join(_field(*field).replace("{row}", str(row)) for row, field in enumerate(fields))
+    return (f'<item><widget class="ctkCollapsibleButton" name="{title.lower()}CollapsibleButton">'
+            f'{_property("text", title)}{_property("collapsed", collapsed)}'
+            f'<layout class="QFormLayout" name="{title.lower()}FormLayout">{rows}</layout></widget></item>')
+
+
+def ui_text(module: str, sections: dict) -> str:
+    body = "".join(_section(title, fields, title == "Advanced") for title, fields in sections.items() if fields)
+    run = ('<item><widget class="QPushButton" name="applyButton">'
+           f'{_property("enabled", False)}{_property("toolTip", "Run with the selected inputs.")}'
+           f'{_property("text", "Apply")}</widget></item>'
+           f'<item><layout class="QHBoxLayout" name="progressLayout">'
+           f'<item><widget class="QProgressBar" name="progressBar">{_property("value", 0)}</widget></item>'
+           f'<item><widget class="QPushButton" name="cancelButton">{_property("text", "Cancel")}</widget></item>'
+           '</layout></item>'
+           f'<item><widget class="QLabel" name="statusLabel">{_property("text", "")}'
+           f'{_property("wordWrap", True)}</widget></item>'
+           '<item><spacer name="verticalSpacer"><property name="orientation"><enum>Qt::Vertical</enum></property>'
+           '</spacer></item>')
+    selectors = [f[1] for fields in sections.values() for f in fields if f[0] == "node"]
+    connections = "".join(
+        f"<connection><sender>{module}</sender><signal>mrmlSceneChanged(vtkMRMLScene*)</signal>"
+        f"<receiver>{name}</receiver><slot>setMRMLScene(vtkMRMLScene*)</slot></connection>" for name in selectors)
+    customs = "".join(f"<customwidget><class>{c}</class><extends>{e}</extends><header>{h}</header>{x}</customwidget>"
+                      for c, e, h, x in [
+                          ("qMRMLWidget", "QWidget", "qMRMLWidget.h", "<container>1</container>"),
+                          ("qMRMLNodeComboBox", "QWidget", "qMRMLNodeComboBox.h", ""),
+                          ("ctkCollapsibleButton", "QWidget", "ctkCollapsibleButton.h", "<container>1</container>"),
+                          ("ctkPathLineEdit", "QWidget", "ctkPathLineEdit.h", "")])
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<ui version="4.0"><class>{module}</class>'
+            f'<widget class="qMRMLWidget" name="{module}"><layout class="QVBoxLayout" name="verticalLayout">'
+            f"{body}{run}</layout></widget><customwidgets>{customs}</customwidgets><resources/>"
+            f"<connections>{connections}</connections></ui>\n")
+
+
+def _pretty(text: str) -> str:
+    import xml.dom.minidom
+
+    return xml.dom.minidom.parseString(text).toprettyxml(indent=" ", encoding="UTF-8").decode()
+
+
+ICONS = {  # module -> (glyph colour, background, short mark)
+    "MotionCorrection": ("#ffffff", "#b03a48", "MC"),
+    "ParametricPET": ("#ffffff", "#d9822b", "Ki"),
+    "KSpaceCalibration": ("#ffffff", "#3a6db0", "k"),
+    "ChestQC": ("#ffffff", "#3a9b6a", "QC"),
+}
+
+
+def write_icon(path: pathlib.Path, colour: str, background: str, mark: str, size: int = 128) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    figure = plt.figure(figsize=(1, 1), dpi=size)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    axes.add_patch(FancyBboxPatch((0.06, 0.06), 0.88, 0.88, boxstyle="round,pad=0,rounding_size=0.18",
+                                  facecolor=background, edgecolor="none"))
+    axes.text(0.5, 0.47, mark, color=colour, ha="center", va="center", fontsize=40 if len(mark) < 3 else 30,
+              fontweight="bold", family="DejaVu Sans")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, transparent=True)
+    plt.close(figure)
+
+
+def main() -> None:
+    for module, sections in MODULES.items():
+        ui_path = ROOT / module / "Resources" / "UI" / f"{module}.ui"
+        ui_path.parent.mkdir(parents=True, exist_ok=True)
+        ui_path.write_text(_pretty(ui_text(module, sections)))
+        write_icon(ROOT / module / "Resources" / "Icons" / f"{module}.png", *ICONS[module])
+    write_icon(ROOT / "Resources" / "Icons" / "ScanAI.png", "#ffffff", "#24303f", "AI")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""``scanai`` command line: one sub-command per module, and ``scanai demo``.
+
+Each domain package provides ``scanai.<domain>.cli`` with ``add_arguments(parser)``, ``run(args) -> int`` and
+``demo(out_dir, data_dir) -> str`` (a Markdown section); this file only dispatches to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from scanai import __version__
+from scanai.core.errors import ScanAIError
+from scanai.core.paths import shared_data_dir
+
+DOMAINS = {  # sub-command -> (package, module it feeds, one-line help)
+    "motion": ("scanai.motion.cli", "MotionCorrection", "register every frame of a cardiac cine to a reference"),
+    "pet": ("scanai.pet.cli", "ParametricPET", "voxelwise Patlak Ki and intercept maps from dynamic PET"),
+    "kspace": ("scanai.kspace.cli", "KSpaceCalibration", "root-sum-of-squares image from raw multi-coil k-space"),
+    "chest": ("scanai.chest.cli", "ChestQC", "load and normalise a chest radiograph (DICOM or PNG)"),
+}
+
+
+def _domain(command: str):
+    return importlib.import_module(DOMAINS[command][0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scanai", description="ScanAI: scanner-side AI tools (batch mode).")
+    parser.add_argument("--version", action="version", version=f"scanai {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, (_package, module, summary) in DOMAINS.items():
+        sub = commands.add_parser(command, help=f"{summary} ({module})", description=f"{module}: {summary}.")
+        _domain(command).add_arguments(sub)
+    demo = commands.add_parser("demo", help="run every module's job on real data (or phantoms) and write a report")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
+    demo.add_argument("--data", type=Path, default=None,
+                      help="real data folder (default: ../shared/data when present, else phantoms only)")
+    demo.add_argument("--only", choices=sorted(DOMAINS), action="append", help="run only these modules")
+    return parser
+
+
+def run_demo(out_dir: Path, data_dir: Path | None, only: list[str] | None = None) -> Path:
+    """Run each domain's demo into ``out_dir/<domain>`` and write ``out_dir/report.md``; returns the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for command in only or DOMAINS:
+        started = time.perf_counter()
+        print(f"[{command}] running {DOMAINS[command][1]} demo…", file=sys.stderr)
+        section = _domain(command).demo(out_dir / command, data_dir)
+        sections.append(section.rstrip() + f"\n\n_Run time: {time.perf_counter() - started:.1f} s._\n")
+    source = f"real data in `{data_dir}` and generated phantoms" if data_dir else "generated phantoms only"
+    report = out_dir / "report.md"
+    report.write_text(f"# ScanAI demo report\n\nscanai {__version__}; inputs: {source}.\n\n" + "\n".join(sections))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            data_dir = args.data if args.data is not None else shared_data_dir()
+            report = run_demo(args.out, data_dir, args.only)
+            print(f"Demo results are in {args.out.resolve()}; report: {report.resolve()}")
+            return 0
+        return _domain(args.command).run(args)
+    except ScanAIError as error:
+        print(f"scanai {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Raw MRI k-space: reading (Siemens twix, NumPy, MATLAB), reconstruction and a numeric multi-coil phantom.
+
+Array layout everywhere: k-space ``(coils, slices, ky, kx)``, complex64, centred (DC at ``(ky // 2, kx // 2)``);
+images ``(slices, ny, nx)`` as :class:`scanai.core.image.Volume`. Importing this package is cheap: twixtools,
+scipy.io and matplotlib are imported only when used.
+"""
+
+from scanai.kspace.io import KSpaceData, as_kspace_array, read_kspace, write_kspace_npz
+from scanai.kspace.phantom import PhantomCase, coil_sensitivities, make_phantom, shepp_logan
+from scanai.kspace.recon import (
+    KSpaceImages,
+    image_stats,
+    log_magnitude,
+    reconstruct,
+    remove_readout_oversampling,
+    rss,
+    to_image,
+    to_kspace,
+)
+
+__all__ = [
+    "KSpaceData",
+    "KSpaceImages",
+    "PhantomCase",
+    "as_kspace_array",
+    "coil_sensitivities",
+    "image_stats",
+    "log_magnitude",
+    "make_phantom",
+    "read_kspace",
+    "reconstruct",
+    "remove_readout_oversampling",
+    "rss",
+    "shepp_logan",
+    "to_image",
+    "to_kspace",
+    "write_kspace_npz",
+]

@@ -1,0 +1,312 @@
+"""Plasma input functions: sampled curves, tables, and the Feng 1993 FDG model.
+
+An :class:`InputFunction` is the plasma activity concentration ``Cp(t)`` sampled at times ``t_s`` (seconds
+after injection). Between samples it is linear; before the first sample it ramps linearly from ``(0 s, 0)``
+(nothing is in the blood before the injection); after the last sample it stays at the last value. Every
+integral below is the exact integral of that piecewise-linear curve, always **from the injection** (t = 0),
+which is what the Patlak plot needs even when the image frames start later.
+
+Integrals of activity are returned in activity·min, because kinetic rate constants are in 1/min.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scanai.core.errors import FileFormatError, InputError
+from scanai.pet.timing import FrameTiming
+
+#: Column names (lower case) taken as time in seconds, best first.
+TIME_COLUMNS_S = ("time_s", "t_s", "time", "t", "times", "sec", "seconds", "time_sec", "time (s)", "time[s]",
+                  "frame_time_s", "mid_s")
+#: Column names (lower case) taken as time in minutes, best first.
+TIME_COLUMNS_MIN = ("time_min", "t_min", "min", "minutes", "time (min)", "time[min]", "mid_min")
+#: Column names (lower case) taken as the plasma activity, best first.
+ACTIVITY_COLUMNS = ("cp", "cpl_metabcorr", "cp_metabcorr", "plasma", "plasma_activity", "cpl", "aif", "activity",
+                    "value", "concentration", "input", "input_function", "blood", "cb", "ascending_aorta")
+
+_TABLE_ACTION = ("Add a column named 'time_s' (seconds after injection) and a column named 'activity' "
+                 "(plasma activity concentration), one row per blood sample.")
+
+
+# ---------------------------------------------------------------------------------------------- Feng model
+#: Feng, Huang & Wang, Int J Biomed Comput 32:95-110 (1993), model 2 fitted to FDG plasma data: amplitudes
+#: A1 in µCi/mL/min, A2 and A3 in µCi/mL, exponents in 1/min, delay tau in min. (Some later codes swap the
+#: pairing of lambda2/lambda3; A2 goes with the slow -0.0104/min term in the published fit.)
+FENG_FDG_PARAMS: dict[str, float] = {
+    "a1": 851.1225, "a2": 21.8798, "a3": 20.8113,
+    "lambda1_per_min": -4.133859, "lambda2_per_min": -0.01043449, "lambda3_per_min": -0.1190996,
+    "tau_min": 0.0,
+}
+
+
+def _feng_parts(params: Mapping[str, float] | None) -> tuple[float, float, float, float, float, float, float]:
+    merged = dict(FENG_FDG_PARAMS)
+    if params:
+        unknown = set(params) - set(FENG_FDG_PARAMS)
+        if unknown:
+            raise InputError(f"Unknown Feng input-function parameter(s): {', '.join(sorted(unknown))}.",
+                             f"Use only: {', '.join(FENG_FDG_PARAMS)}.")
+        merged.update({k: float(v) for k, v in params.items()})
+    keys = ("a1", "a2", "a3", "lambda1_per_min", "lambda2_per_min", "lambda3_per_min", "tau_min")
+    values = tuple(float(merged[k]) for k in keys)
+    if any(v >= 0 for v in values[3:6]):
+        raise InputError("The Feng input-function exponents (lambda) must be negative (decaying curve).")
+    return values  # type: ignore[return-value]
+
+
+def feng_input(t_s: np.ndarray | Sequence[float] | float, params: Mapping[str, float] | None = None) -> np.ndarray:
+    """Feng 1993 plasma input ``Cp(t)`` at times ``t_s`` (any shape, s after injection).
+
+    ``Cp(t) = (A1 u - A2 - A3) e^{λ1 u} + A2 e^{λ2 u} + A3 e^{λ3 u}`` with ``u = t - τ`` (minutes), 0 for
+    ``t < τ``. ``params`` overrides entries of :data:`FENG_FDG_PARAMS`. Returns µCi/mL (the model's unit), same
+    shape as ``t_s``.
+    """
+    a1, a2, a3, l1, l2, l3, tau = _feng_parts(params)
+    u = np.asarray(t_s, dtype=float) / 60.0 - tau
+    after = u >= 0
+    u = np.where(after, u, 0.0)
+    value = (a1 * u - a2 - a3) * np.exp(l1 * u) + a2 * np.exp(l2 * u) + a3 * np.exp(l3 * u)
+    return np.where(after, value, 0.0)
+
+
+def feng_integral(t_s: np.ndarray | Sequence[float] | float, params: Mapping[str, float] | None = None) -> np.ndarray:
+    """Analytic ``∫_0^t Cp`` of :func:`feng_input` at times ``t_s`` (s); returns µCi/mL·min, shape of ``t_s``."""
+    a1, a2, a3, l1, l2, l3, tau = _feng_parts(params)
+    u = np.maximum(np.asarray(t_s, dtype=float) / 60.0 - tau, 0.0)
+    ramp = a1 * (np.exp(l1 * u) * (u / l1 - 1.0 / l1**2) + 1.0 / l1**2)
+    return (ramp - (a2 + a3) * (np.exp(l1 * u) - 1.0) / l1 + a2 * (np.exp(l2 * u) - 1.0) / l2
+            + a3 * (np.exp(l3 * u) - 1.0) / l3)
+
+
+# ----------------------------------------------------------------------------------------- InputFunction
+@dataclass(frozen=True, eq=False)
+class InputFunction:
+    """Plasma activity ``activity`` (N,) sampled at ``t_s`` (N,), seconds after injection.
+
+    At least 3 samples, finite, times >= 0 and strictly increasing. ``unit`` is the activity unit (free text,
+    e.g. "Bq/mL"); it is carried along, never converted.
+    """
+
+    t_s: np.ndarray
+    activity: np.ndarray
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            t = np.array(self.t_s, dtype=float).reshape(-1)
+            a = np.array(self.activity, dtype=float).reshape(-1)
+        except (TypeError, ValueError) as error:
+            raise InputError("The input function contains values that are not numbers.", _TABLE_ACTION) from error
+        if t.size != a.size:
+            raise InputError(f"The input function has {t.size} sample times but {a.size} activity values.",
+                             _TABLE_ACTION)
+        if t.size < 3:
+            raise InputError(f"The input function has only {t.size} sample(s); at least 3 are needed.",
+                             "Provide the whole plasma curve from the injection to the end of the scan.")
+        for values, what in ((t, "sample times"), (a, "activity values")):
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                rows = ", ".join(str(int(i) + 1) for i in bad[:8])
+                raise InputError(f"The input function has {bad.size} missing or non-numeric {what} (NaN) "
+                                 f"(sample(s) {rows}).", "Fill in or delete those samples.")
+        if t[0] < 0:
+            raise InputError(f"The input function starts before the injection (first sample at {t[0]:g} s).",
+                             "Give sample times in seconds after injection; shift them so the injection is at 0 s.")
+        steps = np.flatnonzero(np.diff(t) <= 0)
+        if steps.size:
+            i = int(steps[0])
+            raise InputError(f"The input function sample times are not increasing (sample {i + 2} at {t[i + 1]:g} s "
+                             f"follows {t[i]:g} s).",
+                             "Sort the samples by time and remove duplicates; if the table holds several scans, "
+                             "keep one.")
+        t.flags.writeable = False
+        a.flags.writeable = False
+        object.__setattr__(self, "t_s", t)
+        object.__setattr__(self, "activity", a)
+        knots_t, knots_a = (t, a) if t[0] == 0 else (np.concatenate([[0.0], t]), np.concatenate([[0.0], a]))
+        dt = np.diff(knots_t)
+        slope = np.append(np.diff(knots_a) / dt, 0.0)  # constant after the last sample
+        # Cumulative first (activity*s) and second (activity*s^2) integrals at the knots, exact for the line.
+        first = np.concatenate([[0.0], np.cumsum(dt * (knots_a[:-1] + 0.5 * slope[:-1] * dt))])
+        second_steps = first[:-1] * dt + knots_a[:-1] * dt**2 / 2 + slope[:-1] * dt**3 / 6
+        second = np.concatenate([[0.0], np.cumsum(second_steps)])
+        object.__setattr__(self, "_knots", (knots_t, knots_a, slope, first, second))
+
+    def __len__(self) -> int:
+        return int(self.t_s.size)
+
+    def __repr__(self) -> str:
+        return (f"InputFunction({len(self)} samples, {self.t_s[0]:g}-{self.t_s[-1]:g} s, "
+                f"peak {self.activity.max():.4g} {self.unit})")
+
+    @property
+    def end_s(self) -> float:
+        """Time of the last sample, s."""
+        return float(self.t_s[-1])
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def _locate(self, t_s: np.ndarray | Sequence[float] | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Segment index, offset into it (s) and a before-injection mask for times ``t_s`` (any shape)."""
+        knots_t = self._knots[0]
+        t = np.asarray(t_s, dtype=float)
+        if not np.all(np.isfinite(t)):
+            raise InputError("Times at which to evaluate the input function must be finite numbers.")
+        before = t < 0
+        t = np.where(before, 0.0, t)
+        index = np.clip(np.searchsorted(knots_t, t, side="right") - 1, 0, knots_t.size - 1)
+        return index, t - knots_t[index], before
+
+    def value_at(self, t_s: np.ndarray | Sequence[float] | float) -> np.ndarray:
+        """``Cp`` at times ``t_s`` (any shape, s): linear between samples, ramp from (0, 0), held after the end."""
+        _, knots_a, slope, _, _ = self._knots
+        index, offset, before = self._locate(t_s)
+        return np.where(before, 0.0, knots_a[index] + slope[index] * offset)
+
+    def integral_from_injection(self, t_s: np.ndarray | Sequence[float] | float) -> np.ndarray:
+        """``∫_0^t Cp(τ) dτ`` at times ``t_s`` (any shape, s), in activity·min (exact for the sampled curve)."""
+        _, knots_a, slope, first, _ = self._knots
+        index, offset, before = self._locate(t_s)
+        value = first[index] + knots_a[index] * offset + 0.5 * slope[index] * offset**2
+        return np.where(before, 0.0, value) / 60.0
+
+    def _double_integral_s(self, t_s: np.ndarray) -> np.ndarray:
+        """``∫_0^t ∫_0^τ Cp`` in activity·s² at times ``t_s`` (exact for the sampled curve)."""
+        _, knots_a, slope, first, second = self._knots
+        index, offset, before = self._locate(t_s)
+        value = (second[index] + first[index] * offset + knots_a[index] * offset**2 / 2
+                 + slope[index] * offset**3 / 6)
+        return np.where(before, 0.0, value)
+
+    def mean_over_frames(self, timing: FrameTiming) -> np.ndarray:
+        """(T,) frame-averaged ``Cp``: ``∫_frame Cp / duration``, in activity units."""
+        first = self.integral_from_injection(timing.end_s) - self.integral_from_injection(timing.start_s)
+        return first * 60.0 / timing.duration_s
+
+    def mean_integral_over_frames(self, timing: FrameTiming) -> np.ndarray:
+        """(T,) frame average of ``∫_0^t Cp`` (the Patlak abscissa numerator), in activity·min."""
+        second = self._double_integral_s(timing.end_s) - self._double_integral_s(timing.start_s)
+        return second / timing.duration_s / 60.0
+
+    def check_covers(self, timing: FrameTiming) -> None:
+        """Raise :class:`InputError` when the curve stops before the last frame starts (too much extrapolation)."""
+        last_start = float(timing.start_s[-1])
+        if self.end_s < last_start:
+            raise InputError(f"The input function ends at {self.end_s / 60:.1f} min but the last frame starts at "
+                             f"{last_start / 60:.1f} min.",
+                             "Provide plasma samples up to the end of the scan (or drop the late frames).")
+
+    def resampled(self, t_s: np.ndarray | Sequence[float]) -> InputFunction:
+        """The same curve sampled at new times ``t_s`` (M,) in s."""
+        t = np.asarray(t_s, dtype=float)
+        return InputFunction(t, self.value_at(t), self.unit)
+
+    # ---------------------------------------------------------------------------------------- constructors
+    @classmethod
+    def feng(cls, end_s: float = 3600.0, step_s: float = 1.0, params: Mapping[str, float] | None = None,
+             unit: str = "uCi/mL") -> InputFunction:
+        """The Feng 1993 FDG model sampled every ``step_s`` s from 0 to ``end_s`` (see :func:`feng_input`)."""
+        if not (step_s > 0 and end_s > 2 * step_s):
+            raise InputError("The Feng input function needs a positive step shorter than half the duration.")
+        t = np.arange(0.0, end_s + 0.5 * step_s, step_s)
+        return cls(t, feng_input(t, params), unit)
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Sequence[float]], unit: str = "") -> InputFunction:
+        """From a table given as ``{column name: values}``.
+
+        Time: the first column named one of :data:`TIME_COLUMNS_S` (seconds) or :data:`TIME_COLUMNS_MIN`
+        (minutes, converted to s), case-insensitive. Activity: the first of :data:`ACTIVITY_COLUMNS`, else a
+        column whose name contains 'plasma' or starts with 'cp', else the single remaining column.
+        """
+        by_lower = {str(name).strip().lower(): name for name in columns}
+        time_name, scale = None, 1.0
+        for candidates, factor in ((TIME_COLUMNS_S, 1.0), (TIME_COLUMNS_MIN, 60.0)):
+            found = next((by_lower[c] for c in candidates if c in by_lower), None)
+            if found is not None:
+                time_name, scale = found, factor
+                break
+        if time_name is None:
+            looked = ", ".join(TIME_COLUMNS_S[:5] + TIME_COLUMNS_MIN[:2])
+            raise InputError(f"The input function table has no time column (looked for {looked}, ...; found: "
+                             f"{', '.join(map(str, columns)) or 'no columns'}).",
+                             "Add a column named 'time_s' with the sample times in seconds after injection "
+                             "(or 'time_min' in minutes).")
+        others = [name for name in columns if name != time_name]
+        activity_name = next((by_lower[c] for c in ACTIVITY_COLUMNS if c in by_lower and by_lower[c] != time_name),
+                             None)
+        if activity_name is None:
+            loose = [n for n in others if "plasma" in str(n).lower() or str(n).lower().startswith("cp")]
+            if len(loose) == 1:
+                activity_name = loose[0]
+            elif len(others) == 1:
+                activity_name = others[0]
+        if activity_name is None:
+            raise InputError(f"The input function table has no recognisable activity column (found: "
+                             f"{', '.join(map(str, others)) or 'none'}).",
+                             "Name the plasma activity column 'activity' (or 'Cp').")
+        times = np.asarray(columns[time_name], dtype=float) * scale
+        return cls(times, np.asarray(columns[activity_name], dtype=float), unit)
+
+    @classmethod
+    def read_csv(cls, path: str | Path, where: Mapping[str, str] | None = None, unit: str = "") -> InputFunction:
+        """Read a CSV table (header row; see :meth:`from_columns`).
+
+        ``where`` keeps only rows whose text columns equal the given values, e.g. ``{"PET": "cgyu_1"}`` when
+        one file holds several scans.
+        """
+        return cls.from_columns(read_numeric_csv(path, where=where, what="input function"), unit)
+
+
+def read_numeric_csv(path: str | Path, where: Mapping[str, str] | None = None,
+                     what: str = "table") -> dict[str, np.ndarray]:
+    """Numeric columns of a CSV file with a header row, as ``{name: (rows,) float array}``.
+
+    Columns with any non-numeric cell other than an empty one are dropped (empty cells become NaN, which the
+    consumer reports). ``where`` filters rows on exact text matches first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"The {what} file {path} does not exist.", "Check the path.")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            sample = stream.read(4096)
+            stream.seek(0)
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+            except csv.Error:
+                dialect = csv.excel
+            rows = list(csv.DictReader(stream, dialect=dialect))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise FileFormatError(f"The {what} file {path.name} could not be read as a CSV table ({error}).",
+                              "Save it as comma-separated text with a header row.") from error
+    if not rows:
+        raise FileFormatError(f"The {what} file {path.name} has no data rows.", "Save it with a header row and data.")
+    if where:
+        missing = [key for key in where if key not in rows[0]]
+        if missing:
+            raise InputError(f"The {what} file {path.name} has no column {', '.join(missing)} to select rows by.")
+        rows = [row for row in rows if all((row.get(k) or "").strip() == v for k, v in where.items())]
+        if not rows:
+            raise InputError(f"No row of {path.name} matches {dict(where)}.", "Check the scan name.")
+    columns: dict[str, np.ndarray] = {}
+    for name in rows[0]:
+        if name is None:
+            continue
+        values = []
+        for row in rows:
+            cell = (row.get(name) or "").strip()
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                break
+        else:
+            if not all(math.isnan(v) for v in values):
+                columns[name.strip()] = np.asarray(values, dtype=float)
+    return columns

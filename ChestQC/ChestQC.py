@@ -191,13 +191,22 @@ class ChestQCTest(ScriptedLoadableModuleTest):
         data = shared_data_dir()
         if data is None:
             raise unittest.SkipTest("real data folder ../shared/data is absent")
+        import tempfile
+
+        from scanai.chest.phantom import write_monochrome1_copy
+
         chest = data / "chest"
         logic = ChestQCLogic()
-        mono2 = logic.process(chest / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
-        mono1 = logic.process(chest / "Fake_MONOHR1.dcm")
-        self.assertAlmostEqual(mono2["radiograph"].GetSpacing()[0], 0.168, places=3)
-        self.assertTrue(np.allclose(slicer.util.arrayFromVolume(mono1["normalised"]),
-                                    slicer.util.arrayFromVolume(mono2["normalised"]), atol=1e-5))
+        original = chest / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+        mono2 = slicer.util.arrayFromVolume(logic.process(original)["normalised"])
+        recoded = write_monochrome1_copy(original, pathlib.Path(tempfile.mkdtemp()) / "mono1.dcm")
+        outputs = logic.process(recoded)
+        self.assertAlmostEqual(outputs["radiograph"].GetSpacing()[0], 0.168, places=3)
+        self.assertTrue(np.allclose(slicer.util.arrayFromVolume(outputs["normalised"]), mono2, atol=1e-5))
+        # Fake_MONOHR1.dcm holds the very same stored pixels labelled MONOCHROME1: read correctly, it is the
+        # photographic negative, so its normalised image is exactly minus the MONOCHROME2 one.
+        fake = slicer.util.arrayFromVolume(logic.process(chest / "Fake_MONOHR1.dcm")["normalised"])
+        self.assertTrue(np.allclose(fake, -mono2, atol=1e-5))
         png = logic.process(chest / "00000001_000.png")
         self.assertEqual(png["radiograph"].GetAttribute("ScanAI.SpacingKnown"), "false")
         self.assertEqual(slicer.util.arrayFromVolume(png["normalised"]).shape, (1, 512, 512))

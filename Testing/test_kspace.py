@@ -38,8 +38,9 @@ def centred_idft_matrix(n: int) -> np.ndarray:
     return np.exp(2j * np.pi * np.outer(index, index) / n) / np.sqrt(n)
 
 
-def twix_reference_rss(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(k-space (coils, ky, kx), RSS image) of a single-slice twix file, built here independently of scanai."""
+def twix_reference_rss(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k-space (coils, ky, kx), RSS image (ny, nx / 2), full-FOV coil images (coils, ny, nx)) of a single-slice
+    twix file with 2x readout oversampling, built here independently of scanai (explicit DFT, lines by cLin)."""
     import twixtools
 
     scan = twixtools.read_twix(str(path), verbose=False)[-1]
@@ -55,9 +56,15 @@ def twix_reference_rss(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------- real twix data
 
 
-def test_gre_twix_rss_matches_independent_reference(shared_data):
+@pytest.fixture(scope="module")
+def gre(shared_data):
+    """gre.dat read by scanai and by the independent reference (twix parsing takes about a second)."""
     path = shared_data / "kspace" / "gre.dat"
-    ks = read_kspace(path)
+    return read_kspace(path), twix_reference_rss(path)
+
+
+def test_gre_twix_rss_matches_independent_reference(gre):
+    ks, (reference_kspace, reference_rss, _) = gre
     assert ks.data.shape == (2, 1, 160, 320)
     assert ks.data.dtype == np.complex64
     assert ks.readout_oversampling == 2
@@ -67,14 +74,12 @@ def test_gre_twix_rss_matches_independent_reference(shared_data):
     assert images.log_kspace.array.shape == (1, 160, 320)
     assert images.rss.geometry.spacing_mm == pytest.approx((1.25, 1.25, 4.0))
 
-    reference_kspace, reference_rss, _ = twix_reference_rss(path)
     np.testing.assert_allclose(ks.data[:, 0], reference_kspace, rtol=1e-6, atol=1e-6 * np.abs(reference_kspace).max())
     np.testing.assert_allclose(images.rss.array[0], reference_rss, rtol=1e-3, atol=1e-4 * reference_rss.max())
 
 
-def test_gre_twix_content_is_a_visible_phantom(shared_data):
-    path = shared_data / "kspace" / "gre.dat"
-    ks = read_kspace(path)
+def test_gre_twix_content_is_a_visible_phantom(gre):
+    ks, (_, _, full) = gre
     magnitude = rss(ks.data[:, 0])
     peak = np.unravel_index(np.argmax(magnitude), magnitude.shape)
     assert abs(peak[0] - 80) <= 2 and abs(peak[1] - 160) <= 2, "the k-space centre must hold the maximum"
@@ -86,10 +91,21 @@ def test_gre_twix_content_is_a_visible_phantom(shared_data):
     assert stats["object_background_ratio"] > 4.0
     assert 0.2 < stats["object_fraction"] < 0.8
     # The cropped readout margins of the full-FOV image hold only background.
-    _, _, full = twix_reference_rss(path)
     full_rss = np.sqrt(np.sum(np.abs(full) ** 2, axis=0))
     margins = np.concatenate([full_rss[:, :60], full_rss[:, -60:]], axis=1)
     assert margins.mean() < 0.2 * image.mean()
+
+
+def test_twix_lines_are_placed_by_their_counters_not_their_order(gre, tmp_path):
+    import twixtools
+
+    ks, _ = gre
+    scans = twixtools.read_twix(str(ks.metadata["path"]), verbose=False)
+    blocks = scans[-1]["mdb"]
+    scans[-1]["mdb"] = [blocks[i] for i in np.random.default_rng(5).permutation(len(blocks))]
+    twixtools.write_twix(scans, str(tmp_path / "shuffled.dat"))
+    shuffled = read_kspace(tmp_path / "shuffled.dat")
+    np.testing.assert_array_equal(shuffled.data, ks.data)
 
 
 @pytest.mark.parametrize("name, coils, shape, oversampling", [

@@ -1,4 +1,4 @@
-"""Regenerate the modules' Qt Designer .ui files and the icons from one compact description.
+"""Regenerate the modules' .ui files, the icons, and the file listing of ``scanai/CMakeLists.txt``.
 
 Run from the repository root: ``python Utilities/generate_resources.py``. The .ui files stay editable in Qt
 Designer; this script only keeps the four modules' layouts consistent (Inputs / Outputs / Advanced sections,
@@ -176,6 +176,39 @@ def write_icon(path: pathlib.Path, colour: str, background: str, mark: str, size
     plt.close(figure)
 
 
+LIBRARY_CMAKE = """# The shared inference library, packaged as a library-only scripted target: WITH_SUBDIR installs the files
+# under qt-scripted-modules/scanai/, so every module can `import scanai`. No GUI module, no generic test.
+# Every file must be listed (Slicer silently drops unlisted files); regenerate with
+# `python Utilities/generate_resources.py` (Testing/test_packaging.py fails when this list is stale).
+set(SCANAI_PYTHON_SCRIPTS
+{scripts}
+  )
+
+set(SCANAI_PYTHON_RESOURCES
+{resources}
+  )
+
+slicerMacroBuildScriptedModule(
+  NAME scanai
+  SCRIPTS ${{SCANAI_PYTHON_SCRIPTS}}
+  RESOURCES ${{SCANAI_PYTHON_RESOURCES}}
+  WITH_SUBDIR
+  )
+"""
+
+
+def write_library_cmakelists() -> None:
+    package = ROOT / "scanai"
+
+    def listing(patterns: tuple[str, ...]) -> str:
+        files = sorted(str(p.relative_to(package)) for pattern in patterns for p in package.rglob(pattern)
+                       if "__pycache__" not in p.parts)
+        return "\n".join(f"  {f}" for f in files)
+
+    (package / "CMakeLists.txt").write_text(LIBRARY_CMAKE.format(scripts=listing(("*.py",)),
+                                                                 resources=listing(("*.json", "*.pt"))))
+
+
 def main() -> None:
     for module, sections in MODULES.items():
         ui_path = ROOT / module / "Resources" / "UI" / f"{module}.ui"
@@ -183,6 +216,7 @@ def main() -> None:
         ui_path.write_text(_pretty(ui_text(module, sections)))
         write_icon(ROOT / module / "Resources" / "Icons" / f"{module}.png", *ICONS[module])
     write_icon(ROOT / "Resources" / "Icons" / "ScanAI.png", "#ffffff", "#24303f", "AI")
+    write_library_cmakelists()
 
 
 if __name__ == "__main__":

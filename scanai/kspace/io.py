@@ -204,6 +204,8 @@ def _read_numpy(path: Path) -> KSpaceData:
                     oversampling = int(loaded["readout_oversampling"])
                 if "spacing_mm" in keys:
                     spacing = tuple(float(s) for s in np.ravel(loaded["spacing_mm"]))
+            except FileFormatError:
+                raise
             except (OSError, ValueError, EOFError) as error:
                 raise FileFormatError(f"{path.name} could not be read: the archive is damaged.",
                                       "Save the k-space again with numpy.savez.") from error
@@ -409,6 +411,7 @@ def _read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
         spacing_note += " (Pulseq: the header is the interpreter's protocol; check it against the .seq file's FOV)"
     metadata: dict[str, Any] = {
         "format": "siemens-twix",
+        "path": str(path),
         "measurement": len(scans),
         "protocol": _header_value(header, "MeasYaps", "tProtocolName", default=""),
         "sequence": sequence,

@@ -14,7 +14,6 @@ frame values are exact averages of the fine curve (piecewise linear) over each f
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 from scanai.core.errors import InputError
 from scanai.pet.input_function import InputFunction
@@ -37,6 +36,8 @@ def _exponential_convolution(signal: np.ndarray, rate_per_s: float, step_s: floa
 
     signal: (M,) samples at ``0, step, 2 step, ...``; returns (M,), 0 at the first sample.
     """
+    from scipy.signal import lfilter
+
     x = rate_per_s * step_s
     decay = np.exp(-x)
     if x < 1e-3:  # Taylor series (avoids cancellation); x = 0 gives the trapezoid rule

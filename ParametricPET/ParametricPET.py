@@ -51,7 +51,7 @@ class ParametricPETParameterNode:
     inputFunctionTable: vtkMRMLTableNode
     frameTimingTable: vtkMRMLTableNode
     createFitQuality: bool = True
-    tStarMin: Annotated[float, WithinRange(0.0, 600.0)] = 30.0
+    tStarMin: Annotated[float, WithinRange(0.0, 600.0)] = 20.0  # = scanai.pet.patlak.DEFAULT_T_STAR_MIN
 
 
 #
@@ -96,7 +96,7 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return ParametricPETParameterNode(super().getParameterNode())
 
-    def process(self, inputSequence, inputFunctionTable, frameTimingTable=None, tStarMin: float = 30.0,
+    def process(self, inputSequence, inputFunctionTable, frameTimingTable=None, tStarMin: float = 20.0,
                 createFitQuality: bool = True, progress=None) -> dict:
         """Compute Ki (1/min), intercept and R² maps; add them and the input-function plot to the scene.
 

@@ -174,3 +174,9 @@ def test_slicer_progress_drives_the_bar_and_cancels():
     token.cancel()
     with pytest.raises(Cancelled):
         progress(0.5, "more")
+
+
+def test_text_table_columns_are_read_as_numbers():
+    table = mrml.table_to_node({"time_s": np.array(["0", "60", "n/a"]), "Cp": [1.0, 2.0, 3.0]}, "csv as text")
+    columns = mrml.table_from_node(table)
+    assert np.allclose(columns["time_s"][:2], [0, 60]) and np.isnan(columns["time_s"][2])

@@ -266,9 +266,8 @@ def table_from_node(node: slicer.vtkMRMLTableNode) -> dict[str, np.ndarray]:
         column = table.GetColumn(c)
         values = []
         for r in range(table.GetNumberOfRows()):
-            try:
-                values.append(float(column.GetValue(r).ToString() if hasattr(column.GetValue(r), "ToString")
-                                    else column.GetValue(r)))
+            try:  # numeric arrays give floats, string arrays (e.g. a CSV loaded as text) give str
+                values.append(float(column.GetValue(r)))
             except (TypeError, ValueError):
                 values.append(np.nan)
         columns[column.GetName()] = np.asarray(values, dtype=float)

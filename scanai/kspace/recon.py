@@ -92,7 +92,7 @@ def rss(coil_images: np.ndarray, axis: int = 0) -> np.ndarray:
         raise InputError(f"Coil images must be a non-empty array (coils, ...), got shape {coil_images.shape}.")
     power = np.sum(np.abs(coil_images) ** 2, axis=axis)
     double = coil_images.dtype in (np.float64, np.complex128)
-    return power.astype(np.float64 if double else np.float32, copy=False)
+    return np.sqrt(power).astype(np.float64 if double else np.float32, copy=False)
 
 
 def log_magnitude(kspace: np.ndarray, reference: float | None = None) -> np.ndarray:

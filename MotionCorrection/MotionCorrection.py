@@ -88,8 +88,9 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
         outputs = self.logic.process(parameterNode.inputSequence, parameterNode.referenceFrame,
                                      parameterNode.method, parameterNode.createWarped,
                                      parameterNode.createTransforms, progress)
-        return _("Registered {n} frames: {names}.").format(
-            n=parameterNode.inputSequence.GetNumberOfDataNodes(), names=", ".join(n.GetName() for n in outputs.values()))
+        names = ", ".join(node.GetName() for node in outputs.values())
+        return _("Registered {n} frames: {names}.").format(n=parameterNode.inputSequence.GetNumberOfDataNodes(),
+                                                           names=names)
 
 
 #

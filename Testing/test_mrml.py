@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import slicer_harness
 
 scene = slicer_harness.install()
@@ -180,3 +179,16 @@ def test_text_table_columns_are_read_as_numbers():
     table = mrml.table_to_node({"time_s": np.array(["0", "60", "n/a"]), "Cp": [1.0, 2.0, 3.0]}, "csv as text")
     columns = mrml.table_from_node(table)
     assert np.allclose(columns["time_s"][:2], [0, 60]) and np.isnan(columns["time_s"][2])
+
+
+def test_slicer_requirements_match_the_package_dependencies():
+    import re
+
+    import tomllib
+    from slicer_harness import HOME
+
+    declared = tomllib.loads((HOME / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ]", d)[0].lower() for d in declared}
+    slicer_provided = {"numpy", "simpleitk"}
+    assert {r.split(">")[0].lower() for r in mrml.SLICER_REQUIREMENTS.values()} == names - slicer_provided
+    assert mrml.missing_requirements() == []

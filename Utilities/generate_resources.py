@@ -16,7 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODULES = {
     "MotionCorrection": {
         "Inputs": [
-            ("node", "inputSequenceSelector", "Cine / 4D sequence:", "inputSequence", {"nodeTypes": "vtkMRMLSequenceNode"}),
+            ("node", "inputSequenceSelector", "Cine / 4D sequence:", "inputSequence",
+             {"nodeTypes": "vtkMRMLSequenceNode"}),
             ("int", "referenceFrameSpinBox", "Reference frame:", "referenceFrame", {"minimum": 1, "maximum": 9999}),
         ],
         "Outputs": [
@@ -29,8 +30,10 @@ MODULES = {
     },
     "ParametricPET": {
         "Inputs": [
-            ("node", "inputSequenceSelector", "Dynamic PET sequence:", "inputSequence", {"nodeTypes": "vtkMRMLSequenceNode"}),
-            ("node", "inputFunctionSelector", "Input function table:", "inputFunctionTable", {"nodeTypes": "vtkMRMLTableNode"}),
+            ("node", "inputSequenceSelector", "Dynamic PET sequence:", "inputSequence",
+             {"nodeTypes": "vtkMRMLSequenceNode"}),
+            ("node", "inputFunctionSelector", "Input function table:", "inputFunctionTable",
+             {"nodeTypes": "vtkMRMLTableNode"}),
             ("node", "frameTimingSelector", "Frame timing table (optional):", "frameTimingTable",
              {"nodeTypes": "vtkMRMLTableNode", "noneEnabled": True}),
         ],
@@ -176,8 +179,9 @@ def write_icon(path: pathlib.Path, colour: str, background: str, mark: str, size
     plt.close(figure)
 
 
-LIBRARY_CMAKE = """# The shared inference library, packaged as a library-only scripted target: WITH_SUBDIR installs the files
-# under qt-scripted-modules/scanai/, so every module can `import scanai`. No GUI module, no generic test.
+LIBRARY_CMAKE = """# The shared inference library, packaged as a library-only scripted target:
+# WITH_SUBDIR installs the files under qt-scripted-modules/scanai/, so every module can `import scanai`.
+# No GUI module, no generic test.
 # Every file must be listed (Slicer silently drops unlisted files); regenerate with
 # `python Utilities/generate_resources.py` (Testing/test_packaging.py fails when this list is stale).
 set(SCANAI_PYTHON_SCRIPTS

@@ -401,6 +401,36 @@ def slicer_progress(progress_bar=None, token: CancelToken | None = None) -> Prog
     return Progress(update, token or CancelToken())
 
 
+# ---------------------------------------------------------------------------------------------- requirements
+
+#: Python packages the library needs that Slicer does not ship (import name -> pip requirement). numpy and
+#: SimpleITK come with Slicer, torch with the PyTorch extension; never install or replace those here.
+SLICER_REQUIREMENTS = {"scipy": "scipy>=1.10", "pydicom": "pydicom>=2.4", "twixtools": "twixtools>=0.22",
+                       "tqdm": "tqdm>=4.60"}
+
+
+def missing_requirements() -> list[str]:
+    """pip requirements of :data:`SLICER_REQUIREMENTS` whose package cannot be imported."""
+    import importlib.util
+
+    return [requirement for name, requirement in SLICER_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
+
+
+def ensure_requirements() -> None:
+    """Install missing library requirements into Slicer's Python after asking the user (never at import)."""
+    from scanai.core.errors import ScanAIError
+
+    missing = missing_requirements()
+    if not missing:
+        return
+    if not slicer.util.confirmOkCancelDisplay("ScanAI needs these Python packages, which are not installed yet:\n"
+                                              + "\n".join(missing) + "\n\nInstall them now (a few MB)?"):
+        raise ScanAIError("The Python packages ScanAI needs are not installed: " + ", ".join(missing) + ".",
+                          "Click Apply again and accept the installation, or install them from the Python console "
+                          "with slicer.util.pip_install().")
+    slicer.util.pip_install(" ".join(missing))
+
+
 # ---------------------------------------------------------------------------------------------- module widgets
 
 
@@ -485,6 +515,7 @@ class ModuleWidgetMixin:
         self.ui.statusLabel.text = "Running…"
         try:
             with slicer.util.tryWithErrorDisplay("ScanAI could not complete the computation.", waitCursor=True):
+                ensure_requirements()
                 try:
                     summary = self.process(self._parameterNode, slicer_progress(self.ui.progressBar, self._cancelToken))
                     self.ui.statusLabel.text = summary or "Done."

@@ -198,11 +198,11 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         if data is None:
             raise unittest.SkipTest("real data folder ../shared/data is absent")
         sequence = read_sunnybrook_cine(data / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101", slice_index=5)
-        node = mrml.sequence_to_node(type(sequence)(sequence.frames[:6], sequence.geometry,
-                                                    sequence.index_values[:6], "time", "s"), "Sunnybrook cine")
+        node = mrml.sequence_to_node(type(sequence)(sequence.frames[:4], sequence.geometry,
+                                                    sequence.index_values[:4], "time", "s"), "Sunnybrook cine")
         warped = MotionCorrectionLogic().process(node, createTransforms=False)["warped"]
         reference = sequence.frames[0]
-        before = np.mean([np.abs(sequence.frames[t] - reference).mean() for t in range(1, 6)])
+        before = np.mean([np.abs(sequence.frames[t] - reference).mean() for t in range(1, 4)])
         after = np.mean([np.abs(slicer.util.arrayFromVolume(warped.GetNthDataNode(t)) - reference).mean()
-                         for t in range(1, 6)])
+                         for t in range(1, 4)])
         self.assertLess(after, before)

@@ -53,9 +53,41 @@ def run_demo(out_dir: Path, data_dir: Path | None, only: list[str] | None = None
         section = _domain(command).demo(out_dir / command, data_dir)
         sections.append(section.rstrip() + f"\n\n_Run time: {time.perf_counter() - started:.1f} s._\n")
     source = f"real data in `{data_dir}` and generated phantoms" if data_dir else "generated phantoms only"
+    overview = write_overview(out_dir, sections)
     report = out_dir / "report.md"
-    report.write_text(f"# ScanAI demo report\n\nscanai {__version__}; inputs: {source}.\n\n" + "\n".join(sections))
+    report.write_text(f"# ScanAI demo report\n\nscanai {__version__}; inputs: {source}.\n\n"
+                      f"![overview]({overview.name})\n\n" + "\n".join(sections))
     return report
+
+
+def write_overview(out_dir: Path, sections: list[str]) -> Path:
+    """Stack one figure of each Markdown section into ``out_dir/overview.png`` (the README picture)."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    for section in sections:  # prefer a figure of real data over a phantom's
+        links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", section)
+        real = [link for link in links if "phantom" not in link]
+        if links:
+            figures.append(out_dir / (real or links)[0])
+    images = [plt.imread(path) for path in figures if path.is_file()]
+    heights = [image.shape[0] / image.shape[1] for image in images] or [1.0]
+    figure, axes = plt.subplots(len(heights), 1, figsize=(12, 12 * sum(heights)),
+                                gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for axis, image in zip(axes[:, 0], images, strict=False):
+        axis.imshow(image)
+    for axis in axes[:, 0]:
+        axis.set_axis_off()
+    figure.subplots_adjust(0, 0, 1, 1, 0, 0.02)
+    path = out_dir / "overview.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,8 @@ DEMONS_DEFAULTS: dict[str, Any] = {
 }
 
 BSPLINE_DEFAULTS: dict[str, Any] = {
-    "mesh_size": 12,  # final control-point mesh cells per axis (coarser meshes are used at coarser levels)
+    "mesh_size": None,  # control-point mesh cells per axis; None = one cell per ~8 pixels, 4 to 16 cells
+    "sampling_fraction": None,  # voxels used by the metric (fixed seeded random set); None = at most ~16k voxels
     "metric": "mean_squares",  # or "mattes" (Mattes mutual information, 32 bins)
     "iterations": 100,  # LBFGSB iterations per level
     "shrink_factors": (4, 2, 1),
@@ -227,7 +228,12 @@ def _bspline_pair(fixed, moving, options: dict[str, Any], progress: Progress):
     sigmas = list(options["smoothing_sigmas_px"])
     if len(sigmas) != len(factors):
         raise InputError("B-spline registration needs one smoothing sigma per shrink factor.")
-    transform = sitk.BSplineTransformInitializer(fixed, [int(options["mesh_size"])] * fixed.GetDimension())
+    mesh = options["mesh_size"]
+    if mesh is None:
+        mesh = [min(16, max(4, int(round(n / 8)))) for n in fixed.GetSize()]
+    else:
+        mesh = [int(mesh)] * fixed.GetDimension()
+    transform = sitk.BSplineTransformInitializer(fixed, mesh)
     method = sitk.ImageRegistrationMethod()
     if options["metric"] == "mean_squares":
         method.SetMetricAsMeanSquares()
@@ -235,7 +241,16 @@ def _bspline_pair(fixed, moving, options: dict[str, Any], progress: Progress):
         method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     else:
         raise InputError(f"Unknown similarity metric {options['metric']!r}.", "Use 'mean_squares' or 'mattes'.")
-    method.SetMetricSamplingStrategy(method.NONE)
+    fraction = options["sampling_fraction"]
+    if fraction is None:
+        fraction = min(1.0, 16384 / float(np.prod(fixed.GetSize())))
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(f"The sampling fraction must lie in (0, 1], got {fraction}.")
+    if fraction < 1.0:
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentage(float(fraction), seed=20261120)
+    else:
+        method.SetMetricSamplingStrategy(method.NONE)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-6, numberOfIterations=int(options["iterations"]),
                                 maximumNumberOfCorrections=7, maximumNumberOfFunctionEvaluations=4 * int(

@@ -1,0 +1,96 @@
+"""Writing motion results: warped sequence, displacement fields and a per-frame table.
+
+Files written by :func:`write_motion_fields` into one folder:
+
+- ``warped.seq.nrrd``: the frames resampled onto the reference (Slicer sequence NRRD, index as the input).
+- ``displacement/frame_NNN.nrrd``: one ITK displacement field per frame (3-component vectors, LPS mm, on the
+  reference grid, pull-back convention). Loaded into Slicer as a transform it becomes a grid transform whose
+  *FromParent* maps a reference point x to x + u(x) in frame NNN; the reference frame's field is zero.
+- ``motion.csv``: per frame, the index value, mean and maximum |u| in mm and the mean absolute intensity
+  difference to the reference before and after warping.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.core.image import Geometry, VolumeSequence
+from scanai.io.cine import LPS_TO_RAS, write_sequence_nrrd
+from scanai.motion.registration import MotionFields
+
+
+def write_displacement_field(displacement_mm: np.ndarray, geometry: Geometry, path: str | Path) -> Path:
+    """Write one field (K, J, I, 3) of RAS mm vectors as an ITK displacement-field NRRD (LPS vectors)."""
+    import SimpleITK as sitk
+
+    field_array = np.asarray(displacement_mm, dtype=np.float64)
+    if field_array.ndim != 4 or field_array.shape[-1] != 3:
+        raise InputError(f"A displacement field must have shape (K, J, I, 3), got {field_array.shape}.")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(field_array @ LPS_TO_RAS.T), isVector=True)
+    image.SetSpacing(geometry.spacing_mm)
+    image.SetOrigin(tuple(LPS_TO_RAS @ np.asarray(geometry.origin_mm)))
+    image.SetDirection(tuple((LPS_TO_RAS @ np.asarray(geometry.directions)).ravel()))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def read_displacement_field(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read a field written by :func:`write_displacement_field`: ((K, J, I, 3) RAS mm, geometry)."""
+    import SimpleITK as sitk
+
+    from scanai.io.sitk_image import geometry_of_sitk
+
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 2:
+        array = array[np.newaxis]
+    return array @ LPS_TO_RAS.T, geometry_of_sitk(image)
+
+
+def motion_table(sequence: VolumeSequence, fields: MotionFields) -> list[dict[str, float]]:
+    """One row per frame: index value, mean/max |u| (mm), mean |frame - reference| before and after warping."""
+    reference = np.asarray(sequence.frames[fields.reference_index], dtype=np.float64)
+    magnitude = np.linalg.norm(fields.displacement_mm, axis=-1)
+    rows = []
+    for frame in range(len(sequence)):
+        rows.append({
+            "frame": frame,
+            f"{sequence.index_name}_{sequence.index_unit}".rstrip("_"): sequence.index_values[frame],
+            "mean_displacement_mm": float(magnitude[frame].mean()),
+            "max_displacement_mm": float(magnitude[frame].max()),
+            "mean_abs_difference_before": float(np.abs(sequence.frames[frame] - reference).mean()),
+            "mean_abs_difference_after": float(np.abs(fields.warped.frames[frame] - reference).mean()),
+        })
+    return rows
+
+
+def write_table(rows: list[dict[str, float]], path: str | Path) -> Path:
+    """Write dictionaries with identical keys as a CSV file; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_motion_fields(sequence: VolumeSequence, fields: MotionFields, out_dir: str | Path) -> dict[str, Path]:
+    """Write the warped sequence, one displacement NRRD per frame and ``motion.csv`` into ``out_dir``.
+
+    Returns the paths: "warped", "table" and "displacement" (the folder of ``frame_NNN.nrrd`` files).
+    """
+    out_dir = Path(out_dir)
+    paths = {"warped": write_sequence_nrrd(fields.warped, out_dir / "warped.seq.nrrd")}
+    for frame in range(len(sequence)):
+        write_displacement_field(fields.displacement_mm[frame], sequence.geometry,
+                                 out_dir / "displacement" / f"frame_{frame:03d}.nrrd")
+    paths["displacement"] = out_dir / "displacement"
+    paths["table"] = write_table(motion_table(sequence, fields), out_dir / "motion.csv")
+    return paths

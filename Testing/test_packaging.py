@@ -18,7 +18,7 @@ MIXIN_UI_NAMES = {"applyButton", "cancelButton", "progressBar", "statusLabel"}
 
 def _cmake_listed(cmake_file: Path) -> set[str]:
     """Every file path (relative to the CMakeLists folder) named in a CMakeLists.txt, with ${MODULE_NAME} expanded."""
-    text = cmake_file.read_text()
+    text = re.sub(r"#[^\n]*", "", cmake_file.read_text())
     name = re.search(r"set\(MODULE_NAME\s+(\S+)\)", text)
     if name:
         text = text.replace("${MODULE_NAME}", name.group(1))

@@ -139,10 +139,7 @@ class ChestQCTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
-        for test in (self.test_PhantomMonochromeFormsAgree, self.test_FileWithoutPixelDataIsRefused,
-                     self.test_RealDicomAndPng):
-            self.setUp()
-            test()
+        mrml.run_test_methods(self)
 
     def test_PhantomMonochromeFormsAgree(self):
         import tempfile

@@ -124,9 +124,7 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
-        for test in (self.test_PhantomImageIsRecovered, self.test_RealValuedFileIsRefused, self.test_TwixGre):
-            self.setUp()
-            test()
+        mrml.run_test_methods(self)
 
     def test_PhantomImageIsRecovered(self):
         import tempfile

@@ -141,10 +141,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
-        for test in (self.test_RecoversPhantomMotion, self.test_WarpedFramesMatchReference,
-                     self.test_BadReferenceFrameIsRefused, self.test_SunnybrookCine):
-            self.setUp()
-            test()
+        mrml.run_test_methods(self)
 
     def _phantomSequenceNode(self):
         from scanai.motion.phantom import smooth_motion_phantom

@@ -155,10 +155,7 @@ class ParametricPETTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
-        for test in (self.test_KiMatchesTruthOnPhantom, self.test_TableWithoutTimeColumnIsRefused,
-                     self.test_RealTimeActivityCurves):
-            self.setUp()
-            test()
+        mrml.run_test_methods(self)
 
     def _phantomNodes(self, shape=(2, 16, 16)):
         from scanai.pet.phantom import DEFAULT_REGIONS, pet_phantom

@@ -61,11 +61,10 @@ def test_every_module_has_self_tests():
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_run_test_calls_every_test_method(name):
+def test_run_test_runs_every_test_method(name):
     module = slicer_harness.load_module(name)
     source = inspect.getsource(module.__dict__[f"{name}Test"].runTest)
-    for method in _test_methods(name):
-        assert f"self.{method}" in source, f"{name}Test.runTest does not run {method}"
+    assert "mrml.run_test_methods(self)" in source, f"{name}Test.runTest must run every test_ method"
 
 
 @pytest.mark.parametrize(("name", "method"), SELF_TESTS, ids=[f"{n}.{m}" for n, m in SELF_TESTS])

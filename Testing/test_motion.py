@@ -11,7 +11,8 @@ import pytest
 from scanai.core.errors import Cancelled, FileFormatError, InputError
 from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import CancelToken, Progress
-from scanai.io.cine import list_cine_slices, read_dicom_series, read_sequence, read_sunnybrook_cine, write_sequence_nrrd
+from scanai.io.cine import list_cine_slices, read_dicom_series, read_sunnybrook_cine
+from scanai.io.sequence_file import read_sequence, write_sequence_nrrd
 from scanai.motion import cli as motion_cli
 from scanai.motion.export import read_displacement_field, write_displacement_field
 from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom

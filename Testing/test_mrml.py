@@ -192,3 +192,26 @@ def test_slicer_requirements_match_the_package_dependencies():
     slicer_provided = {"numpy", "simpleitk"}
     assert {r.split(">")[0].lower() for r in mrml.SLICER_REQUIREMENTS.values()} == names - slicer_provided
     assert mrml.missing_requirements() == []
+
+
+def test_run_test_methods_runs_each_method_after_set_up():
+    import unittest
+
+    calls = []
+
+    class Case(unittest.TestCase):
+        def setUp(self):
+            calls.append("setUp")
+
+        def runTest(self):
+            mrml.run_test_methods(self)
+
+        def test_b(self):
+            calls.append("b")
+
+        def test_a(self):
+            calls.append("a")
+            raise unittest.SkipTest("no data")
+
+    Case().runTest()
+    assert calls == ["setUp", "a", "setUp", "b"]

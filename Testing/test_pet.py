@@ -273,12 +273,12 @@ def test_patlak_on_real_grey_matter_and_liver(shared_data):
 
 # ----------------------------------------------------------------------------------------------- CLI, demo
 def test_cli_run_writes_maps_with_input_geometry(tmp_path, capsys):
+    from scanai.io.sequence_file import read_sequence, write_sequence
     from scanai.io.sitk_image import read_image
-    from scanai.pet.dynamic_io import read_dynamic_image, write_dynamic_image
 
     phantom = pet_phantom((2, 12, 12), geometry=oblique_geometry())
-    image = write_dynamic_image(phantom.sequence, tmp_path / "dynamic.nii.gz")
-    reread = read_dynamic_image(image)
+    image = write_sequence(phantom.sequence, tmp_path / "dynamic.nii.gz")
+    reread = read_sequence(image)
     assert reread.geometry.is_close(phantom.sequence.geometry)
     frames = phantom.timing.to_csv(tmp_path / "frames.csv")
     t_s = np.arange(0.0, 3601.0, 2.0)
@@ -300,19 +300,19 @@ def test_cli_run_writes_maps_with_input_geometry(tmp_path, capsys):
 def test_dynamic_reader_accepts_slicer_sequence_file_and_refuses_a_3d_image(tmp_path):
     import SimpleITK as sitk
 
+    from scanai.io.sequence_file import read_sequence
     from scanai.io.sitk_image import to_sitk, write_image
-    from scanai.pet.dynamic_io import read_dynamic_image
 
     phantom = pet_phantom((2, 8, 8), geometry=oblique_geometry())
     # A Slicer .seq.nrrd is read by ITK as a 3-D image with one component per frame.
     vector = sitk.Compose([to_sitk(phantom.sequence.frame(t)) for t in range(len(phantom.sequence))])
     sitk.WriteImage(vector, str(tmp_path / "dynamic.seq.nrrd"))
-    sequence = read_dynamic_image(tmp_path / "dynamic.seq.nrrd")
+    sequence = read_sequence(tmp_path / "dynamic.seq.nrrd")
     np.testing.assert_allclose(sequence.frames, phantom.sequence.frames)
     assert sequence.geometry.is_close(phantom.sequence.geometry)
     path = write_image(phantom.ki_true, tmp_path / "static.nrrd")
-    with pytest.raises(FileFormatError, match="not a dynamic"):
-        read_dynamic_image(path)
+    with pytest.raises(FileFormatError, match="not an image sequence"):
+        read_sequence(path)
 
 
 def test_demo_writes_report_and_files(tmp_path):

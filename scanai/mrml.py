@@ -401,6 +401,25 @@ def slicer_progress(progress_bar=None, token: CancelToken | None = None) -> Prog
     return Progress(update, token or CancelToken())
 
 
+# ---------------------------------------------------------------------------------------------- self-tests
+
+
+def run_test_methods(case) -> None:
+    """Slicer's "Reload and Test" for a module's ``*Test`` case: every ``test_*`` method, each after ``setUp``.
+
+    A method that raises ``unittest.SkipTest`` (e.g. real data absent) is logged and the others still run.
+    """
+    import logging
+    import unittest
+
+    for name in sorted(n for n in dir(case) if n.startswith("test_")):
+        case.setUp()
+        try:
+            getattr(case, name)()
+        except unittest.SkipTest as reason:
+            logging.info(f"{type(case).__name__}.{name} skipped: {reason}")
+
+
 # ---------------------------------------------------------------------------------------------- requirements
 
 #: Python packages the library needs that Slicer does not ship (import name -> pip requirement). numpy and

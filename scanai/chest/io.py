@@ -74,14 +74,10 @@ def read_picture(path: str | Path) -> Radiograph:
     """Read a PNG/JPEG/TIFF/BMP radiograph: grey (colour converted by luminance), 1 mm spacing flagged unknown."""
     import SimpleITK as sitk
 
+    from scanai.io.sitk_image import read_sitk
+
     path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"The file {path} does not exist.", "Check the path and the file name.")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise FileFormatError(f"{path.name} could not be read as a picture: it may be damaged or of an "
-                              "unsupported kind.", "Use DICOM, PNG, JPEG or TIFF.") from error
+    image = read_sitk(path, "a picture", "Use DICOM, PNG, JPEG or TIFF.")
     if image.GetDimension() != 2:
         raise InputError(f"{path.name} is not a 2-D picture (it has {image.GetDimension()} dimensions).",
                          "Choose a single 2-D radiograph.")

@@ -176,13 +176,18 @@ def write_phantom_dicom(phantom: ChestPhantom, path: str | Path, photometric: st
     ds.EstimatedRadiographicMagnificationFactor = _ds(magnification)
     ds.PixelData = np.ascontiguousarray(stored).astype("<u2").tobytes()
 
+    return _save_dicom(ds, path)
+
+
+def _save_dicom(dataset, path: str | Path) -> Path:
+    """Write ``dataset`` as a DICOM file (explicit VR little endian, preamble and meta), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        ds.save_as(str(path), enforce_file_format=True)
+        dataset.save_as(str(path), enforce_file_format=True)
     except TypeError:  # pydicom < 3
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
+        dataset.is_little_endian, dataset.is_implicit_VR = True, False
+        dataset.save_as(str(path), write_like_original=False)
     return path
 
 
@@ -209,11 +214,4 @@ def write_monochrome1_copy(source: str | Path, target: str | Path) -> Path:
     dataset.PhotometricInterpretation = "MONOCHROME1"
     del dataset.PixelData  # the old element may be encapsulated (compressed); write a plain one
     dataset.add_new(0x7FE00010, "OW" if dtype.itemsize == 2 else "OB", np.ascontiguousarray(inverted).tobytes())
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        dataset.save_as(str(target), enforce_file_format=True)
-    except TypeError:  # pydicom < 3
-        dataset.is_little_endian, dataset.is_implicit_VR = True, False
-        dataset.save_as(str(target), write_like_original=False)
-    return target
+    return _save_dicom(dataset, target)

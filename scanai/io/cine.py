@@ -1,17 +1,15 @@
-"""Cine (time-resolved) image sequences: DICOM cine MR folders and 4-D NRRD/NIfTI files.
+"""Cine (time-resolved) DICOM series: a cardiac cine MR folder -> :class:`~scanai.core.image.VolumeSequence`.
 
 DICOM geometry is in LPS; :class:`~scanai.core.image.Geometry` is RAS (the first two axes change sign).
 A DICOM cine folder holds, for each slice location, one image per cardiac phase; a
 :class:`~scanai.core.image.VolumeSequence` holds one location's phases, ordered by TriggerTime, with index
 "time" in seconds.
 
-Sequence files written here are Slicer sequence NRRDs (``*.seq.nrrd``): the first axis is the frame list,
-with the index name, unit and values in the header, so Slicer's *Add data* loads them as a volume sequence.
+Sequence files (Slicer ``.seq.nrrd``, 4-D NRRD/NIfTI) are read and written by :mod:`scanai.io.sequence_file`.
 """
 
 from __future__ import annotations
 
-import gzip
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +19,7 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, GeometryError, InputError
 from scanai.core.image import Geometry, VolumeSequence
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+from scanai.io.sitk_image import LPS_TO_RAS
 
 
 @dataclass(frozen=True)
@@ -188,99 +185,3 @@ def read_sunnybrook_cine(dicom_dir: str | Path, slice_index: int | None = None) 
 
 
 # ------------------------------------------------------------------------------------ sequence NRRD files
-
-_NRRD_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int16): "short",
-               np.dtype(np.uint16): "ushort", np.dtype(np.uint8): "uchar", np.dtype(np.int32): "int"}
-
-
-def _vector_text(values: Sequence[float]) -> str:
-    return "(" + ",".join(f"{float(v):.17g}" for v in values) + ")"
-
-
-def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
-    """Write a Slicer sequence NRRD (``.seq.nrrd``): axes (frame, i, j, k), LPS space, gzip.
-
-    The header keeps the index name, unit and values, so Slicer loads the file as a volume sequence and
-    :func:`read_sequence` restores the same :class:`VolumeSequence` (float64 is kept, other types as is).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.asarray(sequence.frames)
-    if frames.dtype not in _NRRD_TYPES:
-        frames = frames.astype(np.float32)
-    geometry = sequence.geometry
-    axes = LPS_TO_RAS @ np.asarray(geometry.directions) * np.asarray(geometry.spacing_mm)  # columns: i, j, k
-    data = np.ascontiguousarray(frames.transpose(1, 2, 3, 0))  # (k, j, i, t): t varies fastest on disk
-    count, k_size, j_size, i_size = frames.shape
-    header = [
-        "NRRD0004",
-        f"type: {_NRRD_TYPES[frames.dtype]}",
-        "dimension: 4",
-        "space: left-posterior-superior",
-        f"sizes: {count} {i_size} {j_size} {k_size}",
-        "space directions: none " + " ".join(_vector_text(axes[:, c]) for c in range(3)),
-        "kinds: list domain domain domain",
-        "endian: little",
-        "encoding: gzip",
-        "space origin: " + _vector_text(LPS_TO_RAS @ np.asarray(geometry.origin_mm)),
-        "DataNodeClassName:=vtkMRMLScalarVolumeNode",
-        "axis 0 index type:=numeric",
-        f"axis 0 index values:={' '.join(f'{v:.17g}' for v in sequence.index_values)}",
-        f"axis 0 quantity:={sequence.index_name}",
-        f"axis 0 unit:={sequence.index_unit}",
-    ]
-    little = data.astype(data.dtype.newbyteorder("<"), copy=False)
-    with open(path, "wb") as stream:
-        stream.write(("\n".join(header) + "\n\n").encode("ascii"))
-        stream.write(gzip.compress(little.tobytes(), compresslevel=1))
-    return path
-
-
-def read_sequence(path: str | Path) -> VolumeSequence:
-    """Read a volume sequence from a file.
-
-    - Slicer sequence NRRD (first axis a "list" of frames, e.g. written by :func:`write_sequence_nrrd`):
-      index name, unit and values are taken from the header.
-    - 4-D NRRD/NIfTI/MHA whose last axis is time: index values are origin + n * spacing of that axis,
-      taken as seconds (index "time", unit "s").
-    Returns frames (T, K, J, I) with RAS geometry; raises :class:`FileFormatError` for unreadable files.
-    """
-    import SimpleITK as sitk
-
-    from scanai.io.sitk_image import geometry_of_sitk
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"The file {path} does not exist.", "Check the path.")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise FileFormatError(f"{path.name} could not be read as an image sequence.",
-                              "Use a 4-D NRRD/NIfTI or a Slicer .seq.nrrd file.") from error
-    array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() > 1 and image.GetDimension() in (2, 3):
-        frames = np.moveaxis(array, -1, 0)  # a list axis comes back as pixel components
-        if image.GetDimension() == 2:
-            frames = frames[:, np.newaxis]
-        keys = set(image.GetMetaDataKeys())
-        count = frames.shape[0]
-
-        def meta(name: str, default: str) -> str:
-            return image.GetMetaData(name).strip() if name in keys else default
-
-        values_text = meta("axis 0 index values", "")
-        values = tuple(float(v) for v in values_text.split()) if values_text else tuple(range(count))
-        if len(values) != count:
-            raise FileFormatError(f"{path.name} lists {len(values)} index values for {count} frames.")
-        return VolumeSequence(frames, geometry_of_sitk(image), values, meta("axis 0 quantity", "time"),
-                              meta("axis 0 unit", "s"))
-    if image.GetDimension() != 4 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise FileFormatError(f"{path.name} is not a time sequence (it has {image.GetDimension()} dimensions and "
-                              f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel).",
-                              "Use a 4-D image whose last axis is time, or a Slicer .seq.nrrd file.")
-    spacing, origin = image.GetSpacing(), image.GetOrigin()
-    direction = np.asarray(image.GetDirection()).reshape(4, 4)
-    directions = LPS_TO_RAS @ direction[:3, :3]
-    geometry = Geometry(tuple(spacing[:3]), tuple(LPS_TO_RAS @ np.asarray(origin[:3])), tuple(map(tuple, directions)))
-    times = tuple(origin[3] + n * spacing[3] for n in range(array.shape[0]))
-    return VolumeSequence(array, geometry, times, "time", "s")

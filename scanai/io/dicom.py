@@ -31,6 +31,7 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.image import Geometry, Volume
+from scanai.io.sitk_image import LPS_TO_RAS
 
 #: RAS unit vectors of the DICOM patient-orientation letters (DICOM letters are patient directions).
 ORIENTATION_LETTERS_RAS: dict[str, tuple[float, float, float]] = {
@@ -47,7 +48,6 @@ RADIOGRAPH_DIRECTIONS: tuple[tuple[float, float, float], ...] = (
     (0.0, -1.0, 0.0),
 )
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
 
@@ -162,10 +162,10 @@ def geometry_of_dataset(dataset: Any, shape: tuple[int, int], spacing_mm: tuple[
         except (TypeError, ValueError):
             values = None
         if values is not None:
-            directions = _directions_from_vectors(_LPS_TO_RAS @ values[:3], _LPS_TO_RAS @ values[3:])
+            directions = _directions_from_vectors(LPS_TO_RAS @ values[:3], LPS_TO_RAS @ values[3:])
             if directions is not None:
                 if position is not None and len(position) == 3:
-                    origin = tuple(_LPS_TO_RAS @ np.asarray([float(v) for v in position]))
+                    origin = tuple(LPS_TO_RAS @ np.asarray([float(v) for v in position]))
                     return Geometry(spacing, origin, directions), "ImageOrientationPatient"
                 return default_radiograph_geometry(shape, spacing_mm, directions), "ImageOrientationPatient"
     codes = dataset.get("PatientOrientation", None)

@@ -51,19 +51,27 @@ def from_sitk(image) -> Volume:
     return Volume(array, geometry_of_sitk(image))
 
 
-def read_image(path: str | Path) -> Volume:
-    """Read NRRD, NIfTI, MHA or a 2-D PNG/TIFF into a :class:`Volume` (RAS geometry)."""
+def read_sitk(path: str | Path, what: str = "an image", formats: str = "Use NRRD, NIfTI, MHA, PNG or DICOM."):
+    """Open ``path`` with SimpleITK; a missing or unreadable file raises :class:`FileFormatError`.
+
+    what:    what the file should be, for the message ("a dynamic PET series", ...).
+    formats: what the user should give instead.
+    """
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.is_file():
-        raise FileFormatError(f"The file {path} does not exist.", "Check the path.")
+        raise FileFormatError(f"The file {path} does not exist.", "Check the path and the file name.")
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise FileFormatError(f"{path.name} could not be read as an image: it may be corrupt or of an unsupported "
-                              "format.", "Use NRRD, NIfTI, MHA, PNG or DICOM.") from error
-    return from_sitk(image)
+        raise FileFormatError(f"{path.name} could not be read as {what}: it may be damaged or of an unsupported "
+                              "format.", formats) from error
+
+
+def read_image(path: str | Path) -> Volume:
+    """Read NRRD, NIfTI, MHA or a 2-D PNG/TIFF into a :class:`Volume` (RAS geometry)."""
+    return from_sitk(read_sitk(path))
 
 
 def write_image(volume: Volume, path: str | Path) -> Path:

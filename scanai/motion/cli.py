@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_input(path: Path, slice_index: int | None) -> VolumeSequence:
     """A DICOM cine folder (one slice location) or a sequence file, as a :class:`VolumeSequence`."""
-    from scanai.io.cine import read_dicom_series, read_sequence, read_sunnybrook_cine
+    from scanai.io.cine import read_dicom_series, read_sunnybrook_cine
+    from scanai.io.sequence_file import read_sequence
 
     if Path(path).is_dir():
         if slice_index is None:

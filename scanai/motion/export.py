@@ -19,7 +19,8 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.image import Geometry, VolumeSequence
-from scanai.io.cine import LPS_TO_RAS, write_sequence_nrrd
+from scanai.io.sequence_file import write_sequence_nrrd
+from scanai.io.sitk_image import LPS_TO_RAS
 from scanai.motion.registration import MotionFields
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress, tqdm_progress
-from scanai.pet.dynamic_io import read_dynamic_image
+from scanai.io.sequence_file import read_sequence
 from scanai.pet.input_function import InputFunction
 from scanai.pet.patlak import DEFAULT_T_STAR_MIN, PatlakMaps, PatlakResult, patlak_fit, patlak_maps
 from scanai.pet.timing import FrameTiming
@@ -46,7 +46,7 @@ def write_maps(maps: PatlakMaps, out_dir: Path, prefix: str = "") -> dict[str, P
 
 def run(args: argparse.Namespace) -> int:
     """Compute Patlak maps for ``scanai pet`` and write them; prints the output paths. Returns 0."""
-    sequence = read_dynamic_image(args.image)
+    sequence = read_sequence(args.image)
     timing = FrameTiming.read_csv(args.frames)
     input_function = InputFunction.read_csv(args.input_function)
     mask = None
@@ -137,8 +137,8 @@ def demo(out_dir: Path, data_dir: Path | None) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scanai.io.sequence_file import write_sequence
     from scanai.io.sitk_image import write_image
-    from scanai.pet.dynamic_io import write_dynamic_image
     from scanai.pet.phantom import pet_phantom
 
     out_dir = Path(out_dir)
@@ -148,7 +148,7 @@ def demo(out_dir: Path, data_dir: Path | None) -> str:
     with tqdm_progress("PET demo") as progress:
         progress(0.0, "Building the phantom")
         phantom = pet_phantom((4, 32, 32), counts_per_activity_s=2.0, seed=1)
-        write_dynamic_image(phantom.sequence, out_dir / "phantom_dynamic.nrrd")
+        write_sequence(phantom.sequence, out_dir / "phantom_dynamic.seq.nrrd")
         phantom.timing.to_csv(out_dir / "phantom_frames.csv")
         body = phantom.labels.array > 0
         maps = patlak_maps(phantom.sequence, phantom.timing, phantom.input_function, t_star_min=t_star, mask=body,

@@ -43,10 +43,12 @@ class KSpaceCalibration(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class KSpaceCalibrationParameterNode:
-    """inputPath: raw k-space file. createLogKSpace: also add the log-magnitude k-space volume."""
+    """inputPath: raw k-space file. createLogKSpace: also add the log-magnitude k-space volume.
+    allowEpi: accept EPI twix data, reconstructed without ramp-sampling or ghost correction."""
 
     inputPath: pathlib.Path
     createLogKSpace: bool = True
+    allowEpi: bool = False
 
 
 #
@@ -72,7 +74,8 @@ class KSpaceCalibrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         return ""
 
     def process(self, parameterNode: KSpaceCalibrationParameterNode, progress) -> str:
-        outputs = self.logic.process(parameterNode.inputPath, parameterNode.createLogKSpace, progress)
+        outputs = self.logic.process(parameterNode.inputPath, parameterNode.createLogKSpace, parameterNode.allowEpi,
+                                     progress)
         slicer.util.setSliceViewerLayers(background=outputs["rss"], fit=True)
         return _("Reconstructed {name}.").format(name=outputs["rss"].GetName())
 
@@ -88,7 +91,7 @@ class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return KSpaceCalibrationParameterNode(super().getParameterNode())
 
-    def process(self, path, createLogKSpace: bool = True, progress=None) -> dict:
+    def process(self, path, createLogKSpace: bool = True, allowEpi: bool = False, progress=None) -> dict:
         """Read ``path`` and add ``"rss"`` (image) and optionally ``"logKSpace"`` volumes to the scene.
 
         The RSS volume carries the attributes ``ScanAI.Coils``, ``ScanAI.Source`` and ``ScanAI.SpacingKnown``.
@@ -98,7 +101,7 @@ class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
         from scanai.kspace.recon import reconstruct
 
         progress = Progress.ensure(progress)
-        kspace = read_kspace(path, progress=progress.sub(0.0, 0.5))
+        kspace = read_kspace(path, allow_epi=allowEpi, progress=progress.sub(0.0, 0.5))
         images = reconstruct(kspace, progress=progress.sub(0.5, 1.0))
         name = pathlib.Path(path).stem
         with mrml.scene_transaction():
@@ -173,3 +176,15 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
         centre, border = image[0, 60:100, 60:100].mean(), image[0, :10, :10].mean()
         self.assertGreater(centre, 5 * border, "the phantom must stand out from the background")
         self.assertTrue(np.isfinite(image).all())
+
+    def test_EpiNeedsExplicitConsent(self):
+        from scanai.core.errors import InputError
+        from scanai.core.paths import shared_data_dir
+
+        data = shared_data_dir()
+        if data is None:
+            raise unittest.SkipTest("real data folder ../shared/data is absent")
+        with self.assertRaisesRegex(InputError, "EPI"):
+            KSpaceCalibrationLogic().process(data / "kspace" / "epi.dat")
+        outputs = KSpaceCalibrationLogic().process(data / "kspace" / "epi.dat", allowEpi=True)
+        self.assertEqual(slicer.util.arrayFromVolume(outputs["rss"]).shape[1:], (80, 80))

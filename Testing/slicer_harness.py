@@ -84,6 +84,12 @@ class _Application:
     def layoutManager(self):
         return None
 
+    def setOverrideCursor(self, cursor) -> None:
+        pass
+
+    def restoreOverrideCursor(self) -> None:
+        pass
+
     def pauseRender(self) -> None:
         pass
 
@@ -108,7 +114,7 @@ class _StandInModule(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        return _Permissive
+        return _Permissive()
 
 
 # ---------------------------------------------------------------------------------------------- ScriptedLoadableModule

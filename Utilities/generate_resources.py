@@ -53,7 +53,10 @@ MODULES = {
         "Outputs": [
             ("check", "createLogKSpaceCheckBox", "Log-magnitude k-space volume", "createLogKSpace", {}),
         ],
-        "Advanced": [],
+        "Advanced": [
+            ("check", "allowEpiCheckBox", "Accept EPI data (reflected lines flipped; no ramp or ghost correction)",
+             "allowEpi", {}),
+        ],
     },
     "ChestQC": {
         "Inputs": [

@@ -10,7 +10,6 @@ import types
 
 import numpy as np
 import pytest
-
 import slicer_harness
 
 scene = slicer_harness.install()

@@ -142,3 +142,10 @@ def test_cli_help_lists_every_module():
     result = subprocess.run([sys.executable, "-m", "scanai", "--help"], capture_output=True, text=True, check=True)
     for command in ("motion", "pet", "kspace", "chest", "demo"):
         assert command in result.stdout
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "scanai", "chest", str(tmp_path / "absent.dcm"), "--out",
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -424,8 +424,8 @@ def run_test_methods(case) -> None:
 
 #: Python packages the library needs that Slicer does not ship (import name -> pip requirement). numpy and
 #: SimpleITK come with Slicer, torch with the PyTorch extension; never install or replace those here.
-SLICER_REQUIREMENTS = {"scipy": "scipy>=1.10", "pydicom": "pydicom>=2.4", "twixtools": "twixtools>=0.22", "h5py": "h5py>=3.8",
-                       "tqdm": "tqdm>=4.60"}
+SLICER_REQUIREMENTS = {"scipy": "scipy>=1.10", "pydicom": "pydicom>=2.4", "twixtools": "twixtools>=0.22",
+                       "h5py": "h5py>=3.8", "tqdm": "tqdm>=4.60"}
 
 
 def missing_requirements() -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import InputError
+from scanai.core.image import Volume
 from scanai.kspace.io import KSpaceData
 from scanai.kspace.recon import remove_readout_oversampling, to_kspace
 
@@ -111,16 +112,46 @@ def make_phantom(size: int = 128, n_coils: int = 8, readout_oversampling: int = 
     head = shepp_logan(size, nx_acquired, x_extent=float(readout_oversampling))
     maps = coil_sensitivities(n_coils, size, nx_acquired, x_extent=float(readout_oversampling))
     coil_images_acquired = (maps * head).astype(np.complex64)
-    kspace = to_kspace(coil_images_acquired)
-    if noise_std > 0:
-        rng = np.random.default_rng(seed)
-        noise = rng.normal(0.0, noise_std, size=kspace.shape + (2,)).astype(np.float32)
-        kspace = kspace + (noise[..., 0] + 1j * noise[..., 1]).astype(np.complex64)
+    kspace = _acquire(coil_images_acquired[:, np.newaxis], noise_std, seed)
     spacing = fov_mm / size
-    data = KSpaceData(kspace[:, np.newaxis], readout_oversampling=readout_oversampling,
+    data = KSpaceData(kspace, readout_oversampling=readout_oversampling,
                       spacing_mm=(spacing, spacing, 1.0), spacing_from_header=True, source="Shepp-Logan phantom",
                       metadata={"format": "phantom", "coils": n_coils, "noise_std": noise_std, "seed": seed})
     crop = remove_readout_oversampling
     return PhantomCase(kspace=data, image=crop(head, readout_oversampling),
                        sensitivities=crop(maps, readout_oversampling),
                        coil_images=crop(coil_images_acquired, readout_oversampling))
+
+
+def _acquire(coil_images: np.ndarray, noise_std: float, seed: int) -> np.ndarray:
+    """k-space (coils, slices, ky, kx) complex64 of coil images (coils, slices, ny, nx), plus complex noise."""
+    kspace = to_kspace(coil_images.astype(np.complex64))
+    if noise_std > 0:
+        noise = np.random.default_rng(seed).normal(0.0, noise_std, size=kspace.shape + (2,)).astype(np.float32)
+        kspace = kspace + (noise[..., 0] + 1j * noise[..., 1]).astype(np.complex64)
+    return kspace
+
+
+def kspace_from_volume(volume: Volume, n_coils: int = 8, noise_fraction: float = 0.002, seed: int = 0,
+                       name: str = "volume") -> KSpaceData:
+    """Multi-coil k-space simulated from an image volume, for demonstration (the patent allows k-space "by
+    performing Fourier transformation on an MRI image", L380).
+
+    volume: (slices, rows, cols) magnitude image; each slice becomes one (ky = rows, kx = cols) k-space plane,
+    weighted by :func:`coil_sensitivities` (phase included). noise_fraction: complex noise standard deviation
+    relative to the image maximum. The spacing is the volume's (column, row, slice) spacing in mm.
+    """
+    image = np.asarray(volume.array, dtype=np.float32)
+    if not np.isfinite(image).all():
+        raise InputError("The volume contains NaN or infinite values.", "Fix or mask them before simulating k-space.")
+    if min(image.shape[1:]) < 8:
+        raise InputError(f"Each slice must be at least 8 x 8 pixels to make k-space, got {image.shape[1:]}.")
+    peak = float(np.abs(image).max()) or 1.0
+    rows, cols = image.shape[1:]
+    maps = coil_sensitivities(n_coils, rows, cols, x_extent=cols / rows if cols > rows else 1.0)
+    coil_images = maps[:, np.newaxis] * (image / peak)[np.newaxis]
+    kspace = _acquire(coil_images, noise_fraction, seed)
+    return KSpaceData(kspace, readout_oversampling=1, spacing_mm=volume.geometry.spacing_mm,
+                      spacing_from_header=True, source=f"simulated from {name}",
+                      metadata={"format": "simulated", "coils": n_coils, "noise_fraction": noise_fraction,
+                                "seed": seed, "intensity_scale": peak})

@@ -350,8 +350,13 @@ def test_cli_writes_rss_and_log_kspace(tmp_path, capsys):
     args = parser.parse_args([str(source), "--out", str(tmp_path / "out")])
     assert kspace_cli.run(args) == 0
     printed = capsys.readouterr().out
-    assert "rss.nrrd" in printed and "log_kspace.nrrd" in printed
-    rss_volume = read_image(tmp_path / "out" / "rss.nrrd")
+    assert "original.nrrd" in printed and "corrected.nrrd" in printed and "log_kspace.nrrd" in printed
+    assert "0 spike sample(s) detected" in printed
+    rss_volume = read_image(tmp_path / "out" / "original.nrrd")
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "corrected.nrrd").array, rss_volume.array)
+    assert not read_image(tmp_path / "out" / "difference.nrrd").array.any()
+    assert (tmp_path / "out" / "spikes.csv").read_text().startswith("slice,coil,pe,ro,magnitude,score,patch")
+    assert (tmp_path / "out" / "spikes.png").stat().st_size > 1000
     assert rss_volume.array.shape == (1, 32, 32)
     assert rss_volume.geometry.spacing_mm == pytest.approx(case.kspace.spacing_mm)
     np.testing.assert_allclose(rss_volume.array[0], rss(case.coil_images), atol=1e-4)

@@ -48,12 +48,24 @@ MODULES = {
     "KSpaceCalibration": {
         "Inputs": [
             ("path", "inputPathLineEdit", "Raw k-space file:", "inputPath",
-             {"nameFilters": "Raw k-space (*.dat *.npy *.npz *.mat)"}),
+             {"nameFilters": "Raw k-space (*.dat *.h5 *.mrd *.cfl *.npy *.npz *.mat)"}),
+            ("node", "inputVolumeSelector", "Or a volume (demonstration):", "inputVolume",
+             {"nodeTypes": "vtkMRMLScalarVolumeNode", "noneEnabled": True}),
+            ("int", "simulatedSpikesSpinBox", "Simulated spike events (demonstration):", "simulatedSpikes",
+             {"minimum": 0, "maximum": 500}),
         ],
         "Outputs": [
-            ("check", "createLogKSpaceCheckBox", "Log-magnitude k-space volume", "createLogKSpace", {}),
+            ("check", "detectOnlyCheckBox", "Detect only (leave the k-space uncorrected)", "detectOnly", {}),
+            ("check", "createLogKSpaceCheckBox", "Log-magnitude k-space volume with the spikes overlaid",
+             "createLogKSpace", {}),
         ],
         "Advanced": [
+            ("combo", "detectorComboBox", "Detector:", "detector", {"items": ["classical", "network"]}),
+            ("double", "sensitivitySpinBox", "Sensitivity:", "sensitivity",
+             {"minimum": 0.05, "maximum": 1.0, "singleStep": 0.05}),
+            ("combo", "correctionMethodComboBox", "Correction:", "correctionMethod",
+             {"items": ["grappa", "zero", "conjugate", "neighbours"]}),
+            ("check", "prewhitenCheckBox", "Pre-whiten coils with the file's noise scans", "prewhiten", {}),
             ("check", "allowEpiCheckBox", "Accept EPI data (reflected lines flipped; no ramp or ghost correction)",
              "allowEpi", {}),
         ],

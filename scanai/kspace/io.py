@@ -1,31 +1,41 @@
 """Reading multi-coil MRI k-space into one array layout.
 
-Every reader returns a :class:`KSpaceData` whose ``data`` is complex64 with shape ``(coils, slices, ky, kx)``:
+Every reader returns a :class:`KSpaceData` whose ``data`` is complex64 with shape ``(coils, slices, ky, kx)``
+(named in :attr:`KSpaceData.axes`):
 
-- ``coils``  receiver channels (1 for single-channel data);
-- ``slices`` 2-D slices, or the partition (kz) encodings of a 3-D scan when ``slices_are_kz`` is True;
+- ``coil``   receiver channels (1 for single-channel data);
+- ``slice``  2-D slices, or the partition (``kz``) encodings of a 3-D scan when ``slices_are_kz`` is True;
 - ``ky``     phase-encoding lines (rows); missing lines (partial Fourier, parallel imaging) are zero;
 - ``kx``     readout samples (columns), *including* any readout oversampling.
 
 k-space is *centred*: the DC sample (k = 0) sits at index ``(ky // 2, kx // 2)``, so the image is
-``fftshift(ifft2(ifftshift(k)))`` (see :func:`scanai.kspace.recon.to_image`).
+``fftshift(ifft2(ifftshift(k)))`` (see :func:`scanai.kspace.recon.to_image`). When a file holds several
+repetitions or contrasts (echoes), ``data`` is the first repetition and contrast and ``frames`` holds them all,
+shape ``(repetition, contrast, coil, slice, ky, kx)``; ``frames`` is None otherwise.
 
 Supported files (by extension):
 
 - ``.npy`` / ``.npz`` -- a complex array (in ``.npz``: key ``kspace``, or the only array). Dimensions are read as
   ``(ky, kx)``, ``(coils, ky, kx)`` or ``(coils, slices, ky, kx)``: a 3-D array is always coils first.
-  ``.npz`` files may also hold ``readout_oversampling`` (int) and ``spacing_mm`` (3 floats), as written by
+  ``.npz`` files may also hold ``readout_oversampling`` (int), ``spacing_mm`` (3 floats), ``frames``,
+  ``noise`` (noise-only samples, (coils, samples)) and ``noise_covariance`` (coils, coils), as written by
   :func:`write_kspace_npz`.
 - ``.mat`` -- MATLAB v5/v7 file (``scipy.io.loadmat``), key ``data`` or the only complex array, with the same
   dimension convention as ``.npy``. MATLAB v7.3 (HDF5) files are refused with advice to re-save.
-- ``.dat`` -- Siemens raw data ("twix", VB or VD/VE), read with ``twixtools``.
+- ``.dat`` -- Siemens raw data ("twix", VB or VD/VE), read with ``twixtools``; noise adjustment scans are kept
+  for pre-whitening.
+- ``.h5`` / ``.hdf5`` / ``.mrd`` -- ISMRMRD (MRD) raw data (``/dataset/data`` acquisitions + ``/dataset/xml``
+  header; noise acquisitions are kept for pre-whitening) or a fastMRI file (``kspace`` dataset +
+  ``ismrmrd_header``), told apart by their content.
+- ``.cfl`` / ``.hdr`` -- a BART array (``name.cfl`` + ``name.hdr``), dimensions 0 = readout, 1 = phase 1,
+  2 = phase 2 (kz), 3 = coil, 5 = echo (contrast), 10 = time (repetition), 13 = slice.
+
+Pre-whitening (``read_kspace(path, prewhiten=True)``) uses the file's noise-only samples: see
+:func:`scanai.kspace.recon.noise_covariance` and :func:`scanai.kspace.recon.prewhiten`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +45,10 @@ import numpy as np
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.progress import Progress
 
-SUPPORTED_SUFFIXES = (".dat", ".npy", ".npz", ".mat")
+SUPPORTED_SUFFIXES = (".dat", ".npy", ".npz", ".mat", ".h5", ".hdf5", ".mrd", ".cfl", ".hdr")
+SUPPORTED_FORMATS = ("Siemens raw data (.dat), ISMRMRD/MRD or fastMRI HDF5 (.h5, .mrd), a BART array (.cfl + .hdr), "
+                     "a NumPy array (.npy/.npz) or a MATLAB file (.mat)")
+FRAME_AXES = ("repetition", "contrast")
 
 _REAL_VALUED_PROBLEM = (
     "The k-space file holds real numbers, not complex k-space: the phase of the signal is missing, so no image "
@@ -51,20 +64,28 @@ _REAL_VALUED_ACTION = (
 class KSpaceData:
     """Multi-coil Cartesian k-space with what is needed to reconstruct it.
 
-    data:                 complex64, shape (coils, slices, ky, kx), centred (DC at (ky // 2, kx // 2)); kx includes
-                          readout oversampling.
+    data:                 complex64, shape (coils, slices, ky, kx) (see :attr:`axes`), centred (DC at
+                          (ky // 2, kx // 2)); kx includes readout oversampling. With several repetitions or
+                          contrasts: the first of each.
     readout_oversampling: integer factor by which the readout (kx) was oversampled: the image is
                           ``kx / readout_oversampling`` pixels wide after cropping (2 on Siemens scanners, 1 when
                           the file holds no oversampling).
     spacing_mm:           pixel spacing of the reconstructed image *after* oversampling removal, in mm, in
                           Volume (i, j, k) order = (readout, phase encoding, slice).
-    spacing_from_header:  True when ``spacing_mm`` is known (from the twix header's field of view and matrix, from
-                          an ``.npz`` written by :func:`write_kspace_npz`, or set by a generator); False when it
-                          is the 1 mm fallback (no header, or a header that does not match the data).
+    spacing_from_header:  True when ``spacing_mm`` is known (from the file's header, from an ``.npz`` written by
+                          :func:`write_kspace_npz`, or set by a generator); False when it is the 1 mm fallback.
     slices_are_kz:        True when axis 1 is a 3-D partition (kz) encoding rather than separate 2-D slices;
                           reconstruction then also inverse-Fourier-transforms along it.
     source:               file name (or a description for generated data).
-    metadata:             free-form facts about the file (protocol, counters, notes), JSON-friendly.
+    metadata:             free-form facts about the file (protocol, counters, notes), JSON-friendly. Readers set
+                          ``format``, ``axes``, ``noise_scans`` (number of noise-only readouts found, 0 when none)
+                          and ``prewhitened`` (whether ``data`` was pre-whitened).
+    frames:               None, or complex64 (repetitions, contrasts, coils, slices, ky, kx) when the file holds
+                          more than one repetition or contrast (echo); ``frames[0, 0]`` equals ``data``.
+    noise_covariance:     None, or the coil noise covariance (coils, coils), complex128 Hermitian, estimated from
+                          the file's noise-only samples, in the units of the data *as stored* (it is kept
+                          unchanged by pre-whitening, after which the noise covariance of ``data`` is the
+                          identity and ``metadata["prewhitened"]`` is True).
     """
 
     data: np.ndarray
@@ -74,6 +95,8 @@ class KSpaceData:
     slices_are_kz: bool = False
     source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    frames: np.ndarray | None = None
+    noise_covariance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
@@ -92,6 +115,8 @@ class KSpaceData:
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "readout_oversampling", factor)
         object.__setattr__(self, "spacing_mm", spacing)
+        object.__setattr__(self, "frames", _checked_frames(self.frames, data.shape))
+        object.__setattr__(self, "noise_covariance", _checked_covariance(self.noise_covariance, data.shape[0]))
 
     @property
     def n_coils(self) -> int:
@@ -102,10 +127,40 @@ class KSpaceData:
         return int(self.data.shape[1])
 
     @property
+    def axes(self) -> tuple[str, str, str, str]:
+        """Names of the four axes of ``data``: ("coil", "slice" or "kz", "ky", "kx")."""
+        return ("coil", "kz" if self.slices_are_kz else "slice", "ky", "kx")
+
+    @property
+    def frame_axes(self) -> tuple[str, ...]:
+        """Names of the six axes of ``frames``: ("repetition", "contrast") + :attr:`axes`."""
+        return FRAME_AXES + self.axes
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """(slices, ny, nx) of the reconstructed image after readout-oversampling removal."""
         _, slices, ky, kx = self.data.shape
         return slices, ky, kx // self.readout_oversampling
+
+
+def _checked_frames(frames: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if frames is None:
+        return None
+    frames = np.asarray(frames)
+    if frames.ndim != 6 or frames.shape[2:] != tuple(shape) or not np.iscomplexobj(frames):
+        raise InputError(f"KSpaceData.frames must be complex (repetitions, contrasts) + {tuple(shape)}, got "
+                         f"{frames.dtype} with shape {frames.shape}.")
+    return frames.astype(np.complex64, copy=False)
+
+
+def _checked_covariance(covariance: np.ndarray | None, n_coils: int) -> np.ndarray | None:
+    if covariance is None:
+        return None
+    covariance = np.asarray(covariance, dtype=np.complex128)
+    if covariance.shape != (n_coils, n_coils) or not np.isfinite(covariance).all():
+        raise InputError(f"The noise covariance must be a finite ({n_coils}, {n_coils}) matrix (one row and column "
+                         f"per coil), got shape {covariance.shape}.")
+    return covariance
 
 
 def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
@@ -143,290 +198,81 @@ def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
     return out
 
 
-def read_kspace(path: str | Path, *, allow_epi: bool = False, progress: Progress | None = None) -> KSpaceData:
-    """Read k-space from ``.dat`` (Siemens twix), ``.npy``, ``.npz`` or ``.mat`` into a :class:`KSpaceData`.
+def read_kspace(path: str | Path, *, allow_epi: bool = False, prewhiten: bool = False,
+                progress: Progress | None = None) -> KSpaceData:
+    """Read k-space from any supported file (see the module docstring) into a :class:`KSpaceData`.
 
-    allow_epi: echo-planar (EPI) twix data are refused by default, because a correct EPI image needs
-               ramp-sampling regridding and Nyquist-ghost phase correction that ScanAI does not do. With
-               ``allow_epi=True`` the time-reversed (REFLECT) lines are flipped back and the data are returned
-               as they are, with ``metadata["epi_uncorrected"] = True`` (the image will show N/2 ghosts).
-    Raises :class:`FileFormatError` for a missing, unreadable or truncated file and :class:`InputError` for
-    data that cannot be used (real-valued, NaN, wrong dimensions, empty).
+    allow_epi: echo-planar (EPI) data (twix REFLECT lines, ISMRMRD ACQ_IS_REVERSE lines) are refused by default,
+               because a correct EPI image needs ramp-sampling regridding and Nyquist-ghost phase correction that
+               ScanAI does not do. With ``allow_epi=True`` the time-reversed lines are flipped back and the data
+               are returned as they are, with ``metadata["epi_uncorrected"] = True`` (the image will show N/2
+               ghosts).
+    prewhiten: off by default (the data are returned as stored). When True, the coil noise covariance estimated
+               from the file's noise-only samples is used to decorrelate the coils and give their noise unit
+               variance (:func:`scanai.kspace.recon.prewhiten`); ``metadata["prewhitened"]`` records it. A file
+               without noise samples then raises :class:`InputError` (nothing to whiten with).
+    Raises :class:`FileFormatError` for a missing, unreadable, truncated or unknown file and :class:`InputError`
+    for data that cannot be used (real-valued, NaN, inconsistent or wrong dimensions, no imaging data).
     """
     path = Path(path)
     progress = Progress.ensure(progress)
     if not path.is_file():
         raise FileFormatError(f"The k-space file {path} does not exist.", "Check the path and the file name.")
     suffix = path.suffix.lower()
+    reading = progress.sub(0.0, 0.95) if prewhiten else progress
     if suffix == ".dat":
-        return _read_twix(path, allow_epi, progress)
-    if suffix in (".npy", ".npz"):
-        return _read_numpy(path)
-    if suffix == ".mat":
-        return _read_mat(path)
-    raise FileFormatError(f"{path.name} is not a supported k-space file (got '{suffix or 'no extension'}').",
-                          "Use Siemens raw data (.dat), a NumPy array (.npy/.npz) or a MATLAB file (.mat).")
+        from scanai.kspace.readers.twix import read_twix
+
+        kspace = read_twix(path, allow_epi, reading)
+    elif suffix in (".npy", ".npz"):
+        from scanai.kspace.readers.arrays import read_numpy
+
+        kspace = read_numpy(path)
+    elif suffix == ".mat":
+        from scanai.kspace.readers.arrays import read_mat
+
+        kspace = read_mat(path)
+    elif suffix in (".h5", ".hdf5", ".mrd"):
+        from scanai.kspace.readers.hdf5 import read_hdf5
+
+        kspace = read_hdf5(path, allow_epi, reading)
+    elif suffix in (".cfl", ".hdr"):
+        from scanai.kspace.readers.bart import read_bart
+
+        kspace = read_bart(path)
+    else:
+        raise FileFormatError(f"{path.name} is not a supported k-space file (got '{suffix or 'no extension'}').",
+                              f"Use {SUPPORTED_FORMATS}.")
+    if not prewhiten:
+        return kspace
+    from scanai.kspace.recon import prewhiten_kspace
+
+    progress(0.95, "Pre-whitening the coils")
+    whitened = prewhiten_kspace(kspace)
+    progress(1.0, "Reading k-space: done")
+    return whitened
 
 
 def write_kspace_npz(kspace: KSpaceData, path: str | Path) -> Path:
-    """Save ``kspace`` as a compressed ``.npz`` that :func:`read_kspace` reads back exactly; returns the path."""
+    """Save ``kspace`` as a compressed ``.npz`` that :func:`read_kspace` reads back exactly; returns the path.
+
+    Stored: ``kspace`` (the data), ``readout_oversampling``, ``spacing_mm``, and, when present, ``frames``,
+    ``noise_covariance``, ``slices_are_kz`` and ``prewhitened``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, kspace=kspace.data, readout_oversampling=np.int64(kspace.readout_oversampling),
-                        spacing_mm=np.asarray(kspace.spacing_mm, dtype=float))
-    return path
-
-
-# --------------------------------------------------------------------------------------------- NumPy / MATLAB
-
-
-def _read_numpy(path: Path) -> KSpaceData:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FileFormatError(f"{path.name} could not be read as a NumPy file: it may be corrupt or truncated.",
-                              "Save the k-space again with numpy.save or numpy.savez.") from error
-    oversampling, spacing = 1, None
-    if isinstance(loaded, np.ndarray):
-        array = loaded
-    else:
-        with loaded:
-            keys = list(loaded.files)
-            try:
-                if "kspace" in keys:
-                    array = loaded["kspace"]
-                elif len(keys) == 1:
-                    array = loaded[keys[0]]
-                else:
-                    raise FileFormatError(f"{path.name} holds several arrays ({', '.join(keys)}) and none is "
-                                          "named 'kspace'.", "Save the k-space under the key 'kspace'.")
-                if "readout_oversampling" in keys:
-                    oversampling = int(loaded["readout_oversampling"])
-                if "spacing_mm" in keys:
-                    spacing = tuple(float(s) for s in np.ravel(loaded["spacing_mm"]))
-            except FileFormatError:
-                raise
-            except (OSError, ValueError, EOFError) as error:
-                raise FileFormatError(f"{path.name} could not be read: the archive is damaged.",
-                                      "Save the k-space again with numpy.savez.") from error
-    data = as_kspace_array(array, f"The k-space in {path.name}")
-    return KSpaceData(data, readout_oversampling=oversampling, spacing_mm=spacing or (1.0, 1.0, 1.0),
-                      spacing_from_header=spacing is not None, source=path.name,
-                      metadata={"format": "numpy", "original_shape": list(np.shape(array))})
-
-
-def _read_mat(path: Path) -> KSpaceData:
-    import scipy.io
-
-    try:
-        contents = scipy.io.loadmat(str(path))
-    except NotImplementedError as error:
-        raise FileFormatError(f"{path.name} is a MATLAB v7.3 (HDF5) file, which cannot be read here.",
-                              "In MATLAB, save it again with save(file, 'data', '-v7').") from error
-    except Exception as error:  # scipy raises ValueError, TypeError, OSError, ... for damaged files
-        raise FileFormatError(f"{path.name} could not be read as a MATLAB file: it may be corrupt or truncated.",
-                              "Save the k-space again from MATLAB (save(file, 'data', '-v7')).") from error
-    arrays = {key: value for key, value in contents.items()
-              if not key.startswith("__") and isinstance(value, np.ndarray) and value.dtype.kind in "biufc"}
-    complex_keys = [key for key, value in arrays.items() if np.iscomplexobj(value)]
-    if "data" in arrays:
-        key = "data"
-    elif len(complex_keys) == 1:
-        key = complex_keys[0]
-    elif len(arrays) == 1:
-        key = next(iter(arrays))
-    else:
-        raise FileFormatError(f"{path.name} holds {len(arrays)} numeric variables ({', '.join(arrays) or 'none'}) "
-                              "and none is named 'data'.", "Save the complex k-space in a variable named 'data'.")
-    data = as_kspace_array(arrays[key], f"The variable '{key}' in {path.name}")
-    return KSpaceData(data, source=path.name,
-                      metadata={"format": "matlab", "variable": key, "original_shape": list(arrays[key].shape)})
-
-
-# --------------------------------------------------------------------------------------------- Siemens twix
-
-
-def _load_twix_scans(path: Path) -> tuple[list[dict], list[str]]:
-    """twixtools' scan list, with whatever it printed kept as warnings instead of cluttering the console."""
-    import twixtools
-
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            scans = twixtools.read_twix(str(path), verbose=False, parse_pmu=False, parse_geometry=False)
-    except Exception as error:  # twixtools raises ValueError, KeyError, IndexError, ... on damaged files
-        raise FileFormatError(f"{path.name} could not be read as Siemens raw data (twix): it may be corrupt, "
-                              "truncated or not a raw-data file.",
-                              "Copy the .dat file again from the scanner (twix / raw-data export).") from error
-    warnings = [line.strip() for line in printed.getvalue().splitlines() if line.strip()]
-    if not scans:
-        raise FileFormatError(f"{path.name} holds no measurement.", "Copy the .dat file again from the scanner.")
-    return scans, warnings
-
-
-def _header_value(header: dict, *keys: Any, default: Any = None) -> Any:
-    """``header[k0][k1]...`` or ``default`` when any level is missing."""
-    value: Any = header
-    for key in keys:
-        try:
-            value = value[key]
-        except (KeyError, IndexError, TypeError):
-            return default
-    return value
-
-
-def _is_ramp_sampled(header: dict) -> bool:
-    for section in ("Meas", "Protocol"):
-        mode = _header_value(header, section, "alRegridMode")
-        if isinstance(mode, (list, tuple)) and mode and isinstance(mode[0], (int, float)):
-            return mode[0] > 1  # 1 = no regridding, 2 = trapezoidal ramp sampling, ...
-    return False
-
-
-def _readout_oversampling(header: dict, samples: int) -> int:
-    factor = _header_value(header, "Dicom", "flReadoutOSFactor")
-    if isinstance(factor, (int, float)) and factor >= 1 and abs(factor - round(factor)) < 1e-6:
-        factor = int(round(factor))
-        if samples % factor == 0:
-            return factor
-    base = _header_value(header, "MeasYaps", "sKSpace", "lBaseResolution")
-    if isinstance(base, int) and base > 0 and samples == 2 * base:
-        return 2
-    return 1
-
-
-def _twix_spacing(header: dict, image_shape: tuple[int, int, int], slices_are_kz: bool
-                  ) -> tuple[tuple[float, float, float], bool, str]:
-    """(spacing_mm, from_header, note): spacing from FOV / matrix when the header describes this data."""
-    n_slices, ny, nx = image_shape
-    first = _header_value(header, "MeasYaps", "sSliceArray", "asSlice", 0, default={})
-    base = _header_value(header, "MeasYaps", "sKSpace", "lBaseResolution")
-    lines = _header_value(header, "MeasYaps", "sKSpace", "lPhaseEncodingLines")
-    fov_ro, fov_pe = first.get("dReadoutFOV"), first.get("dPhaseFOV")
-    thickness = first.get("dThickness")
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (fov_ro, fov_pe, thickness, base, lines)):
-        return (1.0, 1.0, 1.0), False, "the header has no field of view or matrix: 1 mm pixels assumed"
-    if nx != base or ny != lines:
-        return (1.0, 1.0, 1.0), False, (
-            f"the header's matrix ({base} x {lines}) does not match the data ({nx} x {ny}), e.g. a Pulseq or "
-            "custom sequence: 1 mm pixels assumed")
-    slice_mm = float(thickness)
-    if slices_are_kz:
-        slice_mm = float(thickness) / n_slices
-    elif n_slices > 1:
-        second = _header_value(header, "MeasYaps", "sSliceArray", "asSlice", 1, default={})
-        positions = [np.array([_header_value(s, "sPosition", axis, default=0.0) for axis in ("dSag", "dCor", "dTra")],
-                              dtype=float) for s in (first, second)]
-        distance = float(np.linalg.norm(positions[1] - positions[0]))
-        slice_mm = distance if distance > 0 else slice_mm
-    return (float(fov_ro) / nx, float(fov_pe) / ny, slice_mm), True, "spacing from the header's FOV and matrix"
-
-
-def _read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
-    scans, warnings = _load_twix_scans(path)
-    scan = scans[-1]  # the last measurement of a multi-raid file is the imaging scan (earlier ones: adjustments)
-    header = scan.get("hdr") or {}
-    blocks = scan.get("mdb") or []
-    if not any(block.is_flag_set("LASTSCANINMEAS") for block in blocks):
-        raise FileFormatError(f"{path.name} is incomplete: the scanner's end-of-measurement marker is missing, so "
-                              "the file was probably truncated during copying or the scan was aborted.",
-                              "Copy the .dat file again from the scanner.")
-    lines = [block for block in blocks if block.is_image_scan() and block.mdh.UsedChannels > 0
-             and block.mdh.SamplesInScan > 0]
-    if not lines:
-        raise FileFormatError(f"{path.name} holds no imaging lines (only noise, reference or navigator scans).",
-                              "Export the raw data of the imaging scan itself.")
-    sizes = Counter((int(b.mdh.UsedChannels), int(b.mdh.SamplesInScan)) for b in lines)
-    if len(sizes) > 1:
-        raise InputError(f"The imaging lines of {path.name} differ in coils or length ({dict(sizes)}): this is not "
-                         "a Cartesian scan that ScanAI can assemble.", "Use a Cartesian (GRE, SE, TSE) raw-data file.")
-    (n_coils, n_samples), = sizes
-    reflected = [b.is_flag_set("REFLECT") for b in lines]
-    is_epi = any(reflected) or _is_ramp_sampled(header)
-    if is_epi and not allow_epi:
-        raise InputError(f"{path.name} holds an echo-planar (EPI) scan: its lines alternate direction and are "
-                         "sampled on the gradient ramps, which needs ramp-sampling regridding and ghost (phase) "
-                         "correction that ScanAI does not do.",
-                         "Use a Cartesian (GRE, SE, TSE) raw-data file, or read it with allow_epi=True to get the "
-                         "uncorrected k-space.")
-
-    counters = {name: np.array([getattr(b, name) for b in lines], dtype=int)
-                for name in ("cLin", "cPar", "cSlc", "cEco", "cRep", "cSet", "cPhs", "cAve")}
-    n_par, n_slc = len(np.unique(counters["cPar"])), len(np.unique(counters["cSlc"]))
-    if n_par > 1 and n_slc > 1:
-        raise InputError(f"{path.name} is a multi-slab 3-D scan ({n_slc} slabs x {n_par} partitions), which ScanAI "
-                         "does not assemble.", "Use a single-slab 3-D or a 2-D multi-slice raw-data file.")
-    keep = np.ones(len(lines), dtype=bool)
-    dropped: dict[str, int] = {}
-    for name in ("cEco", "cRep", "cSet", "cPhs"):
-        values = counters[name]
-        if len(np.unique(values)) > 1:
-            dropped[name] = len(np.unique(values)) - 1
-            keep &= values == values.min()
-    slices_are_kz = n_par > 1
-    slice_counter = counters["cPar"] if slices_are_kz else counters["cSlc"]
-    slice_index = slice_counter - slice_counter.min()
-    centre_lin = int(lines[0].mdh.CenterLin)
-    centre_par = int(lines[0].mdh.CenterPar)
-    centre_col = int(lines[0].mdh.CenterCol)
-    n_ky = max(int(counters["cLin"].max()) + 1, 2 * centre_lin)
-    n_sl = int(slice_index.max()) + 1
-    if slices_are_kz:
-        n_sl = max(n_sl, 2 * centre_par)
-    # Asymmetric echo: pad the readout so that the echo centre lands at kx // 2.
-    pad_front = max(n_samples - 2 * centre_col, 0) if 0 < centre_col < n_samples else 0
-    pad_back = max(2 * centre_col - n_samples, 0) if 0 < centre_col < n_samples else 0
-    n_kx = n_samples + pad_front + pad_back
-
-    total = np.zeros((n_coils, n_sl, n_ky, n_kx), dtype=np.complex128)
-    count = np.zeros((n_sl, n_ky), dtype=np.int64)
-    selected = np.flatnonzero(keep)
-    for step, index in enumerate(selected):
-        if step % 32 == 0:
-            progress(step / len(selected), f"Reading k-space line {step + 1}/{len(selected)}")
-        block = lines[index]
-        try:
-            samples = np.asarray(block.data)
-        except Exception as error:
-            raise FileFormatError(f"{path.name} is incomplete: line {step + 1} of the scan could not be read, so "
-                                  "the file was probably truncated.", "Copy the .dat file again from the scanner."
-                                  ) from error
-        if samples.shape != (n_coils, n_samples):
-            raise FileFormatError(f"{path.name} is damaged: a line holds {samples.shape} samples instead of "
-                                  f"{(n_coils, n_samples)}.", "Copy the .dat file again from the scanner.")
-        if reflected[index]:
-            samples = samples[:, ::-1]
-        ky, sl = int(counters["cLin"][index]), int(slice_index[index])
-        total[:, sl, ky, pad_front:pad_front + n_samples] += samples
-        count[sl, ky] += 1
-    progress(1.0, "Reading k-space: done")
-
-    sampled = count > 0
-    data = total / np.maximum(count, 1)[np.newaxis, :, :, np.newaxis]
-    oversampling = _readout_oversampling(header, n_kx)
-    image_shape = (n_sl, n_ky, n_kx // oversampling)
-    spacing, from_header, spacing_note = _twix_spacing(header, image_shape, slices_are_kz)
-    sequence = str(_header_value(header, "MeasYaps", "tSequenceFileName", default=""))
-    if from_header and "pulseq" in sequence.lower():
-        spacing_note += " (Pulseq: the header is the interpreter's protocol; check it against the .seq file's FOV)"
-    metadata: dict[str, Any] = {
-        "format": "siemens-twix",
-        "path": str(path),
-        "measurement": len(scans),
-        "protocol": _header_value(header, "MeasYaps", "tProtocolName", default=""),
-        "sequence": sequence,
-        "imaging_lines": int(len(selected)),
-        "other_blocks": int(len(blocks) - len(lines)),
-        "sampled_fraction": float(sampled.mean()),
-        "averaged_lines": int((count > 1).sum()),
-        "readout_padding": [int(pad_front), int(pad_back)],
-        "dropped_counters": dropped,
-        "spacing_note": spacing_note,
-        "twixtools_messages": warnings,
+    arrays: dict[str, np.ndarray] = {
+        "kspace": kspace.data,
+        "readout_oversampling": np.int64(kspace.readout_oversampling),
+        "spacing_mm": np.asarray(kspace.spacing_mm, dtype=float),
     }
-    if is_epi:
-        metadata["epi_uncorrected"] = True
-        metadata["reflected_lines"] = int(np.count_nonzero(np.asarray(reflected)[keep]))
-    data = as_kspace_array(data, f"The k-space in {path.name}")
-    return KSpaceData(data, readout_oversampling=oversampling, spacing_mm=spacing, spacing_from_header=from_header,
-                      slices_are_kz=slices_are_kz, source=path.name, metadata=metadata)
+    if kspace.slices_are_kz:
+        arrays["slices_are_kz"] = np.bool_(True)
+    if kspace.metadata.get("prewhitened"):
+        arrays["prewhitened"] = np.bool_(True)
+    if kspace.frames is not None:
+        arrays["frames"] = kspace.frames
+    if kspace.noise_covariance is not None:
+        arrays["noise_covariance"] = kspace.noise_covariance
+    np.savez_compressed(path, **arrays)
+    return path

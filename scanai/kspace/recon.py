@@ -1,4 +1,5 @@
-"""Cartesian reconstruction: centred inverse FFT, readout-oversampling removal, root-sum-of-squares.
+"""Cartesian reconstruction: coil noise pre-whitening, centred inverse FFT, readout-oversampling removal,
+root-sum-of-squares.
 
 Conventions: k-space and images share the trailing axes ``(..., ky, kx)`` / ``(..., y, x)``; k-space is centred
 (DC at ``(ky // 2, kx // 2)``) and the image centre is at ``(ny // 2, nx // 2)``. The transforms are orthonormal
@@ -7,7 +8,7 @@ Conventions: k-space and images share the trailing axes ``(..., ky, kx)`` / ``(.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +118,114 @@ def log_magnitude(kspace: np.ndarray, reference: float | None = None) -> np.ndar
     if not (np.isfinite(reference) and reference > 0):
         raise InputError(f"The reference magnitude must be a positive number, got {reference}.")
     return np.log1p(combined / reference).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- noise pre-whitening
+
+
+def noise_covariance(noise: np.ndarray, dwell_ratio: float = 1.0) -> np.ndarray:
+    """Coil noise covariance from noise-only samples.
+
+    noise:       complex, shape (coils, samples) or (coils, ...) (all trailing axes are samples): readouts taken
+                 with no signal (noise adjustment scans, ISMRMRD noise acquisitions). More samples than coils are
+                 needed; a few hundred per coil give a good estimate.
+    dwell_ratio: noise dwell time / imaging dwell time. White receiver noise has a variance proportional to the
+                 sampling bandwidth (1 / dwell time), so the covariance of the imaging data is the noise scans'
+                 times this ratio; 1 when both were sampled alike.
+    Returns Psi, complex128 (coils, coils), Hermitian: ``Psi[i, j] = dwell_ratio * mean_s n_i[s] conj(n_j[s])``
+    (E|n|^2 convention: a coil whose real and imaginary parts each have variance s^2 has Psi[i, i] = 2 s^2).
+    The receiver noise is taken to have zero mean (no mean is subtracted).
+    """
+    noise = np.asarray(noise)
+    if noise.ndim < 2 or noise.size == 0:
+        raise InputError(f"Noise samples must be an array (coils, samples), got shape {noise.shape}.")
+    if not np.iscomplexobj(noise):
+        raise InputError("The noise samples are real numbers; coil noise is complex.",
+                         "Pass the complex noise-only readouts (real + 1j * imaginary).")
+    samples = noise.reshape(noise.shape[0], -1).astype(np.complex128)
+    n_coils, n_samples = samples.shape
+    if n_samples <= n_coils:
+        raise InputError(f"Only {n_samples} noise samples per coil for {n_coils} coils: the noise covariance "
+                         "cannot be estimated from fewer samples than coils.",
+                         "Use a file with a longer noise adjustment scan, or read it without pre-whitening.")
+    if not np.isfinite(samples).all():
+        raise InputError("The noise samples hold NaN or infinite values; the raw data are damaged.",
+                         "Re-export the raw data, or read it without pre-whitening.")
+    if not (np.isfinite(dwell_ratio) and dwell_ratio > 0):
+        raise InputError(f"The dwell-time ratio must be a positive number, got {dwell_ratio}.")
+    covariance = samples @ samples.conj().T / n_samples * float(dwell_ratio)
+    return 0.5 * (covariance + covariance.conj().T)
+
+
+def whitening_matrix(covariance: np.ndarray) -> np.ndarray:
+    """W = L^-1 with Psi = L L^H (Cholesky), complex128 (coils, coils), lower triangular.
+
+    Applying W across coils (``W @ data``) turns noise of covariance Psi into uncorrelated noise with
+    E|n|^2 = 1 per coil (covariance = identity). Raises :class:`InputError` when Psi is not a square, Hermitian,
+    positive definite matrix (e.g. a dead channel that carries no noise).
+    """
+    covariance = np.asarray(covariance, dtype=np.complex128)
+    if covariance.ndim != 2 or covariance.shape[0] != covariance.shape[1] or covariance.shape[0] == 0:
+        raise InputError(f"A noise covariance must be a square (coils, coils) matrix, got shape {covariance.shape}.")
+    scale = float(np.abs(covariance).max()) if covariance.size else 0.0
+    if not np.isfinite(covariance).all() or scale == 0.0:
+        raise InputError("The noise covariance is zero or holds NaN/infinite values: the noise samples are unusable.",
+                         "Read the file without pre-whitening.")
+    if not np.allclose(covariance, covariance.conj().T, rtol=1e-6, atol=1e-9 * scale):
+        raise InputError("The noise covariance is not Hermitian (Psi != Psi^H), so it cannot describe coil noise.",
+                         "Estimate it with noise_covariance() from noise-only samples.")
+    try:
+        lower = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError as error:
+        weak = int(np.argmin(np.real(np.diag(covariance))))
+        raise InputError(f"The noise covariance is not positive definite: some coils' noise is (nearly) zero or "
+                         f"fully correlated with other coils (weakest: coil {weak}).",
+                         "Check the coil channels (a dead or duplicated channel), or read without pre-whitening."
+                         ) from error
+    import scipy.linalg
+
+    return scipy.linalg.solve_triangular(lower, np.eye(covariance.shape[0]), lower=True)
+
+
+def prewhiten(data: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """Whitened copy of multi-coil data: ``out[c] = sum_d W[c, d] data[d]`` with W = :func:`whitening_matrix`.
+
+    data:       complex, shape (coils, ...) (k-space (coils, slices, ky, kx), noise samples (coils, samples), ...).
+    covariance: coil noise covariance Psi (coils, coils), e.g. from :func:`noise_covariance`.
+    Returns an array of the same shape and precision (complex64 stays complex64); the input is not modified.
+    Afterwards the coil noise is uncorrelated with unit variance (E|n|^2 = 1), so the data are in units of the
+    noise standard deviation.
+    """
+    data = _complex_precision(np.asarray(data))
+    if data.ndim < 1 or data.size == 0:
+        raise InputError(f"Data to pre-whiten must be a non-empty array (coils, ...), got shape {data.shape}.")
+    weights = whitening_matrix(covariance)
+    if weights.shape[0] != data.shape[0]:
+        raise InputError(f"The noise covariance describes {weights.shape[0]} coils but the data have "
+                         f"{data.shape[0]}.", "Use the noise samples of the same acquisition.")
+    flat = data.reshape(data.shape[0], -1)
+    return (weights.astype(data.dtype) @ flat).reshape(data.shape)
+
+
+def prewhiten_kspace(ks: KSpaceData, covariance: np.ndarray | None = None) -> KSpaceData:
+    """A pre-whitened copy of ``ks`` (``data`` and ``frames``), using ``covariance`` or ``ks.noise_covariance``.
+
+    The result keeps ``noise_covariance`` (the estimate that was used) and records ``metadata["prewhitened"] =
+    True``. Raises :class:`InputError` when no covariance is known (the file had no noise-only samples) or the
+    data were already pre-whitened.
+    """
+    if ks.metadata.get("prewhitened"):
+        raise InputError(f"{ks.source or 'The k-space'} is already pre-whitened.", "Whiten it only once.")
+    covariance = ks.noise_covariance if covariance is None else np.asarray(covariance, dtype=np.complex128)
+    if covariance is None:
+        raise InputError(f"{ks.source or 'The k-space'} carries no noise-only samples (no noise adjustment scan "
+                         "or noise acquisition), so the coil noise covariance is unknown and the data cannot be "
+                         "pre-whitened.", "Read the file without pre-whitening, or pass a noise covariance.")
+    frames = None if ks.frames is None else np.ascontiguousarray(
+        prewhiten(ks.frames.swapaxes(0, 2), covariance).swapaxes(0, 2))
+    data = frames[0, 0] if frames is not None else prewhiten(ks.data, covariance)
+    metadata = {**ks.metadata, "prewhitened": True}
+    return replace(ks, data=data, frames=frames, noise_covariance=covariance, metadata=metadata)
 
 
 @dataclass(frozen=True)

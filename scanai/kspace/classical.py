@@ -1,0 +1,499 @@
+"""Classical spike detector: the patent's patch pipeline with statistics in place of trained models.
+
+Per slice (a (coils, ky, kx) plane of centred k-space):
+
+1. **Cross-coil prediction.** A small shift-invariant kernel (GRAPPA-like, 3 x 3 neighbourhood of every coil,
+   the centre sample left out) is fitted by regularised least squares to predict each coil's sample from its
+   neighbours; the fit is repeated once without the samples it explains worst, so spikes do not bend it.
+   Multi-coil k-space is highly predictable this way, a spike is not: the *prediction residual* removes most of
+   the true signal (10-1000x in power on the shared scanner files) and keeps the spike. This is how cross-coil
+   consistency enters: a sample is suspicious when it disagrees with what its neighbours in every coil say.
+2. **Whitened residual energy** ``E = sum_c |r_c|^2 / sigma_c^2`` (``sigma_c^2`` the median residual power of
+   coil ``c``) and its **local contrast** ``D = log(E / B)``, ``B`` the largest of three median filters that
+   leave the sample out (a 5 x 5 square, a 1 x 15 readout line, a 9 x 1 phase-encoding line): ridges of k-space
+   along either axis do not stand out. A spike also leaks into the prediction residual of its 8 neighbours, which
+   raises ``B`` around runs and clusters; so once the first spikes are found and replaced by their prediction,
+   ``B`` and the patch statistics are computed again and the search repeats (two passes).
+3. **Per-patch robust z** over the patent's :class:`~scanai.kspace.patches.PatchGrid`:
+   ``z = (D - median_patch D) / (1.4826 MAD_patch D)``.
+4. **Peeling.** A sample is flagged when ``z`` and ``D`` both exceed the thresholds set by ``sensitivity`` and it
+   is the largest residual of its 3 x 3 neighbourhood; its value is then replaced by its prediction and the
+   residuals of its neighbours recomputed, and the search repeats, so that a strong spike's leakage into the
+   predictions of its neighbours is never mistaken for more spikes while adjacent spikes (runs, clusters) are
+   found one after the other.
+5. **Centre protection.** Samples within ``centre_radius`` of DC are never flagged (DC is never modified);
+   samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9).
+   Samples that were never acquired (zero in every coil) are left out of every statistic and never flagged.
+
+:func:`localise` runs steps 1-5 restricted to given target patches with lower thresholds, for a patch-level
+classifier (the network path) that already decided which patches hold spikes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
+
+_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def _ring(shape: tuple[int, int], hole: tuple[int, int]) -> np.ndarray:
+    """Footprint of ``shape`` with a centred ``hole`` left out."""
+    footprint = np.ones(shape, dtype=bool)
+    top, left = (shape[0] - hole[0]) // 2, (shape[1] - hole[1]) // 2
+    footprint[top:top + hole[0], left:left + hole[1]] = False
+    return footprint
+
+
+# Background footprints: a 5 x 5 square, a 1 x 15 readout line and a 9 x 1 phase-encoding line, the sample left out.
+_FOOTPRINTS = (_ring((5, 5), (1, 1)), _ring((1, 15), (1, 1)), _ring((9, 1), (1, 1)))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision levels of the detector, as significances ``-log10 p`` under the patch's noise-only model.
+
+    strict:        level a sample must exceed in a slice that shows no sure spike (clean-looking data).
+    relaxed:       level used once the slice holds at least one sure spike (the patent's soft gate, L468-L470,
+                   the other way round: a clean-looking slice gets the raised level, a corrupted one the normal).
+    sure:          a sample above this level makes the slice "corrupted".
+    log_ratio:     minimum log contrast ``log(E / B)`` of any flagged sample.
+    centre_factor: the levels are multiplied by this in the centre zone and on the outermost k-space rows and
+                   columns (patent cl. 8-9: a higher threshold where the data are easily misjudged).
+    ring_factor, ring_log_ratio: the much higher level and minimum contrast (100x the local residual level) in the
+                   ring between the untouchable core (1.5 samples around DC and the k-space peak) and
+                   ``centre_radius``: only a spike that towers over the central signal is flagged there.
+    """
+
+    strict: float
+    relaxed: float
+    sure: float
+    log_ratio: float = float(np.log(2.0))
+    centre_factor: float = 2.0
+    ring_factor: float = 4.0
+    ring_log_ratio: float = float(np.log(100.0))
+
+    @classmethod
+    def from_sensitivity(cls, sensitivity: float, relaxed: bool = False) -> Thresholds:
+        """Thresholds for a ``sensitivity`` in (0, 1] (0.5 = the tuned default; higher finds weaker spikes but
+        risks false detections on clean data). ``relaxed``: the levels for patches a classifier already flagged
+        (the relaxed level everywhere)."""
+        if not (np.isfinite(sensitivity) and 0.0 < sensitivity <= 1.0):
+            raise InputError(f"The detection sensitivity must be a number in (0, 1], got {sensitivity}.",
+                             "Use 0.5 (the default) and raise it towards 1 only to find weaker spikes.")
+        strict = 13.0 - 8.0 * float(sensitivity)
+        relaxed_level = strict - 3.5
+        if relaxed:
+            return cls(relaxed_level, relaxed_level, relaxed_level)
+        return cls(strict, relaxed_level, strict + 3.0)
+
+
+@dataclass(frozen=True)
+class SliceDetection:
+    """What the classical detector finds on one (coils, ky, kx) plane.
+
+    mask:           (ky, kx) bool, True at each flagged sample.
+    patch_scores:   (P,) highest robust z of any sample in each patch (0 where nothing was acquired).
+    target_patches: (P,) bool, True for patches holding at least one flagged sample.
+    z:              (ky, kx) float32 robust z of every sample (after peeling; -inf where not acquired).
+    log_ratio:      (ky, kx) float32 log contrast ``log(E / B)`` of every sample.
+    kernel:         (8 * coils, coils) the cross-coil prediction kernel fitted on this plane (reusable for the
+                    "grappa" correction).
+    """
+
+    mask: np.ndarray
+    patch_scores: np.ndarray
+    target_patches: np.ndarray
+    z: np.ndarray
+    log_ratio: np.ndarray
+    kernel: np.ndarray
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def acquired_mask(plane: np.ndarray) -> np.ndarray:
+    """(ky, kx) bool: samples that hold data in at least one coil of a (coils, ky, kx) plane."""
+    return np.any(plane != 0, axis=0)
+
+
+def centre_distance(shape: tuple[int, int]) -> np.ndarray:
+    """(ky, kx) float32 distance in samples of every sample from DC at (ky // 2, kx // 2)."""
+    ky, kx = np.ogrid[: shape[0], : shape[1]]
+    return np.hypot(ky - shape[0] // 2, kx - shape[1] // 2).astype(np.float32)
+
+
+def _neighbours_at(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(n, 8 * coils): the neighbourhood feature rows of the samples (ys, xs), periodic across the border
+    (see :func:`predict`)."""
+    ky, kx = plane.shape[1:]
+    return np.concatenate([plane[:, (ys + dy) % ky, (xs + dx) % kx].T for dy, dx in _OFFSETS], axis=1)
+
+
+def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = None, regularisation: float = 1e-3,
+               refit_quantile: float = 0.98) -> np.ndarray:
+    """Fit the cross-coil prediction kernel of a (coils, ky, kx) plane; returns (8 * coils, coils) complex64.
+
+    Row ``o * coils + c_in`` of the kernel weighs coil ``c_in`` at neighbour offset ``o`` (see ``_OFFSETS``).
+    usable: (ky, kx) bool, samples that may serve as training targets (their whole 3 x 3 neighbourhood must be
+    usable too). ``max_rows`` targets at most (evenly strided; default ``max(4096, 12 * n_features)``).
+    Tikhonov regularisation: ``regularisation * trace(A^H A) / n_features``. The fit is repeated once without
+    the targets whose residual energy lies above the ``refit_quantile`` quantile (spikes and their neighbours).
+    """
+    coils = plane.shape[0]
+    n_features = 8 * coils
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(usable, np.ones((3, 3), bool), border_value=0)
+    ys, xs = np.nonzero(inner)
+    if len(ys) < n_features + 1:
+        ys, xs = np.nonzero(usable)
+    if len(ys) == 0:
+        return np.zeros((n_features, coils), dtype=np.complex64)
+    limit = max_rows or max(4096, 12 * n_features)
+    step = max(1, len(ys) // limit)
+    ys, xs = ys[::step], xs[::step]
+    features = _neighbours_at(plane, ys, xs).astype(np.complex128)
+    targets = plane[:, ys, xs].T.astype(np.complex128)
+    gram = features.conj().T @ features
+    cross = features.conj().T @ targets
+    load = regularisation * max(float(np.trace(gram).real), 1e-30) / n_features * np.eye(n_features)
+    kernel = np.linalg.solve(gram + load, cross).astype(np.complex64)
+    energy = np.sum(np.abs(targets - features @ kernel) ** 2, axis=1)
+    worst = energy > np.quantile(energy, refit_quantile)
+    if worst.any() and (~worst).sum() > n_features:
+        gram -= features[worst].conj().T @ features[worst]
+        cross -= features[worst].conj().T @ targets[worst]
+        load = regularisation * max(float(np.trace(gram).real), 1e-30) / n_features * np.eye(n_features)
+        kernel = np.linalg.solve(gram + load, cross).astype(np.complex64)
+    return kernel
+
+
+def predict(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Prediction of every sample of a (coils, ky, kx) plane from its 8 neighbours in all coils; complex64.
+
+    Neighbours are taken periodically across the border: discrete k-space is periodic (it is the DFT of the
+    image), and the coil relations the kernel learns are circular convolutions, so the sample beyond ``-N/2`` is
+    the one at ``N/2 - 1``.
+    """
+    coils, ky, kx = plane.shape
+    weights = kernel.astype(np.complex64).reshape(8, coils, coils)  # (offset, c_in, c_out)
+    padded = np.pad(plane.astype(np.complex64, copy=False), ((0, 0), (1, 1), (1, 1)), mode="wrap")
+    out = np.zeros((coils, ky * kx), dtype=np.complex64)
+    for (dy, dx), weight in zip(_OFFSETS, weights, strict=True):
+        shifted = padded[:, 1 + dy:1 + dy + ky, 1 + dx:1 + dx + kx].reshape(coils, -1)
+        out += weight.T @ shifted
+    return out.reshape(coils, ky, kx)
+
+
+def predict_at(plane: np.ndarray, kernel: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Prediction of the samples (ys, xs) of a (coils, ky, kx) plane; complex (n, coils)."""
+    return _neighbours_at(plane, ys, xs) @ kernel
+
+
+def fill_by_prediction(plane: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, iterations: int = 8
+                       ) -> np.ndarray:
+    """Copy of ``plane`` with the ``flagged`` (ky, kx) samples replaced by their prediction from the neighbours.
+
+    Flagged samples next to each other are solved jointly by fixed-point iteration (each starts at zero and is
+    re-predicted from the current values of its neighbours ``iterations`` times). Other samples are untouched.
+    """
+    out = plane.copy()
+    ys, xs = np.nonzero(flagged)
+    if len(ys) == 0:
+        return out
+    out[:, ys, xs] = 0
+    touching = _has_flagged_neighbour(flagged, ys, xs)
+    rounds = iterations if touching.any() else 1
+    for _ in range(rounds):
+        out[:, ys, xs] = predict_at(out, kernel, ys, xs).T.astype(out.dtype)
+    return out
+
+
+def _has_flagged_neighbour(flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    ky, kx = flagged.shape
+    result = np.zeros(len(ys), dtype=bool)
+    for dy, dx in _OFFSETS:
+        result |= flagged[np.clip(ys + dy, 0, ky - 1), np.clip(xs + dx, 0, kx - 1)]
+    return result
+
+
+def _dof_from_log_spread(spread: np.ndarray) -> np.ndarray:
+    """Coil-equivalent degrees of freedom ``k`` whose Gamma(k) log-spread is ``spread`` (``trigamma(k) = s^2``).
+
+    The standard deviation of the log of a Gamma(k) variable is ``sqrt(trigamma(k))``: 1.28 for one coil
+    (exponential), shrinking like ``1 / sqrt(k)``. Structure left in the residual widens the spread, lowers ``k``
+    and so makes the detector more cautious there. Clipped to [0.5, 256].
+    """
+    from scipy.special import polygamma
+
+    target = np.maximum(np.asarray(spread, dtype=np.float64), 1e-3) ** 2
+    dof = 1.0 / target + 0.5
+    for _ in range(30):
+        dof = np.clip(dof - (polygamma(1, dof) - target) / polygamma(2, dof), 0.25, 1e4)
+    return np.clip(dof, 0.5, 256.0)
+
+
+def _fill_unacquired(values: np.ndarray, acquired: np.ndarray) -> np.ndarray:
+    """``values`` with every not-acquired sample set to the value of the nearest acquired one."""
+    if acquired.all():
+        return values
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(~acquired, return_indices=True)
+    return values[iy, ix]
+
+
+def local_background(energy: np.ndarray, acquired: np.ndarray) -> np.ndarray:
+    """(ky, kx) robust local level of ``energy``: the largest of three sample-excluding median filters."""
+    from scipy.ndimage import median_filter
+
+    filled = _fill_unacquired(energy, acquired)
+    background = median_filter(filled, footprint=_FOOTPRINTS[0], mode="reflect")
+    for footprint in _FOOTPRINTS[1:]:
+        np.maximum(background, median_filter(filled, footprint=footprint, mode="reflect"), out=background)
+    # The outermost rows and columns are predicted from fewer neighbours: compare them with their own line.
+    line = _FOOTPRINTS[1][0]
+    for index in (0, -1):
+        np.maximum(background[index, :], median_filter(filled[index, :], footprint=line, mode="reflect"),
+                   out=background[index, :])
+        np.maximum(background[:, index], median_filter(filled[:, index], footprint=line, mode="reflect"),
+                   out=background[:, index])
+    return background
+
+
+# ----------------------------------------------------------------------------------------------- the statistic
+
+
+class _SliceStatistic:
+    """Residual energy, local contrast and per-patch normalisation of one plane, updatable after peeling."""
+
+    def __init__(self, plane: np.ndarray, grid: PatchGrid, acquired: np.ndarray) -> None:
+        self.plane = plane.astype(np.complex64, copy=True)
+        self.original = self.plane.copy()
+        self.acquired = acquired
+        self.grid = grid
+        self.kernel = fit_kernel(self.plane, acquired)
+        residual = self.plane - predict(self.plane, self.kernel)
+        power = residual.real ** 2 + residual.imag ** 2  # (coils, ky, kx)
+        scale = np.array([np.median(p[acquired]) for p in power], dtype=np.float64)
+        positive = scale[scale > 0]
+        scale[scale <= 0] = positive.min() if positive.size else 1.0
+        self.inverse_scale = (1.0 / scale).astype(np.float32)
+        self.energy = np.einsum("chw,c->hw", power, self.inverse_scale) / len(scale)
+        self.tiny = np.float32(1e-6 * max(float(np.median(self.energy[acquired])), 1e-30))
+        self.refresh(np.zeros(acquired.shape, dtype=bool))
+
+    def refresh(self, flagged: np.ndarray) -> None:
+        """(Re)compute the local background, the contrast and the per-patch noise model, leaving the ``flagged``
+        samples (already replaced by their prediction) out of every statistic."""
+        grid, acquired = self.grid, self.acquired & ~flagged
+        self.background = local_background(self.energy, acquired) + self.tiny
+        self.log_ratio = np.log((self.energy + self.tiny) / self.background).astype(np.float32)
+        self.median = np.zeros(grid.shape, dtype=np.float32)
+        self.dof = np.ones(grid.shape, dtype=np.float32)
+        windows, centres, spreads = [], [], []
+        for r, c in grid.anchors():
+            window = (slice(r, r + grid.size), slice(c, c + grid.size))
+            values = self.log_ratio[window][acquired[window]]
+            if values.size == 0:
+                continue
+            centre = float(np.median(values))
+            windows.append(window)
+            centres.append(centre)
+            spreads.append(1.4826 * float(np.median(np.abs(values - centre))))
+        for window, centre, dof in zip(windows, centres, _dof_from_log_spread(np.array(spreads)), strict=True):
+            self.median[window] = centre
+            self.dof[window] = dof
+        self.z = np.full(grid.shape, -np.inf, dtype=np.float32)
+        self.z[acquired] = self.score(self.log_ratio[acquired], self.median[acquired], self.dof[acquired])
+
+    @staticmethod
+    def score(log_ratio: np.ndarray, median: np.ndarray, dof: np.ndarray) -> np.ndarray:
+        """Significance ``-log10 p`` of log contrasts under the noise-only model of their patch.
+
+        Without a spike the whitened residual energy of ``k`` coils is Gamma(k, 1/k) distributed; its contrast to
+        the local median then has median ``median`` (the patch median of the log contrast), and ``k`` follows
+        from the patch's spread of log contrasts (see :func:`_dof_from_log_spread`).
+        """
+        from scipy.special import gammaincc, gammaincinv
+
+        level = gammaincinv(dof, 0.5) / dof * np.exp(np.asarray(log_ratio, np.float64) - median)
+        tail = gammaincc(dof, dof * level)
+        return (-np.log10(np.maximum(tail, 1e-300))).astype(np.float32)
+
+    def replace(self, flagged: np.ndarray, new: np.ndarray) -> None:
+        """Replace the ``flagged`` samples near the ``new`` ones by predictions (jointly, from the input values)
+        and refresh the statistic around them."""
+        ky, kx = self.grid.shape
+        ys, xs = np.nonzero(new)
+        near = np.zeros(flagged.shape, dtype=bool)
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                near[(ys + dy) % ky, (xs + dx) % kx] = True
+        group = near & flagged
+        self.plane[:, group] = self.original[:, group]
+        self.plane = fill_by_prediction(self.plane, group, self.kernel)
+        near &= self.acquired & ~flagged
+        ys, xs = np.nonzero(near)
+        residual = self.plane[:, ys, xs].T - predict_at(self.plane, self.kernel, ys, xs)
+        energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
+        self.energy[ys, xs] = energy
+        self.log_ratio[ys, xs] = np.log((energy + self.tiny) / self.background[ys, xs])
+        self.z[ys, xs] = self.score(self.log_ratio[ys, xs], self.median[ys, xs], self.dof[ys, xs])
+        self.energy[flagged] = 0.0
+        self.z[flagged] = -np.inf
+
+    def explained(self, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score and log contrast of each flagged sample against its neighbours with all *other* flagged samples
+        replaced by their prediction: a sample that only looked abnormal because of its neighbours' spikes
+        (their leakage into its prediction) scores low here. Returns two (n,) arrays in ``np.nonzero`` order."""
+        ys, xs = np.nonzero(flagged)
+        filled = fill_by_prediction(self.original, flagged, self.kernel)
+        residual = self.original[:, ys, xs].T - predict_at(filled, self.kernel, ys, xs)
+        energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
+        log_ratio = np.log((energy + self.tiny) / self.background[ys, xs])
+        return self.score(log_ratio, self.median[ys, xs], self.dof[ys, xs]), log_ratio
+
+
+def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Thresholds, zone: np.ndarray,
+          ring: np.ndarray, max_rounds: int = 12) -> np.ndarray:
+    """Flag samples round by round (largest residual of its 3 x 3 neighbourhood first); returns (ky, kx) bool.
+
+    The level is ``thresholds.relaxed`` when some allowed sample already exceeds ``thresholds.sure``, else
+    ``thresholds.strict``; both are multiplied by ``centre_factor`` inside ``zone`` and by ``ring_factor`` in
+    the ``ring`` around the centre, where the contrast must also exceed ``ring_log_ratio``.
+    """
+    from scipy.ndimage import maximum_filter
+
+    factor = np.where(zone, thresholds.centre_factor, 1.0).astype(np.float32)
+    factor[ring] = thresholds.ring_factor
+    minimum = np.where(ring, thresholds.ring_log_ratio, thresholds.log_ratio).astype(np.float32)
+    corrupted = bool(np.any(allowed & ~zone & (statistic.z > thresholds.sure)))
+    level = (thresholds.relaxed if corrupted else thresholds.strict) * factor
+    flagged = np.zeros(allowed.shape, dtype=bool)
+    for attempt in range(2):
+        if attempt == 1:
+            if not flagged.any():
+                break
+            statistic.refresh(flagged)
+        for _ in range(max_rounds):
+            candidates = allowed & ~flagged & (statistic.z > level) & (statistic.log_ratio > minimum)
+            if not candidates.any():
+                break
+            energy = np.where(flagged, 0.0, statistic.energy)
+            new = candidates & (energy >= maximum_filter(energy, size=3, mode="nearest"))
+            if not new.any():
+                break
+            flagged |= new
+            statistic.replace(flagged, new)
+    for _ in range(3):
+        if not flagged.any():
+            break
+        score, log_ratio = statistic.explained(flagged)
+        ys, xs = np.nonzero(flagged)
+        weak = (score <= level[ys, xs]) | (log_ratio <= minimum[ys, xs])
+        if not weak.any():
+            break
+        flagged[ys[weak], xs[weak]] = False
+    return flagged
+
+
+def _patch_summary(grid: PatchGrid, z: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.zeros(len(grid), dtype=np.float32)
+    targets = np.zeros(len(grid), dtype=bool)
+    finite = np.where(np.isfinite(z), z, 0.0)
+    for index, (r, c) in enumerate(grid.anchors()):
+        window = (slice(r, r + grid.size), slice(c, c + grid.size))
+        scores[index] = max(float(finite[window].max()), 0.0)
+        targets[index] = bool(mask[window].any())
+    return scores, targets
+
+
+def _check_plane(plane: np.ndarray) -> np.ndarray:
+    plane = np.asarray(plane)
+    if plane.ndim == 2:
+        plane = plane[np.newaxis]
+    if plane.ndim != 3 or plane.size == 0 or not np.iscomplexobj(plane):
+        raise InputError(f"A k-space plane must be complex (coils, ky, kx), got {plane.dtype} {plane.shape}.",
+                         "Pass complex raw k-space, not magnitudes.")
+    return plane
+
+
+def _zones(plane: np.ndarray, centre_radius: float, centre_zone: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(core, ring, zone) (ky, kx) bool masks, distances taken to DC or to the k-space peak (searched near DC).
+
+    core: within 1.5 samples (never flagged); ring: core < distance <= ``centre_radius``; zone: distance <=
+    ``centre_zone`` or on the outermost rows/columns.
+    """
+    shape = plane.shape[1:]
+    distance = centre_distance(shape)
+    energy = np.sum(plane.real.astype(np.float32) ** 2 + plane.imag.astype(np.float32) ** 2, axis=0)
+    near = distance <= max(4.0, 0.0625 * min(shape))
+    peak = np.unravel_index(int(np.argmax(np.where(near, energy, -1.0))), shape)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    distance = np.minimum(distance, np.hypot(yy - peak[0], xx - peak[1]).astype(np.float32))
+    core = distance <= 1.5
+    ring = (distance <= centre_radius) & ~core
+    zone = distance <= centre_zone
+    zone[[0, -1], :] = True
+    zone[:, [0, -1]] = True
+    return core, ring, zone
+
+
+def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = DEFAULT_PATCH_SIZE,
+                 centre_radius: float = 4.0, centre_zone: float = 12.0) -> SliceDetection:
+    """Classical detection on one (coils, ky, kx) complex plane (a (ky, kx) plane is one coil).
+
+    sensitivity:   in (0, 1]; see :meth:`Thresholds.from_sensitivity`.
+    patch_size:    patch edge in samples (clipped to the plane size).
+    centre_radius: samples within this distance (in samples) of DC or of the k-space peak need the ring levels
+                   of :class:`Thresholds`; the 1.5-sample core around them (DC included) is never flagged.
+    centre_zone:   samples within this distance need :attr:`Thresholds.centre_factor` times the thresholds.
+    The input is not modified.
+    """
+    plane = _check_plane(plane)
+    thresholds = Thresholds.from_sensitivity(sensitivity)
+    grid = PatchGrid.over(plane.shape[1:], min(int(patch_size), *plane.shape[1:]))
+    acquired = acquired_mask(plane)
+    core, ring, zone = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    statistic = _SliceStatistic(plane, grid, acquired)
+    scores_z = statistic.z.copy()
+    mask = _peel(statistic, acquired & ~core, thresholds, zone, ring)
+    scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)
+    return SliceDetection(mask, scores, targets, scores_z, statistic.log_ratio, statistic.kernel)
+
+
+def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sensitivity: float = 0.5,
+             centre_radius: float = 4.0, centre_zone: float = 12.0) -> np.ndarray:
+    """In-patch point localisation for a patch classifier: (ky, kx) bool mask of spikes inside target patches.
+
+    plane:          complex (coils, ky, kx) k-space of one slice.
+    grid:           the patch grid the classifier used.
+    target_patches: (P,) bool or indices of the patches judged to hold spikes.
+    Uses the relaxed thresholds (:meth:`Thresholds.from_sensitivity` with ``relaxed=True``); nothing outside the
+    target patches, inside ``centre_radius`` of DC or not acquired is ever flagged.
+    """
+    plane = _check_plane(plane)
+    if tuple(plane.shape[1:]) != tuple(grid.shape):
+        raise InputError(f"The plane is {plane.shape[1:]} but the patch grid was made for {grid.shape}.")
+    chosen = np.zeros(len(grid), dtype=bool)
+    chosen[np.asarray(target_patches)] = True if np.asarray(target_patches).dtype != bool else False
+    if np.asarray(target_patches).dtype == bool:
+        if len(target_patches) != len(grid):
+            raise InputError(f"{len(target_patches)} patch flags given for a grid of {len(grid)} patches.")
+        chosen = np.asarray(target_patches, dtype=bool)
+    inside = np.zeros(grid.shape, dtype=bool)
+    for r, c in grid.anchors()[chosen]:
+        inside[r:r + grid.size, c:c + grid.size] = True
+    if not inside.any():
+        return inside
+    acquired = acquired_mask(plane)
+    core, ring, zone = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    statistic = _SliceStatistic(plane, grid, acquired)
+    return _peel(statistic, inside & acquired & ~core, Thresholds.from_sensitivity(sensitivity, True), zone, ring)

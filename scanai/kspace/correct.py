@@ -1,0 +1,114 @@
+"""Correction of flagged k-space samples (patent step 340, "calibrate"), in every coil, on a copy.
+
+Only the samples of the mask change; every other sample of the returned array is bit-identical to the input,
+never-acquired (all-zero) samples stay zero and the DC sample is never modified. Methods:
+
+- ``"zero"``: set the sample to 0 in every coil (the patent's main example, L492).
+- ``"conjugate"``: Hermitian symmetry, ``k(-p) = conj(k(p))``, where the mirrored sample was acquired and is not
+  flagged itself; elsewhere the neighbour mean. Exact only for a real-valued object, so not the default.
+- ``"neighbours"``: per coil, the complex mean of the acquired, unflagged 8-neighbours.
+- ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a 3 x 3 cross-coil kernel
+  fitted per slice by regularised least squares on the unflagged samples
+  (:func:`scanai.kspace.classical.fit_kernel`) predicts every coil's flagged sample from its neighbours in all
+  coils; adjacent flagged samples are solved jointly by fixed-point iteration.
+  Measured on the shared scanner files with simulated spikes it gives the highest image PSNR (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.core.progress import Progress
+from scanai.kspace.classical import acquired_mask, fill_by_prediction, fit_kernel
+
+METHODS = ("grappa", "zero", "conjugate", "neighbours")
+DEFAULT_METHOD = "grappa"
+_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def _check(kspace: np.ndarray, mask: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    kspace = np.asarray(kspace)
+    if kspace.ndim != 4 or not np.iscomplexobj(kspace) or kspace.size == 0:
+        raise InputError(f"Correction needs complex k-space (coils, slices, ky, kx), got {kspace.dtype} "
+                         f"{kspace.shape}.", "Pass the complex raw data, not magnitudes.")
+    mask = np.asarray(mask)
+    if mask.shape != kspace.shape[1:]:
+        raise InputError(f"The spike mask has shape {mask.shape}, the k-space (slices, ky, kx) is "
+                         f"{kspace.shape[1:]}.", "Use the mask detected on this k-space.")
+    if method not in METHODS:
+        raise InputError(f"Unknown correction method '{method}'.", f"Choose one of {', '.join(METHODS)}.")
+    return kspace, mask.astype(bool)
+
+
+def _neighbour_mean(plane: np.ndarray, usable: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(coils, n) complex mean of the usable 8-neighbours of (ys, xs); 0 where none is usable."""
+    ky, kx = usable.shape
+    total = np.zeros((plane.shape[0], len(ys)), dtype=np.complex128)
+    count = np.zeros(len(ys))
+    for dy, dx in _OFFSETS:
+        y, x = ys + dy, xs + dx
+        inside = (y >= 0) & (y < ky) & (x >= 0) & (x < kx)
+        y, x = np.clip(y, 0, ky - 1), np.clip(x, 0, kx - 1)
+        ok = inside & usable[y, x]
+        total += np.where(ok, plane[:, y, x], 0)
+        count += ok
+    return total / np.maximum(count, 1)
+
+
+def _mirror(index: np.ndarray, length: int) -> np.ndarray:
+    """Index of -k for centred k-space (DC at length // 2); may fall outside [0, length) for even lengths."""
+    return 2 * (length // 2) - index
+
+
+def _correct_plane(plane: np.ndarray, flagged: np.ndarray, method: str, kernel: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Corrected copy of one (coils, ky, kx) plane; only ``flagged`` samples change (``kernel``: a prediction
+    kernel already fitted on this plane, for "grappa")."""
+    out = plane.copy()
+    ys, xs = np.nonzero(flagged)
+    if len(ys) == 0:
+        return out
+    if method == "zero":
+        out[:, ys, xs] = 0
+        return out
+    usable = acquired_mask(plane) & ~flagged
+    if method == "grappa":
+        if kernel is None or kernel.shape != (8 * plane.shape[0], plane.shape[0]):
+            kernel = fit_kernel(plane, usable)
+        filled = fill_by_prediction(plane, flagged, kernel)
+        out[:, ys, xs] = filled[:, ys, xs]
+        return out
+    values = _neighbour_mean(plane, usable, ys, xs)
+    if method == "conjugate":
+        ky, kx = flagged.shape
+        my, mx = _mirror(ys, ky), _mirror(xs, kx)
+        inside = (my >= 0) & (my < ky) & (mx >= 0) & (mx < kx)
+        my, mx = np.clip(my, 0, ky - 1), np.clip(mx, 0, kx - 1)
+        ok = inside & usable[my, mx]
+        values = np.where(ok, np.conj(plane[:, my, mx]), values)
+    out[:, ys, xs] = values.astype(out.dtype)
+    return out
+
+
+def correct(kspace: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
+            progress: Progress | None = None, kernels: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+    """Corrected copy of ``kspace`` (coils, slices, ky, kx) with the samples of ``mask`` (slices, ky, kx) replaced.
+
+    method: one of :data:`METHODS` (see the module docstring). Samples that were not acquired and the DC sample
+    (ky // 2, kx // 2) are never changed, even when the mask includes them. The input is not modified.
+    kernels: optional per-slice prediction kernels already fitted by the detector (saves the "grappa" fit).
+    """
+    kspace, mask = _check(kspace, mask, method)
+    progress = Progress.ensure(progress)
+    out = kspace.copy()
+    _, slices, ky, kx = kspace.shape
+    for index, _ in progress.iterate(range(slices), "Correcting slice"):
+        flagged = mask[index] & acquired_mask(kspace[:, index])
+        flagged[ky // 2, kx // 2] = False
+        if flagged.any():
+            kernel = kernels[index] if kernels is not None and index < len(kernels) else None
+            out[:, index] = _correct_plane(kspace[:, index], flagged, method, kernel)
+    return out

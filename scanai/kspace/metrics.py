@@ -1,0 +1,105 @@
+"""Evaluation of spike detection and correction against a known ground truth (NumPy/SciPy only).
+
+Point level: a detection counts when it is exactly the corrupted sample (slice, ky, kx); negatives are all
+other *acquired* samples. Image level: PSNR and SSIM of root-sum-of-squares images against the clean reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scanai.core.errors import InputError
+
+# Amplitude bins relative to the slice's max RSS |k| (as in scanai.kspace.simulate): weak, medium, strong.
+AMPLITUDE_BINS: tuple[tuple[float, float], ...] = ((0.005, 0.02), (0.02, 0.1), (0.1, 1.0))
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"{what}: shapes {a.shape} and {b.shape} differ.")
+
+
+def point_metrics(truth: np.ndarray, detected: np.ndarray, acquired: np.ndarray | None = None) -> dict[str, float]:
+    """Per-sample confusion counts and rates of a detection mask against the ground-truth mask.
+
+    truth, detected: bool arrays of one shape (e.g. (slices, ky, kx)). acquired: bool, same shape; samples
+    outside it are ignored (default: all). Returns tp, fp, fn, tn, sensitivity (recall), specificity,
+    precision and the Matthews correlation coefficient (mcc); a rate with an empty denominator is NaN.
+    """
+    truth, detected = np.asarray(truth, bool), np.asarray(detected, bool)
+    _same_shape(truth, detected, "Ground truth and detection")
+    keep = np.ones(truth.shape, bool) if acquired is None else np.asarray(acquired, bool)
+    t, d = truth[keep], detected[keep]
+    tp = float(np.count_nonzero(t & d))
+    fp = float(np.count_nonzero(~t & d))
+    fn = float(np.count_nonzero(t & ~d))
+    tn = float(np.count_nonzero(~t & ~d))
+
+    def ratio(numerator: float, denominator: float) -> float:
+        return numerator / denominator if denominator > 0 else float("nan")
+
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return {
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "precision": ratio(tp, tp + fp),
+        "mcc": ratio(tp * tn - fp * fn, float(denominator)),
+    }
+
+
+def amplitude_bin(amplitude: np.ndarray, bins: tuple[tuple[float, float], ...] = AMPLITUDE_BINS) -> np.ndarray:
+    """Index of the bin of each relative amplitude (-1 outside every bin); bins are [low, high)."""
+    amplitude = np.asarray(amplitude, dtype=float)
+    index = np.full(amplitude.shape, -1, dtype=int)
+    for number, (low, high) in enumerate(bins):
+        index[(amplitude >= low) & ((amplitude < high) | ((high == bins[-1][1]) & (amplitude <= high)))] = number
+    return index
+
+
+def sensitivity_by_bin(truth_slice: np.ndarray, truth_ky: np.ndarray, truth_kx: np.ndarray,
+                       truth_amplitude: np.ndarray, detected: np.ndarray,
+                       bins: tuple[tuple[float, float], ...] = AMPLITUDE_BINS) -> list[tuple[int, int]]:
+    """(detected, total) spike samples per amplitude bin; ``detected`` is the (slices, ky, kx) mask."""
+    hit = np.asarray(detected, bool)[truth_slice, truth_ky, truth_kx]
+    index = amplitude_bin(truth_amplitude, bins)
+    return [(int(np.count_nonzero(hit & (index == b))), int(np.count_nonzero(index == b))) for b in range(len(bins))]
+
+
+def psnr(reference: np.ndarray, image: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB: ``20 log10(max(reference) / RMSE)`` (inf for identical images)."""
+    reference, image = np.asarray(reference, np.float64), np.asarray(image, np.float64)
+    _same_shape(reference, image, "PSNR images")
+    rmse = float(np.sqrt(np.mean((reference - image) ** 2)))
+    peak = float(reference.max())
+    if rmse == 0:
+        return float("inf")
+    return 20.0 * np.log10(peak / rmse) if peak > 0 else float("-inf")
+
+
+def ssim(reference: np.ndarray, image: np.ndarray, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> float:
+    """Mean structural similarity of two images (2-D, or stacks of 2-D slices (..., ny, nx)).
+
+    Gaussian window of standard deviation ``sigma`` pixels over the last two axes, constants ``(k1 L)^2`` and
+    ``(k2 L)^2`` with ``L = max(reference)`` (Wang et al. 2004).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    reference, image = np.asarray(reference, np.float64), np.asarray(image, np.float64)
+    _same_shape(reference, image, "SSIM images")
+    if reference.ndim < 2:
+        raise InputError(f"SSIM needs images of at least 2 dimensions, got shape {reference.shape}.")
+    sigmas = (0.0,) * (reference.ndim - 2) + (sigma, sigma)
+    level = float(reference.max()) or 1.0
+    c1, c2 = (k1 * level) ** 2, (k2 * level) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return gaussian_filter(x, sigmas, mode="reflect", truncate=3.5)
+
+    mu_x, mu_y = blur(reference), blur(image)
+    var_x = blur(reference * reference) - mu_x ** 2
+    var_y = blur(image * image) - mu_y ** 2
+    cov = blur(reference * image) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denominator = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
+    return float(np.mean(numerator / denominator))

@@ -1,0 +1,210 @@
+"""The KSpaceCalibration pipeline: detect spikes by patches, correct the flagged samples, reconstruct.
+
+``detect`` -> :class:`Detection` (spike mask, a table of spikes, per-slice and per-patch scores);
+``calibrate`` -> corrected k-space (only flagged samples change); ``run`` -> both plus the original, corrected
+and difference root-sum-of-squares images and the log-magnitude k-space.
+
+Detectors: ``"classical"`` (:mod:`scanai.kspace.classical`, no trained model) and ``"network"``
+(``scanai.kspace.network.classify_patches`` gives each patch a probability; patches above their threshold -- 0.5,
+or 0.8 near the centre, patent cl. 8-9 -- are target patches, and :func:`scanai.kspace.classical.localise` finds
+the points inside them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scanai.core.errors import InputError, ModelError
+from scanai.core.image import Volume
+from scanai.core.progress import Progress
+from scanai.kspace.classical import centre_distance, detect_plane, localise
+from scanai.kspace.correct import DEFAULT_METHOD, correct
+from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
+from scanai.kspace.recon import reconstruct
+
+DETECTORS = ("classical", "network")
+DEFAULT_SENSITIVITY = 0.5
+DEFAULT_CENTRE_RADIUS = 4.0
+EDGE_PATCH_THRESHOLD = 0.5
+CENTRE_PATCH_THRESHOLD = 0.8
+TABLE_COLUMNS = ("slice", "coil", "pe", "ro", "magnitude", "score", "patch")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Spikes found in a (coils, slices, ky, kx) k-space.
+
+    mask:           (slices, ky, kx) bool, True at every flagged sample (the same sample in all coils).
+    table:          one row per flagged sample, columns :data:`TABLE_COLUMNS`: slice, coil (-1: all coils,
+                    coil-combined), pe (ky line), ro (kx sample), magnitude (root-sum-of-squares |k| over coils,
+                    in the data's units), score (classical: significance -log10 p of the sample; network: the
+                    probability of its patch), patch (index in the patch grid, row-major).
+    slices:         per-slice summary: slice, spikes, target_patches, max_score.
+    patch_scores:   (slices, P) per-patch score (classical: max sample significance; network: probability).
+    target_patches: (slices, P) bool.
+    grid:           the patch grid (patent tiling) over (ky, kx).
+    detector, sensitivity: the settings used.
+    """
+
+    mask: np.ndarray
+    table: list[dict[str, float]]
+    slices: list[dict[str, float]]
+    patch_scores: np.ndarray
+    target_patches: np.ndarray
+    grid: PatchGrid
+    detector: str
+    sensitivity: float
+    settings: dict[str, float] = field(default_factory=dict)
+    kernels: tuple = ()  # per-slice cross-coil prediction kernels of the classical detector (reused to correct)
+
+    @property
+    def count(self) -> int:
+        """Number of flagged samples."""
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Everything :func:`run` makes.
+
+    detection:  the :class:`Detection`.
+    corrected:  corrected k-space as :class:`KSpaceData` (same settings as the input; identical data when
+                nothing was flagged or ``detect_only``).
+    original, corrected_image: RSS images (Volume (slices, ny, nx), the input's pixel spacing).
+    difference: ``original - corrected_image`` (Volume, same geometry).
+    log_kspace: log-magnitude k-space of the input (Volume (slices, ky, kx), one voxel per sample).
+    method:     correction method used ("none" for detect-only).
+    """
+
+    detection: Detection
+    corrected: KSpaceData
+    original: Volume
+    corrected_image: Volume
+    difference: Volume
+    log_kspace: Volume
+    method: str
+
+
+def _as_kspace(kspace: KSpaceData | np.ndarray) -> KSpaceData:
+    if isinstance(kspace, KSpaceData):
+        return kspace
+    return KSpaceData(as_kspace_array(kspace), source="array")
+
+
+def _network_classifier():  # noqa: ANN202 - returns the imported module
+    """The ``scanai.kspace.network`` module (imported lazily: it brings torch); ModelError when unavailable."""
+    try:
+        from scanai.kspace import network
+    except ImportError as error:
+        raise ModelError("The network spike detector is not available in this installation "
+                         f"({error}).", "Use the classical detector (detector='classical').") from error
+    if not hasattr(network, "classify_patches"):
+        raise ModelError("The installed network module has no patch classifier.", "Use the classical detector.")
+    return network
+
+
+def patch_thresholds(grid: PatchGrid) -> np.ndarray:
+    """(P,) probability thresholds: 0.8 for patches holding any sample within one patch size of DC, else 0.5
+    (patent cl. 8-9: the centre threshold is greater)."""
+    distance = centre_distance(grid.shape)
+    central = np.array([distance[r:r + grid.size, c:c + grid.size].min() <= grid.size / 2
+                        for r, c in grid.anchors()])
+    return np.where(central, CENTRE_PATCH_THRESHOLD, EDGE_PATCH_THRESHOLD)
+
+
+def _network_plane(plane: np.ndarray, grid: PatchGrid, sensitivity: float, centre_radius: float,
+                   network) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+    probabilities = np.asarray(network.classify_patches(plane, grid), dtype=np.float64).reshape(-1)
+    if probabilities.shape != (len(grid),) or not np.all(np.isfinite(probabilities)):
+        raise ModelError(f"The patch classifier returned {probabilities.shape} values for {len(grid)} patches.",
+                         "Reinstall the k-space model or use the classical detector.")
+    thresholds = getattr(network, "patch_thresholds", patch_thresholds)(grid)
+    targets = probabilities > thresholds
+    mask = localise(plane, grid, targets, sensitivity=sensitivity, centre_radius=centre_radius)
+    return mask, probabilities.astype(np.float32), targets
+
+
+def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensitivity: float = DEFAULT_SENSITIVITY,
+           patch_size: int = DEFAULT_PATCH_SIZE, centre_radius: float = DEFAULT_CENTRE_RADIUS,
+           progress: Progress | None = None) -> Detection:
+    """Find spikes in ``kspace`` (:class:`KSpaceData` or a complex array (coils, slices, ky, kx) / (coils, ky, kx)
+    / (ky, kx)), slice by slice.
+
+    detector:      "classical" or "network" (raises :class:`ModelError` when the network is not installed).
+    sensitivity:   in (0, 1]; 0.5 is the tuned default (no detection on the clean scanner files).
+    patch_size:    patch edge in samples (patent: 32); clipped to the k-space size.
+    centre_radius: samples within this distance (samples) of DC or of the k-space peak are never flagged.
+    """
+    if detector not in DETECTORS:
+        raise InputError(f"Unknown spike detector '{detector}'.", f"Choose one of {', '.join(DETECTORS)}.")
+    if int(patch_size) < 4:
+        raise InputError(f"The patch size must be at least 4 samples, got {patch_size}.")
+    data = _as_kspace(kspace).data
+    progress = Progress.ensure(progress)
+    classify = _network_classifier() if detector == "network" else None
+    _, slices, ky, kx = data.shape
+    grid = PatchGrid.over((ky, kx), min(int(patch_size), ky, kx))
+    anchors = grid.anchors()
+    mask = np.zeros((slices, ky, kx), dtype=bool)
+    patch_scores = np.zeros((slices, len(grid)), dtype=np.float32)
+    targets = np.zeros((slices, len(grid)), dtype=bool)
+    table: list[dict[str, float]] = []
+    summary: list[dict[str, float]] = []
+    kernels: list[np.ndarray | None] = []
+    for index, _ in progress.iterate(range(slices), "Detecting spikes in slice"):
+        plane = data[:, index]
+        if classify is None:
+            found = detect_plane(plane, sensitivity, grid.size, centre_radius)
+            mask[index], patch_scores[index], targets[index] = found.mask, found.patch_scores, found.target_patches
+            sample_score = found.z
+            kernels.append(found.kernel)
+        else:
+            kernels.append(None)
+            mask[index], patch_scores[index], targets[index] = _network_plane(plane, grid, sensitivity,
+                                                                              centre_radius, classify)
+            sample_score = None
+        magnitude = np.sqrt(np.sum(np.abs(plane) ** 2, axis=0))
+        for y, x in zip(*np.nonzero(mask[index]), strict=True):
+            patch = int(np.flatnonzero((anchors[:, 0] <= y) & (y < anchors[:, 0] + grid.size)
+                                       & (anchors[:, 1] <= x) & (x < anchors[:, 1] + grid.size))[-1])
+            score = float(sample_score[y, x]) if sample_score is not None else float(patch_scores[index, patch])
+            table.append({"slice": index, "coil": -1, "pe": int(y), "ro": int(x),
+                          "magnitude": float(magnitude[y, x]), "score": score, "patch": patch})
+        summary.append({"slice": index, "spikes": int(np.count_nonzero(mask[index])),
+                        "target_patches": int(np.count_nonzero(targets[index])),
+                        "max_score": float(patch_scores[index].max()) if len(grid) else 0.0})
+    return Detection(mask, table, summary, patch_scores, targets, grid, detector, float(sensitivity),
+                     {"patch_size": grid.size, "centre_radius": float(centre_radius)}, tuple(kernels))
+
+
+def calibrate(kspace: KSpaceData | np.ndarray, detection: Detection, method: str = DEFAULT_METHOD,
+              progress: Progress | None = None) -> np.ndarray:
+    """Corrected copy of the k-space array (coils, slices, ky, kx): only ``detection.mask`` samples change."""
+    data = _as_kspace(kspace).data
+    kernels = detection.kernels if len(detection.kernels) == data.shape[1] else None
+    return correct(data, detection.mask, method=method, progress=progress, kernels=kernels)
+
+
+def run(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensitivity: float = DEFAULT_SENSITIVITY,
+        method: str = DEFAULT_METHOD, detect_only: bool = False, patch_size: int = DEFAULT_PATCH_SIZE,
+        centre_radius: float = DEFAULT_CENTRE_RADIUS, progress: Progress | None = None) -> CalibrationResult:
+    """Detect, correct (unless ``detect_only``) and reconstruct; see :class:`CalibrationResult`."""
+    from dataclasses import replace
+
+    ks = _as_kspace(kspace)
+    progress = Progress.ensure(progress)
+    detection = detect(ks, detector, sensitivity, patch_size, centre_radius, progress.sub(0.0, 0.6))
+    if detect_only or detection.count == 0:
+        corrected = ks
+        progress.sub(0.6, 0.7)(1.0, "Nothing to correct" if not detect_only else "Detection only")
+    else:
+        corrected = replace(ks, data=calibrate(ks, detection, method, progress.sub(0.6, 0.7)))
+    before = reconstruct(ks, progress.sub(0.7, 0.85))
+    after = before if corrected is ks else reconstruct(corrected, progress.sub(0.85, 1.0))
+    progress(1.0, "Done")
+    difference = Volume((before.rss.array - after.rss.array).astype(np.float32), before.rss.geometry)
+    return CalibrationResult(detection, corrected, before.rss, after.rss, difference, before.log_kspace,
+                             "none" if detect_only else method)

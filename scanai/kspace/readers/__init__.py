@@ -1,0 +1,11 @@
+"""Readers of raw k-space files into :class:`scanai.kspace.io.KSpaceData`; use :func:`scanai.kspace.read_kspace`.
+
+One module per format: ``twix`` (Siemens ``.dat``), ``mrd`` (ISMRMRD/MRD HDF5), ``fastmri`` (fastMRI HDF5),
+``hdf5`` (tells those two apart), ``bart`` (``.cfl`` + ``.hdr``, with :func:`write_cfl`), ``arrays`` (``.npy``,
+``.npz``, ``.mat``); ``lines`` assembles single readouts into a centred grid. Each module imports its heavy
+dependency (twixtools, h5py, scipy.io) only when a file is read.
+"""
+
+from scanai.kspace.readers.bart import read_cfl, write_cfl
+
+__all__ = ["read_cfl", "write_cfl"]

@@ -1,0 +1,97 @@
+"""Plain arrays: NumPy ``.npy`` / ``.npz`` and MATLAB ``.mat`` (v5/v7) files holding complex k-space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scanai.core.errors import FileFormatError
+from scanai.kspace.io import KSpaceData, as_kspace_array
+
+_NPZ_EXTRAS = ("readout_oversampling", "spacing_mm", "frames", "noise", "noise_covariance", "slices_are_kz",
+               "prewhitened")
+
+
+def _npz_contents(path: Path, loaded: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(k-space array, optional extras by name) of an open ``.npz``."""
+    keys = list(loaded.files)
+    try:
+        if "kspace" in keys:
+            array = loaded["kspace"]
+        elif len(keys) == 1:
+            array = loaded[keys[0]]
+        else:
+            raise FileFormatError(f"{path.name} holds several arrays ({', '.join(keys)}) and none is "
+                                  "named 'kspace'.", "Save the k-space under the key 'kspace'.")
+        extras = {key: loaded[key] for key in _NPZ_EXTRAS if key in keys}
+    except FileFormatError:
+        raise
+    except (OSError, ValueError, EOFError) as error:
+        raise FileFormatError(f"{path.name} could not be read: the archive is damaged.",
+                              "Save the k-space again with numpy.savez.") from error
+    return array, extras
+
+
+def read_numpy(path: Path) -> KSpaceData:
+    """``.npy`` (one complex array) or ``.npz`` (key ``kspace`` or the only array, plus optional extras)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise FileFormatError(f"{path.name} could not be read as a NumPy file: it may be corrupt or truncated.",
+                              "Save the k-space again with numpy.save or numpy.savez.") from error
+    if isinstance(loaded, np.ndarray):
+        array, extras = loaded, {}
+    else:
+        with loaded:
+            array, extras = _npz_contents(path, loaded)
+    data = as_kspace_array(array, f"The k-space in {path.name}")
+    spacing = tuple(float(s) for s in np.ravel(extras["spacing_mm"])) if "spacing_mm" in extras else None
+    covariance = extras.get("noise_covariance")
+    metadata: dict[str, Any] = {"format": "numpy", "original_shape": list(np.shape(array)),
+                                "axes": ["coil", "slice", "ky", "kx"], "noise_scans": 0,
+                                "prewhitened": bool(extras.get("prewhitened", False))}
+    if covariance is None and "noise" in extras:
+        from scanai.kspace.recon import noise_covariance
+
+        covariance = noise_covariance(extras["noise"])
+        metadata.update({"noise_scans": 1, "noise_samples": int(np.size(extras["noise"]) // data.shape[0])})
+    frames = extras.get("frames")
+    kz = bool(extras.get("slices_are_kz", False))
+    if kz:
+        metadata["axes"][1] = "kz"
+    return KSpaceData(data, readout_oversampling=int(extras.get("readout_oversampling", 1)),
+                      spacing_mm=spacing or (1.0, 1.0, 1.0), spacing_from_header=spacing is not None,
+                      slices_are_kz=kz, source=path.name, metadata=metadata, frames=frames,
+                      noise_covariance=covariance)
+
+
+def read_mat(path: Path) -> KSpaceData:
+    """MATLAB v5/v7 file: variable ``data``, or the only complex (or only numeric) variable."""
+    import scipy.io
+
+    try:
+        contents = scipy.io.loadmat(str(path))
+    except NotImplementedError as error:
+        raise FileFormatError(f"{path.name} is a MATLAB v7.3 (HDF5) file, which cannot be read here.",
+                              "In MATLAB, save it again with save(file, 'data', '-v7').") from error
+    except Exception as error:  # scipy raises ValueError, TypeError, OSError, ... for damaged files
+        raise FileFormatError(f"{path.name} could not be read as a MATLAB file: it may be corrupt or truncated.",
+                              "Save the k-space again from MATLAB (save(file, 'data', '-v7')).") from error
+    arrays = {key: value for key, value in contents.items()
+              if not key.startswith("__") and isinstance(value, np.ndarray) and value.dtype.kind in "biufc"}
+    complex_keys = [key for key, value in arrays.items() if np.iscomplexobj(value)]
+    if "data" in arrays:
+        key = "data"
+    elif len(complex_keys) == 1:
+        key = complex_keys[0]
+    elif len(arrays) == 1:
+        key = next(iter(arrays))
+    else:
+        raise FileFormatError(f"{path.name} holds {len(arrays)} numeric variables ({', '.join(arrays) or 'none'}) "
+                              "and none is named 'data'.", "Save the complex k-space in a variable named 'data'.")
+    data = as_kspace_array(arrays[key], f"The variable '{key}' in {path.name}")
+    return KSpaceData(data, source=path.name,
+                      metadata={"format": "matlab", "variable": key, "original_shape": list(arrays[key].shape),
+                                "axes": ["coil", "slice", "ky", "kx"], "noise_scans": 0, "prewhitened": False})

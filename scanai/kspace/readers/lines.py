@@ -1,0 +1,99 @@
+"""Assembling Cartesian k-space from single readouts ("lines"), shared by the twix and ISMRMRD readers.
+
+A raw-data file is a list of readouts, each (coils, samples) with counters saying where it belongs (phase-encoding
+line, slice or partition, contrast, repetition). :func:`assemble_lines` places them on a centred grid and
+averages readouts that land on the same line (averages, repeated lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.progress import Progress
+
+
+@dataclass(frozen=True)
+class LineTable:
+    """Where each selected readout goes; every array is int64 with one entry per readout.
+
+    ky:         row of the output grid, 0 <= ky < n_ky.
+    slice:      slice (or kz partition) index of the output grid, 0 <= slice < n_slices.
+    contrast:   contrast (echo) index, 0 <= contrast < n_contrasts.
+    repetition: repetition index, 0 <= repetition < n_repetitions.
+    """
+
+    ky: np.ndarray
+    slice: np.ndarray
+    contrast: np.ndarray
+    repetition: np.ndarray
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Output grid: sizes of the (slices, ky, kx) axes and where a readout's first sample lands on kx."""
+
+    n_slices: int
+    n_ky: int
+    n_kx: int
+    kx_offset: int
+
+
+def compact(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """(indices, count): each value's rank among the distinct values (0, 1, ...), so gaps leave no empty frame."""
+    distinct, inverse = np.unique(np.asarray(values), return_inverse=True)
+    return inverse.astype(np.int64).ravel(), int(distinct.size)
+
+
+def centred_axis(indices: np.ndarray, centre: int | None, size_hint: int | None = None) -> tuple[int, int]:
+    """(size, shift) of a k-space axis so that ``centre`` lands at ``size // 2`` and every index fits.
+
+    indices:   acquired positions along the axis (e.g. phase-encoding counters, or 0..samples-1 on a readout).
+    centre:    the position of k = 0 among them; None when unknown (the indices are then taken as grid positions).
+    size_hint: the nominal grid size (e.g. the header's encoded matrix); used when everything fits in it.
+    Returns the grid size and the shift to add to an index to get its grid position. When the hint does not fit,
+    the smallest grid symmetric around the centre is used (asymmetric echo or partial Fourier: zero padding).
+    """
+    low, high = int(np.min(indices)), int(np.max(indices))
+    if centre is None:
+        size = size_hint if size_hint is not None and size_hint > high and low >= 0 else high + 1
+        return int(size), 0
+    if size_hint is not None and size_hint >= 2:
+        shift = size_hint // 2 - centre
+        if low + shift >= 0 and high + shift < size_hint:
+            return int(size_hint), int(shift)
+    half = max(centre - low, high - centre + 1, 1)
+    return 2 * half, half - centre
+
+
+def assemble_lines(read_line: Callable[[int], np.ndarray], table: LineTable, n_coils: int, grid: Grid,
+                   progress: Progress, message: str = "Reading k-space line") -> tuple[np.ndarray, np.ndarray]:
+    """Place every readout on the grid; readouts that land on the same line are averaged.
+
+    read_line: ``read_line(i)`` -> complex (coils, samples) of readout ``i`` (already flipped if reversed).
+    Returns ``(frames, count)``: frames complex64 (repetitions, contrasts, coils, slices, ky, kx), zero where no
+    readout landed; count int64 (repetitions, contrasts, slices, ky), readouts averaged into each line.
+    """
+    n_rep = int(table.repetition.max()) + 1
+    n_con = int(table.contrast.max()) + 1
+    total = np.zeros((n_rep, n_con, n_coils, grid.n_slices, grid.n_ky, grid.n_kx), dtype=np.complex128)
+    count = np.zeros((n_rep, n_con, grid.n_slices, grid.n_ky), dtype=np.int64)
+    n_lines = len(table.ky)
+    for i in range(n_lines):
+        if i % 32 == 0:
+            progress(i / n_lines, f"{message} {i + 1}/{n_lines}")
+        samples = read_line(i)
+        rep, con, sl, ky = table.repetition[i], table.contrast[i], table.slice[i], table.ky[i]
+        total[rep, con, :, sl, ky, grid.kx_offset:grid.kx_offset + samples.shape[-1]] += samples
+        count[rep, con, sl, ky] += 1
+    progress(1.0, "Reading k-space: done")
+    frames = total / np.maximum(count, 1)[:, :, np.newaxis, :, :, np.newaxis]
+    return frames.astype(np.complex64), count
+
+
+def split_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(data, frames or None): the first repetition and contrast, and all of them when there is more than one."""
+    data = frames[0, 0]
+    return data, (frames if frames.shape[0] * frames.shape[1] > 1 else None)

@@ -38,8 +38,8 @@ DEMO_FILES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai kspace INPUT --out DIR``."""
     parser.add_argument("input", type=Path,
-                        help="raw k-space: Siemens twix .dat, or complex .npy/.npz/.mat ((ky, kx), (coils, ky, kx) "
-                             "or (coils, slices, ky, kx))")
+                        help="raw k-space: Siemens twix .dat, ISMRMRD/MRD or fastMRI .h5, BART .cfl/.hdr, or complex "
+                             ".npy/.npz/.mat ((ky, kx), (coils, ky, kx) or (coils, slices, ky, kx))")
     parser.add_argument("--out", type=Path, default=Path("."),
                         help="output folder (default: current folder)")
     parser.add_argument("--detector", choices=DETECTORS, default="classical",
@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                         help=f"correction of the flagged samples (default {DEFAULT_METHOD})")
     parser.add_argument("--detect-only", action="store_true", help="find and report spikes, change nothing")
+    parser.add_argument("--prewhiten", action="store_true",
+                        help="decorrelate the coils with the file's noise scans before detection")
     parser.add_argument("--allow-epi", action="store_true",
                         help="read EPI twix data anyway (reflected lines flipped; no ramp-sampling or ghost "
                              "correction, so the image shows N/2 ghosts)")
@@ -108,7 +110,8 @@ def save_spike_figure(result: CalibrationResult, title: str, path: Path, referen
 def run(args: argparse.Namespace) -> int:
     """Read ``args.input``, detect and correct spikes, and write the images, tables and figure into ``args.out``."""
     with tqdm_progress("k-space") as progress:
-        kspace = read_kspace(args.input, allow_epi=getattr(args, "allow_epi", False), progress=progress.sub(0, 0.3))
+        kspace = read_kspace(args.input, allow_epi=args.allow_epi, prewhiten=args.prewhiten,
+                             progress=progress.sub(0, 0.3))
         result = run_pipeline(kspace, detector=getattr(args, "detector", "classical"),
                               sensitivity=getattr(args, "sensitivity", DEFAULT_SENSITIVITY),
                               method=getattr(args, "method", DEFAULT_METHOD),

@@ -97,3 +97,20 @@ def split_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(data, frames or None): the first repetition and contrast, and all of them when there is more than one."""
     data = frames[0, 0]
     return data, (frames if frames.shape[0] * frames.shape[1] > 1 else None)
+
+
+def assembly_facts(count: np.ndarray, kx_offset: int, n_kx: int, n_samples: int, n_repetitions: int,
+                   n_contrasts: int, dropped: dict) -> dict:
+    """Metadata every line-based reader reports about how the lines were placed.
+
+    count: (repetitions, contrasts, slices, ky) how many lines landed at each position (0 = not acquired,
+    > 1 = averaged); kx_offset / n_kx / n_samples: where the acquired samples sit in the padded readout.
+    """
+    return {
+        "sampled_fraction": float((count[0, 0] > 0).mean()),
+        "averaged_lines": int((count[0, 0] > 1).sum()),
+        "readout_padding": [int(kx_offset), int(n_kx - n_samples - kx_offset)],
+        "repetitions": n_repetitions,
+        "contrasts": n_contrasts,
+        "dropped_counters": dropped,
+    }

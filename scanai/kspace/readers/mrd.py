@@ -25,7 +25,15 @@ import numpy as np
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.progress import Progress
 from scanai.kspace.io import KSpaceData, as_kspace_array
-from scanai.kspace.readers.lines import Grid, LineTable, assemble_lines, centred_axis, compact, split_frames
+from scanai.kspace.readers.lines import (
+    Grid,
+    LineTable,
+    assemble_lines,
+    assembly_facts,
+    centred_axis,
+    compact,
+    split_frames,
+)
 
 FLAG_NOISE = 19
 FLAG_CALIBRATION = 20
@@ -298,12 +306,7 @@ def read_mrd(group: Any, xml: str | bytes | None, path: Path, allow_epi: bool, p
         "imaging_lines": int(len(rows)),
         "skipped": {name: int(np.count_nonzero(mask)) for name, mask in skipped.items() if mask.any()},
         "other_encoding_spaces": int(np.count_nonzero(other_space)),
-        "sampled_fraction": float((count[0, 0] > 0).mean()),
-        "averaged_lines": int((count[0, 0] > 1).sum()),
-        "readout_padding": [int(kx_offset), int(n_kx - n_samples - kx_offset)],
-        "repetitions": n_repetitions,
-        "contrasts": n_contrasts,
-        "dropped_counters": dropped,
+        **assembly_facts(count, kx_offset, n_kx, n_samples, n_repetitions, n_contrasts, dropped),
         "spacing_note": "spacing from the header's encoded field of view" if from_header else
                         "the header has no field of view: 1 mm pixels assumed",
         "prewhitened": False,

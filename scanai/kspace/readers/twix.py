@@ -19,7 +19,15 @@ import numpy as np
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.progress import Progress
 from scanai.kspace.io import KSpaceData, as_kspace_array
-from scanai.kspace.readers.lines import Grid, LineTable, assemble_lines, centred_axis, compact, split_frames
+from scanai.kspace.readers.lines import (
+    Grid,
+    LineTable,
+    assemble_lines,
+    assembly_facts,
+    centred_axis,
+    compact,
+    split_frames,
+)
 
 _AGAIN = "Copy the .dat file again from the scanner."
 
@@ -226,12 +234,7 @@ def read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
         "sequence": sequence,
         "imaging_lines": int(len(selected)),
         "other_blocks": int(len(blocks) - len(lines)),
-        "sampled_fraction": float((count[0, 0] > 0).mean()),
-        "averaged_lines": int((count[0, 0] > 1).sum()),
-        "readout_padding": [int(kx_offset), int(n_kx - n_samples - kx_offset)],
-        "repetitions": n_repetitions,
-        "contrasts": n_contrasts,
-        "dropped_counters": dropped,
+        **assembly_facts(count, kx_offset, n_kx, n_samples, n_repetitions, n_contrasts, dropped),
         "spacing_note": spacing_note,
         "prewhitened": False,
         **noise_facts,

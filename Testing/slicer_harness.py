@@ -41,6 +41,7 @@ CORE_LOGICS = {
     "markups": "vtkSlicerMarkupsLogic",
     "plots": "vtkSlicerPlotsLogic",
     "transforms": "vtkSlicerTransformLogic",
+    "colors": "vtkMRMLColorLogic",  # the default colour tables (PET-Heat, ...), as in the application
 }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
@@ -11,7 +9,6 @@ from scipy.integrate import solve_ivp
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
-from scanai.pet import cli as pet_cli
 from scanai.pet.input_function import InputFunction, feng_input, feng_integral, read_numeric_csv
 from scanai.pet.kinetics import patlak_ki, tissue_curves_2tcm, two_tissue_tacs
 from scanai.pet.patlak import patlak_fit, patlak_maps
@@ -170,8 +167,8 @@ def test_two_tissue_curve_matches_ode_solution(feng):
         return [(k1 * cp - (k2 + k3) * c[0] + k4 * c[1]) / 60, (k3 * c[0] - k4 * c[1]) / 60]
 
     check = np.array([60.0, 600.0, 3600.0])
-    solution = solve_ivp(rates, (0, 3600), [0, 0], t_eval=check, rtol=1e-9, atol=1e-10, max_step=1.0)
-    np.testing.assert_allclose(curves[0, np.searchsorted(t_s, check)], solution.y.sum(axis=0), rtol=1e-5)
+    solution = solve_ivp(rates, (0, 3600), [0, 0], t_eval=check, rtol=1e-11, atol=1e-12, max_step=1.0)
+    np.testing.assert_allclose(curves[0, np.searchsorted(t_s, check)], solution.y.sum(axis=0), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- Patlak
@@ -272,31 +269,6 @@ def test_patlak_on_real_grey_matter_and_liver(shared_data):
 
 
 # ----------------------------------------------------------------------------------------------- CLI, demo
-def test_cli_run_writes_maps_with_input_geometry(tmp_path, capsys):
-    from scanai.io.sequence_file import read_sequence, write_sequence
-    from scanai.io.sitk_image import read_image
-
-    phantom = pet_phantom((2, 12, 12), geometry=oblique_geometry())
-    image = write_sequence(phantom.sequence, tmp_path / "dynamic.nii.gz")
-    reread = read_sequence(image)
-    assert reread.geometry.is_close(phantom.sequence.geometry)
-    frames = phantom.timing.to_csv(tmp_path / "frames.csv")
-    t_s = np.arange(0.0, 3601.0, 2.0)
-    blood = tmp_path / "plasma.csv"
-    blood.write_text("time_s,Cp\n" + "\n".join(f"{t},{v}" for t, v in
-                                                 zip(t_s, phantom.input_function.value_at(t_s), strict=True)))
-    parser = argparse.ArgumentParser()
-    pet_cli.add_arguments(parser)
-    args = parser.parse_args([str(image), "--frames", str(frames), "--input-function", str(blood),
-                              "--t-star-min", "30", "--out", str(tmp_path / "out")])
-    assert pet_cli.run(args) == 0
-    assert "ki.nrrd" in capsys.readouterr().out
-    ki = read_image(tmp_path / "out" / "ki.nrrd")
-    assert ki.array.shape == (2, 12, 12) and ki.geometry.is_close(phantom.sequence.geometry)
-    grey = phantom.labels.array == 3
-    np.testing.assert_allclose(ki.array[grey], phantom.ki_true.array[grey], rtol=0.025)
-
-
 def test_dynamic_reader_accepts_slicer_sequence_file_and_refuses_a_3d_image(tmp_path):
     import SimpleITK as sitk
 
@@ -313,17 +285,3 @@ def test_dynamic_reader_accepts_slicer_sequence_file_and_refuses_a_3d_image(tmp_
     path = write_image(phantom.ki_true, tmp_path / "static.nrrd")
     with pytest.raises(FileFormatError, match="not an image sequence"):
         read_sequence(path)
-
-
-def test_demo_writes_report_and_files(tmp_path):
-    from scanai.core.paths import shared_data_dir
-
-    out_dir = tmp_path / "pet"
-    markdown = pet_cli.demo(out_dir, shared_data_dir())
-    assert markdown.startswith("## ")
-    for name in ("phantom_ki.png", "phantom_ki.nrrd", "phantom_ki_true.nrrd", "phantom_regions.csv"):
-        assert (out_dir / name).is_file() and (out_dir / name).stat().st_size > 0
-        if name.endswith(".png"):
-            assert f"(pet/{name})" in markdown
-    if shared_data_dir() is not None:
-        assert (out_dir / "patlak_real.png").is_file() and "pet/patlak_real.png" in markdown

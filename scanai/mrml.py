@@ -87,6 +87,25 @@ def volume_to_node(volume: Volume, name: str, beside: slicer.vtkMRMLNode | None 
     return node
 
 
+def set_colour_map(node: slicer.vtkMRMLVolumeNode, colour_node_id: str,
+                   value_range: tuple[float, float] | None = None) -> None:
+    """Show ``node`` with the colour table ``colour_node_id`` (when the scene has it) and a window over
+    ``value_range`` (default: 0 to the 99.5th percentile of the non-zero voxels)."""
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    if node.GetScene() is not None and node.GetScene().GetNodeByID(colour_node_id) is not None:
+        display.SetAndObserveColorNodeID(colour_node_id)
+    if value_range is None:
+        values = slicer.util.arrayFromVolume(node)
+        values = values[np.isfinite(values) & (values != 0)]
+        value_range = (0.0, float(np.percentile(values, 99.5))) if values.size else (0.0, 1.0)
+    low, high = value_range
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(low, high if high > low else low + 1.0)
+
+
 # ---------------------------------------------------------------------------------------------- sequences
 
 

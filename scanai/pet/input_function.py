@@ -28,8 +28,15 @@ TIME_COLUMNS_S = ("time_s", "t_s", "time", "t", "times", "sec", "seconds", "time
 #: Column names (lower case) taken as time in minutes, best first.
 TIME_COLUMNS_MIN = ("time_min", "t_min", "min", "minutes", "time (min)", "time[min]", "mid_min")
 #: Column names (lower case) taken as the plasma activity, best first.
-ACTIVITY_COLUMNS = ("cp", "cpl_metabcorr", "cp_metabcorr", "plasma", "plasma_activity", "cpl", "aif", "activity",
-                    "value", "concentration", "input", "input_function", "blood", "cb", "ascending_aorta")
+PLASMA_COLUMNS = ("cp", "cpl_metabcorr", "cp_metabcorr", "cpl", "cp_parent", "plasma", "plasma_metabcorr",
+                  "plasma_parent", "parent_plasma", "plasma_activity", "aif", "activity", "value", "concentration",
+                  "input", "input_function", "ascending_aorta")
+#: Column names (lower case) taken as the whole-blood activity, best first. They are used as the plasma curve only
+#: when the table has no plasma column at all (never in preference to one).
+WHOLE_BLOOD_COLUMNS = ("whole_blood", "wholeblood", "whole blood", "cwb", "wb", "cbl_dispcorr", "cb_dispcorr", "cbl",
+                       "cb", "blood", "whole_blood_activity", "blood_activity")
+#: Every recognised activity column, plasma names first (kept for backwards compatibility).
+ACTIVITY_COLUMNS = PLASMA_COLUMNS + WHOLE_BLOOD_COLUMNS
 
 _TABLE_ACTION = ("Add a column named 'time_s' (seconds after injection) and a column named 'activity' "
                  "(plasma activity concentration), one row per blood sample.")
@@ -222,37 +229,18 @@ class InputFunction:
         """From a table given as ``{column name: values}``.
 
         Time: the first column named one of :data:`TIME_COLUMNS_S` (seconds) or :data:`TIME_COLUMNS_MIN`
-        (minutes, converted to s), case-insensitive. Activity: the first of :data:`ACTIVITY_COLUMNS`, else a
-        column whose name contains 'plasma' or starts with 'cp', else the single remaining column.
+        (minutes, converted to s), case-insensitive. Activity, in this order: the first of :data:`PLASMA_COLUMNS`;
+        a column whose name contains 'plasma' or starts with 'cp'; only then a whole-blood column
+        (:data:`WHOLE_BLOOD_COLUMNS`, or a name containing 'blood'); else the single remaining column. Rows whose
+        activity cell is empty (NaN) are dropped (tables that hold samples of several curves at different rows).
         """
-        by_lower = {str(name).strip().lower(): name for name in columns}
-        time_name, scale = None, 1.0
-        for candidates, factor in ((TIME_COLUMNS_S, 1.0), (TIME_COLUMNS_MIN, 60.0)):
-            found = next((by_lower[c] for c in candidates if c in by_lower), None)
-            if found is not None:
-                time_name, scale = found, factor
-                break
-        if time_name is None:
-            looked = ", ".join(TIME_COLUMNS_S[:5] + TIME_COLUMNS_MIN[:2])
-            raise InputError(f"The input function table has no time column (looked for {looked}, ...; found: "
-                             f"{', '.join(map(str, columns)) or 'no columns'}).",
-                             "Add a column named 'time_s' with the sample times in seconds after injection "
-                             "(or 'time_min' in minutes).")
-        others = [name for name in columns if name != time_name]
-        activity_name = next((by_lower[c] for c in ACTIVITY_COLUMNS if c in by_lower and by_lower[c] != time_name),
-                             None)
-        if activity_name is None:
-            loose = [n for n in others if "plasma" in str(n).lower() or str(n).lower().startswith("cp")]
-            if len(loose) == 1:
-                activity_name = loose[0]
-            elif len(others) == 1:
-                activity_name = others[0]
-        if activity_name is None:
+        names = blood_table_columns(columns)
+        if names.plasma is None:
+            others = [name for name in columns if name != names.time]
             raise InputError(f"The input function table has no recognisable activity column (found: "
                              f"{', '.join(map(str, others)) or 'none'}).",
                              "Name the plasma activity column 'activity' (or 'Cp').")
-        times = np.asarray(columns[time_name], dtype=float) * scale
-        return cls(times, np.asarray(columns[activity_name], dtype=float), unit)
+        return curve_from_columns(columns, names.time, names.time_scale, names.plasma, unit, "plasma")
 
     @classmethod
     def read_csv(cls, path: str | Path, where: Mapping[str, str] | None = None, unit: str = "") -> InputFunction:
@@ -262,6 +250,118 @@ class InputFunction:
         one file holds several scans.
         """
         return cls.from_columns(read_numeric_csv(path, where=where, what="input function"), unit)
+
+
+@dataclass(frozen=True)
+class BloodTableColumns:
+    """Which columns of a blood table hold what: ``time`` (its values times ``time_scale`` are seconds),
+    ``plasma`` (None when no activity column was found) and ``whole_blood`` (None when absent, or when the only
+    whole-blood column had to serve as the plasma curve)."""
+
+    time: str
+    time_scale: float
+    plasma: str | None
+    whole_blood: str | None
+
+
+def _is_whole_blood_name(lower: str) -> bool:
+    return lower in WHOLE_BLOOD_COLUMNS or ("blood" in lower and "plasma" not in lower)
+
+
+def blood_table_columns(columns: Mapping[str, object]) -> BloodTableColumns:
+    """Find the time, plasma and whole-blood columns of a table (names are matched case-insensitively).
+
+    A whole-blood column is never taken as plasma when a plasma column exists; when no plasma column exists,
+    the whole-blood column (else a single remaining column) serves as the plasma curve. Raises
+    :class:`InputError` when there is no time column.
+    """
+    by_lower = {str(name).strip().lower(): name for name in columns}
+    time_name, scale = None, 1.0
+    for candidates, factor in ((TIME_COLUMNS_S, 1.0), (TIME_COLUMNS_MIN, 60.0)):
+        found = next((by_lower[c] for c in candidates if c in by_lower), None)
+        if found is not None:
+            time_name, scale = found, factor
+            break
+    if time_name is None:
+        looked = ", ".join(TIME_COLUMNS_S[:5] + TIME_COLUMNS_MIN[:2])
+        raise InputError(f"The input function table has no time column (looked for {looked}, ...; found: "
+                         f"{', '.join(map(str, columns)) or 'no columns'}).",
+                         "Add a column named 'time_s' with the sample times in seconds after injection "
+                         "(or 'time_min' in minutes).")
+    others = [name for name in columns if name != time_name]
+    lower = {name: str(name).strip().lower() for name in others}
+    plasma = next((by_lower[c] for c in PLASMA_COLUMNS if c in by_lower and by_lower[c] != time_name), None)
+    if plasma is None:
+        loose = [n for n in others if "plasma" in lower[n] or lower[n].startswith("cp")]
+        plasma = loose[0] if len(loose) == 1 else None
+    whole_blood = next((by_lower[c] for c in WHOLE_BLOOD_COLUMNS if c in by_lower and by_lower[c] != time_name),
+                       None)
+    if whole_blood is None:
+        loose = [n for n in others if n != plasma and _is_whole_blood_name(lower[n])]
+        whole_blood = loose[0] if len(loose) == 1 else None
+    if plasma is None:
+        if whole_blood is not None:
+            plasma, whole_blood = whole_blood, None
+        elif len(others) == 1:
+            plasma = others[0]
+    return BloodTableColumns(time_name, scale, plasma, whole_blood)
+
+
+def curve_from_columns(columns: Mapping[str, Sequence[float]], time_name: str, time_scale: float, value_name: str,
+                       unit: str = "", what: str = "plasma") -> InputFunction:
+    """The curve ``value_name`` against ``time_name`` (times ``time_scale`` -> s), dropping rows whose value is
+    empty (NaN). A value without a time is an :class:`InputError`."""
+    times = np.asarray(columns[time_name], dtype=float).reshape(-1) * time_scale
+    values = np.asarray(columns[value_name], dtype=float).reshape(-1)
+    if times.size != values.size:
+        raise InputError(f"The {what} column '{value_name}' has {values.size} rows but the time column "
+                         f"'{time_name}' has {times.size}.", _TABLE_ACTION)
+    lost = np.flatnonzero(np.isfinite(values) & ~np.isfinite(times))
+    if lost.size:
+        rows = ", ".join(str(int(i) + 1) for i in lost[:8])
+        raise InputError(f"The {what} column '{value_name}' has values without a sample time (row(s) {rows}).",
+                         "Fill in the time of those samples or delete them.")
+    keep = np.isfinite(values)
+    if keep.sum() < 3:
+        raise InputError(f"The {what} column '{value_name}' has only {int(keep.sum())} value(s); at least 3 are "
+                         "needed.", "Provide the whole curve from the injection to the end of the scan.")
+    return InputFunction(times[keep], values[keep], unit)
+
+
+def check_frames_covered(input_function: InputFunction, timing: FrameTiming, *, end_tolerance: float = 0.1,
+                         require_start: bool = True) -> None:
+    """Raise :class:`InputError` when ``input_function`` does not describe the frames of ``timing``.
+
+    End: the samples must reach the end of the last frame within ``end_tolerance`` x its duration, and must never
+    stop before the last frame starts (after the last sample the curve is only held constant). Use
+    ``end_tolerance=0.5`` for curves sampled at frame mid-times (an image-derived input), and ``1.0`` for the
+    lenient rule of :meth:`InputFunction.check_covers` (what the kinetic models use: real blood sampling often
+    stops inside the last frame, where the late curve is flat).
+
+    Start (``require_start``): the first sample after the injection (an explicit ``(0 s, 0)`` sample does not
+    count, it is what the curve assumes anyway) must not come after the first frame ends; otherwise the curve
+    before it, and hence ``∫_0^t Cp`` for every frame, is a pure guess (a linear ramp from the injection).
+    Pass ``require_start=False`` for a curve legitimately known only at late frames (e.g. venous samples used to
+    scale a population input function).
+    """
+    if not (np.isfinite(end_tolerance) and end_tolerance >= 0):
+        raise InputError(f"The end tolerance must be a fraction >= 0 of the last frame, got {end_tolerance}.")
+    last_start, last_end = float(timing.start_s[-1]), float(timing.end_s[-1])
+    allowed = end_tolerance * float(timing.duration_s[-1]) + 1e-6
+    if input_function.end_s < last_start or input_function.end_s < last_end - allowed:
+        raise InputError(f"The input function ends at {input_function.end_s / 60:.2f} min but the last frame runs "
+                         f"from {last_start / 60:.2f} to {last_end / 60:.2f} min.",
+                         "Provide plasma samples up to the end of the scan (or drop the late frames).")
+    if require_start:
+        t, a = input_function.t_s, input_function.activity
+        first = float(t[1] if t[0] == 0 and a[0] == 0 else t[0])
+        first_end = float(timing.end_s[0])
+        if first > first_end + 1e-6:
+            raise InputError(f"The input function starts at {first / 60:.2f} min, after the first frame ends "
+                             f"({first_end / 60:.2f} min): the curve before that, and so its integral from the "
+                             "injection, would be a guess.",
+                             "Provide blood samples (or an image-derived curve) from the injection on, or use a "
+                             "population input function scaled to the late samples.")
 
 
 def read_numeric_csv(path: str | Path, where: Mapping[str, str] | None = None,

@@ -20,10 +20,11 @@ from scanai.pet.timing import FrameTiming
 
 @dataclass(frozen=True, eq=False)
 class RegionalStudy:
-    """Regional TACs of one scan: ``tacs`` maps a region name to its (T,) frame values."""
+    """Regional TACs of one scan: ``tacs`` maps a region name to its (T,) frame values; ``input_function`` is
+    None when the file holds none (pair the study with a blood table)."""
 
     timing: FrameTiming
-    input_function: InputFunction
+    input_function: InputFunction | None
     tacs: dict[str, np.ndarray]
     name: str = ""
 
@@ -49,3 +50,26 @@ def load_kmap_mat(path: str | Path) -> RegionalStudy:
     if not tacs:
         raise FileFormatError(f"{path.name} holds no region TAC with {len(timing)} frames.")
     return RegionalStudy(timing, InputFunction(timing.mid_s, cp, "Bq/mL"), tacs, path.stem)
+
+
+def load_tac_table(path: str | Path, where: dict[str, str] | None = None) -> RegionalStudy:
+    """Regional TACs from a CSV (kinfitr layout): ``StartTime`` and ``Duration`` (s) or ``start_s`` and
+    ``duration_s``, one numeric column per region; other timing columns (``Times``, ``Weights``) are ignored and
+    zero-length placeholder frames are dropped. ``where`` selects one scan, e.g. ``{"PET": "cgyu_1"}``.
+    """
+    from scanai.pet.input_function import read_numeric_csv
+
+    columns = {name.lower(): (name, values) for name, values in read_numeric_csv(path, where=where,
+                                                                                 what="TAC table").items()}
+    start = columns.get("starttime") or columns.get("start_s")
+    duration = columns.get("duration") or columns.get("duration_s")
+    if start is None or duration is None:
+        raise FileFormatError(f"{Path(path).name} has no StartTime/Duration (or start_s/duration_s) columns.",
+                              "Add the frame start and duration in seconds after injection.")
+    keep = duration[1] > 0
+    timing = FrameTiming(start[1][keep], duration[1][keep])
+    ignored = {"starttime", "start_s", "duration", "duration_s", "times", "weights", "mid_s", "end_s"}
+    tacs = {name: values[keep] for key, (name, values) in columns.items() if key not in ignored}
+    if not tacs:
+        raise FileFormatError(f"{Path(path).name} holds no region column.")
+    return RegionalStudy(timing, None, tacs, Path(path).stem if where is None else "_".join(where.values()))

@@ -22,7 +22,7 @@ import numpy as np
 from scanai.core.errors import InputError
 from scanai.core.image import Volume, VolumeSequence
 from scanai.core.progress import Progress
-from scanai.pet.input_function import InputFunction
+from scanai.pet.input_function import InputFunction, check_frames_covered
 from scanai.pet.timing import FrameTiming
 
 #: Default Patlak equilibration time t* (min) for FDG.
@@ -80,7 +80,7 @@ def patlak_axes(timing: FrameTiming, input_function: InputFunction, t_star_min: 
     """
     if not np.isfinite(t_star_min) or t_star_min < 0:
         raise InputError(f"The Patlak start time t* must be a number of minutes >= 0, got {t_star_min}.")
-    input_function.check_covers(timing)
+    check_frames_covered(input_function, timing, end_tolerance=1.0)
     selected = np.flatnonzero(timing.mid_min >= t_star_min)
     if selected.size < 2:
         last = timing.end_s[-1] / 60

@@ -1,0 +1,198 @@
+"""One entry point for parametric PET analysis, shared by the CLI and the Slicer module.
+
+:func:`compute_maps` runs any method (the kinetic models of :mod:`scanai.pet.models` or the short-scan network
+of :mod:`scanai.pet.network`) on a dynamic PET sequence and returns named parameter maps with their units;
+:func:`region_statistics`, :func:`region_tacs` and :func:`graphical_axes` give what a clinician looks at next:
+per-region statistics, regional curves with model fits, and the Patlak or Logan plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.errors import GeometryError, InputError
+from scanai.core.image import Volume, VolumeSequence
+from scanai.core.progress import Progress
+from scanai.pet.input_function import InputFunction
+from scanai.pet.timing import FrameTiming
+
+#: Method key -> label shown to users.
+METHOD_LABELS: dict[str, str] = {
+    "patlak": "Patlak",
+    "logan": "Logan",
+    "1tcm": "1TCM",
+    "2tcm_irreversible": "2TCM irreversible",
+    "2tcm": "2TCM",
+    "network": "Network (short scan)",
+}
+#: Network window default (min after injection): the patent's worked example, frames 30-40 and 40-50 min.
+DEFAULT_WINDOW_MIN = (30.0, 50.0)
+
+
+def method_key(method: str) -> str:
+    """The method key for a key or a label (case-insensitive), or an :class:`InputError` listing the choices."""
+    wanted = method.strip().lower()
+    for key, label in METHOD_LABELS.items():
+        if wanted in (key, label.lower()):
+            return key
+    raise InputError(f"Unknown kinetic method '{method}'.", f"Choose one of: {', '.join(METHOD_LABELS.values())}.")
+
+
+@dataclass(frozen=True, eq=False)
+class ParametricResult:
+    """Parameter maps of one analysis, all on the input sequence's grid (0 outside the mask).
+
+    method:  method key (see :data:`METHOD_LABELS`).
+    maps:    parameter name (e.g. "Ki", "K1", "VT") -> map, in ``units[name]``.
+    quality: "R2", "RMSE" (activity units) and "bound_hit" (1 where a parameter sits on a bound), when available.
+    units:   parameter name -> unit text.
+    mask:    (k, j, i) bool, the voxels analysed.
+    """
+
+    method: str
+    maps: dict[str, Volume]
+    quality: dict[str, Volume]
+    units: dict[str, str]
+    mask: np.ndarray
+
+
+def in_frame_unit(frames_unit: str, plasma: InputFunction,
+                  whole_blood: InputFunction | None = None) -> tuple[InputFunction, InputFunction | None]:
+    """The blood curves converted to the frames' activity unit (e.g. kBq/mL -> Bq/mL).
+
+    :class:`InputError` when one side is SUV and the other an activity concentration; unknown units are taken
+    as equal (the user vouches for them).
+    """
+    from scanai.pet.units import check_compatible_units
+
+    scale = check_compatible_units(frames_unit, plasma.unit)
+    if scale == 1.0:
+        return plasma, whole_blood
+    unit = frames_unit or plasma.unit
+
+    def converted(curve: InputFunction | None) -> InputFunction | None:
+        return None if curve is None else InputFunction(curve.t_s, curve.activity * scale, unit)
+
+    return converted(plasma), converted(whole_blood)
+
+
+def check_mask(mask: Volume | np.ndarray | None, sequence: VolumeSequence) -> np.ndarray | None:
+    """A (k, j, i) bool mask on the sequence grid, or None; :class:`GeometryError` for a mask on another grid."""
+    if mask is None:
+        return None
+    spatial = sequence.frames.shape[1:]
+    if isinstance(mask, Volume):
+        if mask.array.shape != spatial or not mask.geometry.is_close(sequence.geometry):
+            raise GeometryError(
+                f"The mask lies on another grid than the PET frames (mask {mask.array.shape}, PET {spatial}, or a "
+                "different spacing, origin or orientation).",
+                "Resample the mask onto the PET frames (e.g. Resample Image (BRAINS) or Segmentations > Export to "
+                "a labelmap with the PET as reference), or draw it on the PET.")
+        mask = mask.array
+    array = np.asarray(mask)
+    if array.shape != spatial:
+        raise GeometryError(f"The mask has size {array.shape} but the PET frames have size {spatial}.",
+                            "Use a mask drawn on the PET grid (or resample it).")
+    inside = array != 0
+    if not inside.any():
+        raise InputError("The mask is empty: no voxel to analyse.", "Choose a mask that covers the region.")
+    return inside
+
+
+def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFunction, method: str, *,
+                 whole_blood: InputFunction | None = None, mask: Volume | np.ndarray | None = None,
+                 t_star_min: float | None = None, weights: np.ndarray | str | None = None, refine: bool = False,
+                 vb: float | None = None, window_min: tuple[float, float] = DEFAULT_WINDOW_MIN, device: str = "auto",
+                 progress: Progress | None = None) -> ParametricResult:
+    """Parametric maps of ``sequence`` (T, k, j, i) with frame ``timing`` and plasma input ``plasma``.
+
+    method:      a key or label of :data:`METHOD_LABELS`.
+    whole_blood: blood curve for the vB term of compartment models (default: plasma).
+    t_star_min:  start of the linear phase for Patlak / Logan (None: the method's default).
+    weights:     frame weights of the fits: None, "duration", "counts" or (T,) numbers.
+    refine:      Levenberg-Marquardt refinement of compartment-model fits.
+    vb:          fixed blood volume fraction, or None to fit it.
+    window_min:  (start, end) of the late window used by the network, min after injection.
+    """
+    key = method_key(method)
+    inside = check_mask(mask, sequence)
+    if key == "network":
+        from scanai.pet.network import predict_parametric
+
+        result = predict_parametric(sequence, timing, plasma, mask=inside, window_min=window_min, device=device,
+                                    progress=progress)
+        maps = {"Ki": result.ki}
+        if getattr(result, "v", None) is not None:
+            maps["V"] = result.v
+        spatial_mask = inside if inside is not None else np.ones(sequence.frames.shape[1:], dtype=bool)
+        return ParametricResult(key, maps, {}, {"Ki": "1/min", "V": "mL/mL"}, spatial_mask)
+
+    from scanai.pet.models import UNITS, kinetic_maps
+
+    options = {"t_star_min": t_star_min, "weights": weights, "whole_blood": whole_blood, "vb": vb, "refine": refine,
+               "device": device}
+    result = kinetic_maps(sequence, timing, plasma, key, mask=inside, progress=progress, **options)
+    quality = {"R2": result.r2, "RMSE": result.rmse, "bound_hit": result.bound_hit}
+    return ParametricResult(key, dict(result.parameters), quality,
+                            {name: UNITS.get(name, "") for name in result.parameters}, result.mask)
+
+
+# ------------------------------------------------------------------------------------------------- regions
+def region_tacs(sequence: VolumeSequence, regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mean time-activity curve (T,) of each region (name -> (k, j, i) bool on the sequence grid)."""
+    curves = {}
+    for name, inside in regions.items():
+        inside = np.asarray(inside, dtype=bool)
+        if inside.shape != sequence.frames.shape[1:]:
+            raise GeometryError(f"The region '{name}' has size {inside.shape}, the PET frames "
+                                f"{sequence.frames.shape[1:]}.", "Use regions drawn on the PET grid.")
+        if not inside.any():
+            continue
+        curves[name] = sequence.frames[:, inside].astype(float).mean(axis=1)
+    return curves
+
+
+def region_statistics(maps: Mapping[str, Volume], regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row per non-empty region: name, voxel count, volume (mL), and mean / SD / median of each map.
+
+    Returns columns ``{"region": (R,) str, "voxels", "volume_ml", "<map>_mean", "<map>_sd", "<map>_median"}``.
+    """
+    names = [name for name, inside in regions.items() if np.any(inside)]
+    columns: dict[str, list] = {"region": names, "voxels": [], "volume_ml": []}
+    voxel_ml = float(np.prod(next(iter(maps.values())).geometry.spacing_mm)) / 1000.0 if maps else 0.0
+    for name in names:
+        inside = np.asarray(regions[name], dtype=bool)
+        columns["voxels"].append(int(inside.sum()))
+        columns["volume_ml"].append(inside.sum() * voxel_ml)
+        for map_name, volume in maps.items():
+            values = volume.array[inside].astype(float)
+            for statistic, value in (("mean", values.mean()), ("sd", values.std(ddof=1) if values.size > 1 else 0.0),
+                                     ("median", np.median(values))):
+                columns.setdefault(f"{map_name}_{statistic}", []).append(float(value))
+    return {name: np.asarray(values) for name, values in columns.items()}
+
+
+def graphical_axes(method: str, tacs: np.ndarray, timing: FrameTiming,
+                   plasma: InputFunction) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """The Patlak (irreversible methods) or Logan (reversible methods) plot of curves ``tacs`` (N, T).
+
+    Returns ``(x (N, T), y (N, T), x label, y label)``; entries where the plot is undefined are NaN.
+    """
+    key = method_key(method)
+    tacs = np.atleast_2d(np.asarray(tacs, dtype=float))
+    if key in ("logan", "1tcm", "2tcm"):
+        from scanai.pet.logan import tissue_running_integral
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            safe = np.where(tacs > 0, tacs, np.nan)
+            x = plasma.mean_integral_over_frames(timing) / safe
+            y = tissue_running_integral(tacs, timing) / safe
+        return x, y, "∫Cp / C (min)", "∫C / C (min)"
+    cp = plasma.mean_over_frames(timing)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(cp > 0, plasma.mean_integral_over_frames(timing) / cp, np.nan)
+        y = np.where(cp > 0, tacs / cp, np.nan)
+    return np.broadcast_to(x, tacs.shape).copy(), y, "∫Cp / Cp (min)", "C / Cp"

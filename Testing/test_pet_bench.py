@@ -1,9 +1,10 @@
 """Speed and memory benchmark of the voxelwise kinetic models (``make bench``; every test is marked slow).
 
 Measured in one run on the machine at hand, as ratios where possible: Patlak voxels/s, compartment-model TAC/s of
-the basis-function fits, the speed-up over a per-voxel scipy ``curve_fit`` baseline (same model definition:
-1-s convolution grid, frame averages, vB), and the peak memory of a 256 x 256 x 200 x 30 float32 study fitted by
-:func:`kinetic_maps` in a subprocess. Numbers are printed and written to ``bench_output/pet_speed.json``.
+the basis-function fits, the speed-up over a per-voxel scipy ``curve_fit`` baseline (same model definition: 1-s
+convolution grid, frame averages, vB; timed with np.convolve as in the field anchor and with an FFT convolution),
+and the peak memory of a 256 x 256 x 200 x 30 float32 study fitted by :func:`kinetic_maps` in a subprocess.
+Numbers are printed and written to ``bench_output/pet_speed.json``.
 """
 
 from __future__ import annotations
@@ -80,8 +81,12 @@ def test_patlak_speed(feng):
     assert rate >= 5e6
 
 
-def _baseline_model(timing: FrameTiming, feng: InputFunction):
-    """The naive per-voxel model: 1-s grid, FFT convolution with the 2TCM kernel, frame averages."""
+def _baseline_model(timing: FrameTiming, feng: InputFunction, fft: bool = True):
+    """The naive per-voxel model: 1-s grid, convolution with the 2TCM kernel, frame averages.
+
+    fft: scipy's FFT convolution (a tuned baseline); False: ``np.convolve`` as a typical user writes it (the field
+    anchor's "curve_fit 2TCM, 1-s convolution grid" baseline).
+    """
     step = 1.0 / 60.0
     t = np.arange(0.0, timing.end_s[-1] / 60 + step, step)
     cp = feng.value_at(t * 60)
@@ -93,14 +98,28 @@ def _baseline_model(timing: FrameTiming, feng: InputFunction):
         root = np.sqrt(max(s * s - 4 * k2 * k4, 1e-12))
         a1, a2 = (s - root) / 2, (s + root) / 2
         kernel = k1 / root * ((k3 + k4 - a1) * np.exp(-a1 * t) + (a2 - k3 - k4) * np.exp(-a2 * t))
-        curve = (1 - vb) * fftconvolve(cp, kernel)[: t.size] * step + vb * cp
+        full = fftconvolve(cp, kernel) if fft else np.convolve(cp, kernel)
+        curve = (1 - vb) * full[: t.size] * step + vb * cp
         area = np.concatenate([[0.0], np.cumsum(0.5 * step * (curve[1:] + curve[:-1]))])
         return (area[last] - area[first]) / (timing.duration_s / 60)
 
     return model
 
 
+def _curve_fit_seconds(model, tacs: np.ndarray) -> float:
+    start = time.perf_counter()
+    for tac in tacs:
+        curve_fit(model, None, tac, p0=[0.1, 0.1, 0.05, 0.01, 0.05], bounds=(0, [5, 5, 2, 1, 0.999]), maxfev=5000)
+    return (time.perf_counter() - start) / len(tacs)
+
+
 def test_compartment_speed_and_speedup_over_curve_fit(feng):
+    """Basis-function TAC/s of the three compartment models, and the 2TCM speed-up over per-voxel curve_fit.
+
+    Two baselines are timed on the same noisy TACs: the anchor-style one (np.convolve on a 1-s grid, as a typical
+    user writes it; anchors A5: ~231 ms/voxel) and a tuned one (FFT convolution). Both ratios are recorded; the
+    >= 1e4 assertion uses the anchor-style baseline. Targets: >= 2e5 reversible-2TCM TAC/s on this machine.
+    """
     timing = FrameTiming.from_durations(DURATIONS_S)
     voxels = 131_072
     sequence = _noisy_sequence(feng, timing, voxels)
@@ -112,16 +131,16 @@ def test_compartment_speed_and_speedup_over_curve_fit(feng):
         rates[method] = voxels / (time.perf_counter() - start)
         assert np.mean(maps.bound_hit.array == 0) > 0.5
         _record(f"{method}_basis_tac_per_s", rates[method])
-    model = _baseline_model(timing, feng)
     tacs = sequence.frames[:, 0, 0, :20].T.astype(float)
-    start = time.perf_counter()
-    for tac in tacs:
-        curve_fit(model, None, tac, p0=[0.1, 0.1, 0.05, 0.01, 0.05], bounds=(0, [5, 5, 2, 1, 0.999]), maxfev=5000)
-    per_voxel = (time.perf_counter() - start) / len(tacs)
-    _record("curve_fit_baseline_s_per_voxel", per_voxel)
-    _record("2tcm_speedup_over_curve_fit", rates["2tcm"] * per_voxel)
-    _record("2tcm_irreversible_speedup_over_curve_fit", rates["2tcm_irreversible"] * per_voxel)
-    assert rates["2tcm"] * per_voxel >= 1e4
+    fft = _curve_fit_seconds(_baseline_model(timing, feng, fft=True), tacs)
+    direct = _curve_fit_seconds(_baseline_model(timing, feng, fft=False), tacs[:10])
+    _record("curve_fit_baseline_s_per_voxel", fft)  # FFT convolution
+    _record("curve_fit_np_convolve_baseline_s_per_voxel", direct)  # anchor style
+    _record("2tcm_speedup_over_curve_fit", rates["2tcm"] * fft)
+    _record("2tcm_speedup_over_curve_fit_np_convolve", rates["2tcm"] * direct)
+    _record("2tcm_irreversible_speedup_over_curve_fit", rates["2tcm_irreversible"] * fft)
+    _record("2tcm_irreversible_speedup_over_curve_fit_np_convolve", rates["2tcm_irreversible"] * direct)
+    assert rates["2tcm"] * direct >= 1e4
     assert rates["2tcm"] >= 2e5
 
 
@@ -160,14 +179,12 @@ def _memory_run(method: str, depth: int) -> dict[str, float]:
 
 
 def test_full_study_memory():
-    """256 x 256 x 200 x 30 float32 (1.6 GB of frames): Patlak maps within 4 GiB of peak RSS."""
+    """256 x 256 x 200 x 30 float32 (1.6 GB of frames): Patlak and reversible 2TCM maps within 4 GiB of peak RSS."""
     patlak_run = _memory_run("patlak", 200)
     _record("memory_patlak_256x256x200x30_peak_GiB", patlak_run["peak_bytes"] / 2**30)
     _record("memory_patlak_256x256x200x30_seconds", patlak_run["seconds"])
     assert patlak_run["peak_bytes"] < 4 * 2**30
-    # The 2TCM basis fit of the same study would take minutes here; its memory is checked on 20 slices (the
-    # chunked working set does not depend on the number of slices).
-    two = _memory_run("2tcm", 20)
-    _record("memory_2tcm_256x256x20x30_peak_GiB", two["peak_bytes"] / 2**30)
-    _record("memory_2tcm_256x256x20x30_seconds", two["seconds"])
-    assert two["peak_bytes"] - two["input_bytes"] < 2 * 2**30
+    two = _memory_run("2tcm", 200)  # about a minute: 13 million voxel curves
+    _record("memory_2tcm_256x256x200x30_peak_GiB", two["peak_bytes"] / 2**30)
+    _record("memory_2tcm_256x256x200x30_seconds", two["seconds"])
+    assert two["peak_bytes"] < 4 * 2**30 and two["peak_bytes"] - two["input_bytes"] < 2 * 2**30

@@ -50,3 +50,15 @@ def choose_device(preference: DevicePreference = "auto") -> torch.device:
     if preference == "cuda" and not has_cuda:
         raise ModelError("A GPU (CUDA) was requested but none is available.", "Choose 'auto' or 'cpu'.")
     return torch.device("cuda" if has_cuda else "cpu")
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    """Fix every seed, use deterministic torch algorithms and a fixed number of CPU threads (for training)."""
+    import numpy as np
+
+    torch = import_torch()
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(threads)

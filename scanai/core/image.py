@@ -146,3 +146,32 @@ class VolumeSequence:
                     "module) before running this tool.",
                 )
         return cls(np.stack([v.array for v in volumes]), first.geometry, tuple(index_values), index_name, index_unit)
+
+
+def mask_on_grid(mask: Volume | np.ndarray | None, shape: tuple[int, ...], geometry: Geometry | None = None,
+                 what: str = "mask", label: int | None = None) -> np.ndarray:
+    """``mask`` as a bool array of ``shape`` (k, j, i) on the grid ``geometry``; None means every voxel.
+
+    A :class:`Volume` must have the same size and geometry, a plain array the same size (else
+    :class:`GeometryError`); voxels equal to ``label`` (or any non-zero voxel) count. An empty mask is an
+    :class:`InputError`. ``what`` names the mask in messages (e.g. "blood-pool mask").
+    """
+    from scanai.core.errors import GeometryError, InputError
+
+    shape = tuple(shape)
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    array = np.asarray(mask.array if isinstance(mask, Volume) else mask)
+    moved = isinstance(mask, Volume) and geometry is not None and not mask.geometry.is_close(geometry)
+    if array.shape != shape or moved:
+        raise GeometryError(f"The {what} lies on another grid than the image (mask on another geometry: size "
+                            f"{array.shape} vs {shape}, or a different spacing, origin or orientation).",
+                            "Draw the mask on the image, or resample it onto the image grid first.")
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"The {what} must hold numbers or booleans, got {array.dtype}.")
+    inside = (array == label) if label is not None else (np.nan_to_num(array) != 0)
+    if not inside.any():
+        which = f"label {label}" if label is not None else "any voxel"
+        raise InputError(f"The {what} is empty (no {which} is set).",
+                         "Draw or choose a mask that covers the region (or choose the right label).")
+    return inside

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
+from scanai.core.device import set_determinism
 from scanai.core.paths import shared_data_dir
 from scanai.kspace.network import (
     CENTRE_THRESHOLD,
@@ -330,17 +331,6 @@ def train_model(train: PatchSet, epochs: int, seed: int, device: str = "auto", b
             total += float(loss.detach()) * len(index)
         log(f"  epoch {epoch + 1}/{epochs}: loss {total / len(labels):.4f} ({time.time() - started:.0f} s)")
     return model.eval()
-
-
-def set_determinism(seed: int, threads: int) -> None:
-    """Fix every seed, use deterministic torch algorithms and a fixed number of CPU threads."""
-    import torch
-
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(threads)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

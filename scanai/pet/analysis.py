@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import GeometryError, InputError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.core.progress import Progress
 from scanai.pet.input_function import InputFunction
 from scanai.pet.timing import FrameTiming
@@ -81,25 +81,7 @@ def in_frame_unit(frames_unit: str, plasma: InputFunction,
 
 def check_mask(mask: Volume | np.ndarray | None, sequence: VolumeSequence) -> np.ndarray | None:
     """A (k, j, i) bool mask on the sequence grid, or None; :class:`GeometryError` for a mask on another grid."""
-    if mask is None:
-        return None
-    spatial = sequence.frames.shape[1:]
-    if isinstance(mask, Volume):
-        if mask.array.shape != spatial or not mask.geometry.is_close(sequence.geometry):
-            raise GeometryError(
-                f"The mask lies on another grid than the PET frames (mask {mask.array.shape}, PET {spatial}, or a "
-                "different spacing, origin or orientation).",
-                "Resample the mask onto the PET frames (e.g. Resample Image (BRAINS) or Segmentations > Export to "
-                "a labelmap with the PET as reference), or draw it on the PET.")
-        mask = mask.array
-    array = np.asarray(mask)
-    if array.shape != spatial:
-        raise GeometryError(f"The mask has size {array.shape} but the PET frames have size {spatial}.",
-                            "Use a mask drawn on the PET grid (or resample it).")
-    inside = array != 0
-    if not inside.any():
-        raise InputError("The mask is empty: no voxel to analyse.", "Choose a mask that covers the region.")
-    return inside
+    return None if mask is None else mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
 
 
 def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFunction, method: str, *,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scanai.core.errors import GeometryError, InputError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.errors import InputError
+from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.pet.input_function import (
     FENG_FDG_PARAMS,
     InputFunction,
@@ -87,28 +87,7 @@ def read_blood_table(path: str | Path, where: Mapping[str, str] | None = None, u
 # ---------------------------------------------------------------------------------------- image-derived
 def _mask_array(mask: Volume | np.ndarray, sequence: VolumeSequence, label: int | None) -> np.ndarray:
     """(k, j, i) bool mask on the sequence grid."""
-    spatial = sequence.frames.shape[1:]
-    if isinstance(mask, Volume):
-        if mask.array.shape != spatial or not mask.geometry.is_close(sequence.geometry):
-            raise GeometryError(
-                f"The blood-pool mask lies on another geometry (size {mask.array.shape}) than the PET frames "
-                f"(size {spatial}): mask on another geometry.",
-                "Draw the mask on the PET volume, or resample the segmentation onto the PET grid first.")
-        array = np.asarray(mask.array)
-    else:
-        array = np.asarray(mask)
-        if array.shape != spatial:
-            raise GeometryError(f"The blood-pool mask has size {array.shape} but the PET frames have size "
-                                f"{spatial}: mask on another geometry.",
-                                "Use a mask drawn on the PET grid (or resample it).")
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"The blood-pool mask must hold numbers or booleans, got {array.dtype}.")
-    inside = (array == label) if label is not None else (np.nan_to_num(array) != 0)
-    if not inside.any():
-        which = f"label {label}" if label is not None else "any voxel"
-        raise InputError(f"The blood-pool mask is empty (no {which} is set).",
-                         "Segment the aorta or left-ventricle blood pool (or choose the right label).")
-    return inside
+    return mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry, "blood-pool mask", label)
 
 
 def mask_frame_means(sequence: VolumeSequence, mask: Volume | np.ndarray, label: int | None = None) -> np.ndarray:

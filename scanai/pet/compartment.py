@@ -17,12 +17,16 @@ Back from macro to micro parameters (any c1, c2 >= 0 with a1 < a2 gives k's >= 0
 Every prediction is a **frame average**, computed exactly for the piecewise-linear input function (see
 :class:`FrameConvolver`): no fine time grid, no mid-frame sampling.
 
-Fast fit (basis functions): for a grid of exponents the frame-averaged basis curves are precomputed once; every
-voxel's linear least-squares problem for every grid point is then one matrix product (weighted QR of each
-grid point's basis), and the grid point with the least residual among physically valid solutions (c >= 0,
-0 <= vB < 1) is kept. The reversible 2TCM searches pairs (a1 < a2) coarse-to-fine. Optional refinement:
-batched, bounded Levenberg-Marquardt in torch (float64, CPU or CUDA) on the exact model, starting from the
-basis-function solution, with an exact Jacobian (complex-step derivative of the frame-averaged convolution).
+Fast fit (basis functions): for a grid of exponents the frame-averaged basis curves are precomputed once, with
+Gram-Schmidt tables of every pair (blood direction projected out first when vB is fitted), so that a voxel's
+least-squares residual for every candidate (a1, a2) follows from its products with the single basis curves in a
+few operations. The candidate with the least residual among physically valid solutions (c >= 0, 0 <= vB < 1, or
+the face vB = 0) is found best-first: the unconstrained residual bounds a candidate from below, so only the best
+few candidates of a voxel are solved for their coefficients (branch and bound; exhaustive when that does not
+settle). The search runs coarse (float32, every 4th grid exponent) then fine (float64, around the coarse optimum).
+Optional refinement: batched, bounded Levenberg-Marquardt in torch (float64, CPU or CUDA) on the exact model,
+starting from the basis-function solution, with an exact Jacobian (complex-step derivative of the frame-averaged
+convolution).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ KINETIC_PARAMETERS: dict[str, tuple[str, ...]] = {"1tcm": ("K1", "k2"), "2tcm_ir
                                                   "2tcm": ("K1", "k2", "k3", "k4")}
 
 _TAYLOR_TERMS = 16
-#: Working-set size (bytes) of the coarse candidate scores processed at once (fits a typical L2 cache).
+#: Working-set size (bytes) of the coarse candidate scores processed at once (about the L2 cache; measured best).
 _CACHE_BYTES = 1 << 22
 _TAYLOR_LIMIT = 0.5
 
@@ -66,7 +70,10 @@ def _phis(x: Any, xp: Any) -> tuple[Any, Any, Any]:
     """``φk(x) = Σ_n (-x)^n / (n + k)!`` for k = 1, 2, 3 (elementwise; real or complex; x >= 0 real part).
 
     φ1 = (1 - e^{-x}) / x, φ2 = (1 - φ1) / x, φ3 = (1/2 - φ2) / x; a Taylor series is used where |x| < 0.5.
+    numpy: each branch only where it is used, with as many Taylor terms as the largest |x| needs.
     """
+    if xp is np:
+        return _phis_numpy(np.asarray(x))
     small = xp.abs(x) < _TAYLOR_LIMIT
     safe = xp.where(small, xp.ones_like(x), x)
     e = xp.exp(-safe)
@@ -83,6 +90,49 @@ def _phis(x: Any, xp: Any) -> tuple[Any, Any, Any]:
             value = value * (-x) + 1.0 / factorials[n + k]
         taylor.append(value)
     return (xp.where(small, taylor[0], d1), xp.where(small, taylor[1], d2), xp.where(small, taylor[2], d3))
+
+
+def _taylor(x: np.ndarray, terms: int) -> list[np.ndarray]:
+    """φ1, φ2, φ3 of ``x`` by their Taylor series with ``terms`` terms (Horner)."""
+    factorials = [1.0]
+    for n in range(1, terms + 4):
+        factorials.append(factorials[-1] * n)
+    out = []
+    for k in (1, 2, 3):
+        value = np.full_like(x, 1.0 / factorials[terms - 1 + k])
+        for n in range(terms - 2, -1, -1):
+            value *= -x
+            value += 1.0 / factorials[n + k]
+        out.append(value)
+    return out
+
+
+def _phis_numpy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_phis` for numpy arrays (real or complex)."""
+    magnitude = np.abs(x)
+    small = magnitude < _TAYLOR_LIMIT
+    everything = bool(small.all())
+    result = [np.empty_like(x, dtype=np.result_type(x, 1.0)) for _ in range(3)]
+    if small.any():
+        xs = x if everything else x[small]
+        largest = float(magnitude.max() if everything else magnitude[small].max())
+        terms, bound = 2, largest * largest / 2.0
+        while bound >= 1e-18 and terms < _TAYLOR_TERMS:  # truncation error |x|^N / N!
+            terms += 1
+            bound *= largest / terms
+        for out, value in zip(result, _taylor(xs, terms), strict=True):
+            if everything:
+                out[...] = value
+            else:
+                out[small] = value
+    if not everything:
+        xl = x[~small]
+        d1 = (1.0 - np.exp(-xl)) / xl
+        d2 = (1.0 - d1) / xl
+        d3 = (0.5 - d2) / xl
+        for out, value in zip(result, (d1, d2, d3), strict=True):
+            out[~small] = value
+    return result[0], result[1], result[2]
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,9 +379,10 @@ class BasisSetup:
                coarse_blocks: (first, begin, end, seconds) runs of candidates sharing the first exponent (seconds:
                a slice or an index array of local columns).
     fine:      (2, L, F) extended-index fine neighbourhood of each coarse candidate (padded with (none, none));
-               fine_m, fine_ninv, fine_penalty (L, F): tissue tables and 0 / -inf (unusable) of those candidates;
-               fine_cols (L, C): the extended exponents these use (padded with none), fine_local (2, L, F): the
-               candidates as indices into fine_cols; fine_blocks (L, T, C) the matching weighted columns.
+               fine_penalty (L, F): 0 / -inf (unusable) for those candidates; fine_cols (L, C): the extended
+               exponents they use (padded with none), fine_local (2, L, F): the candidates as indices into
+               fine_cols; fine_mats (L, T, C + 2F): the weighted columns fine_cols, then each candidate's
+               orthonormal tissue directions v_ij and u_i (so one product gives the columns' products and scores).
     """
 
     method: str
@@ -349,12 +400,10 @@ class BasisSetup:
     coarse_ninv: np.ndarray
     coarse_blocks: list
     fine: np.ndarray
-    fine_m: np.ndarray
-    fine_ninv: np.ndarray
     fine_penalty: np.ndarray
     fine_cols: np.ndarray
     fine_local: np.ndarray
-    fine_blocks: np.ndarray
+    fine_mats: np.ndarray
 
     @property
     def none(self) -> int:
@@ -435,6 +484,11 @@ def prepare_basis(method: str, input_function: InputFunction, timing: FrameTimin
         fine_cols[k, :len(used[k])] = used[k]
         fine_local[:, k] = np.searchsorted(used[k], fine[:, k])
     t = full.tissue
+    tissue_columns = columns if full.u_blood is None else columns - full.u_blood[:, None] * full.gamma[None]
+    u = tissue_columns / t.r
+    u[:, none] = 0.0
+    v = (tissue_columns[:, fine[1]] - t.m[fine[0], fine[1]] * u[:, fine[0]]) * t.ninv[fine[0], fine[1]]  # (T, L, F)
+    mats = np.concatenate([columns[:, fine_cols], v, u[:, fine[0]]], axis=2).transpose(1, 0, 2)
     blocks = []
     for f in dict.fromkeys(coarse[0].tolist()):
         run = np.flatnonzero(coarse[0] == f)
@@ -445,8 +499,8 @@ def prepare_basis(method: str, input_function: InputFunction, timing: FrameTimin
     assert sum(b[2] - b[1] for b in blocks) == coarse.shape[1]  # candidates are grouped by first exponent
     return BasisSetup(method, grid, basis, integral, blood, sqrt_w, vb_fixed, convolver, full, small, coarse,
                       small.tissue.m[coarse[0], coarse[1]], small.tissue.ninv[coarse[0], coarse[1]], blocks, fine,
-                      t.m[fine[0], fine[1]], t.ninv[fine[0], fine[1]], np.where(t.bad[fine[0], fine[1]], -np.inf, 0.0),
-                      fine_cols, fine_local, np.ascontiguousarray(columns[:, fine_cols].transpose(1, 0, 2)))
+                      np.where(t.bad[fine[0], fine[1]], -np.inf, 0.0), fine_cols, fine_local,
+                      np.ascontiguousarray(mats))
 
 
 @dataclass(frozen=True, eq=False)
@@ -481,20 +535,32 @@ def _project(basis: _Basis, y: np.ndarray) -> _Projections:
     return _Projections(yy, p, z, yy - zb * zb, p_t, p_t / basis.tissue.r, zb / basis.blood_norm)
 
 
-def _project_grouped(setup: BasisSetup, y: np.ndarray, key: np.ndarray) -> _Projections:
-    """Float64 products of weighted TACs ``y`` (n, T) with the fine columns of their coarse candidates ``key`` (n,).
+def _fine_products(setup: BasisSetup, y: np.ndarray, key: np.ndarray) -> tuple[_Projections, np.ndarray]:
+    """Float64 products of weighted TACs ``y`` (n, T) with the fine columns of their coarse candidates ``key`` (n,),
+    and the unconstrained scores (n, F) of those fine candidates.
 
-    TACs are grouped by candidate, so each group is one small matrix product; columns: ``setup.fine_cols[key]``.
+    TACs are grouped by coarse candidate, so each group is one small matrix product; columns:
+    ``setup.fine_cols[key]``; score = (u_i·y)² + (v_ij·y)² with the orthonormal tissue directions.
     """
     basis = setup.full
     order = np.argsort(key, kind="stable")
     keys, begins = np.unique(key[order], return_index=True)
     ends = np.append(begins[1:], key.size)
-    p = np.empty((key.size, setup.fine_cols.shape[1]))
+    width, count = setup.fine_cols.shape[1], setup.fine.shape[2]
+    p = np.empty((key.size, width))
+    score = np.empty((key.size, count))
     for k, begin, end in zip(keys, begins, ends, strict=True):
         rows = order[begin:end]
-        p[rows] = y[rows] @ setup.fine_blocks[k]
-    cols = setup.fine_cols[key]
+        product = y[rows] @ setup.fine_mats[k]
+        p[rows] = product[:, :width]
+        square = product[:, width:]
+        square *= square
+        score[rows] = square[:, :count] + square[:, count:] + setup.fine_penalty[k]
+    return _fine_projections(basis, y, p, setup.fine_cols[key]), score
+
+
+def _fine_projections(basis: _Basis, y: np.ndarray, p: np.ndarray, cols: np.ndarray) -> _Projections:
+    """_Projections from per-TAC column products ``p`` (n, C) with the extended exponents ``cols`` (n, C)."""
     yy = np.einsum("nt,nt->n", y, y)
     z = p / basis.raw.r[cols]
     if basis.u_blood is None:
@@ -568,10 +634,12 @@ def _coarse_scores(setup: BasisSetup, d: _Projections) -> np.ndarray:
     return score
 
 
-def _search(basis: _Basis, d: _Projections, first: np.ndarray, second: np.ndarray, m: np.ndarray, ninv: np.ndarray,
-            penalty: np.ndarray | None = None, local: tuple[np.ndarray, np.ndarray] | None = None,
-            score: np.ndarray | None = None, rounds: int = 6) -> tuple[np.ndarray, ...]:
-    """Best physically valid candidate of every TAC among candidates (first, second), (L,) shared or (n, L).
+def _search(basis: _Basis, d: _Projections, first: np.ndarray, second: np.ndarray, m: np.ndarray | None,
+            ninv: np.ndarray | None, penalty: np.ndarray | None = None,
+            local: tuple[np.ndarray, np.ndarray] | None = None, score: np.ndarray | None = None,
+            key: np.ndarray | None = None, rounds: int = 6) -> tuple[np.ndarray, ...]:
+    """Best physically valid candidate of every TAC among candidates (first, second), (L,) shared by all TACs, or
+    (K, L) tables of which TAC r uses row ``key[r]`` (then ``score`` must be given).
 
     first, second index ``basis``; ``local`` (same shapes) the columns of ``d`` (default: the same).
     m, ninv, penalty: the candidates' tissue tables and 0 / -inf (unusable), broadcastable to (n, L).
@@ -583,7 +651,7 @@ def _search(basis: _Basis, d: _Projections, first: np.ndarray, second: np.ndarra
     """
     n = d.yy.shape[0]
     blood = basis.u_blood is not None
-    shared = first.ndim == 1
+    shared = key is None
     lf, ls = (first, second) if local is None else local
     if score is None:
         zi = d.z_t[:, lf] if shared else np.take_along_axis(d.z_t, lf, 1)
@@ -620,7 +688,7 @@ def _search(basis: _Basis, d: _Projections, first: np.ndarray, second: np.ndarra
         if not go.all():
             active, pos = active[go], pos[go]
         i, j, li, lj = ((a[pos] for a in (first, second, lf, ls)) if shared
-                        else (a[active, pos] for a in (first, second, lf, ls)))
+                        else (a[key[active], pos] for a in (first, second, lf, ls)))
         rss, c1, c2, vb, valid = _solve(basis, d, active, (li, lj), i, j, False)
         keep(active, pos, rss, c1, c2, vb, valid, False)
         if blood and not valid.all():
@@ -635,7 +703,7 @@ def _search(basis: _Basis, d: _Projections, first: np.ndarray, second: np.ndarra
     if active.size:
         every = np.broadcast_to(np.arange(score.shape[1]), (active.size, score.shape[1]))
         i, j, li, lj = ((a[every] for a in (first, second, lf, ls)) if shared
-                        else (a[active[:, None], every] for a in (first, second, lf, ls)))
+                        else (a[key[active]] for a in (first, second, lf, ls)))
         for face in (False, True) if blood else (False,):
             rss, c1, c2, vb, valid = _solve(basis, d, active, (li, lj), i, j, face)
             rss = np.where(valid & np.isfinite(score[active]), rss, np.inf)
@@ -671,12 +739,10 @@ def basis_fit(setup: BasisSetup, tacs: np.ndarray, model: bool = True) -> dict[s
     best = np.full(n, np.inf)
     if found.size:
         key = pos[found]
-        part = _project_grouped(setup, yw[found] if found.size < n else yw, key)
-        first, second = setup.fine[0][key], setup.fine[1][key]
-        rss_f, pos_f, c, face_f = _search(setup.full, part, first, second, setup.fine_m[key], setup.fine_ninv[key],
-                                          setup.fine_penalty[key], (setup.fine_local[0][key], setup.fine_local[1][key]))
-        rows = np.arange(found.size)
-        index[found] = np.stack([first[rows, pos_f], second[rows, pos_f]], axis=1)
+        part, score = _fine_products(setup, yw[found] if found.size < n else yw, key)
+        rss_f, pos_f, c, face_f = _search(setup.full, part, setup.fine[0], setup.fine[1], None, None,
+                                          local=(setup.fine_local[0], setup.fine_local[1]), score=score, key=key)
+        index[found] = np.stack([setup.fine[0][key, pos_f], setup.fine[1][key, pos_f]], axis=1)
         theta[found] = c
         face[found] = face_f
         best[found] = np.maximum(rss_f, 0.0)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from scanai.core.errors import GeometryError, InputError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.errors import InputError
+from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.core.progress import Progress
 from scanai.pet import compartment, patlak
 from scanai.pet.input_function import InputFunction
@@ -181,7 +181,7 @@ class _Plan:
         result.update(r2=np.zeros(n), rmse=np.zeros(n), bound_hit=np.zeros(n, bool), skipped=skipped)
         model = np.full((n, len(self.timing)), np.nan) if predicted else None
         if use.any():
-            part = self._fit_rows(rows[use] if not use.all() else rows, predicted or self.method != "patlak")
+            part = self._fit_rows(rows[use] if not use.all() else rows, predicted)
             for key, values in part.items():
                 if key == "predicted":
                     if model is not None:
@@ -251,6 +251,22 @@ class _Plan:
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), 0.0)
         return r2, np.sqrt(ss_res / w.sum())
 
+    def _goodness_from_rss(self, rows: np.ndarray, rss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """r2 and rmse of a basis-function fit (all frames) from its weighted residual sum of squares ``rss`` (n,).
+
+        Same values as :meth:`_goodness` of the fitted model (the fit of a vB-corrected TAC scales the residual by
+        1 - vB); curves without a fit (rss inf) count as a zero model.
+        """
+        w = self.w_all
+        mean = (rows @ w) / w.sum()
+        total = (rows * rows) @ w
+        ss_tot = np.maximum(total - w.sum() * mean * mean, 0.0)
+        ss_res = rss * (1.0 - self.vb) ** 2 if self.vb is not None else rss
+        if not np.all(np.isfinite(ss_res)):
+            ss_res = np.where(np.isfinite(ss_res), ss_res, total)
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), 0.0)
+        return r2, np.sqrt(ss_res / w.sum())
+
     def _fit_rows(self, rows: np.ndarray, predicted: bool) -> dict[str, np.ndarray]:
         method = self.method
         if method == "patlak":
@@ -270,7 +286,7 @@ class _Plan:
             fit = logan_fit(rows, self.timing, self.input_function, self.t_star, self.weights)
             return {"VT": np.where(fit.valid, fit.vt, np.nan), "b": np.where(fit.valid, fit.intercept, np.nan),
                     "r2": fit.r2, "rmse": fit.rmse, "bound_hit": ~fit.valid, "predicted": fit.predicted}
-        best = compartment.basis_fit(self.setup, rows)
+        best = compartment.basis_fit(self.setup, rows, model=predicted and not self.refine)
         names = compartment.KINETIC_PARAMETERS[method]
         kinetic = np.stack([best[name] for name in names], axis=1)
         vb = best["vB"]
@@ -292,9 +308,10 @@ class _Plan:
             safe_kinetic = np.where(ok[:, None], kinetic, 0.0)
             model = compartment.predict(method, self.setup.convolver, safe_kinetic, np.where(ok, vb, 0.0),
                                         self.blood)
+            r2, rmse = self._goodness(rows, model)
         else:
-            model = best["model"]
-        r2, rmse = self._goodness(rows, model)
+            model = best.get("model")
+            r2, rmse = self._goodness_from_rss(rows, best["rss"])
         out = {**micro, **compartment.derived(method, micro), "vB": vb, "r2": r2, "rmse": rmse,
                "bound_hit": edge | ~ok}
         if predicted:
@@ -372,20 +389,7 @@ def model_tacs(method: str, parameters: dict[str, np.ndarray], timing: FrameTimi
 
 # ------------------------------------------------------------------------------------------- per voxel
 def _mask(mask: Volume | np.ndarray | None, sequence: VolumeSequence) -> np.ndarray:
-    shape = sequence.frames.shape[1:]
-    if mask is None:
-        return np.ones(shape, dtype=bool)
-    if isinstance(mask, Volume) and not mask.geometry.is_close(sequence.geometry):
-        raise GeometryError("The mask lies on a different grid (spacing, origin or orientation) than the PET frames.",
-                            "Resample the mask onto the PET grid first.")
-    array = np.asarray(mask.array if isinstance(mask, Volume) else mask)
-    if array.shape != shape:
-        raise GeometryError(f"The mask has size {array.shape} but the PET frames have size {shape}.",
-                            "Use a mask drawn on the PET grid (or resample it).")
-    inside = array != 0
-    if not inside.any():
-        raise InputError("The mask is empty: no voxel to fit.", "Draw or choose a mask that covers the region.")
-    return inside
+    return mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
 
 
 def kinetic_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction, method: str, *,

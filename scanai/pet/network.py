@@ -40,7 +40,7 @@ import numpy as np
 
 from scanai.core.catalog import MODELS_DIR, ModelCard, check_contract, load_model
 from scanai.core.errors import InputError, ModelError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.core.progress import Progress
 from scanai.pet.input_function import InputFunction
 from scanai.pet.patlak import PatlakMaps, patlak_maps
@@ -288,16 +288,7 @@ def check_window(window_min: tuple[float, float], card: ModelCard | None = None)
 
 
 def _mask_array(mask: Volume | np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    if mask is None:
-        return np.ones(shape, dtype=bool)
-    array = np.asarray(mask.array if isinstance(mask, Volume) else mask)
-    if array.shape != shape:
-        raise InputError(f"The mask has size {array.shape} but the PET frames have size {shape}.",
-                         "Use a mask drawn on the PET grid (or resample it).")
-    array = array != 0
-    if not array.any():
-        raise InputError("The mask is empty: no voxel to compute.", "Draw or choose a mask that covers the body.")
-    return array
+    return mask_on_grid(mask, shape)
 
 
 def predict_parametric(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction,

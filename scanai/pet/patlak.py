@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.core.progress import Progress
 from scanai.pet.input_function import InputFunction, check_frames_covered
 from scanai.pet.timing import FrameTiming
@@ -190,16 +190,7 @@ class PatlakMaps:
 
 
 def _as_mask(mask: Volume | np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    if mask is None:
-        return np.ones(shape, dtype=bool)
-    array = np.asarray(mask.array if isinstance(mask, Volume) else mask)
-    if array.shape != shape:
-        raise InputError(f"The mask has size {array.shape} but the PET frames have size {shape}.",
-                         "Use a mask drawn on the PET grid (or resample it).")
-    array = array != 0
-    if not array.any():
-        raise InputError("The mask is empty: no voxel to fit.", "Draw or choose a mask that covers the region.")
-    return array
+    return mask_on_grid(mask, shape)
 
 
 def patlak_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction,

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
+from scanai.core.device import set_determinism
 from scanai.pet.network import (
     DEFAULT_ARCHITECTURE,
     FEATURE_SET,
@@ -176,17 +177,6 @@ def mean_nrmse(model, samples: list[Sample]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def set_determinism(seed: int, threads: int) -> None:
-    """Fix every seed, use deterministic torch algorithms and a fixed number of CPU threads."""
-    import torch
-
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(threads)
-
-
 def fitting_state(train_accuracy: float, validation_accuracy: float, best_validation: float,
                   threshold: float = 0.5) -> str:
     """The patent's ¶110 labels (accuracy = 1 - NRMSE): 'overfitting' when validation accuracy is below training

@@ -321,9 +321,10 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         for number, region in enumerate(curves):
             plotColumns[f"{region} x"] = x[number]
             plotColumns[region] = y[number]
-        plotTable = mrml.table_to_node(plotColumns, f"{name} graphical plot", beside=anchor)
-        chart = mrml.plot_chart(plotTable, f"{next(iter(curves))} x", list(curves), f"{name} {xLabel} vs {yLabel}",
-                                xLabel, yLabel)
+        plotTable = mrml.table_to_node(plotColumns, f"{name} graphical plot", beside=anchor)  # x, y per region
+        plotName = "Logan plot" if xLabel.startswith("∫Cp / C ") else "Patlak plot"
+        chart = mrml.plot_chart(plotTable, f"{next(iter(curves))} x", list(curves), f"{name} {plotName}", xLabel,
+                                yLabel)
         for number, region in enumerate(curves):  # each region against its own abscissa
             series = chart.GetNthPlotSeriesNode(number)
             series.SetXColumnName(f"{region} x")

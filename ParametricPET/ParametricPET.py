@@ -465,6 +465,29 @@ class ParametricPETTest(ScriptedLoadableModuleTest):
             ParametricPETLogic().process(suvSequence, "Patlak", becquerel, timing)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
 
+    def test_LoadedStudyKeepsItsTimingAndUnit(self):
+        import tempfile
+
+        import numpy as np
+
+        from scanai.pet.study import DynamicPet, write_dynamic_pet
+
+        phantom, _sequence, inputFunction, _timing = self._phantomNodes(shape=(1, 8, 8))
+        folder = pathlib.Path(tempfile.mkdtemp())
+        # A 4-D NIfTI with its BIDS sidecar, which carries the frame timing and the unit.
+        image, _sidecar = write_dynamic_pet(DynamicPet(phantom.sequence, phantom.timing, unit="kBq/mL"),
+                                            folder / "study.nii.gz")
+        node = ParametricPETLogic().loadDynamicPet(image)
+        self.assertEqual(node.GetAttribute(UNIT_ATTRIBUTE), "kBq/mL")
+        sequence = mrml.sequence_from_node(node)
+        timing = ParametricPETLogic.frameTiming(node, sequence)
+        np.testing.assert_allclose(timing.start_s, phantom.timing.start_s, atol=1e-3)
+        np.testing.assert_allclose(timing.duration_s, phantom.timing.duration_s, atol=1e-3)
+        ki = slicer.util.arrayFromVolume(ParametricPETLogic().process(node, "Patlak", inputFunction,
+                                                                      tStarMin=30.0)["maps"]["Ki"])
+        inside = phantom.ki_true.array > 0
+        self.assertLess(np.max(np.abs(ki[inside] / phantom.ki_true.array[inside] - 1)), 0.025)
+
     def test_NetworkOnLateFrames(self):
         import numpy as np
 

@@ -183,21 +183,15 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
     def inputFunction(self, source, table, bloodPool, sequence, timing, reference):
         """(plasma, whole blood or None) from a table, a Feng fit to it, the blood pool or a scaled population curve."""
         from scanai.core.errors import InputError
-        from scanai.pet.blood import (
-            BloodCurves,
-            fit_feng,
-            image_derived_input,
-            mask_frame_means,
-            scaled_population_input,
-        )
+        from scanai.pet.analysis import blood_pool_input, feng_fitted_input
+        from scanai.pet.blood import BloodCurves
 
         if source.startswith("table"):
             if table is None:
                 raise InputError("No input function table was given.", "Select a table with time and Cp columns.")
             curves = BloodCurves.from_columns(mrml.table_from_node(table), unit=self._columnUnit(table))
             if source == "table, Feng fit":
-                fitted = fit_feng(curves.plasma).curve(max(curves.plasma.end_s, float(timing.end_s[-1])))
-                return fitted, curves.whole_blood
+                return feng_fitted_input(curves.plasma, timing), curves.whole_blood
             return curves.plasma, curves.whole_blood
         if bloodPool is None:
             raise InputError("No blood-pool segmentation was given.",
@@ -205,11 +199,7 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         inside = next(iter(mrml.labels_from_segmentation(bloodPool, reference).values()), None)
         if inside is None:
             raise InputError("The blood-pool segmentation has no segment.", "Add a segment over the blood pool.")
-        measured = image_derived_input(sequence, timing, inside)
-        if source == "blood pool":
-            return measured, None
-        late = timing.mid_min >= 20.0
-        return scaled_population_input(timing, mask_frame_means(sequence, inside), frames=late.nonzero()[0]), None
+        return blood_pool_input(sequence, timing, inside, population=source != "blood pool"), None
 
     @staticmethod
     def _columnUnit(table) -> str:

@@ -30,6 +30,8 @@ METHOD_LABELS: dict[str, str] = {
 }
 #: Network window default (min after injection): the patent's worked example, frames 30-40 and 40-50 min.
 DEFAULT_WINDOW_MIN = (30.0, 50.0)
+#: Blood-pool frames with mid-time from this late on (min; blood and tracer mixed) scale the population input.
+POPULATION_SCALING_FROM_MIN = 20.0
 
 
 def method_key(method: str) -> str:
@@ -79,9 +81,27 @@ def in_frame_unit(frames_unit: str, plasma: InputFunction,
     return converted(plasma), converted(whole_blood)
 
 
-def check_mask(mask: Volume | np.ndarray | None, sequence: VolumeSequence) -> np.ndarray | None:
-    """A (k, j, i) bool mask on the sequence grid, or None; :class:`GeometryError` for a mask on another grid."""
-    return None if mask is None else mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
+def blood_pool_input(sequence: VolumeSequence, timing: FrameTiming, pool: Volume | np.ndarray,
+                     population: bool = False, unit: str = "") -> InputFunction:
+    """Input function from a blood-pool mask (k, j, i) on the sequence grid.
+
+    Without ``population``: the pool's frame means themselves (image-derived input). With it: the Feng population
+    curve scaled to the pool's frames from :data:`POPULATION_SCALING_FROM_MIN` on (the early peak is taken from
+    the population shape, which a late or slow acquisition cannot measure).
+    """
+    from scanai.pet.blood import image_derived_input, mask_frame_means, scaled_population_input
+
+    if not population:
+        return image_derived_input(sequence, timing, pool, unit=unit)
+    late = np.flatnonzero(timing.mid_min >= POPULATION_SCALING_FROM_MIN)
+    return scaled_population_input(timing, mask_frame_means(sequence, pool), frames=late, unit=unit)
+
+
+def feng_fitted_input(samples: InputFunction, timing: FrameTiming) -> InputFunction:
+    """The Feng model fitted to blood ``samples``, sampled up to the later of the last sample and the last frame."""
+    from scanai.pet.blood import fit_feng
+
+    return fit_feng(samples).curve(max(samples.end_s, float(timing.end_s[-1])))
 
 
 def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFunction, method: str, *,
@@ -100,7 +120,7 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
     window_min:  (start, end) of the late window used by the network, min after injection.
     """
     key = method_key(method)
-    inside = check_mask(mask, sequence)
+    inside = mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
     if key == "network":
         from scanai.pet.network import predict_parametric
 
@@ -109,8 +129,7 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
         maps = {"Ki": result.ki}
         if getattr(result, "v", None) is not None:
             maps["V"] = result.v
-        spatial_mask = inside if inside is not None else np.ones(sequence.frames.shape[1:], dtype=bool)
-        return ParametricResult(key, maps, {}, {"Ki": "1/min", "V": "mL/mL"}, spatial_mask)
+        return ParametricResult(key, maps, {}, {"Ki": "1/min", "V": "mL/mL"}, inside)
 
     from scanai.pet.models import UNITS, kinetic_maps
 

@@ -85,11 +85,6 @@ def read_blood_table(path: str | Path, where: Mapping[str, str] | None = None, u
 
 
 # ---------------------------------------------------------------------------------------- image-derived
-def _mask_array(mask: Volume | np.ndarray, sequence: VolumeSequence, label: int | None) -> np.ndarray:
-    """(k, j, i) bool mask on the sequence grid."""
-    return mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry, "blood-pool mask", label)
-
-
 def mask_frame_means(sequence: VolumeSequence, mask: Volume | np.ndarray, label: int | None = None) -> np.ndarray:
     """(T,) mean activity of each frame of ``sequence`` (T, k, j, i) inside ``mask`` (k, j, i).
 
@@ -97,7 +92,7 @@ def mask_frame_means(sequence: VolumeSequence, mask: Volume | np.ndarray, label:
     ``!= 0`` are inside, or ``== label`` when given. Raises :class:`GeometryError` for a mask on another grid,
     :class:`InputError` for an empty mask or NaN/inf values inside the mask (naming the frames).
     """
-    inside = _mask_array(mask, sequence, label)
+    inside = mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry, "blood-pool mask", label)
     values = np.asarray(sequence.frames)[:, inside].astype(float)  # (T, n): only the masked voxels are copied
     bad = np.flatnonzero(~np.all(np.isfinite(values), axis=1))
     if bad.size:

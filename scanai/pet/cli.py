@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import InputError
+from scanai.core.image import mask_on_grid
 from scanai.core.progress import Progress, tqdm_progress
 from scanai.pet.input_function import InputFunction
 from scanai.pet.patlak import DEFAULT_T_STAR_MIN, PatlakResult, patlak_fit, patlak_maps
@@ -68,25 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _mask_on(path: Path, sequence) -> np.ndarray:
     """A label image read from ``path`` that must lie on the sequence's grid; returns its (k, j, i) labels."""
-    from scanai.core.errors import GeometryError
     from scanai.io.sitk_image import read_image
 
     image = read_image(path)
-    if image.array.shape != sequence.frames.shape[1:] or not image.geometry.is_close(sequence.geometry):
-        raise GeometryError(f"{path.name} does not lie on the PET grid (size, spacing, origin or orientation differ).",
-                            "Resample it onto the PET image first.")
+    mask_on_grid(image, sequence.frames.shape[1:], sequence.geometry, what=path.name)
     return np.asarray(image.array)
 
 
 def blood_curves(args: argparse.Namespace, study) -> tuple[InputFunction, InputFunction | None]:
     """Plasma and whole-blood curves from the ``scanai pet`` options."""
-    from scanai.pet.blood import (
-        fit_feng,
-        image_derived_input,
-        mask_frame_means,
-        read_blood_table,
-        scaled_population_input,
-    )
+    from scanai.pet.analysis import blood_pool_input, feng_fitted_input
+    from scanai.pet.blood import read_blood_table
     from scanai.pet.units import decay_correct_input
 
     if args.input_function is not None:
@@ -100,14 +93,10 @@ def blood_curves(args: argparse.Namespace, study) -> tuple[InputFunction, InputF
             plasma = decay_correct_input(plasma, study.half_life_s)
             whole_blood = None if whole_blood is None else decay_correct_input(whole_blood, study.half_life_s)
         if args.feng_fit:
-            plasma = fit_feng(plasma).curve(max(plasma.end_s, float(study.timing.end_s[-1])))
+            plasma = feng_fitted_input(plasma, study.timing)
         return plasma, whole_blood
     pool = _mask_on(args.blood_pool or args.population_from, study.sequence) != 0
-    if args.blood_pool is not None:
-        return image_derived_input(study.sequence, study.timing, pool, unit=study.unit), None
-    late = np.flatnonzero(study.timing.mid_min >= 20.0)
-    return scaled_population_input(study.timing, mask_frame_means(study.sequence, pool), frames=late,
-                                   unit=study.unit), None
+    return blood_pool_input(study.sequence, study.timing, pool, args.blood_pool is None, study.unit), None
 
 
 def write_result(result, out_dir: Path, suffix: str = "nrrd") -> dict[str, Path]:

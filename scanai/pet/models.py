@@ -208,13 +208,7 @@ class _Plan:
         frames = axes.frames
         fitted = data[frames[0]:frames[-1] + 1] if np.all(np.diff(frames) == 1) else data[frames]
         w, x, cp = axes.weights, axes.x_min, axes.cp_mean
-        sw = w.sum()
-        x_mean = (w * x).sum() / sw
-        dx = x - x_mean
-        sxx = (w * dx * dx).sum()
-        if sxx <= 0:
-            raise InputError("The Patlak abscissa does not change over the fitted frames, so no slope can be fitted.",
-                             "Use frames that span a longer time after t*.")
+        sw, x_mean, dx, sxx = patlak.abscissa_moments(x, w)
         u = w * cp**2  # TAC-residual weights: (C - s x Cp - b Cp)² = Cp² (y - s x - b)²
         linear = np.zeros((5, data.shape[0]))
         linear[0] = self.area_weights
@@ -388,10 +382,6 @@ def model_tacs(method: str, parameters: dict[str, np.ndarray], timing: FrameTimi
 
 
 # ------------------------------------------------------------------------------------------- per voxel
-def _mask(mask: Volume | np.ndarray | None, sequence: VolumeSequence) -> np.ndarray:
-    return mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
-
-
 def kinetic_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction, method: str, *,
                  mask: Volume | np.ndarray | None = None, chunk_voxels: int | None = None,
                  t_star_min: float | None = None, weights: Any = None, whole_blood: InputFunction | None = None,
@@ -410,8 +400,8 @@ def kinetic_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: 
     if frames.shape[0] != len(timing):
         raise InputError(f"The image has {frames.shape[0]} frames but the frame timing lists {len(timing)} frames.",
                          "Give exactly one start time and duration per image frame, in the same order.")
-    inside = _mask(mask, sequence)
     spatial = frames.shape[1:]
+    inside = mask_on_grid(mask, spatial, sequence.geometry)
     flat = frames.reshape(frames.shape[0], -1)
     everything = bool(inside.all())
     voxels = None if everything else np.flatnonzero(inside.reshape(-1))

@@ -287,10 +287,6 @@ def check_window(window_min: tuple[float, float], card: ModelCard | None = None)
     return start, end
 
 
-def _mask_array(mask: Volume | np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    return mask_on_grid(mask, shape)
-
-
 def predict_parametric(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction,
                        mask: Volume | np.ndarray | None = None,
                        window_min: tuple[float, float] = DEFAULT_WINDOW_MIN, device: str = "auto",
@@ -330,7 +326,7 @@ def predict_parametric(sequence: VolumeSequence, timing: FrameTiming, input_func
                          f"{mids} min.", "Choose a window that contains the late frames, e.g. 30-50 min.")
     used = timing.subset(chosen)
     spatial = frames.shape[1:]
-    inside = _mask_array(mask, spatial)
+    inside = mask_on_grid(mask, spatial, sequence.geometry)
     progress(0.0, "Checking the frames")
     for index in chosen:
         values = frames[index][inside]

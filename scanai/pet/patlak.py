@@ -113,15 +113,24 @@ def patlak_axes(timing: FrameTiming, input_function: InputFunction, t_star_min: 
     return PatlakAxes(selected, x_min, cp_mean, w * (w.size / w.sum()))
 
 
-def _fit_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Weighted least-squares lines ``y ≈ slope x + intercept`` for y (N, F); returns four (N,) arrays."""
-    w_sum = w.sum()
-    x_mean = (w * x).sum() / w_sum
+def abscissa_moments(x: np.ndarray, w: np.ndarray) -> tuple[float, float, np.ndarray, float]:
+    """``(Σw, weighted mean of x, x - mean, Σ w (x - mean)²)`` of the Patlak abscissa x (F,) with weights w (F,).
+
+    Raises :class:`InputError` when x does not change over the frames (no slope can be fitted).
+    """
+    w_sum = float(w.sum())
+    x_mean = float((w * x).sum()) / w_sum
     dx = x - x_mean
-    sxx = (w * dx * dx).sum()
+    sxx = float((w * dx * dx).sum())
     if sxx <= 0:
         raise InputError("The Patlak abscissa does not change over the fitted frames, so no slope can be fitted.",
                          "Use frames that span a longer time after t*.")
+    return w_sum, x_mean, dx, sxx
+
+
+def _fit_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Weighted least-squares lines ``y ≈ slope x + intercept`` for y (N, F); returns four (N,) arrays."""
+    w_sum, x_mean, dx, sxx = abscissa_moments(x, w)
     y_mean = y @ w / w_sum
     slope = y @ (w * dx) / sxx
     intercept = y_mean - slope * x_mean
@@ -189,10 +198,6 @@ class PatlakMaps:
         return self.ki.array
 
 
-def _as_mask(mask: Volume | np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    return mask_on_grid(mask, shape)
-
-
 def patlak_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction,
                 t_star_min: float = DEFAULT_T_STAR_MIN, mask: Volume | np.ndarray | None = None,
                 weights: Sequence[float] | np.ndarray | str | None = None,
@@ -209,7 +214,7 @@ def patlak_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: I
         raise InputError(f"The image has {frames.shape[0]} frames but the frame timing lists {len(timing)} frames.",
                          "Give exactly one start time and duration per image frame, in the same order.")
     spatial = frames.shape[1:]
-    inside = _as_mask(mask, spatial)
+    inside = mask_on_grid(mask, spatial, sequence.geometry)
     axes = patlak_axes(timing, input_function, t_star_min, weights)
     progress(0.0, "Checking the frames")
     nan_frames = [t for t in range(frames.shape[0]) if not np.all(np.isfinite(frames[t][inside]))]

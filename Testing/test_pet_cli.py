@@ -89,6 +89,13 @@ def test_blood_pool_and_population_inputs(study, tmp_path):
         assert error < 0.08, f"{option}: median Ki error {100 * error:.1f} %"
 
 
+def test_malformed_row_filter_is_a_usage_error(study, capsys):
+    _phantom, image, blood, _labels, _folder = study
+    with pytest.raises(SystemExit) as stop:
+        main_cli.main(["pet", str(image), "--input-function", str(blood), "--where", "cgyu_1"])
+    assert stop.value.code == 2 and "COLUMN=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--input-unit", "SUV"], "SUV"),
     (["--mask", "OTHER_GRID"], "grid"),

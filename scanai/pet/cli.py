@@ -16,6 +16,14 @@ from scanai.pet.patlak import DEFAULT_T_STAR_MIN, PatlakResult, patlak_fit, patl
 from scanai.pet.timing import FrameTiming
 
 
+def _column_value(text: str) -> tuple[str, str]:
+    """``COLUMN=VALUE`` as a pair (argparse reports anything else as a usage error)."""
+    column, equals, value = text.partition("=")
+    if not equals or not column.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not COLUMN=VALUE (e.g. PET=cgyu_1)")
+    return column.strip(), value.strip()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai pet``."""
     from scanai.pet.analysis import METHOD_LABELS
@@ -35,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mask image (on the PET grid) of the aorta or left ventricle: image-derived input")
     source.add_argument("--population-from", type=Path, metavar="MASK",
                         help="blood-pool mask: the Feng population input scaled to its frames after 20 min")
-    parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+    parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE", type=_column_value,
                         help="keep only rows of the blood table whose COLUMN equals VALUE (e.g. PET=cgyu_1)")
     parser.add_argument("--input-unit", default="", metavar="UNIT",
                         help="activity unit of the blood table (Bq/mL, kBq/mL, nCi/mL, SUV, ...); default: the image's")
@@ -83,7 +91,7 @@ def blood_curves(args: argparse.Namespace, study) -> tuple[InputFunction, InputF
     from scanai.pet.units import decay_correct_input
 
     if args.input_function is not None:
-        where = dict(item.split("=", 1) for item in args.where) if args.where else None
+        where = dict(args.where) if args.where else None
         curves = read_blood_table(args.input_function, where=where, unit=args.input_unit)
         plasma, whole_blood = curves.plasma, curves.whole_blood
         if args.decay_correct_input:

@@ -1,12 +1,13 @@
-"""MotionCorrection: dense cardiac motion over a cine / 4D sequence, registered frame by frame to a reference."""
+"""MotionCorrection: dense cardiac motion over a cine / 4D sequence, strain and segmentation propagation."""
 
 from __future__ import annotations
 
+import re
 import unittest
 from typing import Annotated
 
 import slicer
-from slicer import vtkMRMLSequenceNode
+from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -14,6 +15,14 @@ from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
 from scanai import mrml
+
+#: Motion estimators (= scanai.motion.pipeline.METHODS; repeated so that loading the module stays light).
+METHODS = ["network", "network-pairwise", "demons", "bspline"]
+#: What the method box shows for each of METHODS (= scanai.motion.pipeline.METHOD_LABELS).
+METHOD_LABELS = ["Multi-pair network (joint)", "Network, pairs independently (ablation)", "Demons (SimpleITK)",
+                 "B-spline (SimpleITK)"]
+#: Table attributes with the peak strains (value in %, and the 1-based frame).
+PEAK_ATTRIBUTES = ("ScanAI.PeakGCS_pct", "ScanAI.PeakGCSFrame", "ScanAI.PeakGRS_pct", "ScanAI.PeakGRSFrame")
 
 #
 # MotionCorrection
@@ -28,13 +37,18 @@ class MotionCorrection(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["ScanAI contributors"]
         self.parent.helpText = _(
-            "Estimates dense motion over a cardiac cine or 4D sequence: every frame is registered to a reference "
-            "frame (demons or B-spline), giving a sequence of displacement-field transforms and the "
-            "motion-compensated sequence, both synchronised with the input's sequence browser. "
+            "Estimates dense motion over a cardiac cine or 4D sequence relative to a reference frame (normally "
+            "end-diastole): with the multi-pair network (all image pairs of the cine estimated jointly), the same "
+            "network pair by pair, or classical demons / B-spline registration. Outputs, synchronised with the "
+            "input's sequence browser: a sequence of displacement-field transforms, the motion-compensated sequence, "
+            "Jacobian-determinant maps (folding where <= 0), and with a segmentation drawn on the reference frame, "
+            "the segmentation carried through the cycle and, with a myocardium segment, global circumferential and "
+            "radial strain (table and plot). "
             '<a href="https://github.com/scanai/SlicerScanAI#motioncorrection">Documentation</a>.')
         self.parent.acknowledgementText = _(
-            "Part of the ScanAI extension. Registration by SimpleITK. Real cine MR test data: Sunnybrook Cardiac "
-            "Data (Radau et al., MIDAS Journal 2009, CC0).")
+            "Part of the ScanAI extension. Joint multi-pair motion estimation after US 2025/0259316 A1; classical "
+            "registration by SimpleITK. Real cine MR test data: Sunnybrook Cardiac Data (Radau et al., MIDAS Journal "
+            "2009, CC0).")
 
 
 #
@@ -44,13 +58,22 @@ class MotionCorrection(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MotionCorrectionParameterNode:
-    """inputSequence: cine / 4D volume sequence. referenceFrame: 1-based frame every frame is aligned to."""
+    """inputSequence: cine / 4D volume sequence. referenceFrame: 1-based frame every frame is related to (ED for
+    strain). inputSegmentation: optional, drawn on the reference frame. myocardiumSegment / bloodPoolSegment:
+    segment names ("" = pick the segment whose name contains "myo" / "blood", "cavity" or "LV")."""
 
     inputSequence: vtkMRMLSequenceNode
     referenceFrame: Annotated[int, WithinRange(1, 9999)] = 1
-    method: Annotated[str, Choice(["demons", "bspline"])] = "demons"
+    method: Annotated[str, Choice(METHODS)] = "network"
+    inputSegmentation: vtkMRMLSegmentationNode
+    myocardiumSegment: str  # "" (the default) = automatic
+    bloodPoolSegment: str
     createWarped: bool = True
     createTransforms: bool = True
+    createJacobian: bool = True
+    createPropagated: bool = True
+    createStrain: bool = True
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
 #
@@ -74,23 +97,42 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
         if not self._parameterNode.inputSequence:
             self._parameterNode.inputSequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
 
+    def setParameterNode(self, parameterNode) -> None:
+        mrml.ModuleWidgetMixin.setParameterNode(self, parameterNode)
+        box = getattr(self.ui, "methodComboBox", None)
+        if parameterNode and box is not None and hasattr(box, "setItemText"):
+            for index, label in enumerate(METHOD_LABELS):  # the box keeps the order of METHODS
+                box.setItemText(index, label)
+
     def missingInputs(self, parameterNode: MotionCorrectionParameterNode) -> str:
-        if not parameterNode.inputSequence:
+        p = parameterNode
+        if not p.inputSequence:
             return _("Select a cine or 4D volume sequence.")
-        frames = parameterNode.inputSequence.GetNumberOfDataNodes()
-        if parameterNode.referenceFrame > frames:
+        frames = p.inputSequence.GetNumberOfDataNodes()
+        if frames < 2:
+            return _("The sequence needs at least 2 frames.")
+        if p.referenceFrame > frames:
             return _("The reference frame must be between 1 and {frames}.").format(frames=frames)
-        if not (parameterNode.createWarped or parameterNode.createTransforms):
+        if not (p.createWarped or p.createTransforms or p.createJacobian or p.createStrain
+                or (p.createPropagated and p.inputSegmentation)):
             return _("Choose at least one output.")
         return ""
 
     def process(self, parameterNode: MotionCorrectionParameterNode, progress) -> str:
-        outputs = self.logic.process(parameterNode.inputSequence, parameterNode.referenceFrame,
-                                     parameterNode.method, parameterNode.createWarped,
-                                     parameterNode.createTransforms, progress)
+        p = parameterNode
+        outputs = self.logic.process(
+            p.inputSequence, p.referenceFrame, p.method, p.createWarped, p.createTransforms, progress,
+            inputSegmentation=p.inputSegmentation, myocardiumSegment=(p.myocardiumSegment or "").strip(),
+            bloodPoolSegment=(p.bloodPoolSegment or "").strip(), createJacobian=p.createJacobian,
+            createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device)
         names = ", ".join(node.GetName() for node in outputs.values())
-        return _("Registered {n} frames: {names}.").format(n=parameterNode.inputSequence.GetNumberOfDataNodes(),
-                                                           names=names)
+        summary = _("Registered {n} frames: {names}.").format(n=p.inputSequence.GetNumberOfDataNodes(), names=names)
+        table = outputs.get("table")
+        if table is not None and table.GetAttribute(PEAK_ATTRIBUTES[0]):
+            summary += " " + _("Peak GCS {gcs} % (frame {gcsFrame}), peak GRS {grs} % (frame {grsFrame}).").format(
+                gcs=table.GetAttribute(PEAK_ATTRIBUTES[0]), gcsFrame=table.GetAttribute(PEAK_ATTRIBUTES[1]),
+                grs=table.GetAttribute(PEAK_ATTRIBUTES[2]), grsFrame=table.GetAttribute(PEAK_ATTRIBUTES[3]))
+        return summary
 
 
 #
@@ -99,34 +141,206 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
 
 
 class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
-    """Registers every frame of a volume sequence to a reference frame; usable without the GUI."""
+    """Motion, strain and segmentation propagation on MRML nodes; usable without the GUI.
+
+    ``lastResult`` holds the :class:`scanai.motion.pipeline.CineMotion` behind the latest outputs.
+    """
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.lastResult = None
 
     def getParameterNode(self):
         return MotionCorrectionParameterNode(super().getParameterNode())
 
-    def process(self, inputSequence, referenceFrame: int = 1, method: str = "demons", createWarped: bool = True,
-                createTransforms: bool = True, progress=None) -> dict:
-        """Register, then add the outputs beside the input and to its sequence browser.
+    # ---------------------------------------------------------------------------------------------- inputs
+    @staticmethod
+    def segmentRoles(names, myocardiumSegment: str = "", bloodPoolSegment: str = ""):
+        """(myocardium name or None, blood-pool name or None) among the segment ``names``.
 
-        referenceFrame is 1-based (as in the sequence browser). Returns the new nodes: ``"warped"`` (volume
-        sequence) and/or ``"transforms"`` (grid-transform sequence, FromParent = resampling field).
+        A given name must exist (else InputError). Left empty, the myocardium is the first segment whose name
+        contains "myo", the blood pool the first other one containing "blood", else "cavity", else the word "LV".
         """
-        from scanai.motion.registration import register_to_reference
+        from scanai.core.errors import InputError
 
+        names = list(names)
+
+        def named(wanted: str, what: str):
+            if wanted not in names:
+                raise InputError(f"The segmentation has no segment named '{wanted}' (the {what}); it has: "
+                                 f"{', '.join(names) or 'no segment'}.",
+                                 f"Choose one of those names for the {what}, or leave the field empty.")
+            return wanted
+
+        def first(pattern: str, exclude):
+            return next((n for n in names if n != exclude and re.search(pattern, n, re.IGNORECASE)), None)
+
+        myocardium = named(myocardiumSegment, "myocardium") if myocardiumSegment else first("myo", None)
+        if bloodPoolSegment:
+            bloodPool = named(bloodPoolSegment, "blood pool")
+        else:
+            bloodPool = first("blood", myocardium) or first("cavity", myocardium) or first(r"\bLV\b", myocardium)
+        if myocardium is not None and myocardium == bloodPool:
+            raise InputError(f"The segment '{myocardium}' was chosen as both the myocardium and the blood pool.",
+                             "Choose two different segments.")
+        return myocardium, bloodPool
+
+    @staticmethod
+    def segmentMasks(segmentationNode, sequence, referenceIndex: int) -> dict:
+        """Each segment as a (K, J, I) bool mask on the cine's grid, keyed by name (the segmentation's order).
+
+        The segmentation must have been drawn on the cine's grid (GeometryError otherwise) and must not be empty
+        there (InputError)."""
+        from scanai.core.errors import InputError
+
+        mrml.check_segmentation_on_grid(
+            segmentationNode, sequence.geometry, single_slice=sequence.frames.shape[1] == 1,
+            action="Draw the segmentation on the cine's reference frame (Segment Editor with the sequence's "
+                   "volume as the source volume), or resample it onto the cine's grid.")
+        with mrml.temporary_nodes():  # the grid to sample the segments on, and what sampling leaves behind
+            reference = mrml.volume_to_node(sequence.frame(referenceIndex), "reference frame (temporary)")
+            masks = mrml.labels_from_segmentation(segmentationNode, reference)
+        if not masks or not any(mask.any() for mask in masks.values()):
+            raise InputError(f"The segmentation '{segmentationNode.GetName()}' has no voxel on the cine's grid.",
+                             "Draw the structures on the reference frame of the cine.")
+        return masks
+
+    # ----------------------------------------------------------------------------------------------- process
+    def process(self, inputSequence, referenceFrame: int = 1, method: str = "network", createWarped: bool = True,
+                createTransforms: bool = True, progress=None, inputSegmentation=None, myocardiumSegment: str = "",
+                bloodPoolSegment: str = "", createJacobian: bool = True, createPropagated: bool = True,
+                createStrain: bool = True, device: str = "auto") -> dict:
+        """Estimate the motion of every frame relative to ``referenceFrame`` (1-based, as in the sequence browser)
+        and add the results beside the input, synchronised with its sequence browser.
+
+        Returns the new nodes: ``"transforms"`` (grid-transform sequence, FromParent = the pull-back field, identity
+        at the reference), ``"warped"`` (motion-compensated volume sequence), ``"jacobian"`` (volume sequence of
+        det(I + grad u)), ``"propagated"`` (sequence of segmentations with the input's segment names and colours,
+        with ``inputSegmentation``), ``"table"`` (per frame: time, GCS_pct, GRS_pct, fold_fraction,
+        mean_displacement_mm, mean_residual) and ``"chart"`` (GCS and GRS against time, with a myocardium segment).
+        Strain is relative to the reference frame, so that should be end-diastole. Nothing is added when an error
+        occurs or the run is cancelled; the input is never modified.
+        """
+        from scanai.core.errors import InputError
+        from scanai.core.image import VolumeSequence
+        from scanai.core.progress import Progress
+        from scanai.motion.pipeline import analyse_cine, pack_label_layers
+
+        progress = Progress.ensure(progress)
+        if method not in METHODS:
+            raise InputError(f"Unknown motion estimation method {method!r}.", f"Use one of: {', '.join(METHODS)}.")
         sequence = mrml.sequence_from_node(inputSequence)
-        fields = register_to_reference(sequence, referenceFrame - 1, method, progress=progress)
+        count = len(sequence)
+        if count < 2:
+            raise InputError(f"Motion estimation needs at least 2 frames; the sequence '{inputSequence.GetName()}' "
+                             f"has {count}.", "Select a volume sequence (cine) with several time points.")
+        if not 1 <= int(referenceFrame) <= count:
+            raise InputError(f"Reference frame {referenceFrame} does not exist: the sequence has {count} frames "
+                             f"(1 to {count}).", "Choose a reference frame within that range.")
+        referenceIndex = int(referenceFrame) - 1
+
+        masks, colours, layers, order = {}, {}, [], []
+        myocardium = bloodPool = None
+        if inputSegmentation is not None:
+            masks = self.segmentMasks(inputSegmentation, sequence, referenceIndex)
+            colours = mrml.segment_colours(inputSegmentation)
+            myocardium, bloodPool = self.segmentRoles(masks, myocardiumSegment, bloodPoolSegment)
+            for role, what in ((myocardium, "myocardium"), (bloodPool, "blood pool")):
+                if role is not None and not masks[role].any():
+                    raise InputError(f"The {what} segment '{role}' has no voxel on the cine's grid.",
+                                     f"Draw the {what} on the reference frame of the cine.")
+            order = [n for n in (myocardium, bloodPool) if n is not None] + [n for n in masks
+                                                                            if n not in (myocardium, bloodPool)]
+            layers = pack_label_layers([masks[n] for n in order])
+        firstLayer, firstMembers = layers[0] if layers else (None, [])
+        myocardiumLabel = 1 if myocardium is not None else None
+        bloodPoolLabel = None
+        if bloodPool is not None and order.index(bloodPool) in firstMembers:
+            bloodPoolLabel = order.index(bloodPool) + 1
+
+        propagate = bool(createPropagated) and firstLayer is not None
+        result = analyse_cine(sequence, referenceIndex, method, labels=firstLayer, myocardium_label=myocardiumLabel,
+                              blood_pool_label=bloodPoolLabel, progress=progress.sub(0.0, 0.85),
+                              device=device if method.startswith("network") else None, propagate=propagate)
+        fields = result.fields
+        propagated = {}
+        if propagate:
+            from scanai.motion.propagate import propagate_labels
+
+            step = 0.05 / len(layers)
+            layerLabels = [result.labels] + [
+                propagate_labels(layer, fields.displacement_mm, sequence.geometry,
+                                 progress=progress.sub(0.85 + step * n, 0.85 + step * (n + 1)))
+                for n, (layer, _members) in enumerate(layers[1:], start=1)]
+            for labels, (_layer, members) in zip(layerLabels, layers, strict=True):
+                for member in members:
+                    propagated[order[member]] = labels == member + 1
+            propagated = {name: propagated[name] for name in masks}  # the input's segment order
+
+        progress(0.9, "Adding the results to the scene")
         name = inputSequence.GetName()
+        index = (sequence.index_values, sequence.index_name, sequence.index_unit)
         outputs = {}
         with mrml.scene_transaction():
+            if createTransforms:
+                outputs["transforms"] = mrml.transform_sequence_to_node(
+                    fields.displacement_mm, sequence.geometry, index[0], f"{name} motion", index[1], index[2],
+                    like=inputSequence)
+            progress(0.92, "Adding the motion-compensated sequence")
             if createWarped:
                 outputs["warped"] = mrml.sequence_to_node(fields.warped, f"{name} motion-compensated",
                                                           like=inputSequence)
-            if createTransforms:
-                outputs["transforms"] = mrml.transform_sequence_to_node(
-                    fields.displacement_mm, sequence.geometry, sequence.index_values, f"{name} motion",
-                    sequence.index_name, sequence.index_unit, like=inputSequence)
-            mrml.attach_to_browser(list(outputs.values()), inputSequence)
+            progress(0.94, "Adding the Jacobian maps")
+            if createJacobian:
+                outputs["jacobian"] = mrml.sequence_to_node(VolumeSequence(result.jacobian, sequence.geometry, *index),
+                                                            f"{name} Jacobian determinant", like=inputSequence)
+            progress(0.96, "Adding the propagated segmentation")
+            if propagated:
+                segments = {segment: (propagated[segment], colours.get(segment, (0.5, 0.5, 0.5)))
+                            for segment in propagated}
+                outputs["propagated"] = mrml.segmentation_sequence_to_node(
+                    segments, sequence.geometry, index[0], f"{inputSegmentation.GetName()} propagated", index[1],
+                    index[2], like=inputSequence)
+            sequences = list(outputs.values())
+            progress(0.98, "Adding the strain table")
+            if createStrain:
+                outputs.update(self._tableOutputs(result, sequence, name, inputSequence))
+            if sequences:
+                browser = mrml.attach_to_browser(sequences, inputSequence)
+                if "jacobian" in outputs:
+                    self._showJacobian(browser, outputs["jacobian"])
+        self.lastResult = result
+        progress(1.0, "Done")
         return outputs
+
+    @staticmethod
+    def _tableOutputs(result, sequence, name, anchor) -> dict:
+        """The per-frame table (strain, folding, displacement, residual), with peak attributes, and the chart."""
+        from scanai.motion.pipeline import strain_rows
+
+        rows = strain_rows(result, sequence)
+        columns = {column: [row[column] for row in rows] for column in rows[0]}
+        unit = sequence.index_unit
+        table = mrml.table_to_node(columns, f"{name} motion table", beside=anchor,
+                                   units={"time": unit, "GCS_pct": "%", "GRS_pct": "%", "mean_displacement_mm": "mm"})
+        outputs = {"table": table}
+        if result.strain is not None:
+            gcs, gcsFrame = result.strain.peak_circumferential()
+            grs, grsFrame = result.strain.peak_radial()
+            for attribute, value in zip(PEAK_ATTRIBUTES, (f"{gcs:.2f}", str(gcsFrame + 1), f"{grs:.2f}",
+                                                          str(grsFrame + 1)), strict=True):
+                table.SetAttribute(attribute, value)
+            xLabel = f"{sequence.index_name} ({unit})" if unit else sequence.index_name
+            outputs["chart"] = mrml.plot_chart(table, "time", ["GCS_pct", "GRS_pct"], f"{name} strain", xLabel,
+                                               "strain (%)")
+        return outputs
+
+    @staticmethod
+    def _showJacobian(browser, jacobianSequence) -> None:
+        """Show the Jacobian proxy volume with a window of 0 to 2 (1 = no volume change)."""
+        proxy = browser.GetProxyNode(jacobianSequence)
+        if proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode"):
+            mrml.set_colour_map(proxy, "vtkMRMLColorTableNodeFileColdToHotRainbow.txt", (0.0, 2.0))
 
 
 #
@@ -135,7 +349,10 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
 
 
 class MotionCorrectionTest(ScriptedLoadableModuleTest):
-    """Runs the logic on real MRML nodes: a phantom with exact motion, and the Sunnybrook cine when present."""
+    """Runs the logic on real MRML nodes: a phantom with exact motion and myocardium, bad inputs, the Sunnybrook
+    cine when present, and the network when its weights are installed."""
+
+    PHANTOM = {"n_frames": 5, "shape": (1, 64, 64), "amplitude_px": 3.0, "twist_deg": 4.0, "seed": 3}
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
@@ -143,47 +360,192 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
     def runTest(self):
         mrml.run_test_methods(self)
 
-    def _phantomSequenceNode(self):
+    def _phantomSequenceNode(self, **overrides):
         from scanai.motion.phantom import smooth_motion_phantom
 
-        sequence, truth = smooth_motion_phantom(n_frames=4, shape=(1, 64, 64), amplitude_px=3.0, seed=3)
+        sequence, truth = smooth_motion_phantom(**{**self.PHANTOM, **overrides})
         return mrml.sequence_to_node(sequence, "phantom cine"), sequence, truth
+
+    def _phantomSegmentation(self, sequence, name="phantom segmentation", geometry=None):
+        """LV myocardium (label 1) and blood pool (label 2) of the phantom's first frame (end-diastole)."""
+        import numpy as np
+
+        from scanai.motion.phantom import myocardium_mask
+
+        myocardium = myocardium_mask(sequence, 0, amplitude_px=self.PHANTOM["amplitude_px"],
+                                     twist_deg=self.PHANTOM["twist_deg"])
+        k, j, i = np.indices(myocardium.shape)
+        centre = (np.asarray(myocardium.shape[1:]) - 1) / 2.0
+        inner = 0.16 * min(myocardium.shape[1:]) * 0.9
+        blood = ~myocardium & (np.hypot(j - centre[0], i - centre[1]) < inner)
+        labels = myocardium.astype(np.uint8) + 2 * blood.astype(np.uint8)
+        return mrml.segmentation_from_labels(labels, geometry or sequence.geometry,
+                                             {1: ("LV myocardium", (0.8, 0.3, 0.2)),
+                                              2: ("LV blood pool", (0.9, 0.1, 0.1))}, name)
+
+    def test_PhantomWithSegmentationGivesEveryOutput(self):
+        import numpy as np
+
+        from scanai.motion.phantom import contraction_profile, myocardium_mask
+        from scanai.motion.propagate import dice
+
+        node, sequence, truth = self._phantomSequenceNode()
+        segmentation = self._phantomSegmentation(sequence)
+        logic = MotionCorrectionLogic()
+        outputs = logic.process(node, referenceFrame=1, method="demons", inputSegmentation=segmentation)
+        for key in ("transforms", "warped", "jacobian", "propagated", "table", "chart"):
+            self.assertIn(key, outputs)
+        for leftover in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLLabelMapVolumeDisplayNode"):  # no helper nodes left
+            self.assertEqual(slicer.mrmlScene.GetNodesByClass(leftover).GetNumberOfItems(), 0, leftover)
+        count = len(sequence)
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(node)
+        for key in ("transforms", "warped", "jacobian", "propagated"):
+            output = outputs[key]
+            self.assertEqual(output.GetNumberOfDataNodes(), count, key)
+            self.assertEqual([output.GetNthIndexValue(t) for t in range(count)],
+                             [node.GetNthIndexValue(t) for t in range(count)], key)
+            self.assertEqual((output.GetIndexName(), output.GetIndexUnit()), (node.GetIndexName(), node.GetIndexUnit()))
+            self.assertTrue(browser.IsSynchronizedSequenceNode(output.GetID(), True), key)
+        # the grid transforms hold exactly the library's field, and that field is the phantom's motion
+        library = logic.lastResult.fields.displacement_mm
+        spacing = np.asarray(sequence.geometry.spacing_mm)
+        for t in range(count):
+            field = mrml.displacement_from_grid_transform(outputs["transforms"].GetNthDataNode(t))
+            self.assertLess(np.abs(field - library[t]).max(), 1e-4)
+            self.assertLess(np.linalg.norm((field - truth[t]) / spacing, axis=-1).mean(), 0.5)
+        # table: one row per frame, no strain at the reference frame, contraction shortens the circumference
+        table = mrml.table_from_node(outputs["table"])
+        self.assertEqual(outputs["table"].GetNumberOfRows(), count)
+        np.testing.assert_allclose(table["time"], sequence.index_values)
+        self.assertLess(abs(table["GCS_pct"][0]), 1e-6)
+        self.assertLess(abs(table["GRS_pct"][0]), 1e-6)
+        endSystole = int(np.argmax(contraction_profile(count)))
+        self.assertLess(table["GCS_pct"][endSystole], -2.0)
+        self.assertGreater(table["GRS_pct"][endSystole], 2.0)
+        self.assertEqual(outputs["chart"].GetNumberOfPlotSeriesNodes(), 2)
+        self.assertEqual(outputs["table"].GetAttribute(PEAK_ATTRIBUTES[1]), str(endSystole + 1))
+        # the propagated segmentation keeps names and colours and follows the myocardium to end-systole
+        reference = mrml.volume_to_node(sequence.frame(0), "grid")
+        propagatedNode = outputs["propagated"].GetNthDataNode(endSystole)
+        self.assertEqual(mrml.segment_colours(propagatedNode), mrml.segment_colours(segmentation))
+        propagated = mrml.labels_from_segmentation(propagatedNode, reference)["LV myocardium"]
+        expected = myocardium_mask(sequence, endSystole, amplitude_px=self.PHANTOM["amplitude_px"],
+                                   twist_deg=self.PHANTOM["twist_deg"])
+        self.assertGreaterEqual(dice(propagated, expected), 0.95)
+        # the Jacobian is 1 at the reference and shows the wall's compression elsewhere
+        jacobian = slicer.util.arrayFromVolume(outputs["jacobian"].GetNthDataNode(0))
+        np.testing.assert_allclose(jacobian, 1.0, atol=1e-6)
 
     def test_RecoversPhantomMotion(self):
         import numpy as np
 
-        node, sequence, truth = self._phantomSequenceNode()
-        outputs = MotionCorrectionLogic().process(node, referenceFrame=1)
+        node, sequence, truth = self._phantomSequenceNode(n_frames=4)
+        outputs = MotionCorrectionLogic().process(node, referenceFrame=1, method="demons", createWarped=False,
+                                                  createJacobian=False, createStrain=False)
+        self.assertEqual(set(outputs), {"transforms"})
         transforms = outputs["transforms"]
         self.assertEqual(transforms.GetNumberOfDataNodes(), 4)
-        self.assertEqual(transforms.GetIndexName(), node.GetIndexName())
         spacing = np.asarray(sequence.geometry.spacing_mm)
         for t in range(4):
             field = mrml.displacement_from_grid_transform(transforms.GetNthDataNode(t))
             error_px = np.linalg.norm((field - truth[t]) / spacing, axis=-1).mean()
             self.assertLess(error_px, 0.5, f"frame {t + 1}: mean endpoint error {error_px:.2f} px")
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(node)
-        self.assertTrue(browser.IsSynchronizedSequenceNode(transforms.GetID(), True))
 
     def test_WarpedFramesMatchReference(self):
         import numpy as np
 
-        node, sequence, _truth = self._phantomSequenceNode()
-        warped = MotionCorrectionLogic().process(node, referenceFrame=1, createTransforms=False)["warped"]
+        node, sequence, _truth = self._phantomSequenceNode(n_frames=4)
+        warped = MotionCorrectionLogic().process(node, referenceFrame=1, method="demons",
+                                                 createTransforms=False)["warped"]
         reference = sequence.frames[0]
         for t in range(1, 4):
             before = np.abs(sequence.frames[t] - reference).mean()
             after = np.abs(slicer.util.arrayFromVolume(warped.GetNthDataNode(t)) - reference).mean()
             self.assertLess(after, 0.6 * before)
 
-    def test_BadReferenceFrameIsRefused(self):
+    def test_SegmentRolesArePickedByName(self):
         from scanai.core.errors import InputError
 
-        node, _sequence, _truth = self._phantomSequenceNode()
+        roles = MotionCorrectionLogic.segmentRoles
+        self.assertEqual(roles(["LV blood pool", "LV myocardium", "RV"]), ("LV myocardium", "LV blood pool"))
+        self.assertEqual(roles(["Myocardium", "LV cavity"]), ("Myocardium", "LV cavity"))
+        self.assertEqual(roles(["myo", "LV"]), ("myo", "LV"))
+        self.assertEqual(roles(["RV", "aorta"]), (None, None))
+        self.assertEqual(roles(["wall", "inside"], "wall", "inside"), ("wall", "inside"))
+        with self.assertRaisesRegex(InputError, "no segment named 'muscle'"):
+            roles(["LV myocardium"], "muscle")
+
+    def test_BadInputsAreRefusedAndTheSceneIsUnchanged(self):
+        import numpy as np
+
+        from scanai.core.errors import GeometryError, InputError
+        from scanai.core.image import Geometry, VolumeSequence
+
+        node, sequence, _truth = self._phantomSequenceNode(n_frames=3)
+        single = mrml.sequence_to_node(VolumeSequence(sequence.frames[:1], sequence.geometry), "one frame")
+        elsewhere = self._phantomSegmentation(sequence, "coarse segmentation", Geometry((2.0, 2.0, 1.0)))
+        before = [slicer.util.arrayFromVolume(node.GetNthDataNode(t)).copy() for t in range(3)]
         count = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(InputError):
-            MotionCorrectionLogic().process(node, referenceFrame=9)
+        cases = [((single,), {}, InputError, "at least 2 frames"),
+                 ((node,), {"referenceFrame": 4}, InputError, "Reference frame 4"),
+                 ((node,), {"referenceFrame": 0}, InputError, "Reference frame 0"),
+                 ((node,), {"inputSegmentation": elsewhere}, GeometryError, "another grid"),
+                 ((node,), {"inputSegmentation": elsewhere, "myocardiumSegment": "muscle"}, GeometryError, "grid"),
+                 ((node,), {"method": "optical flow"}, InputError, "Unknown motion estimation method")]
+        for args, kwargs, error, words in cases:
+            with self.assertRaisesRegex(error, words):
+                MotionCorrectionLogic().process(*args, **{"method": "demons", **kwargs})
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        for t in range(3):
+            np.testing.assert_array_equal(slicer.util.arrayFromVolume(node.GetNthDataNode(t)), before[t])
+        self.assertEqual(node.GetNumberOfDataNodes(), 3)
+
+    def test_CancelLeavesTheSceneUnchanged(self):
+        from scanai.core.errors import Cancelled
+        from scanai.core.progress import CancelToken, Progress
+
+        node, sequence, _truth = self._phantomSequenceNode(n_frames=3)
+        segmentation = self._phantomSegmentation(sequence)
+        token = CancelToken()
+
+        def cancelLate(fraction, message):
+            if fraction > 0.93:  # after the first outputs were added to the scene
+                token.cancel()
+
+        slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)  # exists in the application
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaises(Cancelled):
+            MotionCorrectionLogic().process(node, method="demons", inputSegmentation=segmentation,
+                                            progress=Progress(cancelLate, token))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+
+    def test_NetworkMethod(self):
+        """The shipped network through the module (skipped until its weights are installed)."""
+        import numpy as np
+
+        from scanai.core.catalog import MODELS_DIR
+        from scanai.core.device import torch_available
+
+        if not torch_available():
+            raise unittest.SkipTest("PyTorch is not installed")
+        if not (MODELS_DIR / "motion_network.pt").is_file():
+            raise unittest.SkipTest("the motion network weights are not installed")
+        node, sequence, truth = self._phantomSequenceNode()
+        segmentation = self._phantomSegmentation(sequence)
+        for method in ("network", "network-pairwise"):
+            logic = MotionCorrectionLogic()
+            outputs = logic.process(node, method=method, inputSegmentation=segmentation, device="cpu")
+            self.assertEqual(logic.lastResult.fields.method, method)
+            spacing = np.asarray(sequence.geometry.spacing_mm)
+            for t in range(len(sequence)):
+                field = mrml.displacement_from_grid_transform(outputs["transforms"].GetNthDataNode(t))
+                self.assertLess(np.abs(field - logic.lastResult.fields.displacement_mm[t]).max(), 1e-4)
+                error = np.linalg.norm((field - truth[t]) / spacing, axis=-1).mean()
+                still = np.linalg.norm(truth[t] / spacing, axis=-1).mean()
+                # half the true motion, or 0.5 px for frames that barely move (near end-diastole)
+                self.assertLessEqual(error, max(0.5 * still, 0.5), f"{method}, frame {t + 1}: {error:.2f} px")
+            self.assertLess(abs(mrml.table_from_node(outputs["table"])["GCS_pct"][0]), 1e-6)
+            self.assertEqual(outputs["propagated"].GetNumberOfDataNodes(), len(sequence))
 
     def test_SunnybrookCine(self):
         import numpy as np
@@ -197,7 +559,8 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         sequence = read_sunnybrook_cine(data / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101", slice_index=5)
         node = mrml.sequence_to_node(type(sequence)(sequence.frames[:4], sequence.geometry,
                                                     sequence.index_values[:4], "time", "s"), "Sunnybrook cine")
-        warped = MotionCorrectionLogic().process(node, createTransforms=False)["warped"]
+        warped = MotionCorrectionLogic().process(node, method="demons", createTransforms=False,
+                                                 createJacobian=False, createStrain=False)["warped"]
         reference = sequence.frames[0]
         before = np.mean([np.abs(sequence.frames[t] - reference).mean() for t in range(1, 4)])
         after = np.mean([np.abs(slicer.util.arrayFromVolume(warped.GetNthDataNode(t)) - reference).mean()

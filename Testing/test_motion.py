@@ -223,7 +223,7 @@ def test_cli_run_writes_outputs(tmp_path, capsys):
     source = write_sequence_nrrd(sequence, tmp_path / "in.seq.nrrd")
     parser = argparse.ArgumentParser()
     motion_cli.add_arguments(parser)
-    args = parser.parse_args([str(source), "--reference", "1", "--out", str(tmp_path / "out")])
+    args = parser.parse_args([str(source), "--reference", "1", "--method", "demons", "--out", str(tmp_path / "out")])
     assert motion_cli.run(args) == 0
     out = tmp_path / "out"
     assert (out / "warped.seq.nrrd").is_file() and (out / "motion.csv").is_file()

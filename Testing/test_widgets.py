@@ -115,7 +115,34 @@ def test_motion_widget_picks_the_first_sequence_and_checks_the_reference():
     widget._parameterNode.referenceFrame = 5
     assert not widget.ui.applyButton.enabled and "between 1 and 3" in widget.ui.applyButton.toolTip
     widget._parameterNode.referenceFrame = 2
+    assert widget._parameterNode.method == "network"  # the default; the classical method keeps this test fast
+    widget._parameterNode.method = "demons"
     widget.onApplyButton()
     assert "Registered 3 frames" in widget.ui.statusLabel.text
     warped = scene.GetFirstNodeByName("cine motion-compensated")
     assert np.allclose(slicer.util.arrayFromVolume(warped.GetNthDataNode(1)), sequence.frames[1])
+
+
+def test_motion_widget_with_a_segmentation_reports_peak_strain_and_gates_outputs():
+    from scanai.motion.phantom import myocardium_mask, smooth_motion_phantom
+
+    scene.Clear(0)
+    sequence, _truth = smooth_motion_phantom(n_frames=4, shape=(1, 48, 48), amplitude_px=2.0)
+    node = mrml.sequence_to_node(sequence, "cine")
+    labels = myocardium_mask(sequence, 0, amplitude_px=2.0).astype(np.uint8)
+    segmentation = mrml.segmentation_from_labels(labels, sequence.geometry, {1: ("Myocardium", (1.0, 0.5, 0.0))},
+                                                 "heart")
+    widget = _widget("MotionCorrection")
+    p = widget._parameterNode
+    assert p.inputSequence is node
+    p.method, p.inputSegmentation = "demons", segmentation
+    for output in ("createWarped", "createTransforms", "createJacobian", "createStrain"):
+        setattr(p, output, False)
+    assert widget.ui.applyButton.enabled  # the propagated segmentation is still asked for
+    p.createPropagated = False
+    assert not widget.ui.applyButton.enabled and "at least one output" in widget.ui.applyButton.toolTip
+    p.createStrain = True
+    widget.onApplyButton()
+    assert "Peak GCS" in widget.ui.statusLabel.text, widget.ui.statusLabel.text
+    assert scene.GetFirstNodeByName("cine motion table") is not None
+    assert scene.GetFirstNodeByName("cine motion") is None  # transforms were not asked for

@@ -18,14 +18,27 @@ MODULES = {
         "Inputs": [
             ("node", "inputSequenceSelector", "Cine / 4D sequence:", "inputSequence",
              {"nodeTypes": "vtkMRMLSequenceNode"}),
-            ("int", "referenceFrameSpinBox", "Reference frame:", "referenceFrame", {"minimum": 1, "maximum": 9999}),
+            ("int", "referenceFrameSpinBox", "Reference frame (end-diastole):", "referenceFrame",
+             {"minimum": 1, "maximum": 9999}),
+            ("combo", "methodComboBox", "Motion estimation:", "method",
+             {"items": ["network", "network-pairwise", "demons", "bspline"]}),
+            ("node", "inputSegmentationSelector", "Segmentation on the reference frame (optional):",
+             "inputSegmentation", {"nodeTypes": "vtkMRMLSegmentationNode", "noneEnabled": True}),
+            ("text", "myocardiumSegmentLineEdit", "Myocardium segment:", "myocardiumSegment",
+             {"placeholderText": "automatic (name contains \"myo\")"}),
+            ("text", "bloodPoolSegmentLineEdit", "Blood-pool segment:", "bloodPoolSegment",
+             {"placeholderText": "automatic (name contains \"blood\", \"cavity\" or \"LV\")"}),
         ],
         "Outputs": [
-            ("check", "createWarpedCheckBox", "Motion-compensated sequence", "createWarped", {}),
             ("check", "createTransformsCheckBox", "Displacement-field transforms", "createTransforms", {}),
+            ("check", "createWarpedCheckBox", "Motion-compensated sequence", "createWarped", {}),
+            ("check", "createJacobianCheckBox", "Jacobian-determinant maps (folding where <= 0)", "createJacobian", {}),
+            ("check", "createPropagatedCheckBox", "Segmentation carried through the cycle", "createPropagated", {}),
+            ("check", "createStrainCheckBox", "Strain table and plot (GCS, GRS), folding and residual per frame",
+             "createStrain", {}),
         ],
         "Advanced": [
-            ("combo", "methodComboBox", "Registration method:", "method", {"items": ["demons", "bspline"]}),
+            ("combo", "deviceComboBox", "Network device:", "device", {"items": ["auto", "cpu", "cuda"]}),
         ],
     },
     "ParametricPET": {
@@ -111,7 +124,7 @@ MODULES = {
 }
 
 WIDGET_CLASSES = {"node": "qMRMLNodeComboBox", "int": "QSpinBox", "double": "QDoubleSpinBox",
-                  "check": "QCheckBox", "combo": "QComboBox", "path": "ctkPathLineEdit"}
+                  "check": "QCheckBox", "combo": "QComboBox", "path": "ctkPathLineEdit", "text": "QLineEdit"}
 
 
 def _property(name: str, value) -> str:

@@ -17,7 +17,8 @@ from scanai.core.errors import ScanAIError
 from scanai.core.paths import shared_data_dir
 
 DOMAINS = {  # sub-command -> (package, module it feeds, one-line help)
-    "motion": ("scanai.motion.cli", "MotionCorrection", "register every frame of a cardiac cine to a reference"),
+    "motion": ("scanai.motion.cli", "MotionCorrection",
+               "dense motion over a cardiac cine: transforms, warped cine, Jacobian, propagated labels, strain"),
     "pet": ("scanai.pet.cli", "ParametricPET", "kinetic maps (Patlak, Logan, 1TCM, 2TCM, Ki network) of dynamic PET"),
     "kspace": ("scanai.kspace.cli", "KSpaceCalibration", "root-sum-of-squares image from raw multi-coil k-space"),
     "chest": ("scanai.chest.cli", "ChestQC", "load and normalise a chest radiograph (DICOM or PNG)"),

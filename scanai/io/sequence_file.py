@@ -2,11 +2,17 @@
 
 A Slicer sequence NRRD has the frame list as its first axis and keeps the index name, unit and values in the
 header, so Slicer's *Add data* loads it as a volume sequence; a 4-D image has time as its last axis.
+
+A 4-D NIfTI stores evenly spaced frame times only: the time of frame ``n`` is ``toffset + n * pixdim[4]`` in
+the time unit of ``xyzt_units`` (s, ms or us). :func:`read_sequence` takes those as the index (in s) when the
+header has a time unit and a positive ``pixdim[4]``, else frame numbers (index "frame", no unit);
+:func:`write_sequence` writes them back so that a NIfTI round trip keeps evenly spaced times.
 """
 
 from __future__ import annotations
 
 import gzip
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,8 +74,11 @@ def read_sequence(path: str | Path) -> VolumeSequence:
 
     - Slicer sequence NRRD (first axis a "list" of frames, e.g. written by :func:`write_sequence`): index name,
       unit and values come from the header (frame numbers 0..T-1 when absent).
-    - 4-D NRRD/NIfTI/MHA whose last axis is time: index values are origin + n * spacing of that axis, taken as
+    - 4-D NRRD/MHA whose last axis is time: index values are origin + n * spacing of that axis, taken as
       seconds (index "time", unit "s").
+    - 4-D NIfTI: index values ``toffset + n * pixdim[4]`` converted to s by the time unit of ``xyzt_units``
+      (index "time", unit "s"); frame numbers 0..T-1 (index "frame", no unit) when the header has no time unit
+      or no positive ``pixdim[4]`` (see :func:`nifti_time_axis`). A 4-D NIfTI of one frame reads as one frame.
     Raises :class:`FileFormatError` for a missing, unreadable or non-sequence file.
     """
     import SimpleITK as sitk
@@ -94,19 +103,148 @@ def read_sequence(path: str | Path) -> VolumeSequence:
             raise FileFormatError(f"{name} lists {len(values)} index values for {frames.shape[0]} frames.")
         return VolumeSequence(np.ascontiguousarray(frames), geometry_of_sitk(image), values,
                               meta("axis 0 quantity", "time"), meta("axis 0 unit", "s"))
+    if dimension == 3 and components == 1 and _is_nifti(path) and _nifti_dimensions(path) == 4:
+        array = array[np.newaxis]  # a 4-D NIfTI of one frame: ITK drops the time axis of size 1
+        image = sitk.JoinSeries([image])
+        dimension = 4
     if dimension != 4 or components != 1:
         raise FileFormatError(f"{name} is not an image sequence (it has {dimension} dimensions and {components} "
                               "value(s) per voxel).", formats)
     spacing, origin = image.GetSpacing(), image.GetOrigin()
     directions = LPS_TO_RAS @ np.asarray(image.GetDirection()).reshape(4, 4)[:3, :3]
     geometry = Geometry(tuple(spacing[:3]), tuple(LPS_TO_RAS @ np.asarray(origin[:3])), tuple(map(tuple, directions)))
+    if _is_nifti(path):
+        axis = nifti_time_axis(path)
+        if axis is None:
+            return VolumeSequence(array, geometry, tuple(range(array.shape[0])), "frame", "")
+        start, step = axis
+        return VolumeSequence(array, geometry, tuple(start + n * step for n in range(array.shape[0])), "time", "s")
     times = tuple(origin[3] + n * spacing[3] for n in range(array.shape[0]))
     return VolumeSequence(array, geometry, times, "time", "s")
 
 
+# ------------------------------------------------------------------------------------ NIfTI time axis
+
+#: NIfTI ``xyzt_units`` time codes (bits 3-5) -> seconds per unit.
+_NIFTI_TIME_UNITS_S = {8: 1.0, 16: 1e-3, 24: 1e-6}
+#: Seconds per unit of the time units a :class:`VolumeSequence` index may carry.
+_INDEX_UNITS_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "msec": 1e-3, "us": 1e-6, "min": 60.0}
+
+
+def _is_nifti(path: str | Path) -> bool:
+    name = Path(path).name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _nifti_layout(head: bytes) -> tuple[str, int] | None:
+    """(struct byte order, header size 348 or 540) of a NIfTI-1/NIfTI-2 header, or None."""
+    if len(head) < 348:
+        return None
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0]
+        if size == 348 or (size == 540 and len(head) >= 540):
+            return order, size
+    return None
+
+
+def _nifti_time_fields(head: bytes) -> tuple[float, float, int] | None:
+    """(pixdim[4], toffset, xyzt_units) of a NIfTI-1 or NIfTI-2 header, or None when ``head`` is not one."""
+    layout = _nifti_layout(head)
+    if layout is None:
+        return None
+    order, size = layout
+    if size == 348:  # NIfTI-1: float pixdim[8] at 76, char xyzt_units at 123, float toffset at 136
+        return struct.unpack(order + "f", head[92:96])[0], struct.unpack(order + "f", head[136:140])[0], head[123]
+    # NIfTI-2: double pixdim[8] at 104, double toffset at 216, int xyzt_units at 500
+    return (struct.unpack(order + "d", head[136:144])[0], struct.unpack(order + "d", head[216:224])[0],
+            struct.unpack(order + "i", head[500:504])[0])
+
+
+def _open_nifti(path: Path, mode: str = "rb"):
+    return gzip.open(path, mode) if path.name.lower().endswith(".gz") else open(path, mode)
+
+
+def nifti_time_axis(path: str | Path) -> tuple[float, float] | None:
+    """(time of the first frame, time step), both in s, of a 4-D NIfTI file's fourth axis.
+
+    From ``toffset`` and ``pixdim[4]`` scaled by the time unit of ``xyzt_units`` (s, ms, us). None when the
+    header gives no time unit, or a step that is not a positive number (the frames are then just numbered).
+    """
+    try:
+        with _open_nifti(Path(path)) as stream:
+            head = stream.read(540)
+    except (OSError, EOFError) as error:
+        raise FileFormatError(f"The NIfTI header of {Path(path).name} could not be read ({error}).",
+                              "Check that the file is complete.") from error
+    fields = _nifti_time_fields(head)
+    if fields is None:
+        return None
+    step, offset, units = fields
+    scale = _NIFTI_TIME_UNITS_S.get(int(units) & 0x38)
+    if scale is None or not np.isfinite(step) or step <= 0:
+        return None
+    offset = float(offset) if np.isfinite(offset) else 0.0
+    return offset * scale, float(step) * scale
+
+
+def _nifti_dimensions(path: str | Path) -> int | None:
+    """``dim[0]`` (the number of dimensions) of a NIfTI-1/NIfTI-2 header, or None when it is not one."""
+    with _open_nifti(Path(path)) as stream:
+        head = stream.read(540)
+    layout = _nifti_layout(head)
+    if layout is None:
+        return None
+    order, size = layout
+    if size == 348:
+        return int(struct.unpack(order + "h", head[40:42])[0])
+    return int(struct.unpack(order + "q", head[16:24])[0])
+
+
+def _set_nifti_time_unit(path: Path, code: int) -> None:
+    """Set the time bits of a NIfTI file's ``xyzt_units`` to ``code`` (0: no time unit, 8: s), in place."""
+    with _open_nifti(path) as stream:
+        data = bytearray(stream.read())
+    layout = _nifti_layout(bytes(data[:540]))
+    if layout is None:
+        return
+    order, size = layout
+    if size == 348:
+        data[123] = (data[123] & 0x07) | code
+    else:
+        units = struct.unpack(order + "i", data[500:504])[0]
+        data[500:504] = struct.pack(order + "i", (units & 0x07) | code)
+    if path.name.lower().endswith(".gz"):
+        path.write_bytes(gzip.compress(bytes(data), compresslevel=1))
+    else:
+        path.write_bytes(bytes(data))
+
+
+def even_time_axis(sequence: VolumeSequence) -> tuple[float, float] | None:
+    """(first time, step) in s when the sequence's index is a time with evenly spaced values, else None.
+
+    Evenly spaced: every value lies within 1 % of a step of ``first + n * step`` (a single frame has step 1 s).
+    """
+    scale = _INDEX_UNITS_S.get(sequence.index_unit.strip().lower())
+    if scale is None:
+        return None
+    values = np.asarray(sequence.index_values, dtype=float) * scale
+    if values.size == 1:
+        return float(values[0]), 1.0
+    step = (values[-1] - values[0]) / (values.size - 1)
+    if step <= 0 or np.max(np.abs(values - (values[0] + step * np.arange(values.size)))) > 0.01 * step:
+        return None
+    return float(values[0]), float(step)
+
+
 def write_sequence(sequence: VolumeSequence, path: str | Path) -> Path:
     """Write a sequence: ``.seq.nrrd`` as a Slicer sequence NRRD (index kept), otherwise a 4-D image whose last
-    axis is time (NRRD/NIfTI/MHA by extension; frame spacing 1, index values not kept). Returns the path."""
+    axis is time (NRRD/NIfTI/MHA by extension). Returns the path.
+
+    A 4-D image keeps evenly spaced times (index unit s, ms, us or min; stored in s as the first time and the
+    step, see :func:`even_time_axis`). Other indexes are stored as frame numbers (spacing 1; a NIfTI file gets
+    no time unit, so it reads back as frame numbers), and so are uneven times, e.g. PET frames (use
+    ``.seq.nrrd`` to keep them, or a timing sidecar).
+    """
     path = Path(path)
     if path.name.endswith(".seq.nrrd"):
         return write_sequence_nrrd(sequence, path)
@@ -115,6 +253,10 @@ def write_sequence(sequence: VolumeSequence, path: str | Path) -> Path:
     from scanai.io.sitk_image import to_sitk
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = sitk.JoinSeries([to_sitk(sequence.frame(t)) for t in range(len(sequence))])
+    axis = even_time_axis(sequence)
+    start, step = axis if axis is not None else (0.0, 1.0)
+    image = sitk.JoinSeries([to_sitk(sequence.frame(t)) for t in range(len(sequence))], start, step)
     sitk.WriteImage(image, str(path), useCompression=True)
+    if _is_nifti(path):
+        _set_nifti_time_unit(path, 8 if axis is not None else 0)
     return path

@@ -1,9 +1,17 @@
-"""``scanai motion``: register every frame of a cine to a reference frame; and the motion demo.
+"""``scanai motion``: dense motion over a cine, with Jacobian maps, label propagation and strain; and the demo.
 
-Input: a DICOM cine folder (with ``--slice N`` choosing the slice location) or a 4-D NRRD/NIfTI whose last
-axis is time (or a Slicer ``.seq.nrrd``). Output folder (see :mod:`scanai.motion.export`):
-``warped.seq.nrrd``, ``displacement/frame_NNN.nrrd`` (one ITK displacement field per frame, LPS vectors in mm,
-pull-back convention, zero at the reference) and ``motion.csv``.
+Input: a cine (see :func:`scanai.io.cine.read_cine`): a DICOM cine folder (``--slice N`` chooses the slice
+location), a multi-frame DICOM file, a Slicer ``.seq.nrrd`` or a 4-D NRRD/NIfTI whose last axis is time.
+Optional ``--labels``: a label map on the reference frame's grid (0 = background); with ``--myocardium-label``
+strain is computed. Output folder:
+
+- ``warped.seq.nrrd``: the frames resampled onto the reference (motion-compensated cine);
+- ``displacement/frame_NNN.nrrd``: one ITK displacement field per frame (LPS vectors in mm, pull-back
+  convention, zero at the reference; loaded into Slicer it is a grid transform);
+- ``jacobian.seq.nrrd``: det(I + grad u) per frame (<= 0 = folding);
+- ``labels.seq.nrrd``: the label map carried to every frame (with ``--labels``);
+- ``motion.csv``: per frame (1-based) time, GCS_pct, GRS_pct, fold_fraction, mean_displacement_mm, mean_residual;
+- ``strain.png``: global circumferential and radial strain over the cycle (with a myocardium label).
 """
 
 from __future__ import annotations
@@ -20,45 +28,158 @@ from scanai.core.progress import tqdm_progress
 SUNNYBROOK_CASE = Path("cardiac") / "sunnybrook" / "dicoms" / "SCD0000101"
 
 
+def _ras_point(text: str) -> tuple[float, float, float]:
+    """``R,A,S`` in mm as a tuple (argparse reports anything else as a usage error)."""
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not R,A,S in mm (e.g. -12.5,30,4)")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai motion``."""
+    from scanai.motion.pipeline import METHOD_LABELS, METHODS
+
     parser.add_argument("input", type=Path,
-                        help="DICOM cine folder, or a 4-D NRRD/NIfTI (last axis time) / Slicer .seq.nrrd file")
+                        help="cine: DICOM folder or multi-frame DICOM file, Slicer .seq.nrrd, or 4-D NRRD/NIfTI "
+                             "(last axis time)")
     parser.add_argument("--slice", type=int, default=None,
-                        help="slice location to read from a DICOM cine folder (0-based; default: the middle one)")
+                        help="slice to use (0-based): a slice location of a DICOM cine folder, or slice k of a 3-D+t "
+                             "file (default: every slice, as a 3-D+t stack)")
     parser.add_argument("--reference", type=int, default=0,
-                        help="reference frame (0-based), e.g. end-diastole; default 0")
-    parser.add_argument("--method", choices=("demons", "bspline"), default="demons",
-                        help="registration method (default: demons)")
-    parser.add_argument("--out", type=Path, default=Path("motion_output"), help="output folder")
+                        help="reference frame (0-based), normally end-diastole: strain is relative to it; default 0")
+    parser.add_argument("--method", choices=METHODS, default="network",
+                        help="motion estimator: " + "; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items())
+                             + " (default: network)")
+    parser.add_argument("--scheme", choices=("reference", "consecutive"), default=None,
+                        help="image pairs of the network methods: (reference, t) or consecutive (t-1, t) composed "
+                             "(default reference)")
+    parser.add_argument("--labels", type=Path, default=None, metavar="LABELMAP",
+                        help="label map (.nrrd/.nii) drawn on the reference frame's grid; carried to every frame")
+    parser.add_argument("--myocardium-label", type=int, default=None, metavar="N",
+                        help="label of the LV myocardium in --labels: enables strain")
+    parser.add_argument("--blood-pool-label", type=int, default=None, metavar="N",
+                        help="label of the LV blood pool in --labels (its centroid is the LV centre)")
+    parser.add_argument("--rv-insertion", type=_ras_point, default=None, metavar="R,A,S",
+                        help="anterior RV insertion point in RAS mm: AHA segmental strain (with --level); write "
+                             "--rv-insertion=-12,30,4 when the first coordinate is negative")
+    parser.add_argument("--level", choices=("basal", "mid", "apical"), default=None,
+                        help="short-axis level of the slice, for AHA segments")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the network runs (default auto)")
+    parser.add_argument("--out", type=Path, default=Path("motion_output"), metavar="DIR",
+                        help="output folder (default ./motion_output)")
 
 
 def load_input(path: Path, slice_index: int | None) -> VolumeSequence:
-    """A DICOM cine folder (one slice location) or a sequence file, as a :class:`VolumeSequence`."""
-    from scanai.io.cine import read_dicom_series, read_sunnybrook_cine
-    from scanai.io.sequence_file import read_sequence
+    """A cine (DICOM folder or file, ``.seq.nrrd``, 4-D NRRD/NIfTI) as a :class:`VolumeSequence`."""
+    from scanai.io.cine import read_cine
 
-    if Path(path).is_dir():
-        if slice_index is None:
-            return read_sunnybrook_cine(path)  # middle slice when several, the only one otherwise
-        return read_dicom_series(path, slice_index)
-    return read_sequence(path)
+    return read_cine(path, slice_index=slice_index)
+
+
+def _labels_dtype(labels: np.ndarray) -> np.ndarray:
+    """Smallest unsigned type that holds the labels (NRRD-writable)."""
+    return labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
+
+
+def strain_figure(rows: list[dict[str, float]], sequence: VolumeSequence, path: Path, title: str) -> Path:
+    """GCS and GRS (%) against the sequence index as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [row["time"] for row in rows]
+    figure, axis = plt.subplots(figsize=(6.0, 3.6))
+    axis.axhline(0.0, color="0.6", linewidth=0.8)
+    axis.plot(times, [row["GCS_pct"] for row in rows], "o-", label="global circumferential (GCS)")
+    axis.plot(times, [row["GRS_pct"] for row in rows], "s-", label="global radial (GRS)")
+    unit = f" ({sequence.index_unit})" if sequence.index_unit else ""
+    axis.set_xlabel(f"{sequence.index_name}{unit}")
+    axis.set_ylabel("strain (%)")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_outputs(sequence: VolumeSequence, result, out_dir: Path) -> dict[str, Path]:
+    """Write a :class:`~scanai.motion.pipeline.CineMotion` into ``out_dir`` (files listed in the module doc).
+
+    Returns the paths: "warped", "displacement" (folder), "jacobian", "table", and "labels" / "strain_plot" when
+    the result has them.
+    """
+    from scanai.io.sequence_file import write_sequence_nrrd
+    from scanai.motion.export import write_displacement_field, write_table
+    from scanai.motion.pipeline import strain_rows
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = result.fields
+
+    def like_input(frames: np.ndarray) -> VolumeSequence:
+        return VolumeSequence(frames, sequence.geometry, sequence.index_values, sequence.index_name,
+                              sequence.index_unit)
+
+    paths = {"warped": write_sequence_nrrd(fields.warped, out_dir / "warped.seq.nrrd")}
+    for frame in range(len(sequence)):
+        write_displacement_field(fields.displacement_mm[frame], sequence.geometry,
+                                 out_dir / "displacement" / f"frame_{frame:03d}.nrrd")
+    paths["displacement"] = out_dir / "displacement"
+    paths["jacobian"] = write_sequence_nrrd(like_input(result.jacobian), out_dir / "jacobian.seq.nrrd")
+    if result.labels is not None:
+        paths["labels"] = write_sequence_nrrd(like_input(_labels_dtype(result.labels)), out_dir / "labels.seq.nrrd")
+    rows = strain_rows(result, sequence)
+    paths["table"] = write_table(rows, out_dir / "motion.csv")
+    if result.strain is not None:
+        paths["strain_plot"] = strain_figure(rows, sequence, out_dir / "strain.png",
+                                             f"Myocardial strain ({fields.method}, reference frame "
+                                             f"{fields.reference_index})")
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``scanai motion``; prints the written paths and returns 0 (errors raise ScanAIError)."""
-    from scanai.motion.export import write_motion_fields
-    from scanai.motion.registration import register_to_reference
+    """Run ``scanai motion``; prints a summary and the written paths, returns 0 (errors raise ScanAIError)."""
+    from scanai.core.errors import InputError
+    from scanai.io.sitk_image import read_image
+    from scanai.motion.pipeline import METHOD_LABELS, analyse_cine
 
+    network = args.method.startswith("network")
+    if args.scheme is not None and not network:
+        raise InputError(f"--scheme applies to the network methods, not to {args.method}.",
+                         "Leave --scheme out or choose --method network.")
     sequence = load_input(args.input, args.slice)
+    labels = read_image(args.labels) if args.labels is not None else None
+    options = {"scheme": args.scheme} if args.scheme is not None else {}
     with tqdm_progress(f"Motion ({args.method})") as progress:
-        fields = register_to_reference(sequence, args.reference, args.method, progress=progress)
-    paths = write_motion_fields(sequence, fields, args.out)
-    print(f"Registered {len(sequence)} frames to frame {fields.reference_index} with {args.method} "
-          f"({fields.seconds_per_frame:.2f} s per frame).")
-    print(f"warped sequence:     {paths['warped']}")
-    print(f"displacement fields: {paths['displacement']}/frame_NNN.nrrd")
-    print(f"per-frame table:     {paths['table']}")
+        result = analyse_cine(sequence, args.reference, args.method, labels=labels,
+                              myocardium_label=args.myocardium_label, blood_pool_label=args.blood_pool_label,
+                              rv_insertion_ras=np.asarray(args.rv_insertion) if args.rv_insertion else None,
+                              level=args.level, progress=progress, device=args.device if network else None,
+                              **options)
+    paths = write_outputs(sequence, result, args.out)
+    fields = result.fields
+    print(f"{METHOD_LABELS[args.method]}: {len(sequence)} frames relative to frame {fields.reference_index} in "
+          f"{result.seconds:.1f} s; folding (det J <= 0) at most {100 * result.fold_fraction.max():.3f} % of "
+          f"{'myocardial' if result.myocardium is not None else 'all'} voxels.")
+    if result.strain is not None:
+        gcs, gcs_frame = result.strain.peak_circumferential()
+        grs, grs_frame = result.strain.peak_radial()
+        print(f"Peak global circumferential strain {gcs:.1f} % (frame {int(gcs_frame)}), peak global radial strain "
+              f"{grs:.1f} % (frame {int(grs_frame)}).")
+    names = {"warped": "warped sequence", "displacement": "displacement fields", "jacobian": "Jacobian maps",
+             "labels": "propagated labels", "table": "per-frame table", "strain_plot": "strain curves"}
+    for key, path in paths.items():
+        shown = f"{path}/frame_NNN.nrrd" if key == "displacement" else str(path)
+        print(f"{names[key] + ':':21s}{shown}")
     return 0
 
 

@@ -1,0 +1,107 @@
+"""The multi-pair motion network: pairing (claims 9/10), structure (claims 1, 5, 7, 8) and the shipped weights on
+the analytic phantom (exact truth)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanai.core.errors import InputError
+from scanai.motion.pairs import cyclic_order, make_pairs
+
+torch = pytest.importorskip("torch")
+
+
+def test_pairing_schemes_follow_the_claims():
+    assert make_pairs(5, 0, "reference") == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    assert make_pairs(5, 0, "consecutive") == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert make_pairs(5, 0, "consecutive", closed=True)[-1] == (4, 0)
+    # another reference: the cycle wraps around, fed in the order of the second image
+    assert make_pairs(5, 3, "reference") == [(3, 4), (3, 0), (3, 1), (3, 2)]
+    assert cyclic_order(4, 2) == [2, 3, 0, 1]
+    for bad in ((1, 0, "reference"), (5, 5, "reference"), (5, 0, "zigzag")):
+        with pytest.raises(InputError):
+            make_pairs(*bad)
+
+
+def _random_network(**architecture):
+    from scanai.motion.network import build_motion_network
+
+    torch.manual_seed(0)
+    model = build_motion_network(architecture).eval()
+    return model
+
+
+def _video(frames: int = 6, size: int = 32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(1, frames, 1, size, size, generator=generator)
+
+
+def test_untrained_network_is_the_identity_and_has_the_contract_shape():
+    from scanai.motion.network import torch_warp
+
+    model = _random_network()
+    video = _video()
+    pairs = make_pairs(6, 0)
+    with torch.inference_mode():
+        fields = model(video, pairs)
+    assert fields.shape == (1, 5, 2, 32, 32)
+    assert float(fields.abs().max()) == 0.0
+    image = video[0, :2]
+    assert float((torch_warp(image, torch.zeros(2, 2, 32, 32)) - image).abs().max()) < 1e-5
+
+
+def _with_random_head(model):
+    torch.nn.init.normal_(model.head.weight, 0.0, 0.01)
+    return model
+
+
+def test_refinement_uses_other_pairs_and_the_ablation_does_not():
+    model = _with_random_head(_random_network())
+    video = _video()
+    pairs = make_pairs(6, 0)
+    changed = video.clone()
+    changed[0, 4] = torch.rand(1, 32, 32)  # frame 4 only enters pair (0, 4), the 4th pair
+    with torch.inference_mode():
+        joint_a, joint_b = model(video, pairs), model(changed, pairs)
+        alone_a, alone_b = model(video, pairs, joint=False), model(changed, pairs, joint=False)
+    # joint: perturbing one pair changes the fields of the other pairs (claim 1, refinement across pairs)
+    assert float((joint_a[0, 0] - joint_b[0, 0]).abs().max()) > 1e-4
+    # pair by pair: the other pairs are untouched, only pair 4 changes
+    assert float((alone_a[0, :3] - alone_b[0, :3]).abs().max()) < 1e-6
+    assert float((alone_a[0, 3] - alone_b[0, 3]).abs().max()) > 1e-4
+
+
+def test_unidirectional_recurrence_is_causal():
+    model = _with_random_head(_random_network(bidirectional=False))
+    video = _video()
+    pairs = make_pairs(6, 0)
+    changed = video.clone()
+    changed[0, 3] = torch.rand(1, 32, 32)  # enters the 3rd pair (0, 3)
+    with torch.inference_mode():
+        before, after = model(video, pairs), model(changed, pairs)
+    assert float((before[0, :2] - after[0, :2]).abs().max()) < 1e-6  # earlier pairs unchanged
+    assert float((before[0, 3] - after[0, 3]).abs().max()) > 1e-4  # later pairs see the change
+
+
+def test_the_encoder_is_shared_and_inference_is_deterministic():
+    model = _with_random_head(_random_network())
+    encoders = [m for m in model.modules() if type(m).__name__ == "SiameseEncoder"]
+    assert len(encoders) == 1
+    video = _video()
+    with torch.inference_mode():
+        assert torch.equal(model(video, make_pairs(6, 0)), model(video, make_pairs(6, 0)))
+
+
+def test_scaling_and_squaring_keeps_a_smooth_field_invertible():
+    from scanai.motion.network import _torch_parts
+
+    integrate = _torch_parts()["integrate"]
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    velocity = torch.stack([6 * torch.sin(x / 5), 6 * torch.cos(y / 5)])[None]  # large, would fold if added
+    displacement = integrate(velocity, 7)[0]
+    dy_y = torch.gradient(displacement[0], dim=0)[0] + 1
+    dx_x = torch.gradient(displacement[1], dim=1)[0] + 1
+    dy_x = torch.gradient(displacement[0], dim=1)[0]
+    dx_y = torch.gradient(displacement[1], dim=0)[0]
+    determinant = dy_y * dx_x - dy_x * dx_y
+    assert float(determinant[2:-2, 2:-2].min()) > 0

@@ -1,0 +1,93 @@
+"""Propagate a reference-frame segmentation or points through Lagrangian motion fields.
+
+Fields follow the :mod:`scanai.motion` convention: u_t (T, K, J, I, 3), RAS mm, on the reference grid, with
+reference point x moving to x + u_t(x) in frame t. Labels need the Eulerian inverse v_t (on the frame-t grid):
+S_t(y) = S_ref(y + v_t(y)); points move forward directly (Lagrangian tracking).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.core.image import Geometry
+from scanai.core.progress import Progress
+from scanai.motion.fields import _checked_field, _index_grid, _sample, invert, to_voxel_displacement
+
+
+def _checked_sequence(displacement_mm: np.ndarray, grid_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    fields = _checked_field(displacement_mm, "sequence of motion fields", ndim=5)
+    if grid_shape is not None and fields.shape[1:4] != tuple(grid_shape):
+        raise InputError(f"The motion fields lie on a {fields.shape[1:4]} grid but the labels are {grid_shape}.",
+                         "Use a segmentation of the reference frame on the same grid as the motion fields.")
+    return fields
+
+
+def propagate_labels(labels: np.ndarray, displacement_mm: np.ndarray, geometry: Geometry,
+                     progress: Progress | None = None) -> np.ndarray:
+    """Carry a reference-frame label map to every frame.
+
+    labels:          (K, J, I) integer (or bool) label map of the reference frame.
+    displacement_mm: (T, K, J, I, 3) Lagrangian fields u_t, RAS mm.
+    Returns (T, K, J, I) with the labels' dtype: S_t(y) = S_ref(y + v_t(y)), v_t = invert(u_t). Every label
+    value (background included) is a one-hot channel, interpolated linearly; each voxel takes the channel with
+    the largest weight (ties go to the smaller label value), so only existing label values appear. A frame
+    whose field is exactly zero returns the labels unchanged. ``progress`` is called per frame (Cancel).
+    """
+    progress = Progress.ensure(progress)
+    source = np.asarray(labels)
+    if source.ndim != 3 or 0 in source.shape:
+        raise InputError(f"The label map must be (K, J, I), got shape {source.shape}.")
+    if source.dtype.kind not in "biu":
+        raise InputError(f"The label map must hold whole numbers, got {source.dtype}.",
+                         "Pass a label map (segmentation), not a scalar image.")
+    fields = _checked_sequence(displacement_mm, source.shape)
+    values = np.unique(source)
+    channels = [(source == value).astype(np.float64)[..., None] for value in values]
+    grid = _index_grid(source.shape)
+    out = np.empty((fields.shape[0], *source.shape), dtype=source.dtype)
+    for t in range(fields.shape[0]):
+        progress(t / fields.shape[0], f"Propagating labels to frame {t + 1} of {fields.shape[0]}")
+        if not fields[t].any():
+            out[t] = source
+            continue
+        points = grid + to_voxel_displacement(invert(fields[t], geometry), geometry)
+        best = np.full(source.shape, -np.inf)
+        chosen = np.zeros(source.shape, dtype=np.intp)
+        for index, channel in enumerate(channels):
+            weight = _sample(channel, points)[..., 0]
+            better = weight > best
+            best[better] = weight[better]
+            chosen[better] = index
+        out[t] = values[chosen]
+    progress(1.0, "Labels propagated")
+    return out
+
+
+def propagate_points(points_ras: np.ndarray, displacement_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Lagrangian tracking of reference-frame points (e.g. contour points): x -> x + u_t(x).
+
+    points_ras: (P, 3) RAS mm in the reference frame; displacement_mm: (T, K, J, I, 3) u_t, RAS mm.
+    Returns (T, P, 3) RAS mm, u_t linearly interpolated (edge values outside the grid; in-plane on 2-D grids).
+    """
+    points = np.asarray(points_ras, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InputError(f"Points must be a (P, 3) array of RAS positions in mm, got shape {points.shape}.")
+    if not np.isfinite(points).all():
+        raise InputError("Some points have missing coordinates (NaN or infinity).")
+    fields = _checked_sequence(displacement_mm)
+    positions = geometry.ijk_of_ras(points)[:, ::-1]  # (P, 3) in (k, j, i) order
+    return np.stack([points + _sample(fields[t], positions) for t in range(fields.shape[0])])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap 2|A n B| / (|A| + |B|) of two masks of one shape (non-zero = inside); 1.0 when both are
+    empty."""
+    first, second = np.asarray(a), np.asarray(b)
+    if first.shape != second.shape:
+        raise InputError(f"Dice needs two masks of one shape, got {first.shape} and {second.shape}.")
+    first, second = first != 0, second != 0
+    total = int(np.count_nonzero(first)) + int(np.count_nonzero(second))
+    if total == 0:
+        return 1.0
+    return float(2.0 * np.count_nonzero(first & second) / total)

@@ -241,21 +241,8 @@ def segmentation_from_labels(labels: np.ndarray, geometry: Geometry, segments: M
     labels = np.asarray(labels)
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
     node.CreateDefaultDisplayNodes()
-    labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    scene.AddNode(labelmap)
-    try:
-        segmentation = node.GetSegmentation()
-        for value, (segment_name, colour) in sorted(segments.items()):
-            _fill_volume_node(labelmap, (labels == value).astype(np.uint8), geometry)
-            before = segmentation.GetNumberOfSegments()
-            module_logic("segmentations").ImportLabelmapToSegmentationNode(labelmap, node)
-            if segmentation.GetNumberOfSegments() == before:
-                segmentation.AddEmptySegment("", segment_name, colour)
-            segment = segmentation.GetNthSegment(segmentation.GetNumberOfSegments() - 1)
-            segment.SetName(segment_name)
-            segment.SetColor(*colour)
-    finally:
-        scene.RemoveNode(labelmap)
+    _import_masks(node, [(segment_name, labels == value, colour)
+                         for value, (segment_name, colour) in sorted(segments.items())], geometry, scene)
     node.SetReferenceImageGeometryParameterFromVolumeNode(beside) if beside is not None and beside.IsA(
         "vtkMRMLVolumeNode") else None
     place_beside(node, beside)

@@ -132,6 +132,20 @@ def load_model(name: str, build: Callable[[dict[str, Any]], Any], device: str = 
     return model.to(target).eval(), card
 
 
+_SHIPPED: dict[tuple[str, str, str], tuple[Any, ModelCard]] = {}
+
+
+def load_shipped_model(name: str, build: Callable[[dict[str, Any]], Any], device: str = "auto",
+                       models_dir: Path = MODELS_DIR, prepare: Callable[[Any], Any] | None = None):
+    """:func:`load_model`, done once per (model, folder, device) and cached; ``prepare(model)`` (e.g. a memory-format
+    change) runs once on the freshly loaded model. Returns ``(model, card)``."""
+    key = (name, str(Path(models_dir).resolve()), str(device))
+    if key not in _SHIPPED:
+        model, card = load_model(name, build, device=device, models_dir=models_dir)
+        _SHIPPED[key] = (prepare(model) if prepare is not None else model, card)
+    return _SHIPPED[key]
+
+
 def save_model(model, card: ModelCard, models_dir: Path = MODELS_DIR) -> ModelCard:
     """Write ``model``'s weights and its card (with the sha256 filled in); returns the final card."""
     from scanai.core.device import import_torch

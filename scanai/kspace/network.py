@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, check_contract, load_model
+from scanai.core.catalog import MODELS_DIR, check_contract, load_shipped_model
 from scanai.core.errors import InputError, ModelError
 from scanai.kspace.patches import PatchGrid
 
@@ -245,15 +245,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_LOADED: dict[tuple[str, str], tuple[Any, ModelCard]] = {}
-
-
 def load_patch_classifier(device: str = "auto", models_dir: Path = MODELS_DIR):
     """The shipped classifier and its card ``(model, card)``, sha256-checked, cached per (folder, device)."""
-    key = (str(Path(models_dir).resolve()), str(device))
-    if key not in _LOADED:
-        _LOADED[key] = load_model(MODEL_NAME, build_patch_classifier, device=device, models_dir=models_dir)
-    return _LOADED[key]
+    return load_shipped_model(MODEL_NAME, build_patch_classifier, device, models_dir)
 
 
 def predict_logits(model, features: np.ndarray, positions: np.ndarray, batch_size: int = 512) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, load_model
+from scanai.core.catalog import MODELS_DIR, load_shipped_model
 from scanai.core.errors import ModelError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
@@ -222,15 +222,9 @@ def build_motion_network(architecture: dict[str, Any] | None = None):
         bool(spec["bidirectional"]), bool(spec["diffeomorphic"]), int(spec["integration_steps"]))
 
 
-_LOADED: dict[tuple[str, str], tuple[Any, ModelCard]] = {}
-
-
 def load_motion_network(device: str = "auto", models_dir: Path = MODELS_DIR):
     """The shipped network and its card ``(model, card)``, sha256-checked, cached per (folder, device)."""
-    key = (str(Path(models_dir).resolve()), str(device))
-    if key not in _LOADED:
-        _LOADED[key] = load_model(MODEL_NAME, build_motion_network, device=device, models_dir=models_dir)
-    return _LOADED[key]
+    return load_shipped_model(MODEL_NAME, build_motion_network, device, models_dir)
 
 
 # ---------------------------------------------------------------------------------------------- inference

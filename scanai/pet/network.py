@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, check_contract, load_model
+from scanai.core.catalog import MODELS_DIR, ModelCard, check_contract, load_shipped_model
 from scanai.core.errors import InputError, ModelError
 from scanai.core.image import Volume, VolumeSequence, mask_on_grid
 from scanai.core.progress import Progress
@@ -186,19 +186,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_LOADED: dict[tuple[str, str], tuple[Any, ModelCard]] = {}
-
-
 def load_network(device: str = "auto", models_dir: Path = MODELS_DIR):
     """The shipped network and its card ``(model, card)``, sha256-checked, cached per (folder, device); the model
     is in eval mode with channels-last weights (inputs are converted by :func:`run_network`)."""
-    key = (str(Path(models_dir).resolve()), str(device))
-    if key not in _LOADED:
-        import torch
+    import torch
 
-        model, card = load_model(MODEL_NAME, build_ki_network, device=device, models_dir=models_dir)
-        _LOADED[key] = (model.to(memory_format=torch.channels_last), card)  # about 1.5x faster on CPU
-    return _LOADED[key]
+    return load_shipped_model(MODEL_NAME, build_ki_network, device, models_dir,  # about 1.5x faster on CPU
+                              prepare=lambda model: model.to(memory_format=torch.channels_last))
 
 
 def run_network(model, features: np.ndarray, batch: int = DEFAULT_SLICE_BATCH,

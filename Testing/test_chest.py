@@ -1,16 +1,15 @@
 """ChestQC foundation: DICOM/picture reading, MONOCHROME1 inversion, spacing, orientation, the patent's
-normalisation (Eq. 1 + Eq. 2), the synthetic phantom, the CLI and the demo."""
+normalisation (Eq. 1 + Eq. 2), the synthetic phantom and the demo (the batch command: test_chest_cli.py)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from scanai.chest.cli import add_arguments, demo, run
+from scanai.chest.cli import demo
 from scanai.chest.io import read_radiograph
 from scanai.chest.phantom import make_chest_phantom, write_monochrome1_copy, write_phantom_dicom
 from scanai.chest.preprocess import normalise, percentile_rescale, percentile_window, standardise
@@ -292,48 +291,28 @@ def test_compressed_dicom_without_decoder_says_what_to_install(phantom_files, tm
 
 # ---------------------------------------------------------------- pictures
 
-def test_colour_png_is_converted_to_grey_by_luminance(tmp_path):
+def test_grey_stored_as_rgb_is_converted_by_luminance_and_true_colour_is_refused(tmp_path):
     import SimpleITK as sitk
 
-    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
-    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
-    rgb[:5] = 255
-    path = tmp_path / "colour.png"
-    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(path))
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 200, 198, 202, 255  # grey, channels within 2 levels
+    rgba[:5, :, :3] = 255
+    rgba[10:, :, :3] = 20
+    path = tmp_path / "grey_rgba.png"
+    sitk.WriteImage(sitk.GetImageFromArray(rgba, isVector=True), str(path))
     radiograph = read_radiograph(path)
     assert radiograph.image.array.shape == (1, 20, 30)
-    assert radiograph.image.array[0, 10, 10] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50, abs=1e-4)
+    assert radiograph.image.array[0, 7, 10] == pytest.approx(0.299 * 200 + 0.587 * 198 + 0.114 * 202, abs=1e-4)
     assert radiograph.image.array[0, 0, 0] == pytest.approx(255.0, abs=1e-3)
     assert not radiograph.spacing_known
+    colour = rgba[..., :3].copy()
+    colour[..., 0], colour[..., 2] = 200, 50  # orange: a photograph, not a radiograph
+    sitk.WriteImage(sitk.GetImageFromArray(colour, isVector=True), str(tmp_path / "colour.png"))
+    with pytest.raises(InputError, match="colour image"):
+        read_radiograph(tmp_path / "colour.png")
 
 
 # ---------------------------------------------------------------- CLI and demo
-
-def test_cli_writes_normalised_nrrd_with_the_input_geometry(phantom_files, tmp_path, capsys):
-    from scanai.io.sitk_image import read_image
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([str(phantom_files[1]), "--out", str(tmp_path / "out")])
-    assert run(args) == 0
-    written = read_image(tmp_path / "out" / "normalised.nrrd")
-    source = read_radiograph(phantom_files[1])
-    assert written.geometry.is_close(source.image.geometry)
-    np.testing.assert_allclose(written.array, normalise(source.image).array, atol=1e-6)
-    printed = capsys.readouterr().out
-    assert "0.7 mm" in printed and "normalised.nrrd" in printed
-
-
-def test_cli_warns_when_spacing_is_unknown(tmp_path, capsys):
-    import SimpleITK as sitk
-
-    path = tmp_path / "grey.png"
-    sitk.WriteImage(sitk.GetImageFromArray(np.tile(np.arange(64, dtype=np.uint8), (32, 1))), str(path))
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert run(parser.parse_args([str(path), "--out", str(tmp_path / "o")])) == 0
-    assert "WARNING" in capsys.readouterr().out
-
 
 def test_demo_without_shared_data_runs_on_the_phantom(tmp_path):
     markdown = demo(tmp_path / "chest", None)
@@ -342,6 +321,13 @@ def test_demo_without_shared_data_runs_on_the_phantom(tmp_path):
     assert (tmp_path / "chest" / "phantom_mono2.png").is_file()
     assert (tmp_path / "chest" / "phantom_mono2_normalised.nrrd").is_file()
     assert "max |difference| of the normalised images 0.00e+00" in markdown
+    # then each image is graded (network, else classical detector) and drawn with its overlay
+    graded = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:5] for line in markdown.splitlines()
+              if line.startswith("| Synthetic phantom") and line.count(" | ") == 6}
+    assert set(graded) == {"Synthetic phantom, DICOM MONOCHROME2", "Synthetic phantom, DICOM MONOCHROME1"}
+    mono2 = graded["Synthetic phantom, DICOM MONOCHROME2"]
+    assert mono2 == graded["Synthetic phantom, DICOM MONOCHROME1"] and mono2[0] in ("FIRST", "INTERMEDIATE", "SECOND")
+    assert (tmp_path / "chest" / "phantom_mono2_overlay.png").is_file()
 
 
 def test_phantom_ground_truth_is_consistent(phantom):

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_results import SCREENSHOTS, write_result
 
 pytest.importorskip("torch")
 
@@ -19,17 +19,10 @@ from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_m
 from scanai.motion.pipeline import analyse_cine, estimate_motion
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "bench_output"
-SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 
 
 def _write(key: str, value) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    path = OUTPUT / "motion.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[key] = value
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_result("motion.json", key, value)
 
 
 def _es_error(fields_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray, spacing: float) -> float:

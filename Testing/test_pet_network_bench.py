@@ -3,12 +3,11 @@ volume and the held-out evaluation over the whole held-out split (writes bench_o
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_results import write_result
 
 pytest.importorskip("torch")
 
@@ -17,15 +16,10 @@ from scanai.pet.network import load_network, predict_parametric
 from scanai.pet.simulate import make_phantom, noisy_frames, schedule
 
 pytestmark = pytest.mark.slow
-OUTPUT = Path(__file__).resolve().parent.parent / "bench_output"
 
 
 def _write(key: str, value) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    path = OUTPUT / "pet_network.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[key] = value
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_result("pet_network.json", key, value)
 
 
 def test_inference_speed_256x256x200_three_frames() -> None:

@@ -107,21 +107,40 @@ MODULES = {
     },
     "ChestQC": {
         "Inputs": [
-            ("path", "inputPathLineEdit", "Chest radiograph (DICOM or PNG):", "inputPath",
-             {"nameFilters": "Radiographs (*.dcm *.png *.jpg *.tif *.tiff);;All files (*)"}),
+            ("node", "inputVolumeSelector", "Loaded radiograph:", "inputVolume",
+             {"nodeTypes": "vtkMRMLScalarVolumeNode", "noneEnabled": True,
+              "toolTip": "A radiograph already loaded (single-slice scalar volume). Leave empty to load the file "
+                         "below."}),
+            ("path", "inputPathLineEdit", "or radiograph file:", "inputPath",
+             {"nameFilters": "Radiographs (*.dcm *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)",
+              "toolTip": "A chest radiograph file: DICOM (CR/DX), PNG, JPEG or TIFF."}),
+            ("combo", "backendComboBox", "Detector:", "backend",
+             {"items": ["network", "classical"],
+              "toolTip": "network: the shipped detection network; classical: thresholds and morphology (no "
+                         "learned weights)"}),
+            ("combo", "profileComboBox", "Threshold profile:", "profile",
+             {"items": ["automatic", "default", "AP", "paediatric", "infant"],
+              "toolTip": "automatic: chosen from the view position, age and sex in the header; or a fixed profile"}),
+            ("check", "weightedCheckBox", "Weighted grading (scapula and spine both failing gives SECOND, ¶0132)",
+             "weighted", {"toolTip": "Off: the claim-10 reading, where any scapula or spine failure gives "
+                                     "INTERMEDIATE"}),
         ],
         "Outputs": [
             ("check", "createNormalisedCheckBox", "Normalised image (5th-95th percentile, z-score)",
-             "createNormalised", {}),
+             "createNormalised", {"toolTip": "Also add the image normalised as the patent's Eq. (1) and Eq. (2)"}),
         ],
         "Advanced": [
             ("double", "lowPercentileSpinBox", "Lower percentile:", "lowPercentile",
              {"minimum": 0.0, "maximum": 49.0, "singleStep": 1.0}),
             ("double", "highPercentileSpinBox", "Upper percentile:", "highPercentile",
              {"minimum": 51.0, "maximum": 100.0, "singleStep": 1.0}),
+            ("combo", "deviceComboBox", "Network device:", "device",
+             {"items": ["auto", "cpu", "cuda"], "toolTip": "Where the detection network runs"}),
         ],
     },
 }
+#: Modules whose panel ends with a read-only report box (``reportTextBrowser``) under the status line.
+REPORT_MODULES = {"ChestQC": "The quality grade and findings appear here after Apply."}
 
 WIDGET_CLASSES = {"node": "qMRMLNodeComboBox", "int": "QSpinBox", "double": "QDoubleSpinBox",
                   "check": "QCheckBox", "combo": "QComboBox", "path": "ctkPathLineEdit", "text": "QLineEdit"}
@@ -147,7 +166,9 @@ def _field(kind: str, name: str, label: str, parameter: str, extra: dict) -> str
         properties.append(_property("text", label))
     elif kind == "path":
         properties += [_property("nameFilters", extra["nameFilters"]), _property("filters", "ctkPathLineEdit::Files")]
-    else:
+    if kind in ("node", "check", "path") and "toolTip" in extra:
+        properties.append(_property("toolTip", extra["toolTip"]))
+    elif kind not in ("node", "check", "path"):
         properties += [_property(k, v) for k, v in extra.items() if k != "items"]
     items = "".join(f'<item><property name="text"><string>{i}</string></property></item>'
                     for i in extra.get("items", []))
@@ -176,6 +197,9 @@ def ui_text(module: str, sections: dict) -> str:
            '</layout></item>'
            f'<item><widget class="QLabel" name="statusLabel">{_property("text", "")}'
            f'{_property("wordWrap", True)}</widget></item>'
+           + (f'<item><widget class="QTextBrowser" name="reportTextBrowser">'
+              f'{_property("placeholderText", REPORT_MODULES[module])}</widget></item>' if module in REPORT_MODULES
+              else "") +
            '<item><spacer name="verticalSpacer"><property name="orientation"><enum>Qt::Vertical</enum></property>'
            '</spacer></item>')
     selectors = [f[1] for fields in sections.values() for f in fields if f[0] == "node"]

@@ -21,7 +21,8 @@ DOMAINS = {  # sub-command -> (package, module it feeds, one-line help)
                "dense motion over a cardiac cine: transforms, warped cine, Jacobian, propagated labels, strain"),
     "pet": ("scanai.pet.cli", "ParametricPET", "kinetic maps (Patlak, Logan, 1TCM, 2TCM, Ki network) of dynamic PET"),
     "kspace": ("scanai.kspace.cli", "KSpaceCalibration", "root-sum-of-squares image from raw multi-coil k-space"),
-    "chest": ("scanai.chest.cli", "ChestQC", "load and normalise a chest radiograph (DICOM or PNG)"),
+    "chest": ("scanai.chest.cli", "ChestQC",
+              "quality grade, reasons and findings of chest radiographs (a file or a folder)"),
 }
 
 

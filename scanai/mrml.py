@@ -249,6 +249,22 @@ def segmentation_from_labels(labels: np.ndarray, geometry: Geometry, segments: M
     return node
 
 
+def segmentation_from_masks(segments: Mapping[str, tuple[np.ndarray, tuple]], geometry: Geometry, name: str,
+                            beside: slicer.vtkMRMLNode | None = None, scene: slicer.vtkMRMLScene | None = None):
+    """A new segmentation node with one segment per entry: segment name -> ((k, j, i) bool mask on ``geometry``,
+    (r, g, b) in 0..1), in the given order. Segments may overlap (e.g. a lung and the pneumothorax inside it); an
+    empty mask gives an empty segment, so names and colours are stable."""
+    scene = _scene(scene)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
+    node.CreateDefaultDisplayNodes()
+    _import_masks(node, [(segment_name, mask, colour) for segment_name, (mask, colour) in segments.items()], geometry,
+                  scene)
+    if beside is not None and beside.IsA("vtkMRMLVolumeNode"):
+        node.SetReferenceImageGeometryParameterFromVolumeNode(beside)
+    place_beside(node, beside)
+    return node
+
+
 def labels_from_segmentation(node: slicer.vtkMRMLSegmentationNode, reference: slicer.vtkMRMLVolumeNode
                              ) -> dict[str, np.ndarray]:
     """Each segment as a boolean (k, j, i) array on the reference volume's grid, keyed by segment name."""
@@ -431,12 +447,37 @@ def line_to_node(start_ras: Sequence[float], end_ras: Sequence[float], name: str
 
 
 def roi_to_node(center_ras: Sequence[float], size_mm: Sequence[float], name: str,
-                beside: slicer.vtkMRMLNode | None = None, scene: slicer.vtkMRMLScene | None = None):
-    """A new markups ROI box (e.g. a detected object) centred at ``center_ras`` with edge lengths ``size_mm``."""
+                beside: slicer.vtkMRMLNode | None = None, scene: slicer.vtkMRMLScene | None = None,
+                axes: np.ndarray | None = None, description: str = ""):
+    """A new markups ROI box (e.g. a detected object) centred at ``center_ras`` with edge lengths ``size_mm``.
+
+    axes: optional 3x3 matrix whose columns are the RAS unit vectors of the box's edges (e.g. an image's
+    ``Geometry.directions``, so a box drawn on an oblique image follows its rows and columns); ``size_mm`` is given
+    along those columns. Default: edges along R, A, S. description: the node's description (e.g. a confidence).
+    """
     scene = _scene(scene)
     node = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", scene.GenerateUniqueName(name))
+    if axes is not None:
+        rotation = np.asarray(axes, dtype=float)
+        if np.linalg.det(rotation) < 0:  # a box is symmetric: flip its third edge to keep a rotation
+            rotation = rotation * np.array([1.0, 1.0, -1.0])
+        matrix = np.eye(4)
+        matrix[:3, :3] = rotation
+        node.SetAndObserveObjectToNodeMatrix(_array_to_matrix(matrix))  # before SetCenter, which it would reset
     node.SetCenter(*map(float, center_ras))
     node.SetSize(*map(float, size_mm))
+    if description:
+        node.SetDescription(description)
+    place_beside(node, beside)
+    return node
+
+
+def text_to_node(text: str, name: str, beside: slicer.vtkMRMLNode | None = None,
+                 scene: slicer.vtkMRMLScene | None = None):
+    """A new text node holding ``text`` (e.g. a report), placed beside ``beside``."""
+    scene = _scene(scene)
+    node = scene.AddNewNodeByClass("vtkMRMLTextNode", scene.GenerateUniqueName(name))
+    node.SetText(str(text))
     place_beside(node, beside)
     return node
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from scanai.chest.detection import ANATOMY, FOREIGN, OBJECTS
-from scanai.chest.phantom import ChestPhantom
+from scanai.chest.phantom import ChestPhantom, ellipse_mask, rib_arches
 from scanai.core.errors import InputError
 
 
@@ -97,10 +97,6 @@ def _grid(size: int, anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray]:
     return v + 0.5, u + 0.5
 
 
-def _ellipse(u: np.ndarray, v: np.ndarray, centre: tuple[float, float], axes: tuple[float, float]) -> np.ndarray:
-    return ((u - centre[0]) / axes[0]) ** 2 + ((v - centre[1]) / axes[1]) ** 2 <= 1.0
-
-
 def _triangle(u: np.ndarray, v: np.ndarray, corners: list[tuple[float, float]]) -> np.ndarray:
     """Pixels inside the triangle with (u, v) ``corners``."""
     (u1, v1), (u2, v2), (u3, v3) = corners
@@ -137,27 +133,19 @@ def _lung(u: np.ndarray, v: np.ndarray, side: int, anatomy: Anatomy) -> np.ndarr
 
 
 def _ribs(u: np.ndarray, v: np.ndarray, anatomy: Anatomy) -> np.ndarray:
-    """Posterior rib arches on both sides: upper halves of circles, 0.014 thick."""
-    ribs = np.zeros(u.shape, dtype=bool)
+    """Posterior rib arches on both sides, ten per side spread over the lung height, 0.014 thick."""
     top = 0.49 - anatomy.lung_height - 0.02
     step = (2.0 * anatomy.lung_height + 0.03) / 9.0
-    for side in (-1, 1):
-        centre_u = 0.5 + side * 0.16
-        for k in range(10):
-            crest = top + step * k
-            radius = 0.17
-            distance = np.hypot(u - centre_u, v - (crest + radius))
-            arch = (np.abs(distance - radius) <= 0.007) & (v <= crest + radius * 0.7)
-            lateral = (side * (u - 0.5) >= 0.03) & (side * (u - 0.5) <= 0.36)
-            ribs |= arch & lateral
-    return ribs
+    crests = [top + step * k for k in range(10)]
+    return np.logical_or.reduce([rib_arches(u, v, side, crests, centre_offset=0.16, radius=0.17, half_thickness=0.007,
+                                            height_fraction=0.7, lateral=(0.03, 0.36)) for side in (-1, 1)])
 
 
 def _anatomy_masks(size: int, anatomy: Anatomy) -> dict[str, np.ndarray]:
     """Every structure as a (size, size) bool mask, on the image grid."""
     v, u = _grid(size, anatomy)
-    body = _ellipse(u, v, (0.5, 0.6), (0.43, 0.55)) | _ellipse(u, v, (0.5, 0.08), (0.08, 0.2))
-    heart = _ellipse(u, v, (0.5 + anatomy.heart_shift, 0.66), (anatomy.heart_width, anatomy.heart_height))
+    body = ellipse_mask(u, v, (0.5, 0.6), (0.43, 0.55)) | ellipse_mask(u, v, (0.5, 0.08), (0.08, 0.2))
+    heart = ellipse_mask(u, v, (0.5 + anatomy.heart_shift, 0.66), (anatomy.heart_width, anatomy.heart_height))
     spine_centre = 0.5 + anatomy.spine_shift
     vertebrae = ((v - 0.01) % 0.045) > 0.007
     spine = (np.abs(u - spine_centre) <= 0.028) & vertebrae & body & (v >= 0.05)

@@ -23,6 +23,7 @@ from scanai.chest.detection import (
     FOREIGN,
     OBJECTS,
     Detections,
+    Found,
     body_mask,
     check_radiograph_array,
     non_maximum_suppression,
@@ -132,7 +133,7 @@ def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, 
         found = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, keep=1)
         if found:
             mask = ndimage.binary_fill_holes(found[0].mask)
-            objects[name] = found[0].__class__(name, mask, found[0].box, found[0].confidence)
+            objects[name] = Found(name, mask, found[0].box, found[0].confidence)
     min_pixels = int(MIN_ABNORMAL_FRACTION * shape[0] * shape[1])
     for name in ABNORMAL:
         regions = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, min_pixels=min_pixels)
@@ -141,7 +142,7 @@ def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, 
             box = regions[0].box
             for region in regions[1:]:
                 box = box.union(region.box)
-            objects[name] = regions[0].__class__(name, union, box, max(region.confidence for region in regions))
+            objects[name] = Found(name, union, box, max(region.confidence for region in regions))
     candidates = objects_from_probability(FOREIGN, probabilities[OBJECTS.index(FOREIGN)], FOREIGN_CANDIDATE,
                                           min_pixels=max(4, int(1e-5 * shape[0] * shape[1])))
     kept = non_maximum_suppression([c.box for c in candidates], [c.confidence for c in candidates])

@@ -53,21 +53,27 @@ class ChestPhantom:
         return Volume(self.image.astype(np.float32)[np.newaxis], geometry)
 
 
-def _ellipse(u: np.ndarray, v: np.ndarray, centre: tuple[float, float], axes: tuple[float, float]) -> np.ndarray:
+def ellipse_mask(u: np.ndarray, v: np.ndarray, centre: tuple[float, float], axes: tuple[float, float]
+                 ) -> np.ndarray:
+    """Pixels whose normalised (u, v) lie inside the ellipse with ``centre`` and semi-``axes``."""
     return ((u - centre[0]) / axes[0]) ** 2 + ((v - centre[1]) / axes[1]) ** 2 <= 1.0
 
 
-def _rib_arches(u: np.ndarray, v: np.ndarray, side: int) -> np.ndarray:
-    """Posterior-rib-like arches (upper halves of circles) lateral to the spine; side -1 = image left."""
+def rib_arches(u: np.ndarray, v: np.ndarray, side: int, crests: np.ndarray, centre_offset: float = 0.15,
+               radius: float = 0.16, half_thickness: float = 0.008, height_fraction: float = 0.75,
+               lateral: tuple[float, float] = (0.035, 0.33)) -> np.ndarray:
+    """Posterior-rib-like arches (upper parts of circles) lateral to the spine; side -1 = image left.
+
+    crests: the v of each arch's top; the circles (``radius``) are centred ``centre_offset`` from the midline, kept
+    down to ``height_fraction`` of the radius below the crest and between the ``lateral`` distances from it.
+    """
     mask = np.zeros(u.shape, dtype=bool)
-    centre_u = 0.50 + side * 0.15
-    for k in range(9):
-        top = 0.21 + 0.052 * k
-        radius = 0.16
+    centre_u = 0.50 + side * centre_offset
+    for top in crests:
         distance = np.hypot(u - centre_u, v - (top + radius))
-        arch = (np.abs(distance - radius) <= 0.008) & (v <= top + radius * 0.75)
-        lateral = (side * (u - 0.50) >= 0.035) & (side * (u - 0.50) <= 0.33)
-        mask |= arch & lateral
+        arch = (np.abs(distance - radius) <= half_thickness) & (v <= top + radius * height_fraction)
+        away = side * (u - 0.50)
+        mask |= arch & (away >= lateral[0]) & (away <= lateral[1])
     return mask
 
 
@@ -86,13 +92,14 @@ def make_chest_phantom(size: int = 512, spacing_mm: float = 0.7, noise_sigma: fl
         raise InputError(f"The pixel size must be a positive number of mm, got {spacing_mm}.")
     centres = (np.arange(int(size)) + 0.5) / int(size)
     v, u = np.meshgrid(centres, centres, indexing="ij")
-    torso = _ellipse(u, v, (0.50, 0.58), (0.44, 0.52))
-    heart = _ellipse(u, v, (0.54, 0.63), (0.13, 0.11))
-    right_lung = _ellipse(u, v, (0.33, 0.48), (0.12, 0.26)) & ~heart
-    left_lung = _ellipse(u, v, (0.67, 0.48), (0.12, 0.26)) & ~heart
+    torso = ellipse_mask(u, v, (0.50, 0.58), (0.44, 0.52))
+    heart = ellipse_mask(u, v, (0.54, 0.63), (0.13, 0.11))
+    right_lung = ellipse_mask(u, v, (0.33, 0.48), (0.12, 0.26)) & ~heart
+    left_lung = ellipse_mask(u, v, (0.67, 0.48), (0.12, 0.26)) & ~heart
     vertebra = (v % 0.04) > 0.006  # blocks every 0.04 separated by disc spaces
     spine = (np.abs(u - 0.50) <= 0.03) & vertebra & torso
-    ribs = (_rib_arches(u, v, -1) | _rib_arches(u, v, +1)) & torso
+    crests = [0.21 + 0.052 * k for k in range(9)]
+    ribs = (rib_arches(u, v, -1, crests) | rib_arches(u, v, +1, crests)) & torso
 
     image = np.full(u.shape, AIR)
     image[torso] = TISSUE

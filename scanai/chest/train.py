@@ -170,42 +170,32 @@ def loss_function(logits, targets, weights):
 
 
 def validation_scores(model, root: Path) -> dict[str, float]:
-    """Dice per lung and heart, CTR error on the Wingspan validation split (never trained on)."""
+    """Dice per lung and heart, CTR error on the Wingspan validation split (never trained on), measured by
+    :func:`scanai.chest.evaluate.evaluate_detector`."""
+    from scanai.chest.evaluate import evaluate_detector
     from scanai.chest.network import NetworkDetector
 
-    detector = NetworkDetector(model.eval())
-    dice = {name: [] for name in ("lung_right", "lung_left", "heart")}
-    ctr_errors = []
-    for case in load_cases(root, "validation"):
-        detections = detector.detect(case.image)
-        for name in dice:
-            truth, found = case.masks[name], detections.mask(name)
-            dice[name].append(2 * (truth & found).sum() / max(1, truth.sum() + found.sum()))
-        if case.ctr is not None and detections.found("heart") and detections.lungs().any():
-            heart_cols = np.flatnonzero(detections.mask("heart").any(axis=0))
-            lung_cols = np.flatnonzero(detections.lungs().any(axis=0))
-            ctr = (np.ptp(heart_cols) + 1) / (np.ptp(lung_cols) + 1)
-            ctr_errors.append(abs(ctr - case.ctr))
-    scores = {f"validation_dice_{name}_mean": float(np.mean(v)) for name, v in dice.items()}
-    scores.update({f"validation_dice_{name}_min": float(np.min(v)) for name, v in dice.items()})
-    scores["validation_ctr_mae"] = float(np.mean(ctr_errors))
+    summary = evaluate_detector(NetworkDetector(model.eval()), load_cases(root, "validation"))["summary"]
+    scores = {f"validation_dice_{name}_{stat}": float(summary[f"dice_{name}_{stat}"])
+              for stat in ("mean", "min") for name in ("lung_right", "lung_left", "heart")}
+    scores["validation_ctr_mae"] = float(summary["ctr_mae"])
     return scores
 
 
 def scenario_scores(model, seeds: range = range(1000, 1020)) -> dict[str, float]:
     """Dice per object on generated chests with seeds the training never draws (held-out phantoms)."""
+    from scanai.chest.evaluate import dice
     from scanai.chest.network import NetworkDetector
 
     detector = NetworkDetector(model.eval())
-    dice = {name: [] for name in ANATOMY}
+    scores = {name: [] for name in ANATOMY}
     for seed in seeds:
         phantom = generator.generate_chest(np.random.default_rng(seed), 256)
         detections = detector.detect(phantom.image)
         for name in ANATOMY:
-            truth, found = phantom.masks[name], detections.mask(name)
-            if truth.any():
-                dice[name].append(2 * (truth & found).sum() / max(1, truth.sum() + found.sum()))
-    return {f"generated_dice_{name}_mean": float(np.mean(v)) for name, v in dice.items()}
+            if phantom.masks[name].any():
+                scores[name].append(dice(phantom.masks[name], detections.mask(name)))
+    return {f"generated_dice_{name}_mean": float(np.mean(v)) for name, v in scores.items()}
 
 
 def train(root: Path, steps: int, batch: int, seed: int, threads: int, lr: float = 3e-3, init: Path | None = None):

@@ -49,13 +49,7 @@ def test_network_input_is_the_patent_normalisation_at_the_network_size():
     np.testing.assert_allclose(network_input(3.0 * image + 7.0), x, atol=1e-4)
 
 
-#: Known gaps of the shipped weights (issue 7 stays open for them): the network draws the scapulae but stops them at
-#: the lung border, so an overlapping scapula is not seen (C2 = 0 instead of about 0.1).
-KNOWN_FAILURES = {"scapula_overlap": "the network does not let scapula and lung overlap (C2 0 instead of 0.1)"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[n], strict=True))
-                                  if n in KNOWN_FAILURES else n for n in SCENARIOS])
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_generated_scenario_gives_the_expected_grade_and_findings(name, detector, tmp_path):
     scenario = make_scenario(name, SCENARIO_SEED)
     if scenario.photometric == "MONOCHROME1":

@@ -161,22 +161,42 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(otsu.GetThreshold())
 
 
+#: body_mask works on a grid with about this many pixels on the short side (block means of the image).
+BODY_GRID = 256
+
+
+def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    """Means of ``factor`` x ``factor`` blocks of a (rows, cols) array (edges repeated to fill the last blocks):
+    (ceil(rows / factor), ceil(cols / factor))."""
+    if factor <= 1:
+        return np.asarray(array, dtype=np.float64)
+    rows, cols = array.shape
+    padded = np.pad(np.asarray(array, dtype=np.float64), ((0, (-rows) % factor), (0, (-cols) % factor)), mode="edge")
+    return padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).mean(axis=(1, 3))
+
+
 def body_mask(image: np.ndarray) -> np.ndarray:
     """(rows, cols) bool mask of the body: the largest bright connected region after Otsu thresholding of the
-    smoothed image, holes filled. Used as the patent's "chest area" (C1/C3 denominator)."""
+    smoothed image, holes filled. Used as the patent's "chest area" (C1/C3 denominator). Computed on block means
+    with about :data:`BODY_GRID` pixels on the short side and brought back to the image grid (linear, > 0.5)."""
     from scipy import ndimage
 
     array = check_radiograph_array(image)
-    smooth = ndimage.gaussian_filter(array, max(1.0, min(array.shape) / 256.0))
+    coarse = block_mean(array, max(1, min(array.shape) // BODY_GRID))
+    smooth = ndimage.gaussian_filter(coarse, max(1.0, min(coarse.shape) / 256.0))
     foreground = smooth > otsu_threshold(smooth)
     # lungs are darker than the body but inside it: close them into the body before filling holes
-    foreground = ndimage.binary_closing(foreground, iterations=max(1, min(array.shape) // 64))
+    foreground = ndimage.binary_closing(foreground, iterations=max(1, min(coarse.shape) // 64))
     labels, count = ndimage.label(foreground)
     if count == 0:
         return np.ones(array.shape, dtype=bool)
-    sizes = ndimage.sum_labels(foreground, labels, index=np.arange(1, count + 1))
-    body = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(body)
+    sizes = np.bincount(labels.ravel())[1:]
+    body = ndimage.binary_fill_holes(labels == (int(np.argmax(sizes)) + 1))
+    if body.shape == array.shape:
+        return body
+    factors = (array.shape[0] / body.shape[0], array.shape[1] / body.shape[1])
+    fine = ndimage.zoom(body.astype(np.float32), factors, order=1, mode="nearest", grid_mode=True) > 0.5
+    return fine[: array.shape[0], : array.shape[1]]
 
 
 def non_maximum_suppression(boxes: list[Box], scores: list[float], iou_threshold: float = 0.3) -> list[int]:
@@ -190,25 +210,32 @@ def non_maximum_suppression(boxes: list[Box], scores: list[float], iou_threshold
 
 
 def objects_from_probability(name: str, probability: np.ndarray, threshold: float = 0.5, min_pixels: int = 1,
-                             keep: int | None = None) -> list[Found]:
+                             keep: int | None = None, fill_holes: bool = False) -> list[Found]:
     """Connected regions of ``probability > threshold`` as :class:`Found` objects, largest first.
 
     probability: (rows, cols) in [0, 1]. Each region's confidence is its maximum probability. ``keep`` limits
-    how many regions are returned (1 for a single organ); regions smaller than ``min_pixels`` are dropped.
+    how many regions are returned (1 for a single organ); regions smaller than ``min_pixels`` are dropped;
+    ``fill_holes`` fills each region's holes (work stays inside each region's box, so a large image is cheap).
     """
     from scipy import ndimage
 
-    labels, count = ndimage.label(np.asarray(probability) > threshold)
+    probability = np.asarray(probability)
+    labels, count = ndimage.label(probability > threshold)
     if count == 0:
         return []
-    index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=index)
-    peaks = ndimage.maximum(probability, labels, index=index)
-    order = [k for k in np.argsort(-sizes) if sizes[k] >= min_pixels][:keep]
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    windows = ndimage.find_objects(labels)
     found = []
-    for k in order:
-        mask = labels == (k + 1)
-        found.append(Found(name, mask, Box.of_mask(mask), float(peaks[k])))
+    for k in [k for k in np.argsort(-sizes, kind="stable") if sizes[k] >= min_pixels][:keep]:
+        window = windows[k]
+        region = labels[window] == (k + 1)
+        peak = float(probability[window][region].max())
+        if fill_holes:
+            region = ndimage.binary_fill_holes(region)
+        mask = np.zeros(probability.shape, dtype=bool)
+        mask[window] = region
+        box = Box(window[0].start, window[1].start, window[0].stop, window[1].stop)
+        found.append(Found(name, mask, box, peak))
     return found
 
 

@@ -32,8 +32,9 @@ class Anatomy:
     shift_u/shift_v move the whole patient; rotation_deg turns it about the image centre; scale sizes it.
     lung_height is the lung semi-height (inspiration), lung_width the semi-width; heart_width and heart_height
     are the heart's semi-axes (CTR ≈ heart_width / (lung_gap / 2 + lung_width) roughly); scapula_medial moves the
-    scapulae toward the spine (0 = clear of the lungs, 0.12 = a clear overlap); spine_shift moves only the spine
-    (the "off-centre spine" of C6); clavicle_drop lowers the medial clavicle ends.
+    scapulae toward the spine (0 = clear of the lungs, 0.12 = a clear overlap; random chests overlap in half the
+    cases); spine_shift moves only the spine (the "off-centre spine" of C6); clavicle_drop lowers the medial
+    clavicle ends.
     """
 
     shift_u: float = 0.0
@@ -71,7 +72,7 @@ def random_anatomy(rng: np.random.Generator, **fixed: float) -> Anatomy:
         shift_u=rng.normal(0.0, 0.015), shift_v=rng.normal(0.0, 0.02), rotation_deg=rng.normal(0.0, 3.0),
         scale=rng.uniform(0.88, 1.08), lung_height=rng.uniform(0.2, 0.29), lung_width=rng.uniform(0.11, 0.14),
         lung_gap=rng.uniform(0.07, 0.11), heart_width=rng.uniform(0.1, 0.19), heart_height=rng.uniform(0.09, 0.13),
-        heart_shift=rng.uniform(0.01, 0.06), scapula_medial=rng.choice([0.0, rng.uniform(0.0, 0.14)]),
+        heart_shift=rng.uniform(0.01, 0.06), scapula_medial=rng.choice([0.0, rng.uniform(0.04, 0.17)]),
         spine_shift=rng.normal(0.0, 0.006), clavicle_drop=rng.uniform(-0.02, 0.03))
     drawn.update(fixed)
     return Anatomy(**drawn)
@@ -147,9 +148,10 @@ def _anatomy_masks(size: int, anatomy: Anatomy) -> dict[str, np.ndarray]:
     body = ellipse_mask(u, v, (0.5, 0.6), (0.43, 0.55)) | ellipse_mask(u, v, (0.5, 0.08), (0.08, 0.2))
     heart = ellipse_mask(u, v, (0.5 + anatomy.heart_shift, 0.66), (anatomy.heart_width, anatomy.heart_height))
     spine_centre = 0.5 + anatomy.spine_shift
-    vertebrae = ((v - 0.01) % 0.045) > 0.007
-    spine = (np.abs(u - spine_centre) <= 0.028) & vertebrae & body & (v >= 0.05)
-    masks = {"body": body, "heart": heart, "spine": spine}
+    # the label is the whole column (as drawn on real images); only the vertebral bodies are drawn bright
+    spine = (np.abs(u - spine_centre) <= 0.028) & body & (v >= 0.05)
+    vertebrae = spine & (((v - 0.01) % 0.045) > 0.007)
+    masks = {"body": body, "heart": heart, "spine": spine, "vertebrae": vertebrae}
     for side, name in ((-1, "right"), (1, "left")):
         masks[f"lung_{name}"] = _lung(u, v, side, anatomy) & ~heart
         lateral_u = 0.5 + side * 0.4
@@ -184,7 +186,7 @@ def _render(masks: dict[str, np.ndarray], appearance: Appearance, rng: np.random
     image += 0.05 * ndimage.gaussian_filter(masks["heart"].astype(float), size / 128.0)
     scapulae = (masks["scapula_right"] | masks["scapula_left"]).astype(float)
     clavicles = (masks["clavicle_right"] | masks["clavicle_left"]).astype(float)
-    image += appearance.bone * (1.1 * masks["spine"] + 0.55 * scapulae + 0.9 * clavicles)
+    image += appearance.bone * (1.1 * masks["vertebrae"] + 0.55 * scapulae + 0.9 * clavicles)
     image += appearance.rib * masks["ribs"]
     image = ndimage.gaussian_filter(image, appearance.blur_px)
     image += appearance.noise * rng.normal(size=image.shape)

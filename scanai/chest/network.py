@@ -125,15 +125,13 @@ def predict_probabilities(model, image: np.ndarray) -> np.ndarray:
 def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, backend: str = "network"
                                   ) -> Detections:
     """Regions, boxes and confidences from (len(OBJECTS), rows, cols) probabilities (see the module docstring)."""
-    from scipy import ndimage
 
     shape = probabilities.shape[1:]
     objects = {}
     for name in ANATOMY:
-        found = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, keep=1)
+        found = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, keep=1, fill_holes=True)
         if found:
-            mask = ndimage.binary_fill_holes(found[0].mask)
-            objects[name] = Found(name, mask, found[0].box, found[0].confidence)
+            objects[name] = found[0]
     min_pixels = int(MIN_ABNORMAL_FRACTION * shape[0] * shape[1])
     for name in ABNORMAL:
         regions = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, min_pixels=min_pixels)

@@ -1,4 +1,5 @@
-"""MotionCorrection: dense cardiac motion over a cine / 4D sequence, strain and segmentation propagation."""
+"""MotionCorrection: dense cardiac motion over a cine / 4D sequence, strain and segmentation propagation; and
+multi-phase cardiac motion-artifact correction of a phase sequence."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import unittest
 from typing import Annotated
 
 import slicer
-from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceNode
+from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -21,6 +22,13 @@ METHODS = ["network", "network-pairwise", "demons", "bspline"]
 #: What the method box shows for each of METHODS (= scanai.motion.pipeline.METHOD_LABELS).
 METHOD_LABELS = ["Multi-pair network (joint)", "Network, pairs independently (ablation)", "Demons (SimpleITK)",
                  "B-spline (SimpleITK)"]
+#: Tasks: motion estimation over a cine, or artifact correction of a phase sequence.
+TASKS = ["motion", "artifact"]
+#: Artifact-correction methods and phase selections (= scanai.motion.artifact.METHODS / SELECTIONS).
+ARTIFACT_METHODS = ["network", "registration-fusion", "halfway", "best-phase", "mean"]
+ARTIFACT_METHOD_LABELS = ["Multi-phase network (trained)", "Registration-based fusion", "Half-way warping",
+                          "Best phase (least motion)", "Mean of the middle phases"]
+SELECTIONS = ["successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below"]
 #: Table attributes with the peak strains (value in %, and the 1-based frame).
 PEAK_ATTRIBUTES = ("ScanAI.PeakGCS_pct", "ScanAI.PeakGCSFrame", "ScanAI.PeakGRS_pct", "ScanAI.PeakGRSFrame")
 
@@ -43,10 +51,14 @@ class MotionCorrection(ScriptedLoadableModule):
             "input's sequence browser: a sequence of displacement-field transforms, the motion-compensated sequence, "
             "Jacobian-determinant maps (folding where <= 0), and with a segmentation drawn on the reference frame, "
             "the segmentation carried through the cycle and, with a myocardium segment, global circumferential and "
-            "radial strain (table and plot). "
+            "radial strain (table and plot). Task 'artifact': corrects the motion artifacts of a multi-phase "
+            "(ECG-gated) reconstruction: phase volumes are selected by motion amplitude, ranked by phase and combined "
+            "by a trained network (or a classical baseline) into one corrected volume at the centre window, with a "
+            "table of per-phase motion amplitude, selection and rank. "
             '<a href="https://github.com/scanai/SlicerScanAI#motioncorrection">Documentation</a>.')
         self.parent.acknowledgementText = _(
-            "Part of the ScanAI extension. Joint multi-pair motion estimation after US 2025/0259316 A1; classical "
+            "Part of the ScanAI extension. Joint multi-pair motion estimation after US 2025/0259316 A1; multi-phase "
+            "artifact correction after US 12387302 B2; classical "
             "registration by SimpleITK. Real cine MR test data: Sunnybrook Cardiac Data (Radau et al., MIDAS Journal "
             "2009, CC0).")
 
@@ -60,8 +72,10 @@ class MotionCorrection(ScriptedLoadableModule):
 class MotionCorrectionParameterNode:
     """inputSequence: cine / 4D volume sequence. referenceFrame: 1-based frame every frame is related to (ED for
     strain). inputSegmentation: optional, drawn on the reference frame. myocardiumSegment / bloodPoolSegment:
-    segment names ("" = pick the segment whose name contains "myo" / "blood", "cavity" or "LV")."""
+    segment names ("" = pick the segment whose name contains "myo" / "blood", "cavity" or "LV"). The artifact task
+    uses inputSequence as the phase sequence and the fields from artifactMethod on."""
 
+    task: Annotated[str, Choice(TASKS)] = "motion"
     inputSequence: vtkMRMLSequenceNode
     referenceFrame: Annotated[int, WithinRange(1, 9999)] = 1
     method: Annotated[str, Choice(METHODS)] = "network"
@@ -73,6 +87,15 @@ class MotionCorrectionParameterNode:
     createJacobian: bool = True
     createPropagated: bool = True
     createStrain: bool = True
+    artifactMethod: Annotated[str, Choice(ARTIFACT_METHODS)] = "network"
+    selection: Annotated[str, Choice(SELECTIONS)] = "successive"
+    windowSeconds: Annotated[float, WithinRange(0.001, 2.0)] = 0.15
+    rrSeconds: Annotated[float, WithinRange(0.0, 5.0)] = 0.0  # 0 = from the ECG table
+    ecgTable: vtkMRMLTableNode
+    timingTable: vtkMRMLTableNode
+    roiSegmentation: vtkMRMLSegmentationNode
+    phaseCount: Annotated[int, WithinRange(0, 64)] = 0  # 0 = the method's default
+    amplitudeThreshold: Annotated[float, WithinRange(0.0, 1e6)] = 0.0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
 
 
@@ -99,10 +122,12 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
 
     def setParameterNode(self, parameterNode) -> None:
         mrml.ModuleWidgetMixin.setParameterNode(self, parameterNode)
-        box = getattr(self.ui, "methodComboBox", None)
-        if parameterNode and box is not None and hasattr(box, "setItemText"):
-            for index, label in enumerate(METHOD_LABELS):  # the box keeps the order of METHODS
-                box.setItemText(index, label)
+        for boxName, labels in (("methodComboBox", METHOD_LABELS), ("artifactMethodComboBox", ARTIFACT_METHOD_LABELS),
+                                ("taskComboBox", ["Motion estimation (cine)", "Artifact correction (phases)"])):
+            box = getattr(self.ui, boxName, None)
+            if parameterNode and box is not None and hasattr(box, "setItemText"):
+                for index, label in enumerate(labels):  # the box keeps the order of the parameter's choices
+                    box.setItemText(index, label)
 
     def missingInputs(self, parameterNode: MotionCorrectionParameterNode) -> str:
         p = parameterNode
@@ -111,6 +136,8 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
         frames = p.inputSequence.GetNumberOfDataNodes()
         if frames < 2:
             return _("The sequence needs at least 2 frames.")
+        if p.task == "artifact":
+            return ""
         if p.referenceFrame > frames:
             return _("The reference frame must be between 1 and {frames}.").format(frames=frames)
         if not (p.createWarped or p.createTransforms or p.createJacobian or p.createStrain
@@ -120,6 +147,12 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
 
     def process(self, parameterNode: MotionCorrectionParameterNode, progress) -> str:
         p = parameterNode
+        if p.task == "artifact":
+            outputs = self.logic.correctArtifacts(
+                p.inputSequence, p.artifactMethod, p.selection, p.windowSeconds, p.rrSeconds, p.ecgTable,
+                p.timingTable, p.phaseCount, p.amplitudeThreshold or None, p.roiSegmentation, device=p.device,
+                progress=progress)
+            return outputs["corrected"].GetAttribute("ScanAI.Summary")
         outputs = self.logic.process(
             p.inputSequence, p.referenceFrame, p.method, p.createWarped, p.createTransforms, progress,
             inputSegmentation=p.inputSegmentation, myocardiumSegment=(p.myocardiumSegment or "").strip(),
@@ -309,6 +342,88 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                 browser = mrml.attach_to_browser(sequences, inputSequence)
                 if "jacobian" in outputs:
                     self._showJacobian(browser, outputs["jacobian"])
+        self.lastResult = result
+        progress(1.0, "Done")
+        return outputs
+
+    # ------------------------------------------------------------------------------------ artifact correction
+    @staticmethod
+    def timingFromTables(ecgTable=None, timingTable=None):
+        """(R peaks or None, windows or None) from an ECG / R-peak table node and a timing table node."""
+        from scanai.motion.windows import read_ecg_table, windows_from_table
+
+        rPeaks = read_ecg_table(mrml.table_from_node(ecgTable)) if ecgTable is not None else None
+        windows = None
+        if timingTable is not None:
+            columns = mrml.table_from_node(timingTable)
+            count = timingTable.GetNumberOfRows()
+            windows = windows_from_table([{name: values[row] for name, values in columns.items()}
+                                          for row in range(count)])
+        return rPeaks, windows
+
+    def roiMask(self, segmentationNode, sequence):
+        """All segments of ``segmentationNode`` together as a (K, J, I) bool mask on the phase volumes' grid."""
+        import numpy as np
+
+        masks = self.segmentMasks(segmentationNode, sequence, 0)
+        return np.logical_or.reduce(list(masks.values()))
+
+    def correctArtifacts(self, inputSequence, method: str = "network", selection: str = "successive",
+                         windowSeconds: float = 0.15, rrSeconds: float = 0.0, ecgTable=None, timingTable=None,
+                         phaseCount: int = 0, amplitudeThreshold: float | None = None, roiSegmentation=None,
+                         descending: bool = False, device: str = "auto", progress=None) -> dict:
+        """Correct the motion artifacts of the phase sequence ``inputSequence`` (index: phase in % or window centre
+        in s) and add the results beside it.
+
+        Timing: ``windowSeconds`` (each phase volume's data window) with ``rrSeconds`` (a regular R-R interval; 0 =
+        none) or ``ecgTable`` (time_s + ecg_mV, or r_peak_time_s), or a ``timingTable`` (item, window_start_s,
+        window_end_s). Returns ``"corrected"`` (a volume on the input grid; a sequence when the model gives several),
+        ``"table"`` (per phase volume: window, cycle, phase, motion amplitudes, selected, rank) and ``"chart"``
+        (motion amplitude per phase volume). ``lastResult`` holds the library's ArtifactCorrection. Nothing is
+        added when an error occurs or the run is cancelled; the input is never modified.
+        """
+        import numpy as np
+
+        from scanai.core.progress import Progress
+        from scanai.motion.artifact import correct_phase_sequence, phase_windows
+
+        progress = Progress.ensure(progress)
+        sequence = mrml.sequence_from_node(inputSequence)
+        rPeaks, timing = self.timingFromTables(ecgTable, timingTable)
+        windows = phase_windows(sequence, windowSeconds, rPeaks, rrSeconds or None, timing)
+        roi = self.roiMask(roiSegmentation, sequence) if roiSegmentation is not None else None
+        result = correct_phase_sequence(sequence, windows, method, selection, phaseCount or None, None,
+                                        amplitudeThreshold, rPeaks, roi, descending, device,
+                                        progress.sub(0.0, 0.9))
+        progress(0.92, "Adding the corrected volume")
+        name = inputSequence.GetName()
+        phases = ", ".join(mrml.format_index_value(sequence.index_values[i]) for i in result.selected)
+        window = result.output_windows[0]
+        where = f"{window.phase_pct:.1f} %" if window.phase_pct is not None else f"{window.mid_s:.3f} s"
+        summary = (f"Corrected phase volumes {phases} {sequence.index_unit} (ranked) into one volume at {where} "
+                   f"({window.start_s:.3f}-{window.end_s:.3f} s) with the {method} method in {result.seconds:.2f} s.")
+        outputs = {}
+        with mrml.scene_transaction():
+            corrected = result.corrected
+            if len(corrected) == 1:
+                outputs["corrected"] = mrml.volume_to_node(corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}",
+                                                           beside=inputSequence)
+            else:
+                outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected")
+            for key, value in (("ScanAI.Method", method), ("ScanAI.InputItems", ",".join(
+                    str(i + 1) for i in result.selected)), ("ScanAI.OutputWindow_s",
+                    ",".join(f"{w.start_s:.4f}-{w.end_s:.4f}" for w in result.output_windows)),
+                    ("ScanAI.Summary", summary)):
+                outputs["corrected"].SetAttribute(key, value)
+            progress(0.96, "Adding the phase table")
+            rows = result.table_rows()
+            columns = {column: [np.nan if row[column] is None else row[column] for row in rows] for column in rows[0]}
+            outputs["table"] = mrml.table_to_node(columns, f"{name} phases", beside=inputSequence,
+                                                  units={"window_start_s": "s", "window_end_s": "s", "phase_pct": "%"})
+            amplitudes = ["image_motion_amplitude"] + (["ecg_motion_amplitude"] if result.ecg_amplitude is not None
+                                                       else [])
+            outputs["chart"] = mrml.plot_chart(outputs["table"], "item", amplitudes, f"{name} motion amplitude",
+                                               "phase volume", "motion amplitude")
         self.lastResult = result
         progress(1.0, "Done")
         return outputs
@@ -546,6 +661,81 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
                 self.assertLessEqual(error, max(0.5 * still, 0.5), f"{method}, frame {t + 1}: {error:.2f} px")
             self.assertLess(abs(mrml.table_from_node(outputs["table"])["GCS_pct"][0]), 1e-6)
             self.assertEqual(outputs["propagated"].GetNumberOfDataNodes(), len(sequence))
+
+    # ------------------------------------------------------------------------------------ artifact correction
+    def _phaseSequenceNode(self, phases=(69.0, 72.0, 75.0, 78.0), slices=2, seed=5):
+        """A simulated multi-phase cardiac CT (phase index in %), its R-peak table node and the library truth."""
+        import numpy as np
+
+        from scanai.motion.ct_simulator import simulate_phase_sequence
+
+        sequence, rPeaks, truth = simulate_phase_sequence(np.random.default_rng(seed), list(phases), slices=slices)
+        node = mrml.sequence_to_node(sequence, "phase sequence")
+        table = mrml.table_to_node({"r_peak_time_s": rPeaks.times_s}, "R peaks")
+        return node, table, sequence, truth
+
+    def test_ArtifactCorrectionGivesACorrectedVolumeOnTheInputGrid(self):
+        import numpy as np
+
+        node, table, sequence, truth = self._phaseSequenceNode()
+        logic = MotionCorrectionLogic()
+        outputs = logic.correctArtifacts(node, "registration-fusion", windowSeconds=0.15, ecgTable=table)
+        corrected = outputs["corrected"]
+        self.assertTrue(mrml.geometry_of_node(corrected).is_close(sequence.geometry, 1e-9))
+        array = slicer.util.arrayFromVolume(corrected)
+        self.assertEqual(array.shape, sequence.frames.shape[1:])
+        self.assertEqual(array.dtype, sequence.frames.dtype)
+        centre = 0.5 * (sequence.frames[1] + sequence.frames[2])
+        target = truth.target[0]
+        self.assertLess(np.sqrt(np.mean((array - target) ** 2)), np.sqrt(np.mean((sequence.frames[1] - target) ** 2)))
+        self.assertGreater(np.sqrt(np.mean((centre - target) ** 2)), 0.0)
+        rows = mrml.table_from_node(outputs["table"])
+        self.assertEqual(list(rows["item"]), [1, 2, 3, 4])
+        self.assertEqual(list(rows["rank"]), [1, 2, 3, 4])
+        np.testing.assert_allclose(rows["phase_pct"], [69, 72, 75, 78], atol=1e-6)
+        self.assertEqual(corrected.GetAttribute("ScanAI.InputItems"), "1,2,3,4")
+        self.assertIn("73.5 %", corrected.GetAttribute("ScanAI.Summary"))
+        self.assertEqual(outputs["chart"].GetNumberOfPlotSeriesNodes(), 2)
+
+    def test_ArtifactBadInputsAreRefusedAndTheSceneIsUnchanged(self):
+        from scanai.core.errors import InputError
+
+        node, table, _sequence, _truth = self._phaseSequenceNode(phases=(70.0, 75.0, 80.0))
+        short = mrml.table_to_node({"r_peak_time_s": [0.0, 0.5]}, "short ECG")
+        timing = mrml.table_to_node({"item": [1, 2, 3], "window_start_s": [1.6, 1.65, 1.7],
+                                     "window_end_s": [1.75, 1.8, 1.85]}, "timing")
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        cases = [({"method": "mean", "rrSeconds": 0.0}, "timing is missing"),
+                 ({"method": "mean", "ecgTable": short, "timingTable": timing}, "cover"),
+                 ({"method": "mean", "rrSeconds": 1.0, "phaseCount": 5}, "only 3"),
+                 ({"method": "mean", "rrSeconds": 1.0, "selection": "ecg-smallest"}, "ECG"),
+                 ({"method": "unknown", "rrSeconds": 1.0}, "Unknown method")]
+        for kwargs, words in cases:
+            with self.assertRaisesRegex(InputError, words, msg=str(kwargs)):
+                MotionCorrectionLogic().correctArtifacts(node, **kwargs)
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+
+    def test_ArtifactNetwork(self):
+        """The shipped multi-phase network through the module (skipped until its weights are installed)."""
+        import numpy as np
+
+        from scanai.core.catalog import MODELS_DIR
+        from scanai.core.device import torch_available
+        from scanai.core.errors import InputError
+
+        if not torch_available():
+            raise unittest.SkipTest("PyTorch is not installed")
+        if not (MODELS_DIR / "motion_artifact_network.pt").is_file():
+            raise unittest.SkipTest("the motion-artifact network weights are not installed")
+        node, table, sequence, truth = self._phaseSequenceNode()
+        outputs = MotionCorrectionLogic().correctArtifacts(node, "network", ecgTable=table, device="cpu")
+        array = slicer.util.arrayFromVolume(outputs["corrected"]).astype(float)
+        target = truth.target[0]
+        rmse = np.sqrt(np.mean((array - target) ** 2))
+        self.assertLess(rmse, np.sqrt(np.mean((sequence.frames[1] - target) ** 2)))
+        three, threeTable, _s, _t = self._phaseSequenceNode(phases=(70.0, 75.0, 80.0))
+        with self.assertRaisesRegex(InputError, "4 phase volumes"):
+            MotionCorrectionLogic().correctArtifacts(three, "network", ecgTable=threeTable, device="cpu")
 
     def test_SunnybrookCine(self):
         import numpy as np

@@ -90,7 +90,7 @@ def test_widget_names_only_existing_ui_objects(module):
     missing = used - set(widgets)
     assert not missing, f"{module}.py uses self.ui.{sorted(missing)} that {module}.ui does not define"
     sections = {w.find("property/string").text for w in widgets.values() if w.get("class") == "ctkCollapsibleButton"}
-    assert sections == {"Inputs", "Outputs", "Advanced"}
+    assert {"Inputs", "Outputs", "Advanced"} <= sections  # a module may add task sections between them
 
 
 @pytest.mark.parametrize("module", MODULES)

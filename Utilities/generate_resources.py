@@ -16,7 +16,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODULES = {
     "MotionCorrection": {
         "Inputs": [
-            ("node", "inputSequenceSelector", "Cine / 4D sequence:", "inputSequence",
+            ("combo", "taskComboBox", "Task:", "task",
+             {"items": ["motion", "artifact"],
+              "toolTip": "motion: dense motion over a cine (strain, propagation); artifact: correct the motion "
+                         "artifacts of a multi-phase (ECG-gated) reconstruction"}),
+            ("node", "inputSequenceSelector", "Cine / 4D / phase sequence:", "inputSequence",
              {"nodeTypes": "vtkMRMLSequenceNode"}),
             ("int", "referenceFrameSpinBox", "Reference frame (end-diastole):", "referenceFrame",
              {"minimum": 1, "maximum": 9999}),
@@ -36,6 +40,34 @@ MODULES = {
             ("check", "createPropagatedCheckBox", "Segmentation carried through the cycle", "createPropagated", {}),
             ("check", "createStrainCheckBox", "Strain table and plot (GCS, GRS), folding and residual per frame",
              "createStrain", {}),
+        ],
+        "Multi-phase artifact correction": [
+            ("combo", "artifactMethodComboBox", "Correction:", "artifactMethod",
+             {"items": ["network", "registration-fusion", "halfway", "best-phase", "mean"],
+              "toolTip": "the trained multi-phase network (the patent's model) or a classical baseline"}),
+            ("combo", "selectionComboBox", "Phase selection:", "selection",
+             {"items": ["successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below"],
+              "toolTip": "successive: the consecutive windows with the least motion; smallest / below: by the "
+                         "image-based (¶56) or ECG-based (¶57) motion amplitude"}),
+            ("double", "windowSecondsSpinBox", "Acquisition window:", "windowSeconds",
+             {"minimum": 0.001, "maximum": 2.0, "singleStep": 0.01, "decimals": 3, "suffix": " s",
+              "toolTip": "data window of each phase volume (a half-scan: half the rotation time)"}),
+            ("double", "rrSecondsSpinBox", "R-R interval:", "rrSeconds",
+             {"minimum": 0.0, "maximum": 5.0, "singleStep": 0.05, "decimals": 3, "suffix": " s",
+              "specialValueText": "from the ECG table", "toolTip": "regular heart cycle length"}),
+            ("node", "ecgTableSelector", "ECG / R-peak table (optional):", "ecgTable",
+             {"nodeTypes": "vtkMRMLTableNode", "noneEnabled": True,
+              "toolTip": "columns time_s and ecg_mV, or r_peak_time_s"}),
+            ("node", "timingTableSelector", "Timing table (optional):", "timingTable",
+             {"nodeTypes": "vtkMRMLTableNode", "noneEnabled": True,
+              "toolTip": "columns item, window_start_s, window_end_s (optional cycle_index, phase_pct)"}),
+            ("node", "roiSegmentationSelector", "Heart ROI (optional):", "roiSegmentation",
+             {"nodeTypes": "vtkMRMLSegmentationNode", "noneEnabled": True,
+              "toolTip": "limits the image-based motion amplitude to these segments"}),
+            ("int", "phaseCountSpinBox", "Phase volumes to combine:", "phaseCount",
+             {"minimum": 0, "maximum": 64, "specialValueText": "method default"}),
+            ("double", "amplitudeThresholdSpinBox", "Amplitude threshold:", "amplitudeThreshold",
+             {"minimum": 0.0, "maximum": 1e6, "singleStep": 1.0, "toolTip": "for the '-below' selections"}),
         ],
         "Advanced": [
             ("combo", "deviceComboBox", "Network device:", "device", {"items": ["auto", "cpu", "cuda"]}),
@@ -181,9 +213,11 @@ def _field(kind: str, name: str, label: str, parameter: str, extra: dict) -> str
 
 def _section(title: str, fields: list, collapsed: bool) -> str:
     rows = "".join(_field(*field).replace("{row}", str(row)) for row, field in enumerate(fields))
-    return (f'<item><widget class="ctkCollapsibleButton" name="{title.lower()}CollapsibleButton">'
+    words = "".join(c if c.isalnum() else " " for c in title).split()
+    slug = words[0].lower() + "".join(word.capitalize() for word in words[1:])  # "Multi-phase x" -> multiPhaseX
+    return (f'<item><widget class="ctkCollapsibleButton" name="{slug}CollapsibleButton">'
             f'{_property("text", title)}{_property("collapsed", collapsed)}'
-            f'<layout class="QFormLayout" name="{title.lower()}FormLayout">{rows}</layout></widget></item>')
+            f'<layout class="QFormLayout" name="{slug}FormLayout">{rows}</layout></widget></item>')
 
 
 def ui_text(module: str, sections: dict) -> str:

@@ -158,7 +158,7 @@ def _shrink_for(size: tuple[int, ...], factor: int) -> list[int]:
     return [int(max(1, min(factor, n // 8))) for n in size]
 
 
-def _pyramid_level(image, factor: int):
+def pyramid_level(image, factor: int):
     """Gaussian-smoothed (sigma 0.5 * factor pixels) and shrunk copy of ``image`` (unchanged for factor 1)."""
     import SimpleITK as sitk
 
@@ -169,7 +169,7 @@ def _pyramid_level(image, factor: int):
     return sitk.Shrink(sitk.SmoothingRecursiveGaussian(image, sigmas), factors)
 
 
-def _resample_field(field, reference):
+def resample_field(field, reference):
     """A displacement field (physical vectors) linearly resampled onto ``reference``'s grid (float64)."""
     import SimpleITK as sitk
 
@@ -195,8 +195,8 @@ def _demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress
     field = initial_field
     for level, factor in enumerate(factors):
         progress(level / len(factors), f"demons level {level + 1}/{len(factors)}")
-        fixed_level = _pyramid_level(fixed, factor)
-        moving_level = _pyramid_level(moving, factor)
+        fixed_level = pyramid_level(fixed, factor)
+        moving_level = pyramid_level(moving, factor)
         if options["variant"] == "diffeomorphic":
             demons = sitk.DiffeomorphicDemonsRegistrationFilter()
         elif options["variant"] == "fast_symmetric":
@@ -215,9 +215,9 @@ def _demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress
         if field is None:
             field = demons.Execute(fixed_level, moving_level)
         else:
-            field = demons.Execute(fixed_level, moving_level, _resample_field(field, fixed_level))
+            field = demons.Execute(fixed_level, moving_level, resample_field(field, fixed_level))
     progress(1.0, "demons done")
-    return _resample_field(field, fixed)
+    return resample_field(field, fixed)
 
 
 def _bspline_pair(fixed, moving, options: dict[str, Any], progress: Progress):

@@ -11,7 +11,6 @@ Integrals of activity are returned in activity·min, because kinetic rate consta
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scanai.core.errors import FileFormatError, InputError
+from scanai.core.errors import InputError
+from scanai.io.text_table import read_text_table
 from scanai.pet.timing import FrameTiming
 
 #: Column names (lower case) taken as time in seconds, best first.
@@ -371,30 +371,16 @@ def read_numeric_csv(path: str | Path, where: Mapping[str, str] | None = None,
     Columns with any non-numeric cell other than an empty one are dropped (empty cells become NaN, which the
     consumer reports). ``where`` filters rows on exact text matches first.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"The {what} file {path} does not exist.", "Check the path.")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            sample = stream.read(4096)
-            stream.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-            except csv.Error:
-                dialect = csv.excel
-            rows = list(csv.DictReader(stream, dialect=dialect))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise FileFormatError(f"The {what} file {path.name} could not be read as a CSV table ({error}).",
-                              "Save it as comma-separated text with a header row.") from error
-    if not rows:
-        raise FileFormatError(f"The {what} file {path.name} has no data rows.", "Save it with a header row and data.")
+    name_of_file = Path(path).name
+    header, cells = read_text_table(path, what)
+    rows = [{name: (row[i] if i < len(row) else None) for i, name in enumerate(header)} for row in cells]
     if where:
         missing = [key for key in where if key not in rows[0]]
         if missing:
-            raise InputError(f"The {what} file {path.name} has no column {', '.join(missing)} to select rows by.")
+            raise InputError(f"The {what} file {name_of_file} has no column {', '.join(missing)} to select rows by.")
         rows = [row for row in rows if all((row.get(k) or "").strip() == v for k, v in where.items())]
         if not rows:
-            raise InputError(f"No row of {path.name} matches {dict(where)}.", "Check the scan name.")
+            raise InputError(f"No row of {name_of_file} matches {dict(where)}.", "Check the scan name.")
     columns: dict[str, np.ndarray] = {}
     for name in rows[0]:
         if name is None:

@@ -1,0 +1,257 @@
+"""Multi-phase cardiac motion-artifact correction (seed 000): select, rank and correct phase volumes.
+
+A *phase sequence* holds phase volumes, each reconstructed from one short acquisition window (a patent "image
+sequence", digest §1.3). :func:`correct_phase_sequence` follows process 500:
+
+1. windows and cardiac phases of every phase volume (:func:`phase_windows`: from the index values, a timing
+   table and/or an ECG);
+2. a motion amplitude per phase volume, from the images (¶56, inside an optional ROI) and, with an ECG, from the
+   heart's reference contraction curve (¶57);
+3. selection of N phase volumes (¶55-¶57: successive, N smallest image or ECG amplitude, below a threshold);
+4. ranking (¶63-¶64, claims 7-9) and the output window (¶68-¶70: M < N, between the inputs);
+5. correction by the trained network (the patent's model) or a classical baseline (best phase, plain mean,
+   half-way warping, registration-based fusion, digest §7.2).
+
+The result lies on the input grid exactly (same geometry, same scalar type) and is never written over the input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.core.image import VolumeSequence
+from scanai.core.progress import Progress
+from scanai.motion import windows as win
+from scanai.motion.windows import PhaseWindow, RPeaks
+
+#: Correction methods: the trained network and the classical baselines.
+METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean")
+METHOD_LABELS = {"network": "trained multi-phase network (the patent's model)",
+                 "registration-fusion": "registration-based motion-compensated fusion",
+                 "halfway": "half-way warping between the two middle phases",
+                 "best-phase": "the phase volume with the least motion, unchanged",
+                 "mean": "plain mean of the middle phases (no registration)"}
+#: Selection modes (¶55-¶57).
+SELECTIONS = ("successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below")
+#: Phase volumes used by the classical methods when the network does not fix the count.
+DEFAULT_COUNT = 4
+
+
+@dataclass(frozen=True)
+class ArtifactCorrection:
+    """Result of :func:`correct_phase_sequence`.
+
+    corrected:        M corrected volumes on the input grid and scalar type; index = output phase (%) when known,
+                      else the output window's centre (s).
+    output_windows:   the M output windows (¶68-¶70).
+    windows:          the windows of every input phase volume.
+    image_amplitude:  (T,) image-based motion amplitude of every input phase volume (image units, ¶56).
+    ecg_amplitude:    (T,) ECG-based amplitude (per second, ¶57), or None without an ECG.
+    selected:         indices of the chosen phase volumes, in ranked order (the order fed to the method).
+    method:           the correction method; seconds: its run time.
+    """
+
+    corrected: VolumeSequence
+    output_windows: list[PhaseWindow]
+    windows: list[PhaseWindow]
+    image_amplitude: np.ndarray
+    ecg_amplitude: np.ndarray | None
+    selected: list[int]
+    method: str
+    seconds: float
+
+    def table_rows(self) -> list[dict[str, object]]:
+        """One row per input phase volume: item (1-based), window, cycle, phase, amplitudes, selected, rank."""
+        rows = []
+        for item, window in enumerate(self.windows):
+            rank = self.selected.index(item) + 1 if item in self.selected else None
+            rows.append({
+                "item": item + 1, "window_start_s": window.start_s, "window_end_s": window.end_s,
+                "cycle_index": window.cycle_index, "phase_pct": window.phase_pct,
+                "image_motion_amplitude": float(self.image_amplitude[item]),
+                "ecg_motion_amplitude": None if self.ecg_amplitude is None else float(self.ecg_amplitude[item]),
+                "selected": rank is not None, "rank": rank})
+        return rows
+
+
+def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_peaks: RPeaks | None = None,
+                  rr_s: float | None = None, timing: Sequence[PhaseWindow] | None = None) -> list[PhaseWindow]:
+    """The acquisition window of every phase volume of ``sequence``.
+
+    timing: windows from a timing table (:func:`scanai.motion.windows.read_timing_table`), one per phase volume;
+    otherwise the sequence index values ("%" phase or "s" window centre) with windows of ``window_s`` seconds.
+    With ``r_peaks`` (or a regular ``rr_s``) the cycle and phase of every window are filled in.
+    """
+    if timing is not None:
+        windows = list(timing)
+        if len(windows) != len(sequence):
+            raise InputError(f"The timing table has {len(windows)} rows but the phase sequence has {len(sequence)} "
+                             "phase volumes.", "Give one row (item, window_start_s, window_end_s) per phase volume.")
+        if r_peaks is not None:
+            return win.assign_phases(windows, r_peaks)
+        if rr_s is not None:
+            return win.assign_phases(windows, _regular_peaks(windows, rr_s))
+        return windows
+    if window_s is None:
+        raise InputError("The acquisition window length of the phase volumes is not known.",
+                         "Give the window length in seconds (e.g. 0.15 s for a half-scan at 0.3 s rotation) or "
+                         "a timing table with window_start_s and window_end_s.")
+    return win.windows_from_index(sequence.index_values, sequence.index_unit, window_s, r_peaks, rr_s)
+
+
+def _regular_peaks(windows: Sequence[PhaseWindow], rr_s: float) -> RPeaks:
+    """A regular rhythm with an R peak at 0 s covering every window."""
+    first = min(0, int(np.floor(min(w.start_s for w in windows) / rr_s)))
+    last = int(np.ceil(max(w.end_s for w in windows) / rr_s))
+    return RPeaks.regular(rr_s, last - first + 1, first * rr_s)
+
+
+def _check_frames(sequence: VolumeSequence) -> np.ndarray:
+    """The frames as float64 (T, K, J, I); InputError for NaNs or fewer than 2 phase volumes."""
+    if len(sequence) < 2:
+        raise InputError(f"Motion-artifact correction needs at least 2 phase volumes, got {len(sequence)}.",
+                         "Load the phase sequence of a multi-phase (ECG-gated) reconstruction.")
+    frames = np.asarray(sequence.frames, dtype=np.float64)
+    bad = [t + 1 for t in range(frames.shape[0]) if not np.isfinite(frames[t]).all()]
+    if bad:
+        raise InputError(f"Phase volume(s) {bad} contain values that are not numbers (NaN or infinite).",
+                         "Re-export the reconstruction, or leave these phase volumes out.")
+    return frames
+
+
+def select_phases(windows: Sequence[PhaseWindow], count: int, selection: str, image_amplitude: np.ndarray,
+                  ecg_amplitude: np.ndarray | None, threshold: float | None = None, first: int | None = None
+                  ) -> list[int]:
+    """Indices of ``count`` phase volumes by ``selection`` (one of :data:`SELECTIONS`), in index order.
+
+    "successive" starts at the ``first``-th window in time order, or, when ``first`` is None, where the ``count``
+    successive windows have the least summed image motion amplitude (ECG amplitude when given). The "-below"
+    modes keep the ``count`` smallest among those under ``threshold`` (an error when fewer are).
+    """
+    if selection not in SELECTIONS:
+        raise InputError(f"Unknown selection '{selection}'.", f"Choose one of {', '.join(SELECTIONS)}.")
+    if count > len(windows):
+        raise InputError(f"{count} phase volumes are needed but the phase sequence has only {len(windows)}.",
+                         "Reconstruct more phases (windows) of the scan, or choose a method that needs fewer.")
+    if selection == "successive":
+        if first is None:
+            amplitude = image_amplitude if ecg_amplitude is None else ecg_amplitude
+            in_time = np.argsort([w.mid_s for w in windows], kind="stable")
+            sums = np.convolve(amplitude[in_time], np.ones(count), mode="valid")
+            first = int(np.argmin(sums))
+        return sorted(win.select_successive(windows, count, first))
+    amplitude = image_amplitude
+    if selection.startswith("ecg"):
+        if ecg_amplitude is None:
+            raise InputError("ECG-based selection needs an ECG or R-peak table.",
+                             "Load the ECG recorded during the scan, or choose an image-based selection.")
+        amplitude = ecg_amplitude
+    if selection.endswith("below"):
+        if threshold is None:
+            raise InputError("The '-below' selections need an amplitude threshold.",
+                             "Give the threshold, or select the N smallest amplitudes instead.")
+        below = win.select_below(amplitude, threshold, minimum=count)
+        return sorted(sorted(below, key=lambda i: amplitude[i])[:count])
+    return sorted(win.select_smallest(amplitude, count))
+
+
+def _run_method(method: str, phases: np.ndarray, phase_pct: list[float], spacing_mm: tuple[float, ...],
+                n_outputs: int, device: str, roi: np.ndarray | None, progress: Progress) -> np.ndarray:
+    """(M, K, J, I) corrected volumes from ranked (N, K, J, I) phase volumes (``roi``: for best-phase)."""
+    from scanai.motion import artifact_baselines as baselines
+
+    if method == "network":
+        from scanai.motion.artifact_network import load_artifact_corrector
+
+        return load_artifact_corrector(device).correct_on_grid(phases, phase_pct, (spacing_mm[1], spacing_mm[0]),
+                                                              progress)
+    if n_outputs != 1:
+        raise InputError(f"The classical method '{method}' gives one corrected volume, not {n_outputs}.",
+                         "Ask for one output, or use the network.")
+    if method == "registration-fusion":
+        return baselines.registration_fusion(phases, spacing_mm, progress)[None]
+    if method == "halfway":
+        middle = phases.shape[0] // 2
+        if phases.shape[0] % 2:
+            return phases[middle][None].copy()
+        return baselines.halfway_warp(phases[middle - 1], phases[middle], spacing_mm, progress)[None]
+    if method == "best-phase":
+        return baselines.best_phase(phases, roi)[1][None]
+    return baselines.plain_mean(phases)[None]
+
+
+def _like_input(volumes: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``volumes`` in the input's scalar type (rounded and clipped for integer types)."""
+    if np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(volumes), limits.min, limits.max).astype(dtype)
+    return volumes.astype(dtype)
+
+
+def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWindow], method: str = "network",
+                           selection: str = "successive", count: int | None = None, first: int | None = None,
+                           threshold: float | None = None, r_peaks: RPeaks | None = None,
+                           roi: np.ndarray | None = None, descending: bool = False, device: str = "auto",
+                           progress: Progress | None = None) -> ArtifactCorrection:
+    """Correct the motion artifacts of a phase sequence (process 500, see the module docstring).
+
+    sequence: (T, K, J, I) phase volumes (any scalar type, e.g. HU), one per window of ``windows``.
+    count: the number N of phase volumes to combine (the network fixes it; default 4 for the other methods).
+    roi: optional (K, J, I) bool mask limiting the image-based motion amplitude (e.g. the heart).
+    descending: rank in descending order (the network was trained on ascending order).
+    """
+    progress = Progress.ensure(progress)
+    if method not in METHODS:
+        raise InputError(f"Unknown method '{method}'.", f"Choose one of {', '.join(METHODS)}.")
+    frames = _check_frames(sequence)
+    windows = list(windows)
+    if len(windows) != len(sequence):
+        raise InputError(f"{len(windows)} windows were given for {len(sequence)} phase volumes.",
+                         "Give one acquisition window per phase volume.")
+    n_outputs = 1
+    if method == "network":
+        from scanai.motion.artifact_network import load_artifact_corrector
+
+        corrector = load_artifact_corrector(device)
+        if count not in (None, corrector.n_inputs):
+            raise InputError(f"The network was trained for {corrector.n_inputs} phase volumes, not {count}.",
+                             f"Select {corrector.n_inputs} phase volumes, or use a classical method.")
+        count, n_outputs = corrector.n_inputs, corrector.n_outputs
+    count = min(DEFAULT_COUNT, len(sequence)) if count is None else int(count)
+    if count < 2:
+        raise InputError(f"At least 2 phase volumes must be combined, got {count}.")
+    progress(0.02, "Measuring the motion of every phase volume")
+    mask = None if roi is None else np.broadcast_to(np.asarray(roi, dtype=bool), frames.shape[1:])
+    image_amplitude = win.image_motion_amplitude(frames, mask)
+    ecg_amplitude = None if r_peaks is None else win.ecg_motion_amplitude(windows, r_peaks)
+    chosen = select_phases(windows, count, selection, image_amplitude, ecg_amplitude, threshold, first)
+    order = win.rank_windows([windows[i] for i in chosen], descending)
+    ranked = [chosen[i] for i in order]
+    ranked_windows = [windows[i] for i in ranked]
+    if not win.same_cycle(ranked_windows):
+        if r_peaks is None:
+            raise InputError("The selected phase volumes come from different heart cycles.",
+                             "Give the ECG / R-peak table so that their phases can be compared.")
+        ranked_windows = win.to_one_cycle(ranked_windows, r_peaks, ranked_windows[0].cycle_index or 0)
+    chronological = sorted(ranked_windows, key=lambda w: w.mid_s)
+    outputs = win.output_windows(chronological, n_outputs)
+    phase_pct = [w.phase_pct if w.phase_pct is not None else np.nan for w in ranked_windows]
+    if method == "network" and not np.isfinite(phase_pct).all():
+        raise InputError("The network needs the cardiac phase of every phase volume, but the scan timing is missing.",
+                         "Give the R-R interval or an ECG / R-peak table, or index the phase sequence by phase (%).")
+    progress(0.1, f"Correcting with the {METHOD_LABELS[method]}")
+    start = time.perf_counter()
+    corrected = _run_method(method, frames[ranked], phase_pct, sequence.geometry.spacing_mm, n_outputs, device,
+                            mask, progress.sub(0.1, 0.98))
+    seconds = time.perf_counter() - start
+    index = [w.phase_pct if w.phase_pct is not None else w.mid_s for w in outputs]
+    unit = "%" if all(w.phase_pct is not None for w in outputs) else "s"
+    result = VolumeSequence(_like_input(corrected, sequence.frames.dtype), sequence.geometry, tuple(index),
+                            "phase" if unit == "%" else "time", unit)
+    progress(1.0, "Motion-artifact correction done")
+    return ArtifactCorrection(result, outputs, windows, image_amplitude, ecg_amplitude, ranked, method, seconds)

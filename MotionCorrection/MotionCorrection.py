@@ -371,9 +371,10 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     def correctArtifacts(self, inputSequence, method: str = "network", selection: str = "successive",
                          windowSeconds: float = 0.15, rrSeconds: float = 0.0, ecgTable=None, timingTable=None,
                          phaseCount: int = 0, amplitudeThreshold: float | None = None, roiSegmentation=None,
-                         descending: bool = False, device: str = "auto", progress=None) -> dict:
+                         descending: bool = False, device: str = "auto", progress=None, anchor=None) -> dict:
         """Correct the motion artifacts of the phase sequence ``inputSequence`` (index: phase in % or window centre
-        in s) and add the results beside it.
+        in s; a sequence node, or a library VolumeSequence with ``anchor`` the node to name and place the results
+        by) and add the results beside it.
 
         Timing: ``windowSeconds`` (each phase volume's data window) with ``rrSeconds`` (a regular R-R interval; 0 =
         none) or ``ecgTable`` (time_s + ecg_mV, or r_peak_time_s), or a ``timingTable`` (item, window_start_s,
@@ -384,11 +385,14 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         """
         import numpy as np
 
+        from scanai.core.image import VolumeSequence
         from scanai.core.progress import Progress
         from scanai.motion.artifact import correct_phase_sequence, phase_windows
 
         progress = Progress.ensure(progress)
-        sequence = mrml.sequence_from_node(inputSequence)
+        given = isinstance(inputSequence, VolumeSequence)
+        sequence = inputSequence if given else mrml.sequence_from_node(inputSequence)
+        anchor = anchor or inputSequence
         rPeaks, timing = self.timingFromTables(ecgTable, timingTable)
         windows = phase_windows(sequence, windowSeconds, rPeaks, rrSeconds or None, timing)
         roi = self.roiMask(roiSegmentation, sequence) if roiSegmentation is not None else None
@@ -396,7 +400,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                                         amplitudeThreshold, rPeaks, roi, descending, device,
                                         progress.sub(0.0, 0.9))
         progress(0.92, "Adding the corrected volume")
-        name = inputSequence.GetName()
+        name = anchor.GetName()
         phases = ", ".join(mrml.format_index_value(sequence.index_values[i]) for i in result.selected)
         window = result.output_windows[0]
         where = f"{window.phase_pct:.1f} %" if window.phase_pct is not None else f"{window.mid_s:.3f} s"
@@ -407,7 +411,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
             corrected = result.corrected
             if len(corrected) == 1:
                 outputs["corrected"] = mrml.volume_to_node(corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}",
-                                                           beside=inputSequence)
+                                                           beside=anchor)
             else:
                 outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected")
             for key, value in (("ScanAI.Method", method), ("ScanAI.InputItems", ",".join(
@@ -418,7 +422,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
             progress(0.96, "Adding the phase table")
             rows = result.table_rows()
             columns = {column: [np.nan if row[column] is None else row[column] for row in rows] for column in rows[0]}
-            outputs["table"] = mrml.table_to_node(columns, f"{name} phases", beside=inputSequence,
+            outputs["table"] = mrml.table_to_node(columns, f"{name} phases", beside=anchor,
                                                   units={"window_start_s": "s", "window_end_s": "s", "phase_pct": "%"})
             amplitudes = ["image_motion_amplitude"] + (["ecg_motion_amplitude"] if result.ecg_amplitude is not None
                                                        else [])
@@ -427,6 +431,20 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         self.lastResult = result
         progress(1.0, "Done")
         return outputs
+
+    def correctArtifactsOfVolumes(self, volumeNodes, phasesPct, **kwargs) -> dict:
+        """:meth:`correctArtifacts` for separate phase volumes (scalar volume nodes on one grid) with their cardiac
+        phases in %; GeometryError naming the first volume on another grid. Results are placed by the first volume."""
+        from scanai.core.errors import InputError
+        from scanai.core.image import VolumeSequence
+
+        volumeNodes = list(volumeNodes)
+        if len(volumeNodes) != len(phasesPct):
+            raise InputError(f"{len(volumeNodes)} phase volumes were given with {len(phasesPct)} phases.",
+                             "Give one cardiac phase (%) per phase volume.")
+        sequence = VolumeSequence.from_volumes([mrml.volume_from_node(node) for node in volumeNodes], phasesPct,
+                                               "phase", "%")
+        return self.correctArtifacts(sequence, anchor=volumeNodes[0], **kwargs)
 
     @staticmethod
     def _tableOutputs(result, sequence, name, anchor) -> dict:
@@ -714,6 +732,23 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
             with self.assertRaisesRegex(InputError, words, msg=str(kwargs)):
                 MotionCorrectionLogic().correctArtifacts(node, **kwargs)
             self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+
+    def test_ArtifactCorrectionOfSeparateVolumes(self):
+        from scanai.core.errors import GeometryError
+        from scanai.core.image import Geometry, Volume
+
+        _node, _table, sequence, _truth = self._phaseSequenceNode()
+        volumes = [mrml.volume_to_node(sequence.frame(t), f"phase {t}") for t in range(4)]
+        outputs = MotionCorrectionLogic().correctArtifactsOfVolumes(volumes, [69.0, 72.0, 75.0, 78.0],
+                                                                    method="mean", rrSeconds=1.0)
+        self.assertTrue(mrml.geometry_of_node(outputs["corrected"]).is_close(sequence.geometry, 1e-9))
+        self.assertTrue(outputs["corrected"].GetName().startswith("phase 0_MC_73.5%"))
+        elsewhere = mrml.volume_to_node(Volume(sequence.frames[3], Geometry((2.0, 2.0, 2.0))), "coarse")
+        count = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaisesRegex(GeometryError, "different grid"):
+            MotionCorrectionLogic().correctArtifactsOfVolumes(volumes[:3] + [elsewhere], [69.0, 72.0, 75.0, 78.0],
+                                                              method="mean", rrSeconds=1.0)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
 
     def test_ArtifactNetwork(self):
         """The shipped multi-phase network through the module (skipped until its weights are installed)."""

@@ -273,3 +273,20 @@ def test_finer_pixels_are_corrected_at_the_training_pixel_size_and_keep_their_gr
     assert _rmse(output[0, 0], truth) <= 0.6 * _rmse(inputs[1:3].mean(axis=0)[0], truth)  # vs 14.3 HU
     same = shipped.correct_on_grid(case.inputs[:, None], case.phase_pct, (1.05, 0.95))
     np.testing.assert_array_equal(same, shipped.correct(case.inputs[:, None], case.phase_pct))
+
+
+def test_shipped_model_beats_every_classical_method_and_keeps_the_coronary_width(shipped):
+    """Four held-out moving cases scored side by side (the full comparison on 36 cases is in make bench)."""
+    pytest.importorskip("skimage")
+    from scanai.motion.artifact_evaluate import evaluate_methods
+    from scanai.motion.artifact_train import held_out_cases
+
+    cases = [case for case, static in held_out_cases(6, int(shipped.card.extra["seed"])) if not static][:4]
+    summary = evaluate_methods(cases, shipped, ["network", "registration-fusion", "best-phase", "mean",
+                                                "centre"])["summary"]
+    network = summary["network"]
+    for baseline in ("registration-fusion", "best-phase", "mean"):
+        assert network[f"fraction_below_{baseline}"] == 1.0, (baseline, summary)
+    assert network["rmse_ratio_to_centre"] <= 0.7
+    assert network["accuracy_rate_ssim_gt_0.90"] == 1.0
+    assert network["coronary_width_error_median"] <= 0.2

@@ -46,6 +46,9 @@ def test_parameter_node_is_a_singleton_with_defaults(name):
 
     module = slicer_harness.load_module(name)
     scene.Clear(0)
+    leftover = scene.GetSingletonNode(name, "vtkMRMLScriptedModuleNode")  # Clear(0) only resets singletons
+    if leftover is not None:
+        scene.RemoveNode(leftover)
     logic = slicer.modules.__dict__[name.lower()].logic()
     first, second = logic.getParameterNode(), logic.getParameterNode()
     assert first.parameterNode is second.parameterNode

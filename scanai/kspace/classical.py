@@ -238,6 +238,14 @@ def _dof_from_log_spread(spread: np.ndarray) -> np.ndarray:
     return np.clip(dof, 0.5, 256.0)
 
 
+def _half_level(dof: np.ndarray) -> np.ndarray:
+    """Median of a Gamma(k, 1/k) variable for ``k = dof`` (given as float32, the statistic's precision), float64."""
+    from scipy.special import gammaincinv
+
+    dof = np.asarray(dof, dtype=np.float32)
+    return gammaincinv(dof, 0.5) / dof
+
+
 def _fill_unacquired(values: np.ndarray, acquired: np.ndarray) -> np.ndarray:
     """``values`` with every not-acquired sample set to the value of the nearest acquired one."""
     if acquired.all():
@@ -296,6 +304,7 @@ class _SliceStatistic:
         self.log_ratio = np.log((self.energy + self.tiny) / self.background).astype(np.float32)
         self.median = np.zeros(grid.shape, dtype=np.float32)
         self.dof = np.ones(grid.shape, dtype=np.float32)
+        self.half = np.full(grid.shape, _half_level(np.ones(1))[0])
         windows, centres, spreads = [], [], []
         for r, c in grid.anchors():
             window = (slice(r, r + grid.size), slice(c, c + grid.size))
@@ -306,23 +315,33 @@ class _SliceStatistic:
             windows.append(window)
             centres.append(centre)
             spreads.append(1.4826 * float(np.median(np.abs(values - centre))))
-        for window, centre, dof in zip(windows, centres, _dof_from_log_spread(np.array(spreads)), strict=True):
+        dofs = _dof_from_log_spread(np.array(spreads)).astype(np.float32)
+        for window, centre, dof, half in zip(windows, centres, dofs, _half_level(dofs), strict=True):
             self.median[window] = centre
             self.dof[window] = dof
+            self.half[window] = half
         self.z = np.full(grid.shape, -np.inf, dtype=np.float32)
-        self.z[acquired] = self.score(self.log_ratio[acquired], self.median[acquired], self.dof[acquired])
+        self.z[acquired] = self.score_at(self.log_ratio[acquired], acquired)
+
+    def score_at(self, log_ratio: np.ndarray, where) -> np.ndarray:
+        """:meth:`score` of ``log_ratio`` at the samples ``where`` (a bool mask or an index tuple) with their
+        patches' noise model."""
+        return self.score(log_ratio, self.median[where], self.dof[where], self.half[where])
 
     @staticmethod
-    def score(log_ratio: np.ndarray, median: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    def score(log_ratio: np.ndarray, median: np.ndarray, dof: np.ndarray, half: np.ndarray | None = None
+              ) -> np.ndarray:
         """Significance ``-log10 p`` of log contrasts under the noise-only model of their patch.
 
         Without a spike the whitened residual energy of ``k`` coils is Gamma(k, 1/k) distributed; its contrast to
         the local median then has median ``median`` (the patch median of the log contrast), and ``k`` follows
-        from the patch's spread of log contrasts (see :func:`_dof_from_log_spread`).
+        from the patch's spread of log contrasts (see :func:`_dof_from_log_spread`). ``half``: the Gamma median
+        :func:`_half_level` of ``dof`` when already known (it is computed per patch, not per sample).
         """
-        from scipy.special import gammaincc, gammaincinv
+        from scipy.special import gammaincc
 
-        level = gammaincinv(dof, 0.5) / dof * np.exp(np.asarray(log_ratio, np.float64) - median)
+        half = _half_level(dof) if half is None else half
+        level = half * np.exp(np.asarray(log_ratio, np.float64) - median)
         tail = gammaincc(dof, dof * level)
         return (-np.log10(np.maximum(tail, 1e-300))).astype(np.float32)
 
@@ -344,7 +363,7 @@ class _SliceStatistic:
         energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
         self.energy[ys, xs] = energy
         self.log_ratio[ys, xs] = np.log((energy + self.tiny) / self.background[ys, xs])
-        self.z[ys, xs] = self.score(self.log_ratio[ys, xs], self.median[ys, xs], self.dof[ys, xs])
+        self.z[ys, xs] = self.score_at(self.log_ratio[ys, xs], (ys, xs))
         self.energy[flagged] = 0.0
         self.z[flagged] = -np.inf
 
@@ -357,7 +376,7 @@ class _SliceStatistic:
         residual = self.original[:, ys, xs].T - predict_at(filled, self.kernel, ys, xs)
         energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
         log_ratio = np.log((energy + self.tiny) / self.background[ys, xs])
-        return self.score(log_ratio, self.median[ys, xs], self.dof[ys, xs]), log_ratio
+        return self.score_at(log_ratio, (ys, xs)), log_ratio
 
 
 def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Thresholds, zone: np.ndarray,

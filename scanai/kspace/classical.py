@@ -337,57 +337,53 @@ class _SliceStatistic:
         self.inverse_scale = (1.0 / scale).astype(np.float32)
         self.energy = np.einsum("chw,c->hw", power, self.inverse_scale) / len(scale)
         self.tiny = np.float32(1e-6 * max(float(np.median(self.energy[acquired])), 1e-30))
+        self._filled: np.ndarray | None = None  # the background's input at the last refresh (None: not yet)
+        self._patch_cache: dict[tuple[int, int], tuple[float | None, float | None]] = {}
         self.refresh(np.zeros(acquired.shape, dtype=bool))
 
     def refresh(self, flagged: np.ndarray) -> None:
         """(Re)compute the local background, the contrast and the per-patch noise model, leaving the ``flagged``
-        samples (already replaced by their prediction) out of every statistic."""
+        samples (already replaced by their prediction) out of every statistic. After the first call only what
+        the peeling changed is recomputed (the values are the same as a full recomputation)."""
         grid, acquired = self.grid, self.acquired & ~flagged
+        first = self._filled is None
         filled = _fill_unacquired(self.energy, acquired)
-        previous = getattr(self, "_filled", None)
-        if previous is None:
-            self._medians = _ring_medians(filled)
-        else:  # after peeling only a few samples changed: recompute the medians near them
-            self._medians = _ring_medians_near(self._medians, filled, filled != previous)
+        self._medians = (_ring_medians(filled) if first
+                         else _ring_medians_near(self._medians, filled, filled != self._filled))
         self._filled = filled
-        old_log_ratio, old_acquired = getattr(self, "log_ratio", None), getattr(self, "_used", None)
-        old = (self.median, self.dof, self.z) if old_log_ratio is not None else None
         self.background = _with_edge_lines(self._medians, filled) + self.tiny
-        self.log_ratio = np.log((self.energy + self.tiny) / self.background).astype(np.float32)
-        self._used = acquired
+        log_ratio = np.log((self.energy + self.tiny) / self.background).astype(np.float32)
+        changed = (np.ones(grid.shape, dtype=bool) if first
+                   else (log_ratio != self.log_ratio) | (acquired != self._used))
+        old_median, old_dof = (None, None) if first else (self.median, self.dof)
+        old_z = np.full(grid.shape, -np.inf, dtype=np.float32) if first else self.z
+        self.log_ratio, self._used = log_ratio, acquired
         self.median = np.zeros(grid.shape, dtype=np.float32)
         self.dof = np.ones(grid.shape, dtype=np.float32)
         self.half = np.full(grid.shape, _half_level(np.ones(1))[0])
-        changed = None if old_log_ratio is None else (self.log_ratio != old_log_ratio) | (acquired != old_acquired)
-        cache = getattr(self, "_patch_cache", {})
         windows, centres, spreads = [], [], []
         for r, c in grid.anchors():
             window = (slice(r, r + grid.size), slice(c, c + grid.size))
-            if changed is None or changed[window].any() or (r, c) not in cache:
-                values = self.log_ratio[window][acquired[window]]
+            if changed[window].any():
+                values = log_ratio[window][acquired[window]]
                 centre = float(np.median(values)) if values.size else None
                 spread = 1.4826 * float(np.median(np.abs(values - centre))) if values.size else None
-                cache[(r, c)] = (centre, spread)
-            centre, spread = cache[(r, c)]
+                self._patch_cache[(r, c)] = (centre, spread)
+            centre, spread = self._patch_cache[(r, c)]
             if centre is None:
                 continue
             windows.append(window)
             centres.append(centre)
             spreads.append(spread)
-        self._patch_cache = cache
         dofs = _dof_from_log_spread(np.array(spreads)).astype(np.float32)
         for window, centre, dof, half in zip(windows, centres, dofs, _half_level(dofs), strict=True):
             self.median[window] = centre
             self.dof[window] = dof
             self.half[window] = half
-        if old is None:
-            self.z = np.full(grid.shape, -np.inf, dtype=np.float32)
-            self.z[acquired] = self.score_at(self.log_ratio[acquired], acquired)
-            return
-        # rescore only where the contrast, the sample's use or its patch's noise model changed (same values)
-        rescore = acquired & (changed | (self.median != old[0]) | (self.dof != old[1]))
-        self.z = np.where(acquired, old[2], np.float32(-np.inf))
-        self.z[rescore] = self.score_at(self.log_ratio[rescore], rescore)
+        # score where the contrast, the sample's use or its patch's noise model changed
+        rescore = acquired if first else acquired & (changed | (self.median != old_median) | (self.dof != old_dof))
+        self.z = np.where(acquired, old_z, np.float32(-np.inf))
+        self.z[rescore] = self.score_at(log_ratio[rescore], rescore)
 
     def score_at(self, log_ratio: np.ndarray, where) -> np.ndarray:
         """:meth:`score` of ``log_ratio`` at the samples ``where`` (a bool mask or an index tuple) with their

@@ -95,20 +95,13 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
         if r_peaks is not None:
             return win.assign_phases(windows, r_peaks)
         if rr_s is not None:
-            return win.assign_phases(windows, _regular_peaks(windows, rr_s))
+            return win.assign_phases(windows, win.regular_peaks_covering(windows, rr_s))
         return windows
     if window_s is None:
         raise InputError("The acquisition window length of the phase volumes is not known.",
                          "Give the window length in seconds (e.g. 0.15 s for a half-scan at 0.3 s rotation) or "
                          "a timing table with window_start_s and window_end_s.")
     return win.windows_from_index(sequence.index_values, sequence.index_unit, window_s, r_peaks, rr_s)
-
-
-def _regular_peaks(windows: Sequence[PhaseWindow], rr_s: float) -> RPeaks:
-    """A regular rhythm with an R peak at 0 s covering every window."""
-    first = min(0, int(np.floor(min(w.start_s for w in windows) / rr_s)))
-    last = int(np.ceil(max(w.end_s for w in windows) / rr_s))
-    return RPeaks.regular(rr_s, last - first + 1, first * rr_s)
 
 
 def _check_frames(sequence: VolumeSequence) -> np.ndarray:
@@ -161,28 +154,21 @@ def select_phases(windows: Sequence[PhaseWindow], count: int, selection: str, im
 
 
 def _run_method(method: str, phases: np.ndarray, phase_pct: list[float], spacing_mm: tuple[float, ...],
-                n_outputs: int, device: str, roi: np.ndarray | None, progress: Progress) -> np.ndarray:
-    """(M, K, J, I) corrected volumes from ranked (N, K, J, I) phase volumes (``roi``: for best-phase)."""
+                corrector, roi: np.ndarray | None, progress: Progress) -> np.ndarray:
+    """(M, K, J, I) corrected volumes from ranked (N, K, J, I) phase volumes (``corrector``: the network, for
+    method "network"; ``roi``: for best-phase)."""
     from scanai.motion import artifact_baselines as baselines
 
     if method == "network":
-        from scanai.motion.artifact_network import load_artifact_corrector
-
-        return load_artifact_corrector(device).correct_on_grid(phases, phase_pct, (spacing_mm[1], spacing_mm[0]),
-                                                              progress)
-    if n_outputs != 1:
-        raise InputError(f"The classical method '{method}' gives one corrected volume, not {n_outputs}.",
-                         "Ask for one output, or use the network.")
+        return corrector.correct_on_grid(phases, phase_pct, (spacing_mm[1], spacing_mm[0]), progress)
     if method == "registration-fusion":
         return baselines.registration_fusion(phases, spacing_mm, progress)[None]
-    if method == "halfway":
+    if method == "halfway" and phases.shape[0] % 2 == 0:
         middle = phases.shape[0] // 2
-        if phases.shape[0] % 2:
-            return phases[middle][None].copy()
         return baselines.halfway_warp(phases[middle - 1], phases[middle], spacing_mm, progress)[None]
     if method == "best-phase":
         return baselines.best_phase(phases, roi)[1][None]
-    return baselines.plain_mean(phases)[None]
+    return baselines.plain_mean(phases)[None]  # also "halfway" with an odd count: the middle phase
 
 
 def _like_input(volumes: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -213,7 +199,7 @@ def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWind
     if len(windows) != len(sequence):
         raise InputError(f"{len(windows)} windows were given for {len(sequence)} phase volumes.",
                          "Give one acquisition window per phase volume.")
-    n_outputs = 1
+    n_outputs, corrector = 1, None
     if method == "network":
         from scanai.motion.artifact_network import load_artifact_corrector
 
@@ -246,8 +232,8 @@ def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWind
                          "Give the R-R interval or an ECG / R-peak table, or index the phase sequence by phase (%).")
     progress(0.1, f"Correcting with the {METHOD_LABELS[method]}")
     start = time.perf_counter()
-    corrected = _run_method(method, frames[ranked], phase_pct, sequence.geometry.spacing_mm, n_outputs, device,
-                            mask, progress.sub(0.1, 0.98))
+    corrected = _run_method(method, frames[ranked], phase_pct, sequence.geometry.spacing_mm, corrector, mask,
+                            progress.sub(0.1, 0.98))
     seconds = time.perf_counter() - start
     index = [w.phase_pct if w.phase_pct is not None else w.mid_s for w in outputs]
     unit = "%" if all(w.phase_pct is not None for w in outputs) else "s"

@@ -32,7 +32,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress
-from scanai.motion.registration import pyramid_level, resample_field
+from scanai.motion.registration import axis_image, pyramid_level, resample_field, stop_on_cancel, visiting_order
 
 #: Demons settings of the baselines; callers may override any of them through ``**registration_options``.
 BASELINE_DEMONS: dict[str, Any] = {
@@ -150,15 +150,6 @@ def noise_sigma_hu(volume: np.ndarray) -> float:
     return float(1.4826 * np.sqrt(9.0 / 8.0) * np.median(np.abs(residual - np.median(residual))))
 
 
-def _sitk_image(array: np.ndarray, spacing: tuple[float, ...]):
-    """float32 SimpleITK image (origin 0, identity direction) of a (J, I) or (K, J, I) array; spacing (i, j[, k])."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
-    image.SetSpacing(tuple(float(v) for v in spacing))
-    return image
-
-
 def _demons(fixed, moving, initial, threshold_hu: float, settings: dict[str, Any], progress: Progress):
     """Multi-resolution fast symmetric-forces demons; the pull-back field (vector image, mm) on ``fixed``'s grid."""
     import SimpleITK as sitk
@@ -175,12 +166,7 @@ def _demons(fixed, moving, initial, threshold_hu: float, settings: dict[str, Any
         demons.SetSmoothDisplacementField(settings["field_sigma_px"] > 0)
         if settings["field_sigma_px"] > 0:
             demons.SetStandardDeviations(float(settings["field_sigma_px"]))
-
-        def stop_on_cancel(filter_=demons) -> None:
-            if progress.token.cancelled:
-                filter_.StopRegistration()
-
-        demons.AddCommand(sitk.sitkIterationEvent, stop_on_cancel)
+        stop_on_cancel(demons, progress)
         if field is None:
             field = demons.Execute(fixed_level, moving_level)
         else:
@@ -207,12 +193,11 @@ def _register_block(frames: np.ndarray, reference_index: int, spacing: tuple[flo
         return fields  # nothing moves: skip the registration (exact identity)
     two_d = frames.shape[1] == 1
     axis_spacing = spacing[:2] if two_d else spacing
-    as_image = (lambda a: _sitk_image(a[0], axis_spacing)) if two_d else (lambda a: _sitk_image(a, axis_spacing))
+    as_image = (lambda a: axis_image(a[0], axis_spacing)) if two_d else (lambda a: axis_image(a, axis_spacing))
     # noise of a difference of two phase volumes: sqrt(2) times one volume's
     threshold = settings["noise_threshold"] * np.sqrt(2.0) * float(np.median([noise_sigma_hu(f) for f in frames]))
     fixed = as_image(frames[reference_index])
-    order = [(t, t - 1 if t > reference_index else t + 1) for offset in range(1, count)
-             for t in (reference_index + offset, reference_index - offset) if 0 <= t < count]
+    order = visiting_order(count, reference_index)
     computed: dict[int, Any] = {}
     for step, (frame, neighbour) in enumerate(order):
         progress(step / len(order), f"Registering phase volume {frame + 1} of {count}")

@@ -131,7 +131,7 @@ def _merged_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ SimpleITK glue
 
 
-def _axis_image(array: np.ndarray, spacing: tuple[float, ...]):
+def axis_image(array: np.ndarray, spacing: tuple[float, ...]):
     """A float32 SimpleITK image in the grid's own axis frame (origin 0, identity direction, spacing in mm).
 
     ``array`` is (J, I) for 2-D or (K, J, I) for 3-D; ``spacing`` is (si, sj) or (si, sj, sk) in mm.
@@ -176,7 +176,7 @@ def resample_field(field, reference):
     return sitk.Resample(field, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
 
 
-def _stop_on_cancel(process, progress: Progress) -> None:
+def stop_on_cancel(process, progress: Progress) -> None:
     """Make ``process`` (a SimpleITK filter or registration method) stop early when the user cancels."""
     import SimpleITK as sitk
 
@@ -211,7 +211,7 @@ def _demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress
         if options["update_sigma_px"] > 0:
             demons.SetSmoothUpdateField(True)
             demons.SetUpdateFieldStandardDeviations(float(options["update_sigma_px"]))
-        _stop_on_cancel(demons, progress)
+        stop_on_cancel(demons, progress)
         if field is None:
             field = demons.Execute(fixed_level, moving_level)
         else:
@@ -259,7 +259,7 @@ def _bspline_pair(fixed, moving, options: dict[str, Any], progress: Progress):
     method.SetShrinkFactorsPerLevel([int(f) for f in factors])
     method.SetSmoothingSigmasPerLevel([float(s) for s in sigmas])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    _stop_on_cancel(method, progress)
+    stop_on_cancel(method, progress)
     progress(0.0, "B-spline optimisation")
     result = method.Execute(fixed, moving)
     progress(1.0, "B-spline done")
@@ -328,7 +328,7 @@ def warp(volume: Volume, displacement_mm: np.ndarray, order: int = 1) -> Volume:
 # ----------------------------------------------------------------------------------------------- main entry
 
 
-def _visiting_order(count: int, reference_index: int) -> list[tuple[int, int]]:
+def visiting_order(count: int, reference_index: int) -> list[tuple[int, int]]:
     """(frame, neighbour-towards-reference) pairs, visiting frames outward from the reference on both sides."""
     order = []
     for offset in range(1, count):
@@ -364,12 +364,12 @@ def register_to_reference(sequence: VolumeSequence, reference_index: int, method
     two_d = sequence.frames.shape[1] == 1
     spacing = geometry.spacing_mm[:2] if two_d else geometry.spacing_mm
     frames = _normalised_frames(np.asarray(sequence.frames, dtype=np.float64))
-    as_image = (lambda a: _axis_image(a[0], spacing)) if two_d else (lambda a: _axis_image(a, spacing))
+    as_image = (lambda a: axis_image(a[0], spacing)) if two_d else (lambda a: axis_image(a, spacing))
     fixed = as_image(frames[reference_index])
 
     displacement = np.zeros((*sequence.frames.shape, 3), dtype=np.float64)
     axis_fields: dict[int, Any] = {}
-    order = _visiting_order(count, reference_index)
+    order = visiting_order(count, reference_index)
     started = time.perf_counter()
     for step, (frame, neighbour) in enumerate(order):
         progress(step / len(order), f"Registering frame {frame + 1} of {count} to frame {reference_index + 1}")

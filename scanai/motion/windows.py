@@ -479,11 +479,16 @@ def windows_from_index(index_values: Sequence[float] | np.ndarray, index_unit: s
     windows = [PhaseWindow(c - 0.5 * duration, c + 0.5 * duration) for c in centres]
     if r_peaks is None and rr_s is None:
         return windows
-    if r_peaks is None:
-        rr = _positive(rr_s, "The R-R interval", "s")
-        first = min(0, math.floor((centres.min() - 0.5 * duration) / rr))  # beats before 0 s only when needed
-        r_peaks = RPeaks.regular(rr, math.ceil((centres.max() + 0.5 * duration) / rr) - first + 1, first * rr)
-    return assign_phases(windows, r_peaks)
+    return assign_phases(windows, r_peaks if r_peaks is not None else regular_peaks_covering(windows, rr_s))
+
+
+def regular_peaks_covering(windows: Sequence[PhaseWindow], rr_s: float) -> RPeaks:
+    """A regular rhythm of R-R interval ``rr_s`` with an R peak at 0 s, from the beat before the first window to
+    the one after the last (beats before 0 s only when a window starts before 0 s)."""
+    rr = _positive(rr_s, "The R-R interval", "s")
+    first = min(0, math.floor(min(w.start_s for w in windows) / rr))
+    last = math.ceil(max(w.end_s for w in windows) / rr)
+    return RPeaks.regular(rr, last - first + 1, first * rr)
 
 
 def consecutive_windows(start_s: float, duration_s: float, count: int, step_s: float | None = None

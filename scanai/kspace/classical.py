@@ -157,20 +157,26 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     limit = max_rows or max(4096, 12 * n_features)
     step = max(1, len(ys) // limit)
     ys, xs = ys[::step], xs[::step]
-    features = _neighbours_at(plane, ys, xs).astype(np.complex128)
-    targets = plane[:, ys, xs].T.astype(np.complex128)
-    gram = features.conj().T @ features
-    cross = features.conj().T @ targets
-    load = regularisation * max(float(np.trace(gram).real), 1e-30) / n_features * np.eye(n_features)
-    kernel = np.linalg.solve(gram + load, cross).astype(np.complex64)
+    features = _neighbours_at(plane, ys, xs).astype(np.complex64, copy=False)
+    targets = plane[:, ys, xs].T.astype(np.complex64, copy=False)
+    adjoint = features.conj().T
+    gram = (adjoint @ features).astype(np.complex128)
+    cross = (adjoint @ targets).astype(np.complex128)
+    kernel = _regularised_solve(gram, cross, regularisation)
     energy = np.sum(np.abs(targets - features @ kernel) ** 2, axis=1)
     worst = energy > np.quantile(energy, refit_quantile)
     if worst.any() and (~worst).sum() > n_features:
-        gram -= features[worst].conj().T @ features[worst]
-        cross -= features[worst].conj().T @ targets[worst]
-        load = regularisation * max(float(np.trace(gram).real), 1e-30) / n_features * np.eye(n_features)
-        kernel = np.linalg.solve(gram + load, cross).astype(np.complex64)
+        gram -= adjoint[:, worst] @ features[worst]
+        cross -= adjoint[:, worst] @ targets[worst]
+        kernel = _regularised_solve(gram, cross, regularisation)
     return kernel
+
+
+def _regularised_solve(gram: np.ndarray, cross: np.ndarray, regularisation: float) -> np.ndarray:
+    """complex64 solution of (gram + load I) K = cross, load = regularisation * trace(gram) / n (complex128 solve)."""
+    n_features = gram.shape[0]
+    load = regularisation * max(float(np.trace(gram).real), 1e-30) / n_features
+    return np.linalg.solve(gram + load * np.eye(n_features), cross).astype(np.complex64)
 
 
 def predict(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -182,12 +188,12 @@ def predict(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """
     coils, ky, kx = plane.shape
     weights = kernel.astype(np.complex64).reshape(8, coils, coils)  # (offset, c_in, c_out)
-    padded = np.pad(plane.astype(np.complex64, copy=False), ((0, 0), (1, 1), (1, 1)), mode="wrap")
-    out = np.zeros((coils, ky * kx), dtype=np.complex64)
+    flat = np.ascontiguousarray(plane, dtype=np.complex64).reshape(coils, -1)
+    out = np.zeros((coils, ky, kx), dtype=np.complex64)
     for (dy, dx), weight in zip(_OFFSETS, weights, strict=True):
-        shifted = padded[:, 1 + dy:1 + dy + ky, 1 + dx:1 + dx + kx].reshape(coils, -1)
-        out += weight.T @ shifted
-    return out.reshape(coils, ky, kx)
+        # weigh every sample as the (dy, dx) neighbour, then move the result to the sample it predicts
+        out += np.roll((weight.T @ flat).reshape(coils, ky, kx), (-dy, -dx), axis=(1, 2))
+    return out
 
 
 def predict_at(plane: np.ndarray, kernel: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -63,10 +63,10 @@ def _mirror(index: np.ndarray, length: int) -> np.ndarray:
     return 2 * (length // 2) - index
 
 
-def _correct_plane(plane: np.ndarray, flagged: np.ndarray, method: str, kernel: np.ndarray | None = None
-                   ) -> np.ndarray:
-    """Corrected copy of one (coils, ky, kx) plane; only ``flagged`` samples change (``kernel``: a prediction
-    kernel already fitted on this plane, for "grappa")."""
+def _correct_plane(plane: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, method: str,
+                   kernel: np.ndarray | None = None) -> np.ndarray:
+    """Corrected copy of one (coils, ky, kx) plane; only ``flagged`` samples change (``acquired``: the plane's
+    :func:`acquired_mask`; ``kernel``: a prediction kernel already fitted on this plane, for "grappa")."""
     out = plane.copy()
     ys, xs = np.nonzero(flagged)
     if len(ys) == 0:
@@ -74,7 +74,7 @@ def _correct_plane(plane: np.ndarray, flagged: np.ndarray, method: str, kernel: 
     if method == "zero":
         out[:, ys, xs] = 0
         return out
-    usable = acquired_mask(plane) & ~flagged
+    usable = acquired & ~flagged
     if method == "grappa":
         if kernel is None or kernel.shape != (8 * plane.shape[0], plane.shape[0]):
             kernel = fit_kernel(plane, usable)
@@ -106,9 +106,10 @@ def correct(kspace: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
     out = kspace.copy()
     _, slices, ky, kx = kspace.shape
     for index, _ in progress.iterate(range(slices), "Correcting slice"):
-        flagged = mask[index] & acquired_mask(kspace[:, index])
+        acquired = acquired_mask(kspace[:, index])
+        flagged = mask[index] & acquired
         flagged[ky // 2, kx // 2] = False
         if flagged.any():
             kernel = kernels[index] if kernels is not None and index < len(kernels) else None
-            out[:, index] = _correct_plane(kspace[:, index], flagged, method, kernel)
+            out[:, index] = _correct_plane(kspace[:, index], flagged, acquired, method, kernel)
     return out

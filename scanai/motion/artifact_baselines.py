@@ -32,7 +32,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress
-from scanai.motion.registration import axis_image, pyramid_level, resample_field, stop_on_cancel, visiting_order
+from scanai.motion.registration import axis_image, demons_pair, visiting_order
 
 #: Demons settings of the baselines; callers may override any of them through ``**registration_options``.
 BASELINE_DEMONS: dict[str, Any] = {
@@ -151,29 +151,13 @@ def noise_sigma_hu(volume: np.ndarray) -> float:
 
 
 def _demons(fixed, moving, initial, threshold_hu: float, settings: dict[str, Any], progress: Progress):
-    """Multi-resolution fast symmetric-forces demons; the pull-back field (vector image, mm) on ``fixed``'s grid."""
-    import SimpleITK as sitk
-
-    field = initial
-    factors = settings["shrink_factors"]
-    for index, factor in enumerate(factors):
-        progress(index / len(factors), f"demons level {index + 1}/{len(factors)}")
-        fixed_level, moving_level = pyramid_level(fixed, factor), pyramid_level(moving, factor)
-        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-        demons.SetNumberOfIterations(int(settings["iterations"]))
-        demons.SetIntensityDifferenceThreshold(float(max(threshold_hu, 1e-6)))
-        demons.SetMaximumUpdateStepLength(float(settings["max_step_px"]))
-        demons.SetSmoothDisplacementField(settings["field_sigma_px"] > 0)
-        if settings["field_sigma_px"] > 0:
-            demons.SetStandardDeviations(float(settings["field_sigma_px"]))
-        stop_on_cancel(demons, progress)
-        if field is None:
-            field = demons.Execute(fixed_level, moving_level)
-        else:
-            field = demons.Execute(fixed_level, moving_level, resample_field(field, fixed_level))
-        progress.token.raise_if_cancelled()
-    progress(1.0, "demons done")
-    return resample_field(field, fixed)
+    """Multi-resolution fast symmetric-forces demons (:func:`~scanai.motion.registration.demons_pair` with a
+    noise threshold); the pull-back field (vector image, mm) on ``fixed``'s grid."""
+    options = {**settings, "variant": "fast_symmetric", "update_sigma_px": 0.0,
+               "intensity_threshold": max(threshold_hu, 1e-6)}
+    field = demons_pair(fixed, moving, initial, options, progress)
+    progress.token.raise_if_cancelled()
+    return field
 
 
 def _register_block(frames: np.ndarray, reference_index: int, spacing: tuple[float, float, float],

@@ -187,8 +187,11 @@ def stop_on_cancel(process, progress: Progress) -> None:
     process.AddCommand(sitk.sitkIterationEvent, check)
 
 
-def _demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress: Progress):
-    """Multi-resolution demons: returns the displacement field (SimpleITK vector image on ``fixed``'s grid)."""
+def demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress: Progress):
+    """Multi-resolution demons: returns the displacement field (SimpleITK vector image on ``fixed``'s grid).
+
+    options: variant, iterations, shrink_factors, field_sigma_px, update_sigma_px, and optionally
+    intensity_threshold and max_step_px (SimpleITK's defaults when absent)."""
     import SimpleITK as sitk
 
     factors = list(options["shrink_factors"])
@@ -205,6 +208,10 @@ def _demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress
             raise InputError(f"Unknown demons variant {options['variant']!r}.",
                              "Use 'fast_symmetric' or 'diffeomorphic'.")
         demons.SetNumberOfIterations(int(options["iterations"]))
+        if "intensity_threshold" in options:  # differences below it exert no force (default 0.001)
+            demons.SetIntensityDifferenceThreshold(float(options["intensity_threshold"]))
+        if "max_step_px" in options:
+            demons.SetMaximumUpdateStepLength(float(options["max_step_px"]))
         demons.SetSmoothDisplacementField(options["field_sigma_px"] > 0)
         if options["field_sigma_px"] > 0:
             demons.SetStandardDeviations(float(options["field_sigma_px"]))
@@ -379,7 +386,7 @@ def register_to_reference(sequence: VolumeSequence, reference_index: int, method
             moving = sitk.HistogramMatching(moving, fixed, numberOfHistogramLevels=128, numberOfMatchPoints=15)
         if method == "demons":
             initial = axis_fields.get(neighbour) if settings["warm_start"] else None
-            field_image = _demons_pair(fixed, moving, initial, settings, part)
+            field_image = demons_pair(fixed, moving, initial, settings, part)
         else:
             field_image = _bspline_pair(fixed, moving, settings, part)
         axis_fields[frame] = field_image

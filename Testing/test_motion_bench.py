@@ -38,9 +38,12 @@ def test_speed_20_frames_256_network_vs_simpleitk() -> None:
     mask = myocardium_mask(sequence, 0, 10.0, 6.0)
     load_motion_network("cpu")
     estimate_motion(sequence, 0, "network", device="cpu")  # warm-up (threads, allocator)
-    started = time.perf_counter()
-    network = estimate_motion(sequence, 0, "network", device="cpu")
-    network_s = time.perf_counter() - started
+    network_times = []
+    for _ in range(3):  # the median of three runs: this shared machine's speed varies from second to second
+        started = time.perf_counter()
+        network = estimate_motion(sequence, 0, "network", device="cpu")
+        network_times.append(time.perf_counter() - started)
+    network_s = float(np.median(network_times))
     started = time.perf_counter()
     demons = estimate_motion(sequence, 0, "demons")
     demons_s = time.perf_counter() - started

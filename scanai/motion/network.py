@@ -308,17 +308,19 @@ def local_ncc_loss(fixed, moving, window: int = 9):
 
 
 def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, steps: int = 30,
-                  step_px: float = 0.05, smoothness: float = 0.3, max_size: int = 96, window: int = 5,
+                  step_px: float = 0.05, smoothness: float = 1.0, max_size: int = 96, window: int = 5,
                   correction_scale: int = 2) -> np.ndarray:
     """Instance optimisation of the network's fields on this cine (a few Adam steps, all frames at once).
 
     video:  (T, H, W) normalised frames; fields: (T, H, W, 2) reference -> t pull-back fields in pixels (dy, dx).
     A correction field, parameterised on a grid ``correction_scale`` times coarser than the working grid (so it
     stays smooth), is fitted to the local NCC (``window`` px) between the reference and each warped frame plus
-    ``smoothness`` x the mean squared field gradient. Images larger than ``max_size`` pixels are refined on a grid
-    reduced by a whole factor and the correction is upsampled back. ``step_px``: Adam step in working pixels.
-    Defaults were chosen on the phantom (96², 5 px, 6°): end-systolic error 0.67 -> 0.36 px, GRS error 4.1 -> 3.2
-    points. Returns the refined (T, H, W, 2) float32 fields (the reference frame stays zero).
+    ``smoothness`` x the mean squared gradient of the *correction*: the network's field is the prior, so its own
+    gradients (the wall thickening that radial strain measures) are not pulled flat. Images larger than
+    ``max_size`` pixels are refined on a grid reduced by a whole factor and the correction is upsampled back.
+    ``step_px``: Adam step in working pixels. Defaults were chosen on the phantom (96², 5 px, 6°) and the nine
+    Sunnybrook slices: end-systolic error 0.67 -> 0.33 px, GRS error 4.1 -> 3.0 points, Sunnybrook ED -> ES
+    Dice 0.844-0.973. Returns the refined (T, H, W, 2) float32 fields (the reference frame stays zero).
     """
     import torch
     import torch.nn.functional as functional
@@ -341,10 +343,10 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
     optimiser = torch.optim.Adam([correction], lr=step_px)
     with torch.enable_grad():
         for _ in range(steps):
-            field = base_small + functional.interpolate(correction, size=small, mode="bilinear", align_corners=True)
-            similarity = similarity_to_reference(torch_warp(moving, field))
-            dy = field[..., 1:, :] - field[..., :-1, :]
-            dx = field[..., :, 1:] - field[..., :, :-1]
+            delta = functional.interpolate(correction, size=small, mode="bilinear", align_corners=True)
+            similarity = similarity_to_reference(torch_warp(moving, base_small + delta))
+            dy = delta[..., 1:, :] - delta[..., :-1, :]
+            dx = delta[..., :, 1:] - delta[..., :, :-1]
             loss = similarity + smoothness * ((dy**2).mean() + (dx**2).mean())
             optimiser.zero_grad()
             loss.backward()

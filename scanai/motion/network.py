@@ -323,6 +323,13 @@ def local_ncc_loss(fixed, moving, window: int = 9):
     return local_ncc(fixed, window)(moving)
 
 
+def smoothness_loss(fields):
+    """Mean squared spatial gradient of fields [N, 2, H, W] (pixels)."""
+    dy = fields[..., 1:, :] - fields[..., :-1, :]
+    dx = fields[..., :, 1:] - fields[..., :, :-1]
+    return (dy**2).mean() + (dx**2).mean()
+
+
 def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, steps: int = 30,
                   step_px: float = 0.05, smoothness: float = 1.0, min_size: int = 64, window: int = 5,
                   correction_scale: int = 2) -> np.ndarray:
@@ -363,9 +370,7 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
         for _ in range(steps):
             delta = functional.interpolate(correction, size=small, mode="bilinear", align_corners=True)
             similarity = similarity_to_reference(torch_warp(moving, base_small + delta))
-            dy = delta[..., 1:, :] - delta[..., :-1, :]
-            dx = delta[..., :, 1:] - delta[..., :, :-1]
-            loss = similarity + smoothness * ((dy**2).mean() + (dx**2).mean())
+            loss = similarity + smoothness * smoothness_loss(delta)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -37,6 +37,7 @@ from scanai.motion.network import (
     build_motion_network,
     local_ncc_loss,
     normalise_video,
+    smoothness_loss,
 )
 from scanai.motion.pairs import make_pairs
 from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
@@ -153,13 +154,6 @@ def make_clip(video: Video, rng: np.random.Generator, max_frames: int, crop: int
 
 
 # ---------------------------------------------------------------------------------------------- losses
-def smoothness_loss(fields):
-    """Mean squared spatial gradient of fields [N, 2, H, W] (pixels)."""
-    dy = fields[..., 1:, :] - fields[..., :-1, :]
-    dx = fields[..., :, 1:] - fields[..., :, :-1]
-    return (dy**2).mean() + (dx**2).mean()
-
-
 def soft_dice_loss(a, b):
     """1 - soft Dice of [N, 1, H, W] masks in [0, 1]."""
     return 1.0 - (2 * (a * b).sum() + 1.0) / (a.sum() + b.sum() + 1.0)

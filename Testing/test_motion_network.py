@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scanai.core.errors import InputError
-from scanai.motion.pairs import cyclic_order, make_pairs
+from scanai.motion.pairs import closes_cycle, cyclic_order, make_pairs
 
 torch = pytest.importorskip("torch")
 
@@ -18,6 +18,8 @@ def test_pairing_schemes_follow_the_claims():
     # another reference: the cycle wraps around, fed in the order of the second image
     assert make_pairs(5, 3, "reference") == [(3, 4), (3, 0), (3, 1), (3, 2)]
     assert cyclic_order(4, 2) == [2, 3, 0, 1]
+    assert closes_cycle(make_pairs(5, 2, "consecutive", closed=True))
+    assert not closes_cycle(make_pairs(5, 0, "consecutive")) and not closes_cycle(make_pairs(5, 0, "reference"))
     for bad in ((1, 0, "reference"), (5, 5, "reference"), (5, 0, "zigzag")):
         with pytest.raises(InputError):
             make_pairs(*bad)
@@ -69,6 +71,28 @@ def test_refinement_uses_other_pairs_and_the_ablation_does_not():
     # pair by pair: the other pairs are untouched, only pair 4 changes
     assert float((alone_a[0, :3] - alone_b[0, :3]).abs().max()) < 1e-6
     assert float((alone_a[0, 3] - alone_b[0, 3]).abs().max()) > 1e-4
+
+
+def test_joint_velocities_around_a_closed_loop_sum_to_zero():
+    from scanai.motion.network import torch_compose
+
+    model = _with_random_head(_random_network(diffeomorphic=False))  # the head's output is then the field itself
+    video = _video()
+    loop = make_pairs(6, 0, "consecutive", closed=True)
+    with torch.inference_mode():
+        joint, alone = model(video, loop)[0], model(video, loop, joint=False)[0]
+    assert float(joint.sum(dim=0).abs().max()) < 1e-5  # the loop constraint: no net motion around the cycle
+    assert float(alone.sum(dim=0).abs().max()) > 1e-3  # pair by pair, no pair sees the loop
+
+    def closure(fields: torch.Tensor) -> float:
+        total = torch.zeros_like(fields[:1])
+        for step in fields:
+            total = torch_compose(total, step[None])
+        return float(total.abs().mean())
+
+    with torch.inference_mode():
+        diffeomorphic = _with_random_head(_random_network())
+        assert closure(diffeomorphic(video, loop)[0]) < 0.1 * closure(diffeomorphic(video, loop, joint=False)[0])
 
 
 def test_unidirectional_recurrence_is_causal():

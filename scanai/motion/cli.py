@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="motion estimator: " + "; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items())
                              + " (default: network)")
     parser.add_argument("--scheme", choices=("reference", "consecutive"), default=None,
-                        help="image pairs of the network methods: (reference, t) or consecutive (t-1, t) composed "
-                             "(default reference)")
+                        help="image pairs of the network methods: (reference, t) or consecutive (t-1, t) around "
+                             "the closed cycle, composed (default reference)")
     parser.add_argument("--labels", type=Path, default=None, metavar="LABELMAP",
                         help="label map (.nrrd/.nii) drawn on the reference frame's grid; carried to every frame")
     parser.add_argument("--myocardium-label", type=int, default=None, metavar="N",

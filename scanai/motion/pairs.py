@@ -51,3 +51,9 @@ def make_pairs(count: int, reference_index: int = 0, scheme: Scheme = "reference
         visits = order + [order[0]] if closed else order
         return list(zip(visits[:-1], visits[1:], strict=True))
     raise InputError(f"Unknown pairing scheme {scheme!r}.", f"Use one of {', '.join(SCHEMES)}.")
+
+
+def closes_cycle(pairs: list[tuple[int, int]]) -> bool:
+    """Whether ``pairs`` chain into one closed loop, each pair starting where the previous one ended and the last
+    ending where the first started (consecutive pairs with ``closed=True``): composed, they must give the identity."""
+    return len(pairs) > 1 and all(a[1] == b[0] for a, b in zip(pairs, pairs[1:] + pairs[:1], strict=True))

@@ -13,7 +13,8 @@ Training data
 Loss per clip (digest §4.2): local NCC between each pair's first image and its warped second image
 (¶0043 similarity), + smoothness of the field, + temporal consistency (the acceleration of each point's
 trajectory reference -> t, small for cardiac motion), + for consecutive pairs the composed long-range term
-(¶0043) and, when the clip spans the whole cycle, cycle closure (composition around the cycle = identity); on
+(¶0043) and, when the clip spans the whole cycle, cycle closure (composition around the cycle = identity; in
+joint steps the network's loop constraint already removes the first-order part); on
 phantoms also the supervised end-point error against the exact field (¶0042; whole image plus myocardium) and
 the Dice of the warped myocardium mask. A quarter of the steps run the pairs independently (``joint=False``) so
 that the same weights

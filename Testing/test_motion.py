@@ -15,7 +15,12 @@ from scanai.io.cine import list_cine_slices, read_dicom_series, read_sunnybrook_
 from scanai.io.sequence_file import read_sequence, write_sequence_nrrd
 from scanai.motion import cli as motion_cli
 from scanai.motion.export import read_displacement_field, write_displacement_field
-from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
+from scanai.motion.phantom import (
+    contraction_profile,
+    heart_motion_on_image,
+    myocardium_mask,
+    smooth_motion_phantom,
+)
 from scanai.motion.registration import register_to_reference, warp
 
 # An oblique grid (rotation about an arbitrary axis) with anisotropic voxels, so that any LPS/RAS or
@@ -58,6 +63,23 @@ def test_phantom_truth_warps_frames_onto_the_reference():
     warped = np.abs(warp(sequence.frame(peak), truth[peak], order=3).array - reference)[:, 4:-4, 4:-4].mean()
     assert unwarped > 0.02
     assert warped < 0.1 * unwarped  # interpolation error only: the truth matches the pull-back convention
+
+
+def test_heart_motion_on_a_real_image_has_exact_truth():
+    from scipy import ndimage
+
+    image = ndimage.gaussian_filter(np.random.default_rng(4).random((80, 90)), 2.0)
+    frames, truth, masks = heart_motion_on_image(image, 10, (38.0, 47.0), 14.0, 4.0, 8.0)
+    assert frames.shape == (10, 80, 90) and truth.shape == (10, 80, 90, 2) and masks.shape == (10, 80, 90)
+    np.testing.assert_allclose(frames[0], image, atol=1e-6)
+    assert np.abs(truth[0]).max() < 1e-9
+    peak = int(np.argmax(contraction_profile(10)))
+    rows, columns = np.meshgrid(np.arange(80.0), np.arange(90.0), indexing="ij")
+    pulled = ndimage.map_coordinates(frames[peak], [rows + truth[peak, ..., 0], columns + truth[peak, ..., 1]],
+                                     order=3)
+    moved = np.abs(frames[peak] - image)[8:-8, 8:-8].mean()
+    assert moved > 0.005 and np.abs(pulled - image)[8:-8, 8:-8].mean() < 0.1 * moved
+    assert abs(int(masks[peak].sum()) - int(masks[0].sum())) < 0.03 * masks[0].sum()  # the wall keeps its area
 
 
 def test_phantom_timing_geometry_and_myocardium():

@@ -129,3 +129,21 @@ def test_scaling_and_squaring_keeps_a_smooth_field_invertible():
     dx_y = torch.gradient(displacement[1], dim=0)[0]
     determinant = dy_y * dx_x - dy_x * dx_y
     assert float(determinant[2:-2, 2:-2].min()) > 0
+
+
+def test_training_loss_of_a_closed_cycle_has_finite_gradients_at_the_identity():
+    """An untrained network returns zero fields; the cycle term must still give finite gradients (a NaN there
+    poisoned the weights and later crashed grid_sample's backward)."""
+    import numpy as np
+
+    from scanai.motion.train import WEIGHTS, clip_loss, make_clip, random_phantom
+
+    rng = np.random.default_rng(0)
+    clip = make_clip(random_phantom(rng, 64, 12), rng, 10, None, closed=True)
+    model = _random_network()
+    for joint in (True, False):
+        model.zero_grad()
+        loss, terms = clip_loss(model, clip, "consecutive", joint, WEIGHTS)
+        loss.backward()
+        assert "cycle" in terms
+        assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)

@@ -202,3 +202,32 @@ def myocardium_mask(sequence: VolumeSequence, frame_index: int = 0, amplitude_px
     material = _to_material(grid_mm, heart, contraction_profile(len(sequence))[frame_index])
     radius = np.hypot(material[..., 0] - heart.centre_mm[0], material[..., 1] - heart.centre_mm[1])
     return (radius >= heart.r_endo_mm) & (radius < heart.r_epi_mm)
+
+
+def heart_motion_on_image(image: np.ndarray, n_frames: int, centre_px: tuple[float, float], r_endo_px: float,
+                          amplitude_px: float, twist_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move a real 2-D image with this module's analytic heart motion: real texture, exact truth.
+
+    image (H, W); the ring (endocardial radius ``r_endo_px``, epicardium 1.5 x that) contracts about
+    ``centre_px`` = (row, column) by ``amplitude_px`` at end-systole, with ``twist_deg``; frame 0 is ``image``
+    itself (end-diastole). Returns frames (T, H, W) float32 (cubic interpolation, edges mirrored), the pull-back
+    truth (T, H, W, 2) in pixels (dy, dx) with ``frame_t(x + u_t(x)) = frame_0(x)``, and the ring masks (T, H, W).
+    """
+    from scipy import ndimage
+
+    height, width = image.shape
+    heart = _Heart(centre_mm=np.array([centre_px[1], centre_px[0], 0.0]), r_endo_mm=float(r_endo_px),
+                   r_epi_mm=1.5 * float(r_endo_px), amplitude_mm=float(amplitude_px),
+                   twist_rad=np.deg2rad(twist_deg), shortening=0.0)
+    jj, ii = np.meshgrid(np.arange(height, dtype=float), np.arange(width, dtype=float), indexing="ij")
+    grid = np.stack([ii, jj, np.zeros_like(ii)], axis=-1)  # (H, W, 3) as (i, j, k) = (column, row, 0)
+    frames = np.empty((n_frames, height, width), dtype=np.float32)
+    truth = np.empty((n_frames, height, width, 2), dtype=np.float32)
+    masks = np.empty((n_frames, height, width), dtype=bool)
+    for t, s in enumerate(contraction_profile(n_frames)):
+        material = _to_material(grid, heart, s)
+        frames[t] = ndimage.map_coordinates(image, [material[..., 1], material[..., 0]], order=3, mode="mirror")
+        truth[t] = (_to_frame(grid, heart, s) - grid)[..., [1, 0]]
+        radius = np.hypot(material[..., 0] - centre_px[1], material[..., 1] - centre_px[0])
+        masks[t] = (radius >= heart.r_endo_mm) & (radius < heart.r_epi_mm)
+    return frames, truth, masks

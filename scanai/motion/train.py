@@ -7,6 +7,9 @@ Training data
   contraction, twist, texture, noise, reference frame and crop offset, and a random intensity transform. In
   half of the clips one or two frames are corrupted (strong noise, blur or an intensity drop): there only the
   other pairs can tell the motion, which is what the joint refinement is for.
+- **Real-texture videos** (:func:`real_texture_video`): a frame of a real cine moved by the same analytic
+  heart motion about a point near the image centre, at the cine's resolution or halved (as the network sees a
+  256² cine): real anatomy and noise with an exact field, since the phantoms alone did not carry over.
 - **Real cine MR**: every slice of the Sunnybrook case in ``../shared/data/cardiac/sunnybrook`` (images only;
   the manual contours are never used for training, they are the test of propagation).
 
@@ -41,7 +44,7 @@ from scanai.motion.network import (
     smoothness_loss,
 )
 from scanai.motion.pairs import make_pairs
-from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
+from scanai.motion.phantom import contraction_profile, heart_motion_on_image, myocardium_mask, smooth_motion_phantom
 
 TRAINING_COMMAND = "python -m scanai.motion.train --out scanai/models --seed 0"
 
@@ -91,6 +94,30 @@ def random_phantom(rng: np.random.Generator, size: int, n_frames: int | None = N
     if corrupt:
         frames = _corrupt_frames(frames, reference, rng)
     return Video(frames.astype(np.float32), pixels, masks[(slice(None), *window)], reference)
+
+
+def real_texture_video(frames: np.ndarray, rng: np.random.Generator, size: int = 96) -> Video:
+    """One frame of a real cine, moved by the analytic heart motion about a point near the image centre (where
+    a short-axis LV usually is), at its own resolution or halved: real-image texture with exact truth. Cropped
+    to size² about the ring."""
+    from scanai.motion.network import WORKING_SIZE
+
+    image = frames[int(rng.integers(len(frames)))].astype(np.float64)
+    if rng.random() < 0.5 and max(image.shape) > WORKING_SIZE:
+        image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+        image = image.reshape(image.shape[0] // 2, 2, image.shape[1] // 2, 2).mean(axis=(1, 3))
+    height, width = image.shape
+    centre = (height / 2 + rng.uniform(-0.1, 0.1) * height, width / 2 + rng.uniform(-0.1, 0.1) * width)
+    r_endo = float(rng.uniform(8.0, 20.0))
+    n_frames = int(rng.integers(12, 25))
+    moved, truth, masks = heart_motion_on_image(image, n_frames, centre, r_endo, rng.uniform(0.12, 0.42) * r_endo,
+                                                rng.uniform(-10.0, 10.0))
+    top = int(np.clip(round(centre[0]) - size // 2 + rng.integers(-12, 13), 0, height - size))
+    left = int(np.clip(round(centre[1]) - size // 2 + rng.integers(-12, 13), 0, width - size))
+    window = (slice(None), slice(top, top + size), slice(left, left + size))
+    moved = moved[window] + rng.normal(0.0, rng.uniform(0.0, 0.02) * float(np.percentile(image, 99)),
+                                       size=moved[window].shape)
+    return Video(moved.astype(np.float32), truth[window], masks[window], 0)
 
 
 def _intensity_transform(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +223,7 @@ def clip_loss(model, clip: Clip, scheme: str, joint: bool, weights: dict[str, fl
         composed = torch.cat([lagrangian[t] for t in frames])
         terms["long_range"] = local_ncc_loss(video[[0] * len(frames)], torch_warp(video[frames], composed))
         if 0 in lagrangian:
-            terms["cycle"] = (lagrangian[0] ** 2).sum(dim=1).sqrt().mean()
+            terms["cycle"] = (lagrangian[0] ** 2).sum(dim=1).add(1e-6).sqrt().mean()  # finite gradient at 0
     if clip.truth is not None:
         frames = [t for t in lagrangian if t != 0]
         estimate = torch.cat([lagrangian[t] for t in frames])
@@ -269,16 +296,21 @@ def main(argv: list[str] | None = None) -> ModelCard:
     phantoms = [random_phantom(rng, int(rng.choice([64, 80])), corrupt=bool(rng.random() < 0.5))
                 for _ in range(args.pool)]
     real = real_videos(shared_data_dir())
-    print(f"{len(phantoms)} phantom videos, {len(real)} real cine slices ({time.perf_counter() - started:.0f} s)")
+    textured = [real_texture_video(real[int(rng.integers(len(real)))].frames, rng) for _ in range(args.pool)
+                if real]
+    print(f"{len(phantoms)} phantom videos, {len(real)} real cine slices, {len(textured)} real-texture videos "
+          f"({time.perf_counter() - started:.0f} s)")
     model = build_motion_network(DEFAULT_ARCHITECTURE)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-4, total_steps=args.steps, pct_start=0.05)
     running: dict[str, float] = {}
     for step in range(args.steps):
-        use_real = bool(real) and rng.random() < 0.3
+        source = rng.random()
+        use_real = bool(real) and source < 0.3
         scheme = "consecutive" if rng.random() < 0.3 else "reference"
         closed = scheme == "consecutive" and rng.random() < 0.5
-        video = real[int(rng.integers(len(real)))] if use_real else phantoms[int(rng.integers(len(phantoms)))]
+        pool = real if use_real else textured if textured and source < 0.6 else phantoms
+        video = pool[int(rng.integers(len(pool)))]
         clip = make_clip(video, rng, max_frames=10, crop=96 if use_real else None,
                          closed=closed)
         joint = rng.random() >= 0.25
@@ -307,9 +339,10 @@ def main(argv: list[str] | None = None) -> ModelCard:
         architecture=DEFAULT_ARCHITECTURE,
         input_contract={"dimensions": 2, "min_frames": 2, "size_multiple": 16, "intensity": "cine percentile 1-99"},
         training_data=(f"{args.pool} textured analytic beating-ring phantoms (64-80 px, 12-24 frames, random "
-                       "contraction, twist, texture, noise, intensity transform; half with 1-2 corrupted frames) and "
-                       f"{len(real)} real Sunnybrook SCD0000101 cine slices (images only, unsupervised; contours "
-                       "never used)."),
+                       "contraction, twist, texture, noise, intensity transform; half with 1-2 corrupted frames), "
+                       f"{len(textured)} real-texture videos (a Sunnybrook frame moved by the same analytic motion "
+                       f"about a point near the image centre, exact truth) and {len(real)} real Sunnybrook "
+                       "SCD0000101 cine slices (images only, unsupervised; contours never used)."),
         training_command=TRAINING_COMMAND, metrics=metrics, sha256="",
         notes=(f"{args.steps} Adam steps, one clip per step, seed {args.seed}; metrics on 8 + 8 held-out phantoms "
                "(96², 20 frames, 3-6 px, ±8° twist; the second set with 1-2 corrupted frames), myocardial end-point "

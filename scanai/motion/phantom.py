@@ -199,8 +199,12 @@ def myocardium_mask(sequence: VolumeSequence, frame_index: int = 0, amplitude_px
                    twist_rad=np.deg2rad(twist_deg), shortening=shortening if k_size > 1 else 0.0)
     kk, jj, ii = np.meshgrid(np.arange(k_size), np.arange(j_size), np.arange(i_size), indexing="ij")
     grid_mm = np.stack([ii, jj, kk], axis=-1) * spacing
-    material = _to_material(grid_mm, heart, contraction_profile(len(sequence))[frame_index])
-    radius = np.hypot(material[..., 0] - heart.centre_mm[0], material[..., 1] - heart.centre_mm[1])
+    return _in_wall(_to_material(grid_mm, heart, contraction_profile(len(sequence))[frame_index]), heart)
+
+
+def _in_wall(material_mm: np.ndarray, heart: _Heart) -> np.ndarray:
+    """Whether material points (..., 3) mm lie in the myocardial wall, between endocardium and epicardium."""
+    radius = np.hypot(material_mm[..., 0] - heart.centre_mm[0], material_mm[..., 1] - heart.centre_mm[1])
     return (radius >= heart.r_endo_mm) & (radius < heart.r_epi_mm)
 
 
@@ -228,6 +232,5 @@ def heart_motion_on_image(image: np.ndarray, n_frames: int, centre_px: tuple[flo
         material = _to_material(grid, heart, s)
         frames[t] = ndimage.map_coordinates(image, [material[..., 1], material[..., 0]], order=3, mode="mirror")
         truth[t] = (_to_frame(grid, heart, s) - grid)[..., [1, 0]]
-        radius = np.hypot(material[..., 0] - centre_px[1], material[..., 1] - centre_px[0])
-        masks[t] = (radius >= heart.r_endo_mm) & (radius < heart.r_epi_mm)
+        masks[t] = _in_wall(material, heart)
     return frames, truth, masks

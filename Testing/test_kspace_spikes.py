@@ -108,6 +108,15 @@ def test_detection_on_real_kspace_meets_targets(real, name):
     assert scores["specificity"] >= 0.9995, scores
 
 
+def test_strong_spikes_do_not_bend_the_prediction_kernel(real):
+    # 32 coils on a 64 x 64 plane: 256 kernel features for 4096 samples, so 20 spike events among the training
+    # rows used to make the kernel explain spikes (missed strong spikes) and invent others (specificity 0.9988).
+    per_bin, scores = evaluate(real["meas_MID00243_FID33257_pulseq.dat"], seeds=range(20))
+    strong = (per_bin[1][0] + per_bin[2][0]) / (per_bin[1][1] + per_bin[2][1])
+    assert strong >= 0.99, per_bin
+    assert scores["specificity"] >= 0.9995, scores
+
+
 @pytest.mark.parametrize("name", ["meas_MID00243_FID33257_pulseq.dat"])
 def test_weak_spikes_are_found_where_they_rise_above_the_noise(real, name):
     # 0.005-0.02 x max|k| is below the noise of several files (see the bench); the 32-coil file and the phantom
@@ -300,3 +309,17 @@ def test_psnr_and_ssim(rng):
     assert 10 < psnr(image, noisy) < 30
     assert 0 < ssim(image, noisy) < 0.99
     assert psnr(image, image + 0.01) == pytest.approx(20 * np.log10(image.max() / 0.01))
+
+
+def test_local_background_is_periodic_like_the_prediction(rng):
+    from scipy import ndimage
+
+    from scanai.kspace.classical import _FOOTPRINTS, _ring_medians, _ring_medians_near
+
+    energy = rng.exponential(size=(40, 50)).astype(np.float32)
+    expected = np.maximum.reduce([ndimage.median_filter(energy, footprint=f, mode="wrap") for f in _FOOTPRINTS])
+    assert np.array_equal(_ring_medians(energy), expected)
+    changed = np.zeros(energy.shape, dtype=bool)
+    changed[[0, 20, 39, 10], [1, 49, 0, 10]] = True  # at the borders too: the update must wrap like the filter
+    updated = np.where(changed, np.float32(50.0), energy)
+    assert np.array_equal(_ring_medians_near(_ring_medians(energy), updated, changed), _ring_medians(updated))

@@ -10,7 +10,8 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
    consistency enters: a sample is suspicious when it disagrees with what its neighbours in every coil say.
 2. **Whitened residual energy** ``E = sum_c |r_c|^2 / sigma_c^2`` (``sigma_c^2`` the median residual power of
    coil ``c``) and its **local contrast** ``D = log(E / B)``, ``B`` the largest of three median filters that
-   leave the sample out (a 5 x 5 square, a 1 x 15 readout line, a 9 x 1 phase-encoding line): ridges of k-space
+   leave the sample out (a 5 x 5 square, a 1 x 15 readout line, a 9 x 1 phase-encoding line; periodic across
+   the border, like the prediction): ridges of k-space
    along either axis do not stand out. A spike also leaks into the prediction residual of its 8 neighbours, which
    raises ``B`` around runs and clusters; so once the first spikes are found and replaced by their prediction,
    ``B`` and the patch statistics are computed again and the search repeats (two passes).
@@ -141,8 +142,11 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     Row ``o * coils + c_in`` of the kernel weighs coil ``c_in`` at neighbour offset ``o`` (see ``_OFFSETS``).
     usable: (ky, kx) bool, samples that may serve as training targets (their whole 3 x 3 neighbourhood must be
     usable too). ``max_rows`` targets at most (evenly strided; default ``max(4096, 12 * n_features)``).
-    Tikhonov regularisation: ``regularisation * trace(A^H A) / n_features``. The fit is repeated once without
-    the targets whose residual energy lies above the ``refit_quantile`` quantile (spikes and their neighbours).
+    Tikhonov regularisation: ``regularisation * trace(A^H A) / n_features``. Targets that tower over their own
+    neighbourhood, or have such a sample among their neighbours (:func:`_towering`), are left out from the start:
+    strong spikes among the features bend the kernel (on a small plane with many coils 20 strong spikes made it
+    explain spikes and invent new ones). The fit is then repeated once without the targets whose residual energy
+    lies above the ``refit_quantile`` quantile (spikes and their neighbours).
     """
     coils = plane.shape[0]
     n_features = 8 * coils
@@ -159,6 +163,9 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     ys, xs = ys[::step], xs[::step]
     features = _neighbours_at(plane, ys, xs).astype(np.complex64, copy=False)
     targets = plane[:, ys, xs].T.astype(np.complex64, copy=False)
+    calm = ~_towering(features, targets)
+    if calm.sum() > n_features:
+        features, targets = features[calm], targets[calm]
     adjoint = features.conj().T
     gram = (adjoint @ features).astype(np.complex128)
     cross = (adjoint @ targets).astype(np.complex128)
@@ -170,6 +177,16 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
         cross -= adjoint[:, worst] @ targets[worst]
         kernel = _regularised_solve(gram, cross, regularisation)
     return kernel
+
+
+def _towering(features: np.ndarray, targets: np.ndarray, ratio: float = 100.0) -> np.ndarray:
+    """(n,) bool: rows whose target, or one of whose 8 neighbours, holds more than ``ratio`` times the median
+    coil-summed energy of the row's 8 neighbours (a strong spike; the noise of one coil exceeds 100 x its local
+    median with probability ~1e-30). features: (n, 8 * coils) as in :func:`fit_kernel`; targets: (n, coils)."""
+    neighbours = np.sum((features.real ** 2 + features.imag ** 2).reshape(len(features), 8, -1), axis=2)
+    level = ratio * np.median(neighbours, axis=1)
+    target = np.sum(targets.real ** 2 + targets.imag ** 2, axis=1)
+    return (target > level) | (neighbours.max(axis=1) > level)
 
 
 def _regularised_solve(gram: np.ndarray, cross: np.ndarray, regularisation: float) -> np.ndarray:
@@ -271,23 +288,35 @@ _REACH = (max(f.shape[0] for f in _FOOTPRINTS) // 2, max(f.shape[1] for f in _FO
 
 
 def _median_filter(values: np.ndarray, footprint: np.ndarray) -> np.ndarray:
-    """``scipy.ndimage.median_filter(values, footprint=footprint, mode="reflect")`` (the same values: the element
-    of rank ``footprint.sum() // 2``), about twice as fast for these small footprints: a partition over a sliding
-    window view of the edge-mirrored array."""
+    """``scipy.ndimage.median_filter(values, footprint=footprint, mode="wrap")`` (the same values: the element of
+    rank ``footprint.sum() // 2``), about twice as fast for these small footprints. Periodic, like the prediction
+    (:func:`predict`): a spike's leakage across the border lands in the background of the samples it reaches."""
+    return _median_of_padded(np.pad(values, [(n // 2, n // 2) for n in footprint.shape], mode="wrap"), footprint)
+
+
+def _median_of_padded(padded: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Median filter of an array already padded by ``footprint.shape // 2`` on every side (the padding is cut
+    off): a partition over a sliding window view."""
     from numpy.lib.stride_tricks import sliding_window_view
 
-    padded = np.pad(values, [(n // 2, n - 1 - n // 2) for n in footprint.shape], mode="symmetric")
     windows = sliding_window_view(padded, footprint.shape)[..., footprint]
     rank = int(footprint.sum()) // 2
     return np.partition(windows, rank, axis=-1)[..., rank]
 
 
-def _ring_medians(filled: np.ndarray) -> np.ndarray:
-    """(ky, kx) largest of the three sample-excluding median filters of ``filled`` (reflected at the edges)."""
-    background = _median_filter(filled, _FOOTPRINTS[0])
-    for footprint in _FOOTPRINTS[1:]:
-        np.maximum(background, _median_filter(filled, footprint), out=background)
+def _ring_medians_of_padded(padded: np.ndarray) -> np.ndarray:
+    """Largest of the three sample-excluding median filters of an array padded by :data:`_REACH` on every side."""
+    background = None
+    for footprint in _FOOTPRINTS:
+        dy, dx = _REACH[0] - footprint.shape[0] // 2, _REACH[1] - footprint.shape[1] // 2
+        median = _median_of_padded(padded[dy:padded.shape[0] - dy, dx:padded.shape[1] - dx], footprint)
+        background = median if background is None else np.maximum(background, median, out=background)
     return background
+
+
+def _ring_medians(filled: np.ndarray) -> np.ndarray:
+    """(ky, kx) largest of the three sample-excluding median filters of ``filled`` (periodic across the border)."""
+    return _ring_medians_of_padded(np.pad(filled, [(r, r) for r in _REACH], mode="wrap"))
 
 
 def _ring_medians_near(previous: np.ndarray, filled: np.ndarray, changed: np.ndarray) -> np.ndarray:
@@ -297,12 +326,12 @@ def _ring_medians_near(previous: np.ndarray, filled: np.ndarray, changed: np.nda
 
     background = previous.copy()
     box = (2 * _REACH[0] + 1, 2 * _REACH[1] + 1)
-    reach = ndimage.maximum_filter(changed.astype(np.uint8), size=box, mode="constant") > 0
+    reach = ndimage.maximum_filter(changed.astype(np.uint8), size=box, mode="wrap") > 0
     labels, _count = ndimage.label(reach)
+    padded = np.pad(filled, [(r, r) for r in _REACH], mode="wrap")
     for rows, cols in ndimage.find_objects(labels):
-        top, left = max(rows.start - _REACH[0], 0), max(cols.start - _REACH[1], 0)
-        crop = _ring_medians(filled[top:rows.stop + _REACH[0], left:cols.stop + _REACH[1]])
-        background[rows, cols] = crop[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+        crop = padded[rows.start:rows.stop + 2 * _REACH[0], cols.start:cols.stop + 2 * _REACH[1]]
+        background[rows, cols] = _ring_medians_of_padded(crop)
     return background
 
 

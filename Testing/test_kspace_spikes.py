@@ -323,3 +323,15 @@ def test_local_background_is_periodic_like_the_prediction(rng):
     changed[[0, 20, 39, 10], [1, 49, 0, 10]] = True  # at the borders too: the update must wrap like the filter
     updated = np.where(changed, np.float32(50.0), energy)
     assert np.array_equal(_ring_medians_near(_ring_medians(energy), updated, changed), _ring_medians(updated))
+
+
+def test_ideal_sensitivity_of_white_noise(rng):
+    from scanai.kspace.metrics import ideal_sensitivity
+
+    # 4 coils of unit complex white noise with one bright sample: max RSS |k| = 1000, so a spike of 0.01 x max is
+    # 10 sigma (always found) and one of 1e-4 x max is 0.1 sigma (found at about the false-positive rate).
+    noise = (rng.normal(size=(4, 1, 64, 64)) + 1j * rng.normal(size=(4, 1, 64, 64))) / np.sqrt(2)
+    noise[:, 0, 32, 32] = 500.0
+    assert ideal_sensitivity(noise, (0.01, 0.02)) > 0.999
+    assert ideal_sensitivity(noise, (1e-4, 1.1e-4)) < 0.002
+    assert 0.05 < ideal_sensitivity(noise, (0.003, 0.006)) < 0.95

@@ -32,6 +32,8 @@ classifier (the network path) that already decided which patches hold spikes.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,13 @@ from scanai.core.errors import InputError
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
 
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+@functools.cache
+def _workers() -> ThreadPoolExecutor:
+    """Two threads for the NumPy work that releases the GIL (partitions): the detector's medians run on both
+    cores of a small machine."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="scanai-kspace")
 
 
 def _ring(shape: tuple[int, int], hole: tuple[int, int]) -> np.ndarray:
@@ -315,8 +324,14 @@ def _ring_medians_of_padded(padded: np.ndarray) -> np.ndarray:
 
 
 def _ring_medians(filled: np.ndarray) -> np.ndarray:
-    """(ky, kx) largest of the three sample-excluding median filters of ``filled`` (periodic across the border)."""
-    return _ring_medians_of_padded(np.pad(filled, [(r, r) for r in _REACH], mode="wrap"))
+    """(ky, kx) largest of the three sample-excluding median filters of ``filled`` (periodic across the border);
+    the upper and lower halves are filtered in two threads."""
+    padded = np.pad(filled, [(r, r) for r in _REACH], mode="wrap")
+    half = filled.shape[0] // 2
+    if half < 16:
+        return _ring_medians_of_padded(padded)
+    halves = (padded[:half + 2 * _REACH[0]], padded[half:])
+    return np.concatenate(list(_workers().map(_ring_medians_of_padded, halves)))
 
 
 def _ring_medians_near(previous: np.ndarray, filled: np.ndarray, changed: np.ndarray) -> np.ndarray:
@@ -366,7 +381,7 @@ class _SliceStatistic:
         self.kernel = fit_kernel(self.plane, acquired)
         residual = self.plane - predict(self.plane, self.kernel)
         power = residual.real ** 2 + residual.imag ** 2  # (coils, ky, kx)
-        scale = np.array([np.median(p[acquired]) for p in power], dtype=np.float64)
+        scale = np.fromiter(_workers().map(lambda p: np.median(p[acquired]), power), dtype=np.float64)
         positive = scale[scale > 0]
         scale[scale <= 0] = positive.min() if positive.size else 1.0
         self.inverse_scale = (1.0 / scale).astype(np.float32)

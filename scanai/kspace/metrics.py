@@ -103,3 +103,37 @@ def ssim(reference: np.ndarray, image: np.ndarray, sigma: float = 1.5, k1: float
     numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     denominator = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
     return float(np.mean(numerator / denominator))
+
+
+def ideal_sensitivity(kspace: np.ndarray, amplitude_range: tuple[float, float], specificity: float = 0.9995
+                      ) -> float:
+    """Sensitivity an oracle detector would reach on spikes of log-uniform size in ``amplitude_range``.
+
+    kspace: clean complex (coils, slices, ky, kx). Amplitudes are relative to each slice's max RSS |k|, as in
+    :func:`scanai.kspace.simulate.inject_spikes`. The oracle knows the clean signal and each coil's noise power,
+    so a spike's only disguise is the noise at its own sample: it tests ``2 sum_c |s_c + n_c|^2 / sigma_c^2``
+    against the chi-square law of ``2 coils`` degrees of freedom at the false-positive rate ``1 - specificity``
+    (a non-central chi-square once a spike is present). ``sigma_c^2`` is the power the cross-coil prediction
+    leaves in coil ``c`` divided by the prediction's white-noise gain ``1 + ||w_c||^2``: the thermal noise if all
+    of the signal were predicted, so the figure is an upper limit for any detector that judges sample by sample.
+    Returns the mean over slices and over 400 amplitudes.
+    """
+    from scipy.stats import chi2, ncx2
+
+    from scanai.kspace.classical import acquired_mask, fit_kernel, predict
+
+    data = np.asarray(kspace)
+    coils = data.shape[0]
+    amplitudes = np.exp(np.linspace(np.log(amplitude_range[0]), np.log(amplitude_range[1]), 400))
+    level = chi2.isf(1.0 - specificity, 2 * coils)
+    values = []
+    for index in range(data.shape[1]):
+        plane = data[:, index]
+        acquired = acquired_mask(plane)
+        kernel = fit_kernel(plane, acquired)
+        power = np.abs(plane - predict(plane, kernel)) ** 2
+        noise = np.median(power[:, acquired], axis=1) / np.log(2.0) / (1.0 + np.sum(np.abs(kernel) ** 2, axis=0))
+        peak = np.sqrt(np.sum(np.abs(plane) ** 2, axis=0)).max()
+        centrality = 2.0 * (amplitudes * peak) ** 2 * np.mean(1.0 / noise)
+        values.append(float(np.mean(ncx2.sf(level, 2 * coils, centrality))))
+    return float(np.mean(values))

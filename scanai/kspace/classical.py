@@ -11,10 +11,10 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
 2. **Whitened residual energy** ``E = sum_c |r_c|^2 / sigma_c^2`` (``sigma_c^2`` the median residual power of
    coil ``c``) and its **local contrast** ``D = log(E / B)``, ``B`` the largest of three median filters that
    leave the sample out (a 5 x 5 square, a 1 x 15 readout line, a 9 x 1 phase-encoding line; periodic across
-   the border, like the prediction): ridges of k-space
-   along either axis do not stand out. A spike also leaks into the prediction residual of its 8 neighbours, which
-   raises ``B`` around runs and clusters; so once the first spikes are found and replaced by their prediction,
-   ``B`` and the patch statistics are computed again and the search repeats (two passes).
+   the border, like the prediction): ridges of k-space along either axis do not stand out. A spike also leaks
+   into the prediction residual of its 8 neighbours, which raises ``B`` around runs and clusters; so once the
+   first spikes are found and replaced by their prediction, ``B`` and the patch statistics are computed again and
+   the search repeats (two passes).
 3. **Per-patch robust z** over the patent's :class:`~scanai.kspace.patches.PatchGrid`:
    ``z = (D - median_patch D) / (1.4826 MAD_patch D)``.
 4. **Peeling.** A sample is flagged when ``z`` and ``D`` both exceed the thresholds set by ``sensitivity`` and it

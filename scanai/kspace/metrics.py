@@ -115,7 +115,8 @@ def ideal_sensitivity(kspace: np.ndarray, amplitude_range: tuple[float, float], 
     against the chi-square law of ``2 coils`` degrees of freedom at the false-positive rate ``1 - specificity``
     (a non-central chi-square once a spike is present). ``sigma_c^2`` is the power the cross-coil prediction
     leaves in coil ``c`` divided by the prediction's white-noise gain ``1 + ||w_c||^2``: the thermal noise if all
-    of the signal were predicted, so the figure is an upper limit for any detector that judges sample by sample.
+    of the signal were predicted and the noise white. The figure estimates the ceiling of any detector that
+    judges sample by sample (it is optimistic where the prediction leaves signal behind).
     Returns the mean over slices and over 400 amplitudes.
     """
     from scipy.stats import chi2, ncx2

@@ -227,35 +227,135 @@ def predict_at(plane: np.ndarray, kernel: np.ndarray, ys: np.ndarray, xs: np.nda
     return _neighbours_at(plane, ys, xs) @ kernel
 
 
-def fill_by_prediction(plane: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, iterations: int = 8
+def fill_by_prediction(plane: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, neighbours: bool = True
                        ) -> np.ndarray:
-    """Copy of ``plane`` with the ``flagged`` (ky, kx) samples replaced by their prediction from the neighbours.
+    """Copy of ``plane`` with the ``flagged`` (ky, kx) samples re-estimated from their neighbours and coils.
 
-    Flagged samples next to each other are solved jointly by fixed-point iteration (each starts at zero and is
-    re-predicted from the current values of its neighbours ``iterations`` times). Other samples are untouched.
+    The flagged samples (all coils, jointly) take the values that make the prediction residuals of every sample
+    they touch, themselves and their 8 neighbours, as small as possible in the least-squares sense: each value is
+    consistent both with what its neighbours predict for it and with what it predicts for its neighbours (the
+    SPIRiT idea on a 3 x 3 kernel); never-acquired (all-zero) neighbours do not count. Flagged samples within 2 of
+    each other (runs, clusters) share residuals and are solved together. Other samples are untouched.
+    ``neighbours=False`` fits only the flagged samples' own residuals: each equals the prediction from its
+    neighbours, adjacent flagged ones solved jointly and exactly (what the detector's peeling uses: residuals of
+    neighbours that may hold a spike not found yet do not steer the values).
     """
-    return _predict_flagged(plane.copy(), flagged, kernel, iterations)
+    return fill_in_place(plane.copy(), flagged, kernel, neighbours)
 
 
-def _predict_flagged(out: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, iterations: int = 8) -> np.ndarray:
-    """:func:`fill_by_prediction` in place: ``out`` itself is filled and returned."""
+def fill_in_place(out: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, neighbours: bool = True
+                  ) -> np.ndarray:
+    """:func:`fill_by_prediction` in place: ``out`` itself is filled and returned.
+
+    A flagged sample alone in its group (with only acquired neighbours) has a closed form shared by all
+    (:func:`_fill_alone`); every other group is one small dense least-squares problem (:func:`_group_fit`).
+    """
     ys, xs = np.nonzero(flagged)
     if len(ys) == 0:
         return out
+    ky, kx = flagged.shape
+    if neighbours:
+        touched = np.unravel_index(_touched_by(ys, xs, flagged.shape), flagged.shape)
+        fitted = np.zeros(flagged.shape, dtype=bool)  # never-acquired residuals mean nothing
+        fitted[touched] = np.any(out[:, touched[0], touched[1]] != 0, axis=0)
+    else:
+        fitted = flagged
+    group = _groups(flagged, ys, xs)
+    alone = np.bincount(group)[group] == 1
+    if neighbours:
+        for dy, dx in _OFFSETS:
+            alone &= fitted[(ys + dy) % ky, (xs + dx) % kx]
     out[:, ys, xs] = 0
-    touching = _has_flagged_neighbour(flagged, ys, xs)
-    rounds = iterations if touching.any() else 1
-    for _ in range(rounds):
-        out[:, ys, xs] = predict_at(out, kernel, ys, xs).T.astype(out.dtype)
+    if alone.any():
+        values = _fill_alone(out, ys[alone], xs[alone], kernel, neighbours)
+        out[:, ys[alone], xs[alone]] = values.T.astype(out.dtype)
+    rest = np.flatnonzero(~alone)
+    if len(rest):
+        order = rest[np.argsort(group[rest], kind="stable")]  # by group, row-major inside each
+        for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
+            values = _group_fit(out, ys[members], xs[members], fitted, kernel)
+            out[:, ys[members], xs[members]] = values.T.astype(out.dtype)
     return out
 
 
-def _has_flagged_neighbour(flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def _groups(flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(n,) group label of each flagged sample (ys, xs): samples within 2 of each other (Chebyshev, periodic),
+    directly or through others, share a label (their 3 x 3 neighbourhoods, whose residuals they move, overlap)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     ky, kx = flagged.shape
-    result = np.zeros(len(ys), dtype=bool)
-    for dy, dx in _OFFSETS:
-        result |= flagged[np.clip(ys + dy, 0, ky - 1), np.clip(xs + dx, 0, kx - 1)]
-    return result
+    position = np.full(flagged.shape, -1, dtype=np.int64)
+    position[ys, xs] = np.arange(len(ys))
+    first, second = [], []
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            other = position[(ys + dy) % ky, (xs + dx) % kx]
+            near = np.flatnonzero(other >= 0)
+            first.append(near)
+            second.append(other[near])
+    links = coo_matrix((np.ones(sum(map(len, first))), (np.concatenate(first), np.concatenate(second))),
+                       shape=(len(ys), len(ys)))
+    return connected_components(links)[1]
+
+
+def _fill_alone(zeroed: np.ndarray, ys: np.ndarray, xs: np.ndarray, kernel: np.ndarray, neighbours: bool
+                ) -> np.ndarray:
+    """(n, coils) least-squares values of isolated flagged samples (ys, xs), already set to zero in ``zeroed``.
+
+    With ``r`` the residuals at zero, the value ``u`` minimises ``|r_p + u|^2 + sum_o |r_(p-o) - W_o^T u|^2``:
+    ``u = -(I + sum_o conj(W_o) W_o^T)^-1 (r_p - sum_o conj(W_o) r_(p-o))``; without the ``neighbours`` terms it is
+    the prediction ``-r_p``.
+    """
+    own = _residual_at(zeroed, kernel, ys, xs)
+    if not neighbours:
+        return -own
+    ky, kx = zeroed.shape[1:]
+    coils = kernel.shape[1]
+    weights = kernel.reshape(8, coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
+    normal = np.eye(coils) + np.einsum("oab,ocb->ac", weights.conj(), weights)
+    gradient = own
+    for (dy, dx), weight in zip(_OFFSETS, weights, strict=True):
+        gradient -= _residual_at(zeroed, kernel, (ys - dy) % ky, (xs - dx) % kx) @ weight.conj().T
+    return -np.linalg.solve(normal, gradient.T).T
+
+
+def _residual_at(plane: np.ndarray, kernel: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(n, coils) complex128 prediction residual of the samples (ys, xs)."""
+    return plane[:, ys, xs].T.astype(np.complex128) - predict_at(plane, kernel, ys, xs)
+
+
+def _group_fit(zeroed: np.ndarray, ys: np.ndarray, xs: np.ndarray, fitted: np.ndarray, kernel: np.ndarray
+               ) -> np.ndarray:
+    """(k, coils) least-squares values of k flagged samples (ys, xs) (in row-major order), zero in ``zeroed``: they
+    minimise the prediction residuals of every sample they touch that is ``fitted`` (normal equations, dense)."""
+    ky, kx = fitted.shape
+    coils = kernel.shape[1]
+    members = ys * kx + xs  # flat indices, sorted like np.nonzero
+    touched = _touched_by(ys, xs, (ky, kx))
+    touched = touched[fitted.ravel()[touched]]
+    ty, tx = np.divmod(touched, kx)
+    response = np.zeros((len(ty), coils, len(ys), coils), dtype=np.complex128)  # d residual(q, c_out) / d u(j, c_in)
+    blocks = [((0, 0), np.eye(coils))] + [(offset, -weight.T) for offset, weight in
+                                          zip(_OFFSETS, kernel.reshape(8, coils, coils), strict=True)]
+    for (dy, dx), block in blocks:  # the residual at q holds +u(q) and -W_o^T u(q + o)
+        neighbour = ((ty + dy) % ky) * kx + (tx + dx) % kx
+        j = np.minimum(np.searchsorted(members, neighbour), len(members) - 1)
+        q = np.flatnonzero(members[j] == neighbour)
+        response[q, :, j[q], :] = block
+    response = response.reshape(len(ty) * coils, len(ys) * coils)
+    adjoint = response.conj().T
+    normal = adjoint @ response
+    normal[np.diag_indices_from(normal)] += 1e-9 * np.abs(np.diag(normal)).max()  # never singular
+    values = np.linalg.solve(normal, -(adjoint @ _residual_at(zeroed, kernel, ty, tx).ravel()))
+    return values.reshape(len(ys), coils)
+
+
+def _touched_by(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sorted flat indices into a ``shape`` plane of the samples (ys, xs) and of every sample that has one of them
+    among its 8 neighbours (periodic): the samples whose prediction residual depends on their values."""
+    ky, kx = shape
+    return np.unique(np.concatenate([((ys - dy) % ky) * kx + (xs - dx) % kx for dy, dx in ((0, 0),) + _OFFSETS]))
 
 
 def _dof_from_log_spread(spread: np.ndarray) -> np.ndarray:
@@ -468,7 +568,7 @@ class _SliceStatistic:
                 near[(ys + dy) % ky, (xs + dx) % kx] = True
         group = near & flagged
         self.plane[:, group] = self.original[:, group]
-        _predict_flagged(self.plane, group, self.kernel)  # the statistic's own copy
+        fill_in_place(self.plane, group, self.kernel, neighbours=False)  # the statistic's own copy
         near &= self.acquired & ~flagged
         ys, xs = np.nonzero(near)
         residual = self.plane[:, ys, xs].T - predict_at(self.plane, self.kernel, ys, xs)
@@ -578,9 +678,13 @@ def _zones(plane: np.ndarray, centre_radius: float, centre_zone: float
     """
     shape = plane.shape[1:]
     distance = centre_distance(shape)
-    energy = np.sum(plane.real.astype(np.float32) ** 2 + plane.imag.astype(np.float32) ** 2, axis=0)
-    near = distance <= max(4.0, 0.0625 * min(shape))
-    peak = np.unravel_index(int(np.argmax(np.where(near, energy, -1.0))), shape)
+    reach = max(4.0, 0.0625 * min(shape))  # the peak is searched within this distance of DC
+    box = tuple(slice(max(n // 2 - int(reach), 0), n // 2 + int(reach) + 1) for n in shape)
+    near = plane[:, box[0], box[1]]
+    energy = np.sum(near.real.astype(np.float32) ** 2 + near.imag.astype(np.float32) ** 2, axis=0)
+    energy[distance[box] > reach] = -1.0
+    peak_in_box = np.unravel_index(int(np.argmax(energy)), energy.shape)
+    peak = (peak_in_box[0] + box[0].start, peak_in_box[1] + box[1].start)
     yy, xx = np.ogrid[: shape[0], : shape[1]]
     distance = np.minimum(distance, np.hypot(yy - peak[0], xx - peak[1]).astype(np.float32))
     core = distance <= 1.5

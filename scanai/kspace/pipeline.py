@@ -166,13 +166,12 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
             mask[index], patch_scores[index], targets[index] = _network_plane(plane, grid, sensitivity,
                                                                               centre_radius, classify)
             sample_score = None
-        magnitude = np.sqrt(np.sum(np.abs(plane) ** 2, axis=0))
         for y, x in zip(*np.nonzero(mask[index]), strict=True):
             patch = int(np.flatnonzero((anchors[:, 0] <= y) & (y < anchors[:, 0] + grid.size)
                                        & (anchors[:, 1] <= x) & (x < anchors[:, 1] + grid.size))[-1])
             score = float(sample_score[y, x]) if sample_score is not None else float(patch_scores[index, patch])
             table.append({"slice": index, "coil": -1, "pe": int(y), "ro": int(x),
-                          "magnitude": float(magnitude[y, x]), "score": score, "patch": patch})
+                          "magnitude": float(np.linalg.norm(plane[:, y, x])), "score": score, "patch": patch})
         summary.append({"slice": index, "spikes": int(np.count_nonzero(mask[index])),
                         "target_patches": int(np.count_nonzero(targets[index])),
                         "max_score": float(patch_scores[index].max()) if len(grid) else 0.0})

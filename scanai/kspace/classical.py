@@ -21,7 +21,9 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
    is the largest residual of its 3 x 3 neighbourhood; its value is then replaced by its prediction and the
    residuals of its neighbours recomputed, and the search repeats, so that a strong spike's leakage into the
    predictions of its neighbours is never mistaken for more spikes while adjacent spikes (runs, clusters) are
-   found one after the other.
+   found one after the other. A weak spike next to a strong one is partly explained by the strong one's
+   replacement (which was predicted from it), so the neighbours of flagged samples are also scored as if they were
+   re-estimated together with them.
 5. **Centre protection.** Samples within ``centre_radius`` of DC are never flagged (DC is never modified);
    samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9).
    Samples that were never acquired (zero in every coil) are left out of every statistic and never flagged.
@@ -590,6 +592,26 @@ class _SliceStatistic:
         log_ratio = np.log((energy + self.tiny) / self.background[ys, xs])
         return self.score_at(log_ratio, (ys, xs)), log_ratio
 
+    def joint(self, flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score and log contrast of unflagged samples (ys, xs) next to flagged ones as if they were taken out and
+        re-estimated together with their flagged neighbours. A weak spike q next to a replaced strong one p leaks
+        into p's replacement (p is predicted from q), which then explains part of q: q's residual shrinks to
+        ``(I - S) r`` with ``S = sum_o W_o^T W_-o^T`` over its flagged neighbours ``q + o``; undoing that factor
+        gives the residual of the joint fit (first order: the flagged neighbours' coupling among themselves is
+        left out)."""
+        ky, kx = flagged.shape
+        coils = self.kernel.shape[1]
+        weights = self.kernel.reshape(8, coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
+        residual = _residual_at(self.plane, self.kernel, ys, xs)  # (n, coils), q itself still holds its input
+        leak = np.zeros((len(ys), coils, coils), dtype=np.complex128)
+        for index, (dy, dx) in enumerate(_OFFSETS):
+            beside = flagged[(ys + dy) % ky, (xs + dx) % kx]
+            leak[beside] += weights[index].T @ weights[7 - index].T  # _OFFSETS[7 - i] == -_OFFSETS[i]
+        joint = np.linalg.solve(np.eye(coils) - leak, residual[..., None])[..., 0]
+        energy = (np.abs(joint) ** 2) @ self.inverse_scale / len(self.inverse_scale)
+        log_ratio = np.log((energy + self.tiny) / self.background[ys, xs]).astype(np.float32)
+        return self.score_at(log_ratio, (ys, xs)), log_ratio
+
 
 def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(ky, kx) bool: the ``candidates`` whose energy is the largest of their 3 x 3 neighbourhood (edges repeated),
@@ -610,6 +632,10 @@ def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarra
 def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Thresholds, zone: np.ndarray,
           ring: np.ndarray, max_rounds: int = 12) -> np.ndarray:
     """Flag samples round by round (largest residual of its 3 x 3 neighbourhood first); returns (ky, kx) bool.
+
+    Then the neighbours of flagged samples are judged jointly with them (:func:`_flag_hidden_neighbours`), and
+    finally every flagged sample is judged with all the others replaced (:meth:`_SliceStatistic.explained`); those
+    that only looked abnormal because of their neighbours are unflagged.
 
     The level is ``thresholds.relaxed`` when some allowed sample already exceeds ``thresholds.sure``, else
     ``thresholds.strict``; both are multiplied by ``centre_factor`` inside ``zone`` and by ``ring_factor`` in
@@ -636,6 +662,7 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
                 break
             flagged |= new
             statistic.replace(flagged, new)
+    _flag_hidden_neighbours(statistic, flagged, allowed, level, minimum)  # once: repeated, it can feed on itself
     for _ in range(3):
         if not flagged.any():
             break
@@ -646,6 +673,26 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
             break
         flagged[ys[weak], xs[weak]] = False
     return flagged
+
+
+def _flag_hidden_neighbours(statistic: _SliceStatistic, flagged: np.ndarray, allowed: np.ndarray,
+                            level: np.ndarray, minimum: np.ndarray) -> None:
+    """Flag (in place) the allowed samples next to flagged ones whose joint score (:meth:`_SliceStatistic.joint`)
+    passes ``level`` and ``minimum``: weak members of runs and clusters hidden by a strong neighbour's replacement.
+    """
+    from scipy.ndimage import binary_dilation
+
+    beside = allowed & ~flagged & binary_dilation(flagged, np.ones((3, 3), dtype=bool))
+    ys, xs = np.nonzero(beside)
+    if len(ys) == 0:
+        return
+    score, log_ratio = statistic.joint(flagged, ys, xs)
+    keep = (score > level[ys, xs]) & (log_ratio > minimum[ys, xs])
+    if keep.any():
+        new = np.zeros(flagged.shape, dtype=bool)
+        new[ys[keep], xs[keep]] = True
+        flagged |= new
+        statistic.replace(flagged, new)
 
 
 def _patch_summary(grid: PatchGrid, z: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -327,30 +327,52 @@ def _residual_at(plane: np.ndarray, kernel: np.ndarray, ys: np.ndarray, xs: np.n
     return plane[:, ys, xs].T.astype(np.complex128) - predict_at(plane, kernel, ys, xs)
 
 
+#: Unknowns (samples x coils) up to which a group's least-squares problem is solved dense; larger ones go sparse.
+_DENSE_UNKNOWNS = 512
+
+
 def _group_fit(zeroed: np.ndarray, ys: np.ndarray, xs: np.ndarray, fitted: np.ndarray, kernel: np.ndarray
                ) -> np.ndarray:
     """(k, coils) least-squares values of k flagged samples (ys, xs) (in row-major order), zero in ``zeroed``: they
-    minimise the prediction residuals of every sample they touch that is ``fitted`` (normal equations, dense)."""
+    minimise the prediction residuals of every sample they touch that is ``fitted`` (normal equations; dense for
+    small groups, sparse for large ones: a long run or a big cluster)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.linalg import spsolve
+
     ky, kx = fitted.shape
     coils = kernel.shape[1]
     members = ys * kx + xs  # flat indices, sorted like np.nonzero
     touched = _touched_by(ys, xs, (ky, kx))
     touched = touched[fitted.ravel()[touched]]
     ty, tx = np.divmod(touched, kx)
-    response = np.zeros((len(ty), coils, len(ys), coils), dtype=np.complex128)  # d residual(q, c_out) / d u(j, c_in)
     blocks = [((0, 0), np.eye(coils))] + [(offset, -weight.T) for offset, weight in
                                           zip(_OFFSETS, kernel.reshape(8, coils, coils), strict=True)]
-    for (dy, dx), block in blocks:  # the residual at q holds +u(q) and -W_o^T u(q + o)
+    links = []  # (touched sample q, member j, block): the residual at q holds +u(q) and -W_o^T u(q + o)
+    for (dy, dx), block in blocks:
         neighbour = ((ty + dy) % ky) * kx + (tx + dx) % kx
         j = np.minimum(np.searchsorted(members, neighbour), len(members) - 1)
         q = np.flatnonzero(members[j] == neighbour)
-        response[q, :, j[q], :] = block
-    response = response.reshape(len(ty) * coils, len(ys) * coils)
-    adjoint = response.conj().T
-    normal = adjoint @ response
-    normal[np.diag_indices_from(normal)] += 1e-9 * np.abs(np.diag(normal)).max()  # never singular
-    values = np.linalg.solve(normal, -(adjoint @ _residual_at(zeroed, kernel, ty, tx).ravel()))
-    return values.reshape(len(ys), coils)
+        links.append((q, j[q], block))
+    right = _residual_at(zeroed, kernel, ty, tx).ravel()
+    shape = (len(ty) * coils, len(ys) * coils)
+    if shape[1] <= _DENSE_UNKNOWNS:
+        response = np.zeros((len(ty), coils, len(ys), coils), dtype=np.complex128)  # d residual / d u
+        for q, j, block in links:
+            response[q, :, j, :] = block
+        response = response.reshape(shape)
+        adjoint = response.conj().T
+        normal = adjoint @ response
+        normal[np.diag_indices_from(normal)] += 1e-9 * np.abs(np.diag(normal)).max()  # never singular
+        return np.linalg.solve(normal, -(adjoint @ right)).reshape(len(ys), coils)
+    c_out, c_in = np.meshgrid(np.arange(coils), np.arange(coils), indexing="ij")
+    rows = np.concatenate([(q[:, None, None] * coils + c_out).ravel() for q, _, _ in links])
+    columns = np.concatenate([(j[:, None, None] * coils + c_in).ravel() for _, j, _ in links])
+    entries = np.concatenate([np.broadcast_to(block, (len(q), coils, coils)).ravel() for q, _, block in links])
+    response = coo_matrix((entries.astype(np.complex128), (rows, columns)), shape=shape).tocsr()
+    adjoint = response.conj().T.tocsr()
+    normal = (adjoint @ response).tocsc()
+    normal += identity(shape[1], format="csc") * (1e-9 * abs(normal.diagonal()).max())
+    return spsolve(normal, -(adjoint @ right)).reshape(len(ys), coils)
 
 
 def _touched_by(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -250,7 +250,7 @@ def fill_in_place(out: np.ndarray, flagged: np.ndarray, kernel: np.ndarray, neig
     """:func:`fill_by_prediction` in place: ``out`` itself is filled and returned.
 
     A flagged sample alone in its group (with only acquired neighbours) has a closed form shared by all
-    (:func:`_fill_alone`); every other group is one small dense least-squares problem (:func:`_group_fit`).
+    (:func:`_fill_alone`); every other group is one least-squares problem (:func:`_group_fit`).
     """
     ys, xs = np.nonzero(flagged)
     if len(ys) == 0:

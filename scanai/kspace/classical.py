@@ -596,9 +596,7 @@ class _SliceStatistic:
         near &= self.acquired & ~flagged
         ys, xs = np.nonzero(near)
         residual = self.plane[:, ys, xs].T - predict_at(self.plane, self.kernel, ys, xs)
-        energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
-        self.energy[ys, xs] = energy
-        self.log_ratio[ys, xs] = np.log((energy + self.tiny) / self.background[ys, xs])
+        self.energy[ys, xs], self.log_ratio[ys, xs] = self._contrast(residual, ys, xs)
         self.z[ys, xs] = self.score_at(self.log_ratio[ys, xs], (ys, xs))
         self.energy[flagged] = 0.0
         self.z[flagged] = -np.inf
@@ -610,8 +608,7 @@ class _SliceStatistic:
         ys, xs = np.nonzero(flagged)
         filled = fill_by_prediction(self.original, flagged, self.kernel)
         residual = self.original[:, ys, xs].T - predict_at(filled, self.kernel, ys, xs)
-        energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
-        log_ratio = np.log((energy + self.tiny) / self.background[ys, xs])
+        _, log_ratio = self._contrast(residual, ys, xs)
         return self.score_at(log_ratio, (ys, xs)), log_ratio
 
     def joint(self, flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -630,9 +627,14 @@ class _SliceStatistic:
             beside = flagged[(ys + dy) % ky, (xs + dx) % kx]
             leak[beside] += weights[index].T @ weights[7 - index].T  # _OFFSETS[7 - i] == -_OFFSETS[i]
         joint = np.linalg.solve(np.eye(coils) - leak, residual[..., None])[..., 0]
-        energy = (np.abs(joint) ** 2) @ self.inverse_scale / len(self.inverse_scale)
-        log_ratio = np.log((energy + self.tiny) / self.background[ys, xs]).astype(np.float32)
+        log_ratio = self._contrast(joint, ys, xs)[1].astype(np.float32)
         return self.score_at(log_ratio, (ys, xs)), log_ratio
+
+    def _contrast(self, residual: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whitened energy (n,) of complex residuals (n, coils) at the samples (ys, xs), and its log contrast to
+        the local background there."""
+        energy = (np.abs(residual) ** 2) @ self.inverse_scale / len(self.inverse_scale)
+        return energy, np.log((energy + self.tiny) / self.background[ys, xs])
 
 
 def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -13,10 +13,11 @@ from bench_results import SCREENSHOTS, write_result
 pytest.importorskip("torch")
 
 from scanai.chest.classical import ClassicalDetector
+from scanai.chest.detection import EXPERIMENTAL
 from scanai.chest.evaluate import evaluate_detector
 from scanai.chest.generator import make_scenario
 from scanai.chest.io import read_radiograph
-from scanai.chest.metrics import assess
+from scanai.chest.metrics import Thresholds, assess
 from scanai.chest.network import load_chest_detector
 from scanai.chest.wingspan import load_cases
 
@@ -70,15 +71,16 @@ def test_overlay_figure(shared_data) -> None:
 
     detector = load_chest_detector("cpu")
     cases = load_cases(shared_data / "chest" / "wingspan", "validation")[:2]
-    images = [(case.image, case.case_id[:18] + "…") for case in cases]
+    images = [(case.image, case.case_id[:18] + "…", False) for case in cases]
     dicom = read_radiograph(shared_data / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
-    images.append((dicom.image.array[0], "NIH DICOM (RSNA)"))
-    for name in ("scapula_overlap", "foreign_object_inside", "effusion"):
-        images.append((make_scenario(name, 7100).phantom.image, f"generated: {name}"))
+    images.append((dicom.image.array[0], "NIH DICOM (RSNA)", False))
+    for name in ("scapula_overlap", "foreign_object_inside", "effusion"):  # the machinery, experimental objects on
+        images.append((make_scenario(name, 7100).phantom.image, f"generated: {name} (experimental on)", True))
     figure, axes = plt.subplots(2, 3, figsize=(15, 10.5))
-    for axis, (image, title) in zip(axes.flat, images, strict=True):
+    for axis, (image, title, experimental) in zip(axes.flat, images, strict=True):
         detections = detector.detect(image)
-        draw_overlay(axis, image, detections, assess(detections), title)
+        detections = detections if experimental else detections.without(EXPERIMENTAL)
+        draw_overlay(axis, image, detections, assess(detections, Thresholds(experimental=experimental)), title)
     figure.tight_layout()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     figure.savefig(SCREENSHOTS / "chest_overlays.png", dpi=80)

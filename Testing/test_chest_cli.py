@@ -101,6 +101,11 @@ def test_single_file_thresholds_and_normalised_output(phantom, oracle, tmp_path)
                      '{"weighted": false}')) == 0
     record = json.loads((out / "json" / "p.json").read_text())
     assert record["assessment"]["thresholds"]["ctr"] == 0.60 and record["assessment"]["thresholds"]["weighted"] is False
+    assert record["assessment"]["thresholds"]["experimental"] is False and _rows(out / "report.csv")[0][
+        "pneumothorax_severity"] == "not assessed (experimental)"
+    assert run(_args(str(path), "--out", str(out), "--experimental")) == 0
+    assert json.loads((out / "json" / "p.json").read_text())["assessment"]["thresholds"]["experimental"] is True
+    assert _rows(out / "report.csv")[0]["pneumothorax_severity"] == "none"
 
 
 def test_lateral_and_unknown_spacing_rows(phantom, oracle, tmp_path):

@@ -17,14 +17,21 @@ from scanai.chest.metrics import (
     SECOND,
     TABLE_COLUMNS,
     THRESHOLD_PROFILES,
+    WITHHELD_NOTE,
     Thresholds,
     _grade,
     age_in_years,
-    assess,
     not_assessable,
     thresholds_for,
 )
+from scanai.chest.metrics import assess as assess_as_shipped
 from scanai.core.errors import FileFormatError, InputError
+
+
+def assess(found, thresholds: Thresholds | None = None, spacing_mm=None):
+    """The metric engine with the experimental objects on: these tests check its machinery (scapula tests, rotation,
+    abnormal parts) on exact masks; what a user gets by default is tested with ``assess_as_shipped``."""
+    return assess_as_shipped(found, replace(thresholds or Thresholds(), experimental=True), spacing_mm)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The digest's phantom (§6.4) as masks, drawn here with numpy (normalised coordinates u = x / W, v = y / H)
@@ -472,6 +479,26 @@ def test_extensions_are_labelled_and_never_change_the_level():
     assert small.level == FIRST and small.reasons == ()
     assert "not part of the patent's grade" in small.report_text()
     assert len(assess(detections(masks, torso), Thresholds(extensions=False)).tests) == len(normal.tests) - 6
+
+
+def test_unvalidated_objects_are_withheld_by_default():
+    """Validated or withheld: with a pneumothorax, an effusion, scapulae over the lungs and rotated clavicles on the
+    masks, the default assessment tests, grades and reports none of them, and says so; turned on, every row, reason
+    and finding they give is labelled experimental."""
+    masks, torso = phantom_masks(512, scapula_shift=0.12, clavicle_shift=0.01)
+    masks["pneumothorax"] = lateral_part(masks, 0.5)
+    masks["effusion"] = basal_part(masks, 0.3)
+    shipped = assess_as_shipped(detections(masks, torso))
+    assert shipped.level == FIRST and shipped.reasons == ()
+    assert [item.name for item in shipped.findings] == ["cardiothoracic_ratio"]
+    assert not {test.object for test in shipped.tests} & {"scapula", "clavicle"}
+    assert WITHHELD_NOTE in shipped.notes and "Turn on experimental objects" in shipped.report_text()
+    shown = assess(detections(masks, torso))
+    assert shown.level == INTERMEDIATE and shown.rule == "R5"
+    assert all("[experimental" in reason for reason in shown.reasons)
+    assert all("[experimental" in shown.finding(name).text for name in ("pneumothorax", "effusion"))
+    assert all("[experimental" in test.quantity for test in shown.tests if test.object in ("scapula", "clavicle"))
+    assert not shown.test("X_rotation").passed and WITHHELD_NOTE not in shown.notes
 
 
 def test_threshold_profiles_and_json(tmp_path):

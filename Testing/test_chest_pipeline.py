@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from scanai.chest.detection import OBJECTS, Box, Detections, detections_from_masks
+from scanai.chest.detection import EXPERIMENTAL, OBJECTS, Box, Detections, detections_from_masks
 from scanai.chest.io import Radiograph, read_radiograph
 from scanai.chest.metrics import NOT_ASSESSABLE, THRESHOLD_PROFILES
 from scanai.chest.phantom import make_chest_phantom, write_phantom_dicom
@@ -329,7 +329,15 @@ def test_rows_and_table_columns(phantom):
     row = summary_row(result)
     assert row["file"] == "p.png" and row["level"] == "FIRST" and row["cardiomegaly"] == "no"
     assert row["C6"] == pytest.approx(result.assessment.test("C6").value, abs=1e-6) and row["C6_pass"] == "yes"
-    assert row["pneumothorax_severity"] == "none" and "pixel size" in row["warnings"]
+    assert row["pneumothorax_severity"] == "not assessed (experimental)" and "pixel size" in row["warnings"]
+    assert not set(result.detections.objects) & set(EXPERIMENTAL)  # withheld from every output by default
+    clavicle = np.zeros(phantom.image.shape, dtype=bool)
+    clavicle[10:14, 150:200] = True
+    hidden = analyse_radiograph(Radiograph(phantom.volume(), False, {}), Oracle(phantom, {"clavicle_left": clavicle}))
+    shown = analyse_radiograph(Radiograph(phantom.volume(), False, {}), Oracle(phantom, {"clavicle_left": clavicle}),
+                               overrides={"experimental": True})
+    assert "clavicle_left" not in hidden.detections.objects and "clavicle_left" in shown.detections.objects
+    assert summary_row(shown)["pneumothorax_severity"] == "none"
     heart = next(line for line in result.assessment.width_lines if line.name == "heart")
     assert width_line_indices(heart)[2] - width_line_indices(heart)[1] == heart.length_px
     columns = table_columns(result.assessment.table_rows())
@@ -339,3 +347,12 @@ def test_rows_and_table_columns(phantom):
     assert numeric["a"] == [1.0, 2.5] and np.isnan(numeric["b"][0])
     assert error_row("x.dcm", FileFormatError("broken.", "Fix it."))["error"] == "broken. Fix it."
     assert set(SEGMENT_STYLE) == set(OBJECTS) - {"foreign_object"}
+
+
+def test_model_card_says_which_objects_are_experimental():
+    """Validated or withheld: the card names every object's status, and the withheld ones are exactly EXPERIMENTAL."""
+    from scanai.core.catalog import load_card
+
+    status = load_card("chest_detector").extra["objects"]
+    assert set(status) == set(OBJECTS)
+    assert {name for name, text in status.items() if text.startswith("experimental")} == set(EXPERIMENTAL)

@@ -14,6 +14,8 @@ are skipped with a note. For each image (``NAME`` = the file name without its ex
 Thresholds: by default the profile for each image's view, patient age and sex (from the DICOM header);
 ``--profile NAME`` fixes one profile; ``--thresholds JSON`` replaces single values (a JSON file or inline text
 holding ``{"name": value, ...}``, or ``{"thresholds": {...}}``), e.g. ``'{"weighted": false}'``.
+``--experimental`` also detects and reports the objects not validated on real radiographs (scapulae, clavicles,
+pneumothorax, effusion), each labelled experimental; without it they are not assessed.
 
 Exit status: 0 when every image was analysed (whatever its grade, "not assessable" included); 1 when at least one
 image could not be read or analysed (its row has level ERROR and the message); 2 when the command itself cannot run
@@ -65,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sex in the header)")
     parser.add_argument("--thresholds", default=None, metavar="JSON",
                         help="threshold values to replace: a JSON file or inline JSON, e.g. '{\"weighted\": false}'")
+    parser.add_argument("--experimental", action="store_true",
+                        help="also detect and report the objects not validated on real radiographs (scapulae, "
+                             "clavicles, pneumothorax, effusion), labelled experimental (default: not assessed)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs (default auto)")
     parser.add_argument("--recursive", action="store_true", help="also analyse radiographs in sub-folders")
@@ -270,6 +275,8 @@ def run(args: Any) -> int:
     else:
         raise FileFormatError(f"The file {source} does not exist.", "Check the path and the file name.")
     thresholds, overrides = load_thresholds(getattr(args, "profile", None), getattr(args, "thresholds", None))
+    if getattr(args, "experimental", False):
+        overrides = {**overrides, "experimental": True}
     detector = detector_by_name(getattr(args, "backend", "network"), getattr(args, "device", "auto"))
     if skipped:
         shown = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")

@@ -97,7 +97,7 @@ def draw_overlay(axis, image: np.ndarray, detections, assessment, title: str = "
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
-    from scanai.chest.detection import Box
+    from scanai.chest.detection import EXPERIMENTAL, Box
     from scanai.chest.pipeline import FOREIGN_COLOUR, SEGMENT_STYLE, centre_line, spine_line, width_line_indices
 
     pixels = _pixels(image)
@@ -109,6 +109,7 @@ def draw_overlay(axis, image: np.ndarray, detections, assessment, title: str = "
     if detections is not None:
         for name, found in detections.objects.items():
             label, colour = SEGMENT_STYLE.get(name, (name, (1.0, 1.0, 1.0)))
+            label += " (experimental)" if name in EXPERIMENTAL else ""
             if found.mask.any():
                 axis.contour(found.mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2)
                 handles.append(Line2D([], [], color=colour, label=label))

@@ -40,6 +40,12 @@ detected"), so the report shows it was looked for.
 Our extensions (not in the patent; ``extension=True``, never part of the grade): rotation (asymmetry of the
 medial clavicle ends about the spine midline), inspiration (lung-field height / width), collimation upper bound
 (lung box margins too large = field too wide), each reported as a test row and a note.
+
+Validated or withheld: the objects in :data:`~scanai.chest.detection.EXPERIMENTAL` (scapulae, clavicles,
+pneumothorax, effusion) are not validated on real radiographs. Unless ``Thresholds.experimental`` is on they are
+dropped before any test: no scapula test (C1-C3 leave the grade, so R5/R6 see only the spine), no rotation check,
+no pneumothorax or effusion finding, and a note says so. Turned on, each of their rows, reasons and findings is
+labelled "experimental".
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from scanai.chest.detection import Box, Detections, Found
+from scanai.chest.detection import EXPERIMENTAL, Box, Detections, Found
 from scanai.core.errors import FileFormatError, InputError
 
 LEVELS = ("FIRST", "INTERMEDIATE", "SECOND")
@@ -72,6 +78,14 @@ SIDE_WORDS = {"top": "top (head)", "bottom": "bottom (feet)", "left": "image lef
               "right": "image right = patient left"}
 FO_INSIDE_RULES = ("centre", "overlap")
 ABNORMAL_WORDS = {"pneumothorax": "pneumothorax", "effusion": "pleural effusion"}
+#: The label every row, reason and finding of an experimental object carries when experimental objects are on.
+EXPERIMENTAL_LABEL = "[experimental: not validated on real radiographs]"
+#: The objects of the test rows computed from experimental objects (C1-C3 and the rotation check).
+EXPERIMENTAL_TEST_OBJECTS = ("scapula", "clavicle")
+#: The note of an assessment made with experimental objects off (the default).
+WITHHELD_NOTE = ("Scapulae, clavicles, pneumothorax and pleural effusion were not assessed: their detection is "
+                 "experimental (not validated on real radiographs), so the scapula tests C1-C3, the rotation check "
+                 "and the pneumothorax / effusion findings are off. Turn on experimental objects to see them.")
 #: What each grading rule says (digest §3.4).
 RULES = {
     "R1": "all tests pass (claim 9)",
@@ -98,6 +112,10 @@ class Thresholds:
     *image* edges: image left = patient right), tc (C5), to (C6), fo_inside ("centre" | "overlap") with
     fo_overlap_min, weighted (¶0132 rule R6). Findings: ctr (> flags cardiomegaly), pneumothorax_high/low and
     effusion_high/low (> high = "high-risk", < low = "self-healing").
+
+    experimental:       False (the default) withholds the objects not validated on real radiographs
+                        (:data:`~scanai.chest.detection.EXPERIMENTAL`): no scapula tests C1-C3, no rotation check,
+                        no pneumothorax or effusion finding. True shows them, labelled experimental.
 
     Our extensions (not in the patent; ``extensions=False`` leaves them out):
     rotation_max:       max |dR - dL| / (dR + dL) of the medial clavicle ends' horizontal distances to the spine
@@ -131,6 +149,7 @@ class Thresholds:
     pneumothorax_low: float = 0.10
     effusion_high: float = 0.40
     effusion_low: float = 0.10
+    experimental: bool = False
     extensions: bool = True
     rotation_max: float = 0.20
     inspiration_min: float = 0.60
@@ -160,7 +179,7 @@ class Thresholds:
         fix = "Use the documented range (see scanai.chest.metrics.Thresholds) or delete the entry to get the default."
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"The threshold profile name must be a non-empty text, got {self.name!r}.", fix)
-        for key in ("c1_enabled", "c2_enabled", "c3_enabled", "weighted", "extensions"):
+        for key in ("c1_enabled", "c2_enabled", "c3_enabled", "weighted", "experimental", "extensions"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"Threshold setting '{key}' must be true or false, got {getattr(self, key)!r}.", fix)
         for key, (low, high, inclusive) in ranges.items():
@@ -647,7 +666,8 @@ def _failure_text(test: TestResult) -> str:
         why += " toward the " + ("image right (patient left)" if "patient left" in test.quantity
                                  else "image left (patient right)")
     op = {"<=": ">", ">=": "<"}.get(test.comparator, "vs")
-    return f"{subject}: {name} {test.value:.3f} {op} {test.threshold:g}" + (f" ({why})" if why else "")
+    label = f" {EXPERIMENTAL_LABEL}" if test.object in EXPERIMENTAL_TEST_OBJECTS else ""
+    return f"{subject}: {name} {test.value:.3f} {op} {test.threshold:g}" + (f" ({why})" if why else "") + label
 
 
 _SHORT = {"C1": "first ratio", "C2": "second ratio", "C3": "third ratio", "C4": "{side} margin",
@@ -681,7 +701,7 @@ def _scapula_tests(detections: Detections, t: Thresholds, notes: list[str]) -> l
     for test_id, quantity, value, threshold, enabled in specs:
         tests.append(TestResult(test_id, "scapula", quantity + ("" if enabled else " [disabled]"), value, "<=",
                                 threshold, bool(value <= threshold), enabled))
-    return tests
+    return [replace(test, quantity=f"{test.quantity} {EXPERIMENTAL_LABEL}") for test in tests]
 
 
 def _lung_tests(detections: Detections, t: Thresholds) -> list[TestResult]:
@@ -731,15 +751,15 @@ def _spine_test(detections: Detections, t: Thresholds) -> list[TestResult]:
 
 def _extension_tests(detections: Detections, t: Thresholds, notes: list[str]) -> list[TestResult]:
     tests = []
-    rotation = clavicle_rotation(detections)
-    if rotation is None:
+    rotation = clavicle_rotation(detections) if t.experimental else None
+    if t.experimental and rotation is None:
         notes.append("extension: rotation not evaluated (needs both clavicles and the spine, medial ends apart).")
-    else:
+    elif rotation is not None:
         asym, d_right, d_left = rotation
         tests.append(TestResult(
             "X_rotation", "clavicle", f"clavicle-head asymmetry |dR - dL| / (dR + dL) about the spine midline "
-            f"(dR = {d_right:.1f} px patient right, dL = {d_left:.1f} px patient left)", abs(asym), "<=",
-            t.rotation_max, bool(abs(asym) <= t.rotation_max), False, True))
+            f"(dR = {d_right:.1f} px patient right, dL = {d_left:.1f} px patient left) {EXPERIMENTAL_LABEL}",
+            abs(asym), "<=", t.rotation_max, bool(abs(asym) <= t.rotation_max), False, True))
     aspect = lung_aspect(detections)
     if aspect is not None:
         tests.append(TestResult("X_inspiration", "lung", "lung-field height / width (union box of both lungs)",
@@ -792,13 +812,14 @@ def _findings(detections: Detections, t: Thresholds, spacing_mm: tuple[float, fl
                 f"{'cardiomegaly (enlarged heart)' if present else 'no cardiomegaly'} ({widths})")
         findings.append(Finding("cardiothoracic_ratio", ratio, t.ctr, present, severity, text, measurements))
         lines += [width_line("heart", detections.mask("heart")), width_line("lungs", detections.lungs())]
-    for name, words in ABNORMAL_WORDS.items():
+    for name, words in ABNORMAL_WORDS.items() if t.experimental else ():
         high, low = getattr(t, f"{name}_high"), getattr(t, f"{name}_low")
         ratio, count, total = abnormal_ratio(detections, name)
         measurements = {"abnormal_px": float(count), "lung_px": float(total), "low_threshold": low,
                         "high_threshold": high}
         if not detections.found(name) or count == 0:
-            findings.append(Finding(name, 0.0, high, False, "none", f"no {words} detected", measurements))
+            findings.append(Finding(name, 0.0, high, False, "none", f"no {words} detected {EXPERIMENTAL_LABEL}",
+                                    measurements))
             continue
         if ratio > high:
             severity, text = "high-risk", f"high-risk {words}"
@@ -807,7 +828,7 @@ def _findings(detections: Detections, t: Thresholds, spacing_mm: tuple[float, fl
         else:
             severity, text = "present, severity not graded", f"{words} present, severity not graded"
         text += (f": {100 * ratio:.1f} % of the lung field (high-risk > {100 * high:g} %, "
-                 f"self-healing < {100 * low:g} %)")
+                 f"self-healing < {100 * low:g} %) {EXPERIMENTAL_LABEL}")
         findings.append(Finding(name, ratio, high, True, severity, text, measurements))
     return findings, [line for line in lines if line is not None]
 
@@ -852,7 +873,10 @@ def assess(detections: Detections, thresholds: Thresholds | None = None,
     if not detections.lungs().any():
         return not_assessable(NO_LUNG, t)
     notes: list[str] = []
-    scapula = _scapula_tests(detections, t, notes)
+    if not t.experimental:
+        detections = detections.without(EXPERIMENTAL)
+        notes.append(WITHHELD_NOTE)
+    scapula = _scapula_tests(detections, t, notes) if t.experimental else []
     lung = _lung_tests(detections, t)
     foreign, fo_inside = _foreign_object_tests(detections, t)
     spine = _spine_test(detections, t)

@@ -19,7 +19,10 @@ module call. The steps:
    (:func:`scanai.chest.metrics.thresholds_for`, ¶0108-0109), with optional overrides.
 5. **Detection** by the chosen backend (:func:`detector_by_name`: ``network`` or ``classical``; any object with a
    ``name`` and ``detect(image, progress)`` plugs in).
-6. **Assessment** (:func:`scanai.chest.metrics.assess`) with the pixel spacing when the file gives it (widths in
+6. **Validated or withheld**: unless ``Thresholds.experimental`` is on, the objects not validated on real
+   radiographs (:data:`~scanai.chest.detection.EXPERIMENTAL`) are dropped from the detections, so no output,
+   overlay, segment or finding shows them.
+7. **Assessment** (:func:`scanai.chest.metrics.assess`) with the pixel spacing when the file gives it (widths in
    mm); when the lungs are not found the metric engine returns "not assessable", never a grade.
 
 Geometry: images and masks are (rows, cols), row 0 at the head, column 0 on the image left (patient's right).
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from scanai.chest.detection import ABNORMAL, Box, Detections, Detector, check_radiograph_array
+from scanai.chest.detection import ABNORMAL, EXPERIMENTAL, Box, Detections, Detector, check_radiograph_array
 from scanai.chest.io import Radiograph, read_radiograph
 from scanai.chest.metrics import (
     NOT_ASSESSABLE,
@@ -338,6 +341,8 @@ def analyse_radiograph(radiograph: Radiograph, detector: Detector, thresholds: T
     chosen = _thresholds(thresholds, view, meta, overrides)
     progress(0.02, f"Detecting anatomy ({detector.name})")
     detections = detector.detect(image, progress.sub(0.02, 0.9))
+    if not chosen.experimental:
+        detections = detections.without(EXPERIMENTAL)
     progress(0.9, "Assessing quality and findings")
     spacing = tuple(float(v) for v in radiograph.spacing_mm) if radiograph.spacing_known else None
     assessment = assess(detections, chosen, spacing)
@@ -451,10 +456,12 @@ def summary_row(result: ChestResult, file: str = "") -> dict[str, Any]:
     ctr = finding(assessment, "cardiothoracic_ratio")
     row["CTR"] = _number(ctr.value) if ctr is not None else ""
     row["cardiomegaly"] = ("yes" if ctr.present else "no") if ctr is not None else ""
+    withheld = assessment.usable and not (assessment.thresholds and assessment.thresholds.experimental)
     for name in ABNORMAL:
         item = finding(assessment, name)
         row[f"{name}_ratio"] = _number(item.value) if item is not None else ""
-        row[f"{name}_severity"] = item.severity if item is not None else ""
+        row[f"{name}_severity"] = item.severity if item is not None else ("not assessed (experimental)"
+                                                                          if withheld else "")
     for test in assessment.tests:
         row[test.id] = _number(test.value)
         row[f"{test.id}_pass"] = "yes" if test.passed else "no"

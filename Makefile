@@ -6,7 +6,21 @@ PY     := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 DEMO_OUT  ?= demo_output
 
-.PHONY: test demo bench lint train clean
+# Stock-Slicer check: .venv-slicer/ holds only what a stock 3D Slicer 5.10 bundles in its Python, plus
+# slicer-core (Slicer's MRML core as a wheel, same spec as pyproject's [test] extra, with the vtk wheel it
+# pins), pytest and coverage; scanai goes in with --no-deps. No torch, twixtools, h5py, tqdm, matplotlib or
+# scikit-image, as in a real Slicer. The list, with its sources, is $(SLICER_REQS): repository Slicer/Slicer,
+# SuperBuild/External_python-*.cmake (numpy, scipy, SimpleITK, dicom, requests, extension-manager,
+# extension-manager-ssl, pythonqt requirements) as of tag v5.10.0 (Python 3.12 set of June 2025).
+SLICER_VENV  := .venv-slicer
+SLICER_PY    := $(SLICER_VENV)/bin/python
+SLICER_REQS  := Utilities/slicer-5.10-python-requirements.txt
+SLICER_PIP   := pip==25.1.1
+# Slicer 5.10 runs Python 3.12: use it where this machine has it (needs >= 3.11 for tomllib below).
+SLICER_PYTHON ?= $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
+SLICER_TESTS ?= Testing/test_modules.py Testing/test_widgets.py
+
+.PHONY: test demo bench lint train clean test-slicer
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +29,32 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# --no-deps everywhere but pytest/coverage: vtk's wheel requires matplotlib, which Slicer does not bundle.
+$(SLICER_VENV)/.installed: $(SLICER_REQS) pyproject.toml Makefile
+	rm -rf $(SLICER_VENV)
+	$(SLICER_PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_PY) -m pip install --quiet '$(SLICER_PIP)'
+	$(SLICER_PY) -m pip install --quiet --no-deps -r $(SLICER_REQS)
+	$(SLICER_PY) -m pip install --quiet --no-deps "$$($(SLICER_PY) -c 'import tomllib; print(next(r for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"] if r.startswith("slicer-core")))')"
+	$(SLICER_PY) -m pip install --quiet --no-deps "$$($(SLICER_PY) -c 'from importlib.metadata import requires; print(next(r for r in requires("slicer-core") if r.startswith("vtk")))')"
+	$(SLICER_PY) -m pip install --quiet pytest coverage
+	$(SLICER_PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The modules' self-tests and widgets in the stock-Slicer environment, and the widgets' statement coverage
+# (Utilities/widget_coverage.py: the four *Widget classes and the shared widget code of scanai/mrml.py, >= 95 %).
+WIDGET_FILES := */ChestQC.py,*/ParametricPET.py,*/KSpaceCalibration.py,*/MotionCorrection.py,*/scanai/mrml.py
+test-slicer: $(SLICER_VENV)/.installed
+	SCANAI_STOCK_SLICER=1 $(SLICER_PY) -m coverage run --data-file=.coverage.widgets --include='$(WIDGET_FILES)' \
+		-m pytest -q -m "not slow" $(SLICER_TESTS)
+	$(SLICER_PY) Utilities/widget_coverage.py --data-file .coverage.widgets --fail-under 95
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: lint
 	$(PY) -m pytest -m "not slow" -q
+	$(MAKE) test-slicer
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/scanai demo --out $(DEMO_OUT)
@@ -28,4 +63,4 @@ bench: $(VENV)/.installed
 	$(PY) -m pytest -m slow -q -s Testing
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SLICER_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -90,7 +90,7 @@ class ChestQCParameterNode:
 #
 
 
-class ChestQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrml.ModuleWidgetMixin):
+class ChestQCWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -101,11 +101,13 @@ class ChestQCWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrml.Modu
         self.logic = ChestQCLogic()
         self.setupWidget("ChestQC.ui")
 
+    requirements = ("scipy", "pydicom")
+
+    def classicalAlternative(self, parameterNode: ChestQCParameterNode) -> tuple[str, str] | None:
+        return ("backend", "classical") if parameterNode.backend == "network" else None
+
     def missingInputs(self, parameterNode: ChestQCParameterNode) -> str:
-        if parameterNode.inputVolume:
-            return ""
-        path = parameterNode.inputPath
-        if not path or not path.is_file():
+        if not parameterNode.inputVolume and not mrml.selected_file(parameterNode.inputPath):
             return _("Select a loaded radiograph, or choose a chest radiograph file (DICOM, PNG or JPEG).")
         return ""
 

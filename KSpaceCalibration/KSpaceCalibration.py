@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import unittest
 from typing import Annotated
@@ -72,7 +73,7 @@ class KSpaceCalibrationParameterNode:
 #
 
 
-class KSpaceCalibrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrml.ModuleWidgetMixin):
+class KSpaceCalibrationWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -83,15 +84,25 @@ class KSpaceCalibrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin,
         self.logic = KSpaceCalibrationLogic()
         self.setupWidget("KSpaceCalibration.ui")
 
+    requirements = ("scipy",)
+    #: What reading each raw format needs beyond Slicer's Python (Siemens twix: twixtools; ISMRMRD / MRD: h5py).
+    readerPackages = {".dat": ("twixtools",), ".h5": ("h5py",), ".hdf5": ("h5py",), ".mrd": ("h5py",)}
+
+    def requiredPackages(self, parameterNode: KSpaceCalibrationParameterNode) -> tuple[str, ...]:
+        path = mrml.selected_file(parameterNode.inputPath)
+        return self.requirements + (self.readerPackages.get(path.suffix.lower(), ()) if path else ())
+
+    def classicalAlternative(self, parameterNode: KSpaceCalibrationParameterNode) -> tuple[str, str] | None:
+        return ("detector", "classical") if parameterNode.detector == "network" else None
+
     def missingInputs(self, parameterNode: KSpaceCalibrationParameterNode) -> str:
-        path = parameterNode.inputPath
-        if not (path and path.is_file()) and not parameterNode.inputVolume:
+        if not mrml.selected_file(parameterNode.inputPath) and not parameterNode.inputVolume:
             return _("Choose a raw k-space file, or a volume to turn into k-space for a demonstration.")
         return ""
 
     def process(self, parameterNode: KSpaceCalibrationParameterNode, progress) -> str:
         p = parameterNode
-        path = p.inputPath if p.inputPath and p.inputPath.is_file() else None
+        path = mrml.selected_file(p.inputPath)
         outputs = self.logic.process(path, p.inputVolume if path is None else None, p.simulatedSpikes, p.detector,
                                      p.sensitivity, p.correctionMethod, p.detectOnly, p.createLogKSpace,
                                      p.prewhiten, p.allowEpi, progress)
@@ -223,7 +234,12 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
 
         volume = self._volume()
         # Spike amplitudes span 0.005-1 x max|k|; the network misses more of the weakest (its model card).
-        for detector, share in (("classical", 0.9), ("network", 0.8)):
+        from scanai.core.device import torch_available
+
+        detectors = (("classical", 0.9), ("network", 0.8)) if torch_available() else (("classical", 0.9),)
+        if not torch_available():
+            logging.info("KSpaceCalibration: PyTorch is not installed, so the network detector is not tested.")
+        for detector, share in detectors:
             outputs = KSpaceCalibrationLogic().process(volume=volume, simulatedSpikes=15, detector=detector)
             summary = outputs["spikes"].GetAttribute("ScanAI.Summary")
             self.assertIn("Simulated:", summary)
@@ -277,14 +293,21 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
             KSpaceCalibrationLogic().process(path)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
 
+    @staticmethod
+    def _twixDataOrSkip():
+        """The shared data folder, when it and twixtools (which Apply offers to install) are there."""
+        from scanai.core.paths import shared_data_dir
+
+        if shared_data_dir() is None:
+            raise unittest.SkipTest("real data folder ../shared/data is absent")
+        if mrml.missing_requirements(("twixtools",)):
+            raise unittest.SkipTest("twixtools is not installed (Apply asks to install it for a Siemens .dat file)")
+        return shared_data_dir()
+
     def test_TwixGre(self):
         import numpy as np
 
-        from scanai.core.paths import shared_data_dir
-
-        data = shared_data_dir()
-        if data is None:
-            raise unittest.SkipTest("real data folder ../shared/data is absent")
+        data = self._twixDataOrSkip()
         outputs = KSpaceCalibrationLogic().process(data / "kspace" / "gre.dat")
         image = slicer.util.arrayFromVolume(outputs["original"])
         self.assertEqual(image.shape[1:], (160, 160))
@@ -295,11 +318,8 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
 
     def test_EpiNeedsExplicitConsent(self):
         from scanai.core.errors import InputError
-        from scanai.core.paths import shared_data_dir
 
-        data = shared_data_dir()
-        if data is None:
-            raise unittest.SkipTest("real data folder ../shared/data is absent")
+        data = self._twixDataOrSkip()
         with self.assertRaisesRegex(InputError, "EPI"):
             KSpaceCalibrationLogic().process(data / "kspace" / "epi.dat")
         outputs = KSpaceCalibrationLogic().process(data / "kspace" / "epi.dat", allowEpi=True, detectOnly=True)

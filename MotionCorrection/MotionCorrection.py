@@ -104,7 +104,7 @@ class MotionCorrectionParameterNode:
 #
 
 
-class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrml.ModuleWidgetMixin):
+class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -115,10 +115,17 @@ class MotionCorrectionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, 
         self.logic = MotionCorrectionLogic()
         self.setupWidget("MotionCorrection.ui")
 
+    requirements = ("scipy", "pydicom")
+
+    def classicalAlternative(self, parameterNode: MotionCorrectionParameterNode) -> tuple[str, str] | None:
+        if parameterNode.task == "artifact":
+            return ("artifactMethod", "registration-fusion") if parameterNode.artifactMethod == "network" else None
+        return ("method", "demons") if parameterNode.method.startswith("network") else None
+
     def initializeParameterNode(self) -> None:
         mrml.ModuleWidgetMixin.initializeParameterNode(self)
         if not self._parameterNode.inputSequence:
-            self._parameterNode.inputSequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
+            self._parameterNode.inputSequence = mrml.first_volume_sequence()
 
     def setParameterNode(self, parameterNode) -> None:
         mrml.ModuleWidgetMixin.setParameterNode(self, parameterNode)

@@ -90,7 +90,7 @@ class ParametricPETParameterNode:
 #
 
 
-class ParametricPETWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrml.ModuleWidgetMixin):
+class ParametricPETWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -101,9 +101,14 @@ class ParametricPETWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, mrm
         self.logic = ParametricPETLogic()
         self.setupWidget("ParametricPET.ui")
 
+    requirements = ("scipy", "pydicom")
+
+    def classicalAlternative(self, parameterNode: ParametricPETParameterNode) -> tuple[str, str] | None:
+        return ("method", "Patlak") if parameterNode.method.startswith("Network") else None
+
     def missingInputs(self, parameterNode: ParametricPETParameterNode) -> str:
         p = parameterNode
-        if not p.inputSequence and not (p.inputPath and p.inputPath.exists()):
+        if not p.inputSequence and not mrml.selected_file(p.inputPath):
             return _("Select the dynamic PET sequence, or a dynamic PET file to load.")
         if p.inputFunctionSource.startswith("table") and not p.inputFunctionTable:
             return _("Select the input function table (time and plasma activity columns).")

@@ -1,36 +1,48 @@
-"""Headless Slicer: a real MRML scene from ``slicer-core`` plus test-only stand-ins for the application.
+"""Headless Slicer on Slicer's own Python layer: the modules load and run as Slicer runs them.
 
-``slicer-core`` (PyPI) provides MRML and the Qt-free module logics (Sequences, Segmentations, Volumes,
-SubjectHierarchy, Tables, Markups, Plots, Transforms) but not the Slicer application. :func:`install` builds an
-application-like environment from it:
+What is real:
 
-- a ``vtkMRMLScene`` with a ``vtkSlicerApplicationLogic`` and those logics registered, as ``slicer.mrmlScene``;
-- ``slicer.modules.<name>.logic()`` for the core logics and for every scripted module loaded by :func:`load_module`;
-- stand-ins, for tests only, of the application's pure-Python pieces that the wheel lacks:
-  ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper``, ``slicer.i18n``, ``slicer.app``, and
-  ``qt`` / ``ctk`` import stand-ins (widgets are checked statically, never instantiated).
+- the MRML scene, ``vtkSlicerApplicationLogic`` and the module logics (Volumes, Sequences, Segmentations, Tables,
+  Markups, ...) from the ``slicer-core`` wheel;
+- Slicer's pure-Python layer from ``../shared/slicer-python`` (unchanged copies of Slicer's files, never part of
+  this project): ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` (serializers, validators, GUI
+  connectors), ``slicer.util``, ``slicer.i18n``, ``slicer.packaging``, ``slicer.testing``; and the ``SampleData``
+  and ``PyTorchUtils`` modules.
 
-The stand-ins follow the behaviour of Slicer 5.12 where the module code can observe it: parameter nodes are
-singleton ``vtkMRMLScriptedModuleNode``\\s tagged with the module name, node-typed parameters are node
-references, other parameters are stored as text, ``WithinRange`` is enforced on assignment.
+What stands in, because it needs the Qt application: the widget classes (:mod:`qt_standins`: ``qt``, ``ctk`` and the
+qMRML widgets, with the behaviour the connectors and the modules rely on) and ``slicer.app`` (:class:`Application`:
+settings, module manager, main window, override cursor, testing mode, a hook on ``processEvents``).
+
+:func:`install` builds the environment once (it skips the calling test module with the reason when
+``../shared/slicer-python`` is absent); :func:`load_module` loads a module file the way Slicer's module factory does
+(the module's ``parent.path`` set, ``slicer.modules.<name>`` registered); :func:`open_widget` creates its widget the
+way Slicer shows a module panel; :func:`unload_module` emits Slicer's "module about to be unloaded" signal;
+:func:`dialogs` leaves testing mode and records every message box a user would see, answering with a chosen button.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
+import importlib
 import importlib.util
 import logging
+import os
 import pathlib
 import sys
 import tempfile
 import types
-import typing
-import unittest
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import slicer
+import qt_standins
 
 HOME = pathlib.Path(__file__).resolve().parent.parent
+#: Slicer's own pure-Python layer (see its README): ``$SCANAI_SLICER_PYTHON``, else ``../shared/slicer-python``.
+SLICER_PYTHON = pathlib.Path(os.environ.get("SCANAI_SLICER_PYTHON", HOME.parent / "shared" / "slicer-python"))
+#: The modules of Slicer's Python layer that the harness takes from :data:`SLICER_PYTHON`.
+REAL_MODULES = ("util", "i18n", "ScriptedLoadableModule", "parameterNodeWrapper", "packaging", "testing")
+SKIP_REASON = (f"Slicer's own Python layer is absent ({SLICER_PYTHON}); the module tests need it "
+               "(see ../shared/slicer-python/README.md)")
 
 CORE_LOGICS = {
     "volumes": "vtkSlicerVolumesLogic",
@@ -45,51 +57,103 @@ CORE_LOGICS = {
 }
 
 
+def available() -> bool:
+    """Whether Slicer's Python layer is there to load the modules on."""
+    return (SLICER_PYTHON / "slicer" / "ScriptedLoadableModule.py").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- application
 
 
-class _ModuleHandle:
-    """What ``slicer.modules.<name>`` gives: ``logic()`` and ``path``."""
+class ModuleHandle:
+    """What ``slicer.modules.<name>`` gives: ``name``, ``path``, ``logic()`` and ``widgetRepresentation()``."""
 
-    def __init__(self, name: str, logic_factory, path: str = "") -> None:
+    def __init__(self, name: str, logic_factory: Callable, path: str = "") -> None:
         self.name = name
+        self.path = path
         self._factory = logic_factory
         self._logic = None
-        self.path = path
+        self.widget = None
 
     def logic(self):
         if self._logic is None:
             self._logic = self._factory()
         return self._logic
 
+    def widgetRepresentation(self):
+        return self.widget.parent if self.widget is not None else None
 
-class _Application:
-    """Stand-in for ``slicer.app``: testing mode on, no GUI."""
 
-    applicationName = "3D Slicer (headless test harness)"
+class ModuleManager(qt_standins.QObject):
+    """``slicer.app.moduleManager()``: the unload signal and the loaded modules."""
+
+    moduleAboutToBeUnloaded = qt_standins.Signal("moduleAboutToBeUnloaded(QString)")
+
+    def module(self, name: str):
+        return getattr(slicer().modules, name.lower(), None)
+
+
+class Application(qt_standins.QObject):
+    """Stand-in for ``slicer.app`` (a ``qSlicerApplication``) without a GUI.
+
+    ``testing`` is Slicer's testing mode (``--testing``: message boxes return their default at once); ``on_events``
+    is called by every ``processEvents()``, so a test can act when the module lets the event loop run, as a user's
+    click would.
+    """
+
+    applicationName = "3D Slicer"
+    documentationBaseUrl = "https://slicer.readthedocs.io/en/latest/"
 
     def __init__(self) -> None:
+        super().__init__()
         self.temporaryPath = tempfile.mkdtemp(prefix="scanai-slicer-")
-        self.commandOptions = types.SimpleNamespace(noMainWindow=True, testingEnabled=True)
-        self.connections: list[tuple[str, object]] = []
+        self.cachePath = self.temporaryPath
+        self.testing = True
+        self.on_events: Callable[[], None] | None = None
+        self.events = 0
+        self._module_manager = ModuleManager()
+        self._settings = qt_standins.QSettings()
+        self.main_window = qt_standins.QWidget()
+        self.main_window.objectName = "qSlicerMainWindow"
 
     def testingEnabled(self) -> bool:
-        return True
+        return self.testing
+
+    def commandOptions(self) -> types.SimpleNamespace:
+        return types.SimpleNamespace(noMainWindow=False, testingEnabled=self.testing)
 
     def processEvents(self) -> None:
-        pass
+        self.events += 1
+        if self.on_events is not None:
+            self.on_events()
 
-    def connect(self, signal: str, slot) -> None:
-        self.connections.append((signal, slot))
+    def translate(self, context: str, text: str) -> str:
+        """No translation is installed: the source text (as Slicer in English)."""
+        return text
+
+    def moduleManager(self) -> ModuleManager:
+        return self._module_manager
+
+    def settings(self) -> qt_standins.QSettings:
+        return self._settings
+
+    def userSettings(self) -> qt_standins.QSettings:
+        return self._settings
+
+    def topLevelWidgets(self) -> list:
+        return [self.main_window]
 
     def layoutManager(self):
         return None
 
+    def moduleDocumentationUrl(self, name: str) -> str:
+        return f"{self.documentationBaseUrl}user_guide/modules/{name.lower()}.html"
+
     def setOverrideCursor(self, cursor) -> None:
-        pass
+        qt_standins.QApplication.setOverrideCursor(cursor)
 
     def restoreOverrideCursor(self) -> None:
-        pass
+        qt_standins.QApplication.restoreOverrideCursor()
 
     def pauseRender(self) -> None:
         pass
@@ -98,270 +162,180 @@ class _Application:
         pass
 
 
-class _Permissive:
-    """Any attribute, any call: stands in for Qt/CTK objects in code paths tests do not render."""
+class MessageBox(qt_standins.QWidget):
+    """``ctk.ctkMessageBox``: what ``slicer.util.messageBox`` shows outside testing mode. ``exec_`` records the box
+    in :data:`SHOWN` and returns :data:`ANSWER` (the button the simulated user presses)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        pass
-
-    def __getattr__(self, name: str):
-        return _Permissive()
-
-    def __call__(self, *args, **kwargs):
-        return _Permissive()
-
-
-class _StandInModule(types.ModuleType):
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Permissive()
-
-
-# ---------------------------------------------------------------------------------------------- ScriptedLoadableModule
-
-
-class ScriptedLoadableModule:
-    def __init__(self, parent) -> None:
-        self.parent = parent
-        self.moduleName = self.__class__.__name__
-        parent.title = ""
-        parent.categories = []
-        parent.dependencies = []
-        parent.contributors = []
-        parent.helpText = ""
-        parent.acknowledgementText = ""
-
-    def resourcePath(self, filename: str) -> str:
-        module_dir = pathlib.Path(sys.modules[self.__class__.__module__].__file__).parent
-        return str(module_dir / "Resources" / filename)
-
-
-class ScriptedLoadableModuleWidget:
     def __init__(self, parent=None) -> None:
-        self.parent = parent
-        self.moduleName = self.__class__.__name__.removesuffix("Widget")
-        self.layout = _Permissive()
+        super().__init__(None)
+        self.text = ""
+        self.standardButtons = qt_standins.QMessageBox.Ok
 
-    def resourcePath(self, filename: str) -> str:
-        module_dir = pathlib.Path(sys.modules[self.__class__.__module__].__file__).parent
-        return str(module_dir / "Resources" / filename)
-
-    def setup(self) -> None:
-        pass
-
-    def cleanup(self) -> None:
-        pass
+    def exec_(self) -> int:
+        SHOWN.append({key: value for key, value in self.__dict__.items() if not key.startswith("_")})
+        return ANSWER[0]
 
 
-class ScriptedLoadableModuleLogic:
-    def __init__(self, parent=None) -> None:
-        self.moduleName = self.__class__.__name__.removesuffix("Logic")
-
-    def getParameterNode(self):
-        """The module's singleton parameter node, created on first use (as in Slicer)."""
-        scene = slicer.mrmlScene
-        node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-        if node:
-            return node
-        node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
-        node.UnRegister(None)
-        node.SetSingletonTag(self.moduleName)
-        node.SetName(scene.GenerateUniqueName(self.moduleName))
-        node.SetAttribute("ModuleName", self.moduleName)
-        return scene.AddNode(node)
+SHOWN: list[dict[str, Any]] = []
+ANSWER = [qt_standins.QMessageBox.Ok]
 
 
-class ScriptedLoadableModuleTest(unittest.TestCase):
-    def delayDisplay(self, message: str, msec: int = 1000) -> None:
-        logging.info(message)
+class Dialog(qt_standins.QWidget):
+    """``qt.QDialog`` for ``slicer.util.delayDisplay``: closes when its timer fires, which is at once here."""
 
-    def takeScreenshot(self, name: str, description: str, type: int = -1) -> None:
-        pass
+    def close(self) -> None:
+        self.visible = False
 
-
-# ---------------------------------------------------------------------------------------------- parameterNodeWrapper
-
-
-class WithinRange:
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self.minimum, self.maximum = minimum, maximum
-
-    def validate(self, value) -> None:
-        if not self.minimum <= value <= self.maximum:
-            raise ValueError(f"{value} is not within [{self.minimum}, {self.maximum}]")
+    def exec_(self) -> int:
+        return 0
 
 
-class Minimum(WithinRange):
-    def __init__(self, minimum: float) -> None:
-        super().__init__(minimum, float("inf"))
+# ---------------------------------------------------------------------------------------------- install
 
 
-class Maximum(WithinRange):
-    def __init__(self, maximum: float) -> None:
-        super().__init__(float("-inf"), maximum)
+def slicer() -> types.ModuleType:
+    """The ``slicer`` module (after :func:`install`)."""
+    return sys.modules["slicer"]
 
 
-class Choice:
-    def __init__(self, choices) -> None:
-        self.choices = list(choices)
-
-    def validate(self, value) -> None:
-        if value not in self.choices:
-            raise ValueError(f"{value!r} is not one of {self.choices}")
-
-
-class Default:
-    def __init__(self, value) -> None:
-        self.value = value
+def _install_widget_stand_ins() -> None:
+    qt = qt_standins.qt_module()
+    qt.QDialog = Dialog
+    ctk = qt_standins.ctk_module()
+    ctk.ctkMessageBox = MessageBox
+    sys.modules["qt"], sys.modules["ctk"] = qt, ctk
 
 
-def _base_type(annotation):
-    if typing.get_origin(annotation) is typing.Annotated:
-        base, *extras = typing.get_args(annotation)
-        return base, extras
-    return annotation, []
+def _load_real_layer(module: types.ModuleType) -> None:
+    """Put Slicer's Python layer in front of the ``slicer`` package and (re)import its modules from there."""
+    folder = str(SLICER_PYTHON / "slicer")
+    if folder not in module.__path__:
+        module.__path__.insert(0, folder)
+    for widget_class in qt_standins.QMRML_CLASSES:  # Slicer exposes the qMRML widget classes on ``slicer``
+        setattr(module, widget_class.__name__, widget_class)
+    for name in REAL_MODULES:
+        sys.modules.pop(f"slicer.{name}", None)
+        setattr(module, name, importlib.import_module(f"slicer.{name}"))
 
 
-def _is_node_type(base) -> bool:
-    return isinstance(base, type) and issubclass(base, slicer.vtkMRMLNode)
+def install():
+    """Build (once) the application-like environment; returns ``slicer.mrmlScene``. Skips the calling test module
+    (pytest) when Slicer's Python layer is absent."""
+    if not available():
+        import pytest
 
+        pytest.skip(SKIP_REASON, allow_module_level=True)
+    import slicer as module
 
-def _decode(base, text: str):
-    if base is bool:
-        return text == "True"
-    if isinstance(base, type) and issubclass(base, enum.Enum):
-        return base[text]
-    if base is pathlib.Path:
-        return pathlib.Path(text)
-    return base(text)
-
-
-def _encode(value) -> str:
-    return value.name if isinstance(value, enum.Enum) else str(value)
-
-
-def parameterNodeWrapper(cls):
-    """Stand-in of ``slicer.parameterNodeWrapper.parameterNodeWrapper`` (typed fields persisted in the node)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {}
-    for name, annotation in hints.items():
-        base, extras = _base_type(annotation)
-        default = getattr(cls, name, None)
-        for extra in extras:
-            if isinstance(extra, Default):
-                default = extra.value
-        fields[name] = (base, extras, default)
-
-    def make_property(name: str, base, extras):
-        def getter(self):
-            if _is_node_type(base):
-                return self.parameterNode.GetNodeReference(name)
-            text = self.parameterNode.GetParameter(name)
-            return _decode(base, text) if text != "" else None
-
-        def setter(self, value):
-            if _is_node_type(base):
-                if value is not None and not value.IsA(base.__name__):
-                    raise TypeError(f"{name} expects a {base.__name__}, got {value.GetClassName()}")
-                self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
-                return
-            for extra in extras:
-                if hasattr(extra, "validate"):
-                    extra.validate(value)
-            self.parameterNode.SetParameter(name, _encode(value))
-
-        return property(getter, setter)
-
-    namespace = {"allParameters": dict(fields)}
-
-    def __init__(self, parameterNode):
-        self.parameterNode = parameterNode
-        for name, (base, _extras, default) in fields.items():
-            if not _is_node_type(base) and parameterNode.GetParameter(name) == "" and default is not None:
-                setattr(self, name, default)
-
-    namespace["__init__"] = __init__
-    namespace["connectGui"] = lambda self, gui: object()
-    namespace["disconnectGui"] = lambda self, tag: None
-    namespace["AddObserver"] = lambda self, *args: self.parameterNode.AddObserver(*args)
-    namespace["RemoveObserver"] = lambda self, tag: self.parameterNode.RemoveObserver(tag)
-    for name, (base, extras, _default) in fields.items():
-        namespace[name] = make_property(name, base, extras)
-    return type(cls.__name__, (), namespace)
-
-
-# ---------------------------------------------------------------------------------------------- install / load
-
-
-def _stand_in_module(name: str, **attributes) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attributes)
-    return module
-
-
-def _install_stand_ins() -> None:
-    loadable = _stand_in_module(
-        "slicer.ScriptedLoadableModule",
-        ScriptedLoadableModule=ScriptedLoadableModule,
-        ScriptedLoadableModuleWidget=ScriptedLoadableModuleWidget,
-        ScriptedLoadableModuleLogic=ScriptedLoadableModuleLogic,
-        ScriptedLoadableModuleTest=ScriptedLoadableModuleTest,
-        __all__=["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
-                 "ScriptedLoadableModuleTest"],
-    )
-    wrapper = _stand_in_module("slicer.parameterNodeWrapper", parameterNodeWrapper=parameterNodeWrapper,
-                               WithinRange=WithinRange, Minimum=Minimum, Maximum=Maximum, Choice=Choice,
-                               Default=Default)
-    i18n = _stand_in_module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
-    for name, module in {"slicer.ScriptedLoadableModule": loadable, "slicer.parameterNodeWrapper": wrapper,
-                         "slicer.i18n": i18n}.items():
-        sys.modules[name] = module
-        setattr(slicer, name.split(".")[1], module)
-    for name in ("qt", "ctk"):
-        if importlib.util.find_spec(name) is None:
-            sys.modules[name] = _StandInModule(name)
-    util = importlib.import_module("slicer.util")
-    if not hasattr(util, "tryWithErrorDisplay"):
-        util.tryWithErrorDisplay = lambda *args, **kwargs: contextlib.nullcontext()
-
-
-def install() -> slicer.vtkMRMLScene:
-    """Build (once) the application-like environment; returns ``slicer.mrmlScene``."""
-    if getattr(slicer, "_scanai_harness", False):
-        return slicer.mrmlScene
-    scene = slicer.vtkMRMLScene()
-    application_logic = slicer.vtkSlicerApplicationLogic()
+    if getattr(module, "_scanai_harness", False):
+        return module.mrmlScene
+    _install_widget_stand_ins()
+    _load_real_layer(module)
+    scene = module.vtkMRMLScene()
+    application_logic = module.vtkSlicerApplicationLogic()
     application_logic.SetMRMLScene(scene)
-    slicer.mrmlScene = scene
-    slicer.app = _Application()
-    slicer.modules = types.SimpleNamespace()
+    module.mrmlScene = scene
+    module.app = Application()
+    module.modules = types.SimpleNamespace()
+    module.moduleNames = types.SimpleNamespace()
     for name, class_name in CORE_LOGICS.items():
-        logic = getattr(slicer, class_name)()
+        logic = getattr(module, class_name)()
         logic.SetMRMLApplicationLogic(application_logic)
         logic.SetMRMLScene(scene)
         application_logic.SetModuleLogic(name, logic)
-        setattr(slicer.modules, name, _ModuleHandle(name, lambda logic=logic: logic))
-    slicer.applicationLogic = application_logic
-    _install_stand_ins()
-    slicer._scanai_harness = True
+        setattr(module.modules, name, ModuleHandle(name, lambda logic=logic: logic))
+    module.applicationLogic = application_logic
+    module._scanai_harness = True
     return scene
 
 
-def load_module(name: str) -> types.ModuleType:
-    """Import ``<name>/<name>.py`` of the extension as Slicer does, instantiate its module class, register it."""
-    install()
-    if name in sys.modules:
-        return sys.modules[name]
-    path = HOME / name / f"{name}.py"
+def real_layer_files() -> dict[str, str]:
+    """Module name -> the file it was loaded from, for the modules of Slicer's Python layer."""
+    return {f"slicer.{name}": sys.modules[f"slicer.{name}"].__file__ for name in REAL_MODULES}
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def _import_file(name: str, path: pathlib.Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    parent = types.SimpleNamespace()
-    module_object = getattr(module, name)(parent)
-    logic_class = getattr(module, f"{name}Logic")
-    setattr(slicer.modules, name.lower(), _ModuleHandle(name, logic_class, str(path)))
-    module._harness_parent = parent
-    module._harness_module = module_object
     return module
+
+
+def load_module(name: str, folder: pathlib.Path | None = None) -> types.ModuleType:
+    """Import ``<folder>/<name>.py`` (default: the extension's ``<name>/<name>.py``) as Slicer's scripted module
+    factory does: the module object is created with a parent whose ``path`` is the file, and
+    ``slicer.modules.<name>`` gives its path and logic. Loaded once per test session."""
+    install()
+    if name in sys.modules and hasattr(sys.modules[name], "_harness_module"):
+        return sys.modules[name]
+    path = (folder or HOME / name) / f"{name}.py"
+    module = _import_file(name, path)
+    parent = types.SimpleNamespace(path=str(path))
+    module._harness_parent = parent
+    module._harness_module = getattr(module, name)(parent)
+    logic_class = getattr(module, f"{name}Logic")
+    setattr(slicer().modules, name.lower(), ModuleHandle(name, logic_class, str(path)))
+    setattr(slicer().moduleNames, name, name)
+    return module
+
+
+def load_slicer_module(name: str) -> types.ModuleType:
+    """One of Slicer's own scripted modules from :data:`SLICER_PYTHON` ``/modules`` (``SampleData``,
+    ``PyTorchUtils``)."""
+    return load_module(name, SLICER_PYTHON / "modules")
+
+
+def open_widget(name: str):
+    """The module's widget as Slicer builds a module panel: created with a ``qSlicerScriptedLoadableModuleWidget``
+    parent (a layout, the scene), ``setup()``, then ``enter()`` as the panel is shown. Returns the widget."""
+    module = load_module(name)
+    panel = qt_standins.qSlicerScriptedLoadableModuleWidget()
+    panel.setLayout(qt_standins.QVBoxLayout())
+    panel.setMRMLScene(slicer().mrmlScene)
+    widget = getattr(module, f"{name}Widget")(panel)
+    widget.setup()
+    getattr(slicer().modules, name.lower()).widget = widget
+    panel.isEntered = True
+    widget.enter()
+    return widget
+
+
+def close_widget(widget) -> None:
+    """The user leaves the module: ``exit()`` and the panel is no longer entered."""
+    widget.parent.isEntered = False
+    widget.exit()
+
+
+def unload_module(name: str) -> None:
+    """Slicer's module manager announces that the module is about to be unloaded (e.g. Reload)."""
+    slicer().app.moduleManager().moduleAboutToBeUnloaded.emit(name)
+
+
+@contextlib.contextmanager
+def dialogs(answer: int = qt_standins.QMessageBox.Ok) -> Iterator[list[dict[str, Any]]]:
+    """Leave testing mode inside the block: every message box Slicer would show is recorded (its text, buttons,
+    ...) in the yielded list, and the simulated user answers ``answer``."""
+    app = slicer().app
+    SHOWN.clear()
+    ANSWER[0] = answer
+    app.testing = False
+    try:
+        yield SHOWN
+    finally:
+        app.testing = True
+        ANSWER[0] = qt_standins.QMessageBox.Ok
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """Silence the info messages of Slicer's layer (testing-mode dialog notes) inside the block."""
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.getLogger().setLevel(level)

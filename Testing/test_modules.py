@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 
 import pytest
 import slicer_harness
@@ -53,9 +54,8 @@ def test_parameter_node_is_a_singleton_with_defaults(name):
     first, second = logic.getParameterNode(), logic.getParameterNode()
     assert first.parameterNode is second.parameterNode
     assert first.parameterNode.GetAttribute("ModuleName") == name
-    for parameter, (_base, _extras, default) in module.__dict__[f"{name}ParameterNode"].allParameters.items():
-        if default is not None:
-            assert getattr(first, parameter) == default
+    for parameter, info in module.__dict__[f"{name}ParameterNode"].allParameters.items():
+        assert getattr(first, parameter) == info.default.value
 
 
 def test_every_module_has_self_tests():
@@ -83,3 +83,21 @@ def test_module_self_test(name, method):
         pytest.skip(result.skipped[0][1])
     problems = result.errors + result.failures
     assert not problems, problems[0][1]
+
+
+def test_modules_run_on_slicers_own_python_layer():
+    """ScriptedLoadableModule, parameterNodeWrapper, slicer.util, slicer.packaging, ... are Slicer's own files
+    (../shared/slicer-python), not stand-ins; only the Qt/CTK/qMRML widget classes stand in."""
+    files = slicer_harness.real_layer_files()
+    assert all(path.startswith(str(slicer_harness.SLICER_PYTHON)) for path in files.values()), files
+    module = slicer_harness.load_module("ChestQC")
+    assert module.ScriptedLoadableModuleWidget.__module__ == "slicer.ScriptedLoadableModule"
+    assert module.parameterNodeWrapper.__module__.startswith("slicer.parameterNodeWrapper")
+
+
+@pytest.mark.skipif(not os.environ.get("SCANAI_STOCK_SLICER"), reason="only in the stock-Slicer environment")
+def test_the_stock_slicer_environment_has_only_what_slicer_bundles():
+    import importlib.util
+
+    absent = ("torch", "twixtools", "h5py", "tqdm", "matplotlib", "skimage")
+    assert [name for name in absent if importlib.util.find_spec(name) is not None] == []

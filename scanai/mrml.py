@@ -8,6 +8,7 @@ input in the subject hierarchy. Every ``*_to_node`` function creates new nodes a
 from __future__ import annotations
 
 import contextlib
+import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -107,6 +108,16 @@ def set_colour_map(node: slicer.vtkMRMLVolumeNode, colour_node_id: str,
 
 
 # ---------------------------------------------------------------------------------------------- sequences
+
+
+def first_volume_sequence(scene: slicer.vtkMRMLScene | None = None) -> slicer.vtkMRMLSequenceNode | None:
+    """The scene's first sequence node whose items are scalar volumes (not transforms, tables or markups)."""
+    scene = _scene(scene)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSequenceNode")
+        if node.GetNumberOfDataNodes() and node.GetNthDataNode(0).IsA("vtkMRMLScalarVolumeNode"):
+            return node
+    return None
 
 
 def sequence_from_node(sequence_node: slicer.vtkMRMLSequenceNode) -> VolumeSequence:
@@ -577,18 +588,19 @@ SLICER_REQUIREMENTS = {"scipy": "scipy>=1.10", "pydicom": "pydicom>=2.4", "twixt
                        "h5py": "h5py>=3.8", "tqdm": "tqdm>=4.60"}
 
 
-def missing_requirements() -> list[str]:
-    """pip requirements of :data:`SLICER_REQUIREMENTS` whose package cannot be imported."""
+def missing_requirements(names: Sequence[str] = tuple(SLICER_REQUIREMENTS)) -> list[str]:
+    """pip requirements of the packages ``names`` (keys of :data:`SLICER_REQUIREMENTS`) that cannot be imported."""
     import importlib.util
 
-    return [requirement for name, requirement in SLICER_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
+    return [SLICER_REQUIREMENTS[name] for name in names if importlib.util.find_spec(name) is None]
 
 
-def ensure_requirements() -> None:
-    """Install missing library requirements into Slicer's Python after asking the user (never at import)."""
+def ensure_requirements(names: Sequence[str] = tuple(SLICER_REQUIREMENTS)) -> None:
+    """Install the missing packages among ``names`` (keys of :data:`SLICER_REQUIREMENTS`) into Slicer's Python
+    after asking the user (never at import); ScanAIError when the user declines."""
     from scanai.core.errors import ScanAIError
 
-    missing = missing_requirements()
+    missing = missing_requirements(names)
     if not missing:
         return
     if not slicer.util.confirmOkCancelDisplay("ScanAI needs these Python packages, which are not installed yet:\n"
@@ -599,22 +611,73 @@ def ensure_requirements() -> None:
     slicer.util.pip_install(" ".join(missing))
 
 
+#: The torch versions ScanAI's shipped networks are tested with (asked of the PyTorch extension's installer).
+TORCH_REQUIREMENT = ">=2.0"
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported in this Python (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def install_torch_or_classical(method: str, classical: str) -> str:
+    """Ask the user, when PyTorch is missing, whether to install it (through the PyTorch extension, as
+    SlicerTotalSegmentator does) or to run the classical method instead. Returns "torch" (installed), "classical"
+    or "cancel". ``method`` / ``classical`` name the two methods in the question."""
+    import qt
+
+    answer = slicer.util.messageBox(
+        f"The {method} needs PyTorch, which is not installed in Slicer yet.\n\n"
+        f"Yes: install PyTorch now through the PyTorch extension (a large download; Slicer may need a restart).\n"
+        f"No: use the {classical} instead (no PyTorch needed).\nCancel: do nothing.",
+        windowTitle="ScanAI: PyTorch is not installed",
+        standardButtons=qt.QMessageBox.Yes | qt.QMessageBox.No | qt.QMessageBox.Cancel)
+    if answer == qt.QMessageBox.No:
+        return "classical"
+    if answer != qt.QMessageBox.Yes:
+        return "cancel"
+    import PyTorchUtils
+
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                          torchVersionRequirement=TORCH_REQUIREMENT)
+    return "torch" if torch is not None else "cancel"
+
+
+def selected_file(path: pathlib.Path | None) -> pathlib.Path | None:
+    """The path a path box holds when it names an existing file, else None. (An empty box reads as ``Path()``, the
+    current folder, which exists: only a file counts as chosen.)"""
+    return path if path is not None and path.is_file() else None
+
+
 # ---------------------------------------------------------------------------------------------- module widgets
 
 
 class ModuleWidgetMixin:
     """The behaviour the four ScanAI module widgets share, on top of Slicer's ScriptedLoadableModuleWidget.
 
-    The module's widget class inherits ``(ScriptedLoadableModuleWidget, VTKObservationMixin,
-    ModuleWidgetMixin)``, sets ``self.logic`` and implements two methods:
+    The module's widget class inherits ``(ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin)``
+    (the mixin first, so that its ``cleanup``, ``enter`` and ``exit`` replace the base class's empty ones), sets
+    ``self.logic`` and implements:
 
     - ``missingInputs(parameterNode) -> str``: why Apply cannot run yet ("" when it can);
-    - ``process(parameterNode, progress) -> str``: run the logic, return a one-line summary for the status.
+    - ``process(parameterNode, progress) -> str``: run the logic, return a one-line summary for the status;
+    - ``classicalAlternative(parameterNode) -> (parameter, value) | None``: when the chosen method needs PyTorch,
+      the parameter and value that select the module's classical method instead (None when it needs no PyTorch);
+    - ``requirements``: keys of :data:`SLICER_REQUIREMENTS` the module needs beyond what Slicer bundles (or
+      ``requiredPackages(parameterNode)`` when they depend on the input).
 
     Its ``.ui`` file must hold ``applyButton``, ``cancelButton``, ``progressBar`` and ``statusLabel``. Errors are
     shown with ``slicer.util.tryWithErrorDisplay``; the logic runs inside :func:`scene_transaction`, so a failure
     or a Cancel leaves no partial output.
     """
+
+    requirements: tuple[str, ...] = ()
+
+    def requiredPackages(self, parameterNode) -> tuple[str, ...]:
+        """The keys of :data:`SLICER_REQUIREMENTS` this run needs (default: :attr:`requirements`)."""
+        return self.requirements
 
     def setupWidget(self, uiFileName: str) -> None:
         """Load the .ui, bind the common buttons, observe scene close, create the parameter node."""
@@ -634,6 +697,8 @@ class ModuleWidgetMixin:
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Slicer unloads the module (e.g. Reload): unbind the GUI and remove every observer."""
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -673,6 +738,19 @@ class ModuleWidgetMixin:
             self._cancelToken.cancel()
             self.ui.statusLabel.text = "Cancelling…"
 
+    def _torchOrClassical(self) -> bool:
+        """When the chosen method needs PyTorch and Slicer has none: install it or switch to the classical method,
+        as the user chooses (:func:`install_torch_or_classical`). False when the user cancels."""
+        alternative = self.classicalAlternative(self._parameterNode)
+        if alternative is None or torch_available():
+            return True
+        name, classical = alternative
+        choice = install_torch_or_classical(f"{getattr(self._parameterNode, name)} method",
+                                            f"classical method ({classical})")
+        if choice == "classical":
+            setattr(self._parameterNode, name, classical)
+        return choice != "cancel"
+
     def onApplyButton(self) -> None:
         from scanai.core.errors import Cancelled
 
@@ -683,7 +761,10 @@ class ModuleWidgetMixin:
         self.ui.statusLabel.text = "Running…"
         try:
             with slicer.util.tryWithErrorDisplay("ScanAI could not complete the computation.", waitCursor=True):
-                ensure_requirements()
+                ensure_requirements(self.requiredPackages(self._parameterNode))
+                if not self._torchOrClassical():
+                    self.ui.statusLabel.text = "Cancelled: nothing was added to the scene."
+                    return
                 try:
                     summary = self.process(self._parameterNode, slicer_progress(self.ui.progressBar, self._cancelToken))
                     self.ui.statusLabel.text = summary or "Done."

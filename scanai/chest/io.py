@@ -154,7 +154,9 @@ def _read_dicom(path: Path) -> tuple[Volume, dict[str, Any]]:
     try:
         return read_dicom_image(path)
     except FileFormatError as error:
-        if "less than expected" in str(error) or "shorter than expected" in str(error):
+        # pydicom 3 says "less/shorter than expected"; pydicom 2.4 (Slicer 5.10) "doesn't match the expected length"
+        if any(words in str(error) for words in ("less than expected", "shorter than expected",
+                                                 "doesn't match the expected length")):
             raise cut_off from error
         if "no image (pixel data)" in str(error) and _header_cut_off(path):
             raise cut_off from error

@@ -237,11 +237,18 @@ def _panel_figure(sequence: VolumeSequence, fields, frame: int, path: Path, titl
     return path
 
 
+def _demo_methods() -> tuple[str, ...]:
+    """The shipped multi-pair network first (when PyTorch is installed), then the two SimpleITK baselines."""
+    from scanai.core.device import torch_available
+
+    return ("network", "demons", "bspline") if torch_available() else ("demons", "bspline")
+
+
 def _phantom_demo(out_dir: Path) -> tuple[list[str], list[dict[str, float]]]:
-    """Both methods on the phantom: Markdown lines and per-frame rows (endpoint errors in px)."""
+    """Every method on the phantom: Markdown lines and per-frame rows (endpoint errors in px)."""
     from scanai.motion.export import write_motion_fields
     from scanai.motion.phantom import smooth_motion_phantom
-    from scanai.motion.registration import register_to_reference
+    from scanai.motion.pipeline import estimate_motion
 
     sequence, truth = smooth_motion_phantom(n_frames=20, shape=(1, 96, 96), amplitude_px=5.0, twist_deg=6.0,
                                             noise=0.01, seed=7)
@@ -254,9 +261,9 @@ def _phantom_demo(out_dir: Path) -> tuple[list[str], list[dict[str, float]]]:
              f"noise 0.01; peak motion at frame {end_systole}: mean {truth_px[end_systole].mean():.2f} px, "
              f"max {truth_px[end_systole].max():.2f} px). Endpoint error over the whole image, all moving frames:",
              "", "| method | mean EPE (px) | 95th pct EPE (px) | s per frame |", "|---|---|---|---|"]
-    for method in ("demons", "bspline"):
+    for method in _demo_methods():
         with tqdm_progress(f"Phantom ({method})") as progress:
-            fields = register_to_reference(sequence, 0, method, progress=progress)
+            fields = estimate_motion(sequence, 0, method, progress=progress)
         error = _endpoint_error_px(fields.displacement_mm, truth, spacing)
         for t in range(len(sequence)):
             rows[t][f"{method}_mean_epe_px"] = float(error[t].mean())
@@ -267,42 +274,43 @@ def _phantom_demo(out_dir: Path) -> tuple[list[str], list[dict[str, float]]]:
         write_motion_fields(sequence, fields, out_dir / f"phantom_{method}")
         _panel_figure(sequence, fields, end_systole, out_dir / f"phantom_{method}.png",
                       f"Phantom, {method}: frame {end_systole} registered to frame 0", error[end_systole, 0])
-    lines += ["", "![phantom demons](motion/phantom_demons.png)", "",
-              "![phantom bspline](motion/phantom_bspline.png)", ""]
-    return lines, rows
+    lines += [line for method in _demo_methods() for line in ("", f"![phantom {method}](motion/phantom_{method}.png)")]
+    return lines + [""], rows
 
 
 def _sunnybrook_demo(out_dir: Path, data_dir: Path) -> list[str]:
-    """Demons on the middle Sunnybrook slice; Markdown lines."""
+    """The first of :func:`_demo_methods` (the network when PyTorch is installed) on the middle Sunnybrook slice;
+    Markdown lines."""
     from scanai.io.cine import list_cine_slices, read_dicom_series
     from scanai.motion.export import motion_table, write_motion_fields
-    from scanai.motion.registration import register_to_reference
+    from scanai.motion.pipeline import estimate_motion
 
     folder = Path(data_dir) / SUNNYBROOK_CASE
     if not folder.is_dir():
         return [f"**Sunnybrook cine**: skipped ({SUNNYBROOK_CASE} is not in the data folder).", ""]
     slice_index = len(list_cine_slices(folder)) // 2
     sequence = read_dicom_series(folder, slice_index)
+    method = _demo_methods()[0]
     started = time.perf_counter()
-    with tqdm_progress("Sunnybrook (demons)") as progress:
-        fields = register_to_reference(sequence, 0, "demons", progress=progress)
+    with tqdm_progress(f"Sunnybrook ({method})") as progress:
+        fields = estimate_motion(sequence, 0, method, progress=progress)
     elapsed = time.perf_counter() - started
-    write_motion_fields(sequence, fields, out_dir / "sunnybrook_demons")
+    write_motion_fields(sequence, fields, out_dir / f"sunnybrook_{method}")
     rows = motion_table(sequence, fields)
     before = np.mean([row["mean_abs_difference_before"] for row in rows[1:]])
     after = np.mean([row["mean_abs_difference_after"] for row in rows[1:]])
     peak = int(np.argmax([row["mean_abs_difference_before"] for row in rows]))
-    _panel_figure(sequence, fields, peak, out_dir / "sunnybrook_demons.png",
-                  f"Sunnybrook SCD0000101 slice {slice_index}, demons: frame {peak} registered to frame 0")
+    _panel_figure(sequence, fields, peak, out_dir / f"sunnybrook_{method}.png",
+                  f"Sunnybrook SCD0000101 slice {slice_index}, {method}: frame {peak} registered to frame 0")
     spacing = sequence.geometry.spacing_mm
     return [f"**Sunnybrook cine** (SCD0000101, short-axis SSFP, slice {slice_index} of "
             f"{len(list_cine_slices(folder))}, {len(sequence)} phases, {sequence.frames.shape[3]} x "
-            f"{sequence.frames.shape[2]} px at {spacing[0]:.2f} mm; reference = first phase). Demons reduced the "
+            f"{sequence.frames.shape[2]} px at {spacing[0]:.2f} mm; reference = first phase). The {method} reduced the "
             f"mean absolute intensity difference to the reference from {before:.1f} to {after:.1f} "
             f"({100 * (1 - after / before):.0f} % lower), {fields.seconds_per_frame:.1f} s per frame "
             f"({elapsed:.0f} s in all); mean |u| at the most different phase ({peak}): "
             f"{rows[peak]['mean_displacement_mm']:.2f} mm over the whole image.",
-            "", "![sunnybrook demons](motion/sunnybrook_demons.png)", ""]
+            "", f"![sunnybrook {method}](motion/sunnybrook_{method}.png)", ""]
 
 
 def demo(out_dir: Path, data_dir: Path | None) -> str:
@@ -312,8 +320,9 @@ def demo(out_dir: Path, data_dir: Path | None) -> str:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["## Motion estimation (register every frame to a reference)", "",
-             "Every frame of a cine is registered to a reference frame with SimpleITK (multi-resolution fast "
-             "symmetric-forces demons, or a B-spline transform with LBFGSB). The result is a dense pull-back "
+             "Every frame of a cine is registered to a reference frame by the shipped multi-pair network (with "
+             "PyTorch) and by SimpleITK (multi-resolution fast symmetric-forces demons, or a B-spline transform "
+             "with LBFGSB). The result is a dense pull-back "
              "displacement field per frame (RAS mm; frame t's point for reference point x is x + u_t(x)) and "
              "the frames warped onto the reference.", ""]
     phantom_lines, rows = _phantom_demo(out_dir)

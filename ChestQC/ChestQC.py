@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import pathlib
+import sys
 import unittest
 from typing import Annotated
 
@@ -15,7 +17,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
-from scanai import mrml
+if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sits beside this module's folder
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+from scanai import REPOSITORY_URL, mrml
 
 #: Detection backends (= scanai.chest.pipeline.BACKENDS; repeated so that loading the module stays light).
 BACKENDS = ["network", "classical"]
@@ -54,10 +58,36 @@ class ChestQC(ScriptedLoadableModule):
             "segmentation with standard names and colours, boxes (lung field, foreign objects with confidence), the "
             "width lines of the cardiothoracic ratio, the spine and image centrelines, a table of tests and a text "
             "report. Not a diagnosis. "
-            '<a href="https://github.com/scanai/SlicerScanAI#chestqc">Documentation</a>.')
+            '<a href="{url}#chest-qc">Documentation</a>.').format(url=REPOSITORY_URL)
+        self.parent.helpText += _(
+            " To try it: in File > Download Sample Data, click ChestRadiographPhantom under ScanAI (a synthetic PA "
+            "chest radiograph, generated on this computer: nothing is downloaded). Back here it is selected: choose "
+            "the classical detector (no PyTorch needed) and click Apply.")
         self.parent.acknowledgementText = _(
             "Part of the ScanAI extension. DICOM reading by pydicom. Test radiographs: NIH ChestX-ray14 / RSNA "
             "(Wang et al., CVPR 2017) and the Wingspan CTR set (Dong et al., MICCAI 2018/2019, MIT).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data (generated on the user's computer by scanai.samples, never downloaded)
+#
+
+
+def registerSampleData():
+    """Add the chest radiograph phantom to Slicer's Sample Data module (category ScanAI) once Slicer has started."""
+    mrml.register_sample_data("ChestQC", __file__, loadSampleData)
+
+
+def loadSampleData(source=None) -> list:
+    """What the sample's button in Sample Data does: generate the file if needed, load the radiograph (a volume,
+    marked as a PA view) and select it as this module's input. Returns the loaded nodes."""
+    nodes, _files = mrml.load_sample_data("ChestQC", source)
+    for node in nodes:
+        if isinstance(node, vtkMRMLScalarVolumeNode):
+            node.SetAttribute(ATTRIBUTES["view_position"], "PA")  # what the phantom is; a DICOM file would say so
+            ChestQCLogic().getParameterNode().inputVolume = node
+    return nodes
 
 
 #
@@ -101,8 +131,6 @@ class ChestQCWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         self.logic = ChestQCLogic()
         self.setupWidget("ChestQC.ui")
 
-    requirements = ("scipy", "pydicom")
-
     def classicalAlternative(self, parameterNode: ChestQCParameterNode) -> tuple[str, str] | None:
         return ("backend", "classical") if parameterNode.backend == "network" else None
 
@@ -134,12 +162,14 @@ class ChestQCWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
 class ChestQCLogic(ScriptedLoadableModuleLogic):
     """Loads a chest radiograph, grades it and adds the results to the scene; usable without the GUI.
 
-    ``lastResult`` holds the :class:`scanai.chest.pipeline.ChestResult` behind the latest outputs.
+    ``lastResult`` holds the :class:`scanai.chest.pipeline.ChestResult` behind the latest outputs. ``runInWorker``
+    (set by the widget) runs the computation in a worker process (:func:`scanai.mrml.compute`).
     """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self, parent)
         self.lastResult = None
+        self.runInWorker = False
 
     def getParameterNode(self):
         return ChestQCParameterNode(super().getParameterNode())
@@ -235,7 +265,6 @@ class ChestQCLogic(ScriptedLoadableModuleLogic):
         or the run is cancelled; the input is never modified.
         """
         from scanai.chest.io import read_radiograph
-        from scanai.chest.pipeline import analyse_radiograph, detector_by_name
         from scanai.chest.preprocess import normalise
         from scanai.core.errors import InputError
         from scanai.core.progress import Progress
@@ -252,12 +281,10 @@ class ChestQCLogic(ScriptedLoadableModuleLogic):
             raise InputError("No radiograph was given.", "Select a loaded radiograph or choose a radiograph file.")
         result = None
         if analyse:
-            thresholds = self.thresholds(profile)
-            if detector is None:
-                progress(0.02, f"Loading the {backend} detector")
-                detector = detector_by_name(backend, device)
-            result = analyse_radiograph(radiograph, detector, thresholds, progress.sub(0.05, 0.85),
-                                        overrides={"weighted": bool(weighted), "experimental": bool(experimental)})
+            detector = detector or backend  # a backend name is loaded where the computation runs
+            result = mrml.compute("chest.analyse", progress.sub(0.02, 0.85), self.runInWorker and isinstance(
+                detector, str), radiograph=radiograph, detector=detector, thresholds=self.thresholds(profile),
+                overrides={"weighted": bool(weighted), "experimental": bool(experimental)}, device=device)
         normalised = normalise(radiograph.image, lowPercentile, highPercentile) if createNormalised else None
         progress(0.88, "Adding the results to the scene")
         outputs = {}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import pathlib
+import sys
 import unittest
 from typing import Annotated
 
@@ -15,7 +17,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
-from scanai import mrml
+if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sits beside this module's folder
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+from scanai import REPOSITORY_URL, mrml
 
 DETECTED_COLOUR = (1.0, 0.2, 0.2)
 SIMULATED_COLOUR = (1.0, 0.85, 0.1)
@@ -38,10 +42,34 @@ class KSpaceCalibration(ScriptedLoadableModule):
             "patches with spikes, the spike samples are located and only those samples are re-estimated. Reads "
             "Siemens twix .dat, ISMRMRD/MRD and fastMRI HDF5, BART .cfl, .npy/.npz and .mat; for demonstration, "
             "a volume can be turned into multi-coil k-space with simulated spikes. "
-            '<a href="https://github.com/scanai/SlicerScanAI#kspacecalibration">Documentation</a>.')
+            '<a href="{url}#k-space-calibration">Documentation</a>.').format(url=REPOSITORY_URL)
+        self.parent.helpText += _(
+            " To try it: in File > Download Sample Data, click SpikedKSpacePhantom under ScanAI (8-coil k-space of a "
+            "head phantom with 20 simulated spikes, as .npz, and its spike-free image for comparison, generated on "
+            "this computer: nothing is downloaded). Back here the k-space file is filled in: click Apply.")
         self.parent.acknowledgementText = _(
             "Part of the ScanAI extension. Siemens raw data reading by twixtools (P. Ehses). Test data: twixtools "
             "examples, pulseq/MR-Physics-with-Pulseq and LarsonLab MRI-education-resources (MIT).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data (generated on the user's computer by scanai.samples, never downloaded)
+#
+
+
+def registerSampleData():
+    """Add the spiked k-space phantom to Slicer's Sample Data module (category ScanAI) once Slicer has started."""
+    mrml.register_sample_data("KSpaceCalibration", __file__, loadSampleData)
+
+
+def loadSampleData(source=None) -> list:
+    """What the sample's button in Sample Data does: generate the files if needed, load the spike-free image, and
+    choose the spiked k-space file (.npz, which this module reads) as this module's input. Returns the loaded
+    nodes."""
+    nodes, files = mrml.load_sample_data("KSpaceCalibration", source)
+    KSpaceCalibrationLogic().getParameterNode().inputPath = files[0]  # the spiked k-space (.npz)
+    return nodes
 
 
 #
@@ -84,13 +112,13 @@ class KSpaceCalibrationWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidg
         self.logic = KSpaceCalibrationLogic()
         self.setupWidget("KSpaceCalibration.ui")
 
-    requirements = ("scipy",)
-    #: What reading each raw format needs beyond Slicer's Python (Siemens twix: twixtools; ISMRMRD / MRD: h5py).
+    #: The distributions of Resources/requirements.txt that reading each raw format needs (Siemens twix:
+    #: twixtools; ISMRMRD / MRD: h5py); the other formats and a volume need none of them.
     readerPackages = {".dat": ("twixtools",), ".h5": ("h5py",), ".hdf5": ("h5py",), ".mrd": ("h5py",)}
 
     def requiredPackages(self, parameterNode: KSpaceCalibrationParameterNode) -> tuple[str, ...]:
         path = mrml.selected_file(parameterNode.inputPath)
-        return self.requirements + (self.readerPackages.get(path.suffix.lower(), ()) if path else ())
+        return self.readerPackages.get(path.suffix.lower(), ()) if path else ()
 
     def classicalAlternative(self, parameterNode: KSpaceCalibrationParameterNode) -> tuple[str, str] | None:
         return ("detector", "classical") if parameterNode.detector == "network" else None
@@ -116,7 +144,12 @@ class KSpaceCalibrationWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidg
 
 
 class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
-    """Detects and corrects k-space spikes on MRML nodes; usable without the GUI."""
+    """Detects and corrects k-space spikes on MRML nodes; usable without the GUI. ``runInWorker`` (set by the
+    widget) runs the computation in a worker process (:func:`scanai.mrml.compute`)."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.runInWorker = False
 
     def getParameterNode(self):
         return KSpaceCalibrationParameterNode(super().getParameterNode())
@@ -133,20 +166,20 @@ class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
         """
         from scanai.core.errors import InputError
         from scanai.core.progress import Progress
-        from scanai.kspace.io import read_kspace
-        from scanai.kspace.pipeline import run
 
         progress = Progress.ensure(progress)
         truth = None
+        settings = {"detector": detector, "sensitivity": sensitivity, "method": method, "detect_only": detectOnly}
         if path is not None:
-            kspace = read_kspace(path, allow_epi=allowEpi, prewhiten=prewhiten, progress=progress.sub(0.0, 0.3))
+            result = mrml.compute("kspace.file", progress, self.runInWorker, path=pathlib.Path(path),
+                                  allow_epi=allowEpi, prewhiten=prewhiten, **settings)
             name, anchor = pathlib.Path(path).stem, None
         elif volume is not None:
             kspace, truth = self._simulate(volume, simulatedSpikes)
             name, anchor = volume.GetName(), volume
+            result = mrml.compute("kspace.run", progress.sub(0.3, 1.0), self.runInWorker, kspace=kspace, **settings)
         else:
             raise InputError("No input was given.", "Choose a raw k-space file or a volume.")
-        result = run(kspace, detector, sensitivity, method, detectOnly, progress=progress.sub(0.3, 1.0))
         images = {"original": result.original, "corrected": result.corrected_image, "difference": result.difference}
         if anchor is not None:  # simulated from a volume: the images keep the volume's geometry exactly
             geometry = mrml.geometry_of_node(anchor)
@@ -300,7 +333,9 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
 
         if shared_data_dir() is None:
             raise unittest.SkipTest("real data folder ../shared/data is absent")
-        if mrml.missing_requirements(("twixtools",)):
+        import importlib.util
+
+        if importlib.util.find_spec("twixtools") is None:
             raise unittest.SkipTest("twixtools is not installed (Apply asks to install it for a Siemens .dat file)")
         return shared_data_dir()
 

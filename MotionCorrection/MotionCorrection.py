@@ -3,7 +3,10 @@ multi-phase cardiac motion-artifact correction of a phase sequence."""
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import re
+import sys
 import unittest
 from typing import Annotated
 
@@ -15,7 +18,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
-from scanai import mrml
+if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sits beside this module's folder
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+from scanai import REPOSITORY_URL, mrml
 
 #: Motion estimators (= scanai.motion.pipeline.METHODS; repeated so that loading the module stays light).
 METHODS = ["network", "network-pairwise", "demons", "bspline"]
@@ -55,12 +60,43 @@ class MotionCorrection(ScriptedLoadableModule):
             "(ECG-gated) reconstruction: phase volumes are selected by motion amplitude, ranked by phase and combined "
             "by a trained network (or a classical baseline) into one corrected volume at the centre window, with a "
             "table of per-phase motion amplitude, selection and rank. "
-            '<a href="https://github.com/scanai/SlicerScanAI#motioncorrection">Documentation</a>.')
+            '<a href="{url}#motion-correction">Documentation</a>.').format(url=REPOSITORY_URL)
+        self.parent.helpText += _(
+            " To try it: in File > Download Sample Data, click CardiacCinePhantom under ScanAI (a 12-frame cine "
+            "phantom with its myocardium and blood-pool segmentation, generated on this computer: nothing is "
+            "downloaded). Back here the cine and the segmentation are selected: choose Demons (no PyTorch needed) "
+            "and click Apply.")
         self.parent.acknowledgementText = _(
             "Part of the ScanAI extension. Joint multi-pair motion estimation after US 2025/0259316 A1; multi-phase "
             "artifact correction after US 12387302 B2; classical "
             "registration by SimpleITK. Real cine MR test data: Sunnybrook Cardiac Data (Radau et al., MIDAS Journal "
             "2009, CC0).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data (generated on the user's computer by scanai.samples, never downloaded)
+#
+
+
+def registerSampleData():
+    """Add the cardiac cine phantom to Slicer's Sample Data module (category ScanAI) once Slicer has started."""
+    mrml.register_sample_data("MotionCorrection", __file__, loadSampleData)
+
+
+def loadSampleData(source=None) -> list:
+    """What the sample's button in Sample Data does: generate the files if needed, load the cine (sequence) and its
+    segmentation, and select them as this module's inputs. Returns the loaded nodes."""
+    nodes, _files = mrml.load_sample_data("MotionCorrection", source)
+    parameterNode = MotionCorrectionLogic().getParameterNode()
+    parameterNode.task = "motion"
+    parameterNode.referenceFrame = 1
+    for node in nodes:
+        if isinstance(node, vtkMRMLSequenceNode):
+            parameterNode.inputSequence = node
+        elif isinstance(node, vtkMRMLSegmentationNode):
+            parameterNode.inputSegmentation = node
+    return nodes
 
 
 #
@@ -115,8 +151,6 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
         self.logic = MotionCorrectionLogic()
         self.setupWidget("MotionCorrection.ui")
 
-    requirements = ("scipy", "pydicom")
-
     def classicalAlternative(self, parameterNode: MotionCorrectionParameterNode) -> tuple[str, str] | None:
         if parameterNode.task == "artifact":
             return ("artifactMethod", "registration-fusion") if parameterNode.artifactMethod == "network" else None
@@ -130,7 +164,7 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
     def setParameterNode(self, parameterNode) -> None:
         mrml.ModuleWidgetMixin.setParameterNode(self, parameterNode)
         for boxName, labels in (("methodComboBox", METHOD_LABELS), ("artifactMethodComboBox", ARTIFACT_METHOD_LABELS),
-                                ("taskComboBox", ["Motion estimation (cine)", "Artifact correction (phases)"])):
+                                ("taskComboBox", [_("Motion estimation (cine)"), _("Artifact correction (phases)")])):
             box = getattr(self.ui, boxName, None)
             if parameterNode and box is not None and hasattr(box, "setItemText"):
                 for index, label in enumerate(labels):  # the box keeps the order of the parameter's choices
@@ -183,12 +217,14 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
 class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     """Motion, strain and segmentation propagation on MRML nodes; usable without the GUI.
 
-    ``lastResult`` holds the :class:`scanai.motion.pipeline.CineMotion` behind the latest outputs.
+    ``lastResult`` holds the :class:`scanai.motion.pipeline.CineMotion` behind the latest outputs. ``runInWorker``
+    (set by the widget) runs the computations in a worker process (:func:`scanai.mrml.compute`).
     """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self, parent)
         self.lastResult = None
+        self.runInWorker = False
 
     def getParameterNode(self):
         return MotionCorrectionParameterNode(super().getParameterNode())
@@ -264,7 +300,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         from scanai.core.errors import InputError
         from scanai.core.image import VolumeSequence
         from scanai.core.progress import Progress
-        from scanai.motion.pipeline import analyse_cine, pack_label_layers
+        from scanai.motion.pipeline import pack_label_layers
 
         progress = Progress.ensure(progress)
         if method not in METHODS:
@@ -299,8 +335,9 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
             bloodPoolLabel = order.index(bloodPool) + 1
 
         propagate = bool(createPropagated) and firstLayer is not None
-        result = analyse_cine(sequence, referenceIndex, method, labels=firstLayer, myocardium_label=myocardiumLabel,
-                              blood_pool_label=bloodPoolLabel, progress=progress.sub(0.0, 0.85),
+        result = mrml.compute("motion.cine", progress.sub(0.0, 0.85), self.runInWorker, sequence=sequence,
+                              reference_index=referenceIndex, method=method, labels=firstLayer,
+                              myocardium_label=myocardiumLabel, blood_pool_label=bloodPoolLabel,
                               device=device if method.startswith("network") else None, propagate=propagate)
         fields = result.fields
         propagated = {}
@@ -394,7 +431,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
 
         from scanai.core.image import VolumeSequence
         from scanai.core.progress import Progress
-        from scanai.motion.artifact import correct_phase_sequence, phase_windows
+        from scanai.motion.artifact import phase_windows
 
         progress = Progress.ensure(progress)
         given = isinstance(inputSequence, VolumeSequence)
@@ -403,9 +440,10 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         rPeaks, timing = self.timingFromTables(ecgTable, timingTable)
         windows = phase_windows(sequence, windowSeconds, rPeaks, rrSeconds or None, timing)
         roi = self.roiMask(roiSegmentation, sequence) if roiSegmentation is not None else None
-        result = correct_phase_sequence(sequence, windows, method, selection, phaseCount or None, None,
-                                        amplitudeThreshold, rPeaks, roi, descending, device,
-                                        progress.sub(0.0, 0.9))
+        result = mrml.compute("motion.artifact", progress.sub(0.0, 0.9), self.runInWorker, sequence=sequence,
+                              windows=windows, method=method, selection=selection, count=phaseCount or None,
+                              threshold=amplitudeThreshold, r_peaks=rPeaks, roi=roi, descending=descending,
+                              device=device)
         progress(0.92, "Adding the corrected volume")
         name = anchor.GetName()
         phases = ", ".join(mrml.format_index_value(sequence.index_values[i]) for i in result.selected)
@@ -545,7 +583,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
             self.assertEqual([output.GetNthIndexValue(t) for t in range(count)],
                              [node.GetNthIndexValue(t) for t in range(count)], key)
             self.assertEqual((output.GetIndexName(), output.GetIndexUnit()), (node.GetIndexName(), node.GetIndexUnit()))
-            self.assertTrue(browser.IsSynchronizedSequenceNode(output.GetID(), True), key)
+            self.assertTrue(browser.IsSynchronizedSequenceNode(output, True), key)
         # the grid transforms hold exactly the library's field, and that field is the phantom's motion
         library = logic.lastResult.fields.displacement_mm
         spacing = np.asarray(sequence.geometry.spacing_mm)

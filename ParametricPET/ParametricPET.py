@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import pathlib
+import sys
 import unittest
 from typing import Annotated
 
@@ -15,7 +17,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
-from scanai import mrml
+if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sits beside this module's folder
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+from scanai import REPOSITORY_URL, mrml
 
 #: Methods as shown in the method box (= scanai.pet.analysis.METHOD_LABELS).
 METHODS = ["Patlak", "Logan", "1TCM", "2TCM irreversible", "2TCM", "Network (short scan)"]
@@ -48,10 +52,40 @@ class ParametricPET(ScriptedLoadableModule):
             "loaded here (DICOM or 4-D image with a BIDS sidecar), or from the sequence index (frame mid-times). "
             "Outputs: parameter maps, fit quality, per-segment statistics, curves with model fits and the Patlak or "
             "Logan plot. "
-            '<a href="https://github.com/scanai/SlicerScanAI#parametricpet">Documentation</a>.')
+            '<a href="{url}#parametric-pet">Documentation</a>.').format(url=REPOSITORY_URL)
+        self.parent.helpText += _(
+            " To try it: in File > Download Sample Data, click DynamicPETPhantom under ScanAI (a 60-min dynamic FDG "
+            "phantom and its plasma input-function table, generated on this computer: nothing is downloaded). Back "
+            "here both are selected: click Apply for Patlak Ki maps.")
         self.parent.acknowledgementText = _(
             "Part of the ScanAI extension. Real test curves: KMAP-M (UC Davis total-body PET, MIT) and kinfitr "
             "[11C]PBR28 data (Matheson et al., EJNMMI Research 2017, MIT).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data (generated on the user's computer by scanai.samples, never downloaded)
+#
+
+
+def registerSampleData():
+    """Add the dynamic PET phantom to Slicer's Sample Data module (category ScanAI) once Slicer has started."""
+    mrml.register_sample_data("ParametricPET", __file__, loadSampleData)
+
+
+def loadSampleData(source=None) -> list:
+    """What the sample's button in Sample Data does: generate the files if needed, load the PET frames (sequence)
+    and the input-function table, and select them as this module's inputs. Returns the loaded nodes."""
+    nodes, _files = mrml.load_sample_data("ParametricPET", source)
+    parameterNode = ParametricPETLogic().getParameterNode()
+    parameterNode.inputFunctionSource = "table"
+    parameterNode.frameTimingTable = None  # the frames' timing is in the sequence index (mid-times, contiguous)
+    for node in nodes:
+        if isinstance(node, vtkMRMLSequenceNode):
+            parameterNode.inputSequence = node
+        elif isinstance(node, vtkMRMLTableNode):
+            parameterNode.inputFunctionTable = node
+    return nodes
 
 
 #
@@ -101,8 +135,6 @@ class ParametricPETWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, 
         self.logic = ParametricPETLogic()
         self.setupWidget("ParametricPET.ui")
 
-    requirements = ("scipy", "pydicom")
-
     def classicalAlternative(self, parameterNode: ParametricPETParameterNode) -> tuple[str, str] | None:
         return ("method", "Patlak") if parameterNode.method.startswith("Network") else None
 
@@ -142,7 +174,12 @@ class ParametricPETWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, 
 
 
 class ParametricPETLogic(ScriptedLoadableModuleLogic):
-    """Kinetic modelling on MRML nodes; usable without the GUI."""
+    """Kinetic modelling on MRML nodes; usable without the GUI. ``runInWorker`` (set by the widget) runs the map
+    computation in a worker process (:func:`scanai.mrml.compute`)."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.runInWorker = False
 
     def getParameterNode(self):
         return ParametricPETParameterNode(super().getParameterNode())
@@ -228,7 +265,7 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         Nothing is added when an error occurs or the run is cancelled.
         """
         from scanai.core.progress import Progress
-        from scanai.pet.analysis import compute_maps, in_frame_unit, method_key
+        from scanai.pet.analysis import in_frame_unit, method_key
 
         progress = Progress.ensure(progress)
         key = method_key(method)
@@ -248,10 +285,10 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
                     slicer.mrmlScene.RemoveNode(display)
                 slicer.mrmlScene.RemoveNode(reference)
         plasma, wholeBlood = in_frame_unit(inputSequence.GetAttribute(UNIT_ATTRIBUTE) or "", plasma, wholeBlood)
-        result = compute_maps(sequence, timing, plasma, key, whole_blood=wholeBlood, mask=mask,
+        result = mrml.compute("pet.maps", progress.sub(0.0, 0.9), self.runInWorker, sequence=sequence,
+                              timing=timing, plasma=plasma, method=key, whole_blood=wholeBlood, mask=mask,
                               t_star_min=tStarMin or None, refine=refine,
-                              vb=bloodVolume if bloodVolume >= 0 else None, window_min=tuple(windowMin),
-                              device=device, progress=progress.sub(0.0, 0.9))
+                              vb=bloodVolume if bloodVolume >= 0 else None, window_min=tuple(windowMin), device=device)
         progress(0.92, "Adding the results to the scene")
         with mrml.scene_transaction():
             outputs = {"maps": {}, "quality": {}}

@@ -594,6 +594,20 @@ class QComboBox(QWidget):
 # ---------------------------------------------------------------------------------------------- other Qt classes
 
 
+class QAction(QObject):
+    """A menu action (Sample Data adds one to the File menu)."""
+
+    triggered = Signal("triggered()")
+
+    def __init__(self, text: str = "", parent=None) -> None:
+        super().__init__(parent)
+        self.text = text
+        self.toolTip = ""
+
+    def setToolTip(self, text: str) -> None:
+        self.toolTip = text
+
+
 class QColor:
     """Enough of QColor for the parameterNodeWrapper's colour serializer: an #AARRGGBB name."""
 
@@ -1030,7 +1044,7 @@ def _namespace(name: str, classes: list[type], **extra: Any) -> types.ModuleType
 QT_CLASSES = [QObject, QWidget, QLayout, QVBoxLayout, QHBoxLayout, QFormLayout, QGridLayout, QLabel,
               QAbstractButton, QPushButton, QToolButton, QCheckBox, QLineEdit, QTextEdit, QTextBrowser,
               QPlainTextEdit, QProgressBar, QAbstractSpinBox, QSpinBox, QSlider, QDoubleSpinBox, QComboBox, QColor,
-              QIcon, QFile, QSettings, QTimer, QApplication, QCursor, QMessageBox]
+              QIcon, QFile, QSettings, QTimer, QApplication, QCursor, QMessageBox, QAction]
 CTK_CLASSES = [ctkCollapsibleButton, ctkPathLineEdit, ctkCheckBox, ctkComboBox, ctkDoubleSpinBox, ctkSliderWidget,
                ctkDoubleSlider, ctkCheckablePushButton, ctkRangeWidget, ctkDoubleRangeSlider, ctkDirectoryButton,
                ctkColorPickerButton]

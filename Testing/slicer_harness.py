@@ -11,7 +11,8 @@ What is real:
 
 What stands in, because it needs the Qt application: the widget classes (:mod:`qt_standins`: ``qt``, ``ctk`` and the
 qMRML widgets, with the behaviour the connectors and the modules rely on) and ``slicer.app`` (:class:`Application`:
-settings, module manager, main window, override cursor, testing mode, a hook on ``processEvents``).
+settings, module manager, main window and File menu, the IO manager's readers, override cursor, start-up
+environment, testing mode, the ``startupCompleted()`` signal, a hook on ``processEvents``).
 
 :func:`install` builds the environment once (it skips the calling test module with the reason when
 ``../shared/slicer-python`` is absent); :func:`load_module` loads a module file the way Slicer's module factory does
@@ -30,6 +31,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,6 +104,7 @@ class Application(qt_standins.QObject):
     """
 
     applicationName = "3D Slicer"
+    startupCompleted = qt_standins.Signal("startupCompleted()")
     documentationBaseUrl = "https://slicer.readthedocs.io/en/latest/"
 
     def __init__(self) -> None:
@@ -111,10 +114,13 @@ class Application(qt_standins.QObject):
         self.testing = True
         self.on_events: Callable[[], None] | None = None
         self.events = 0
+        self.event_times: list[float] = []  # time.monotonic() of each processEvents call
         self._module_manager = ModuleManager()
         self._settings = qt_standins.QSettings()
         self.main_window = qt_standins.QWidget()
         self.main_window.objectName = "qSlicerMainWindow"
+        self.file_menu = FileMenu()
+        self.io_manager = CoreIOManager()
 
     def testingEnabled(self) -> bool:
         return self.testing
@@ -124,8 +130,13 @@ class Application(qt_standins.QObject):
 
     def processEvents(self) -> None:
         self.events += 1
+        self.event_times.append(time.monotonic())
         if self.on_events is not None:
             self.on_events()
+
+    def startupEnvironment(self) -> ProcessEnvironment:
+        """The environment Slicer started with (a ``QProcessEnvironment``): this process's."""
+        return ProcessEnvironment(os.environ)
 
     def translate(self, context: str, text: str) -> str:
         """No translation is installed: the source text (as Slicer in English)."""
@@ -141,7 +152,10 @@ class Application(qt_standins.QObject):
         return self._settings
 
     def topLevelWidgets(self) -> list:
-        return [self.main_window]
+        return [self.main_window, self.file_menu]
+
+    def coreIOManager(self) -> CoreIOManager:
+        return self.io_manager
 
     def layoutManager(self):
         return None
@@ -162,6 +176,91 @@ class Application(qt_standins.QObject):
         pass
 
 
+class FileMenu(qt_standins.QWidget):
+    """The main window's File menu (``lookupTopLevelWidget("FileMenu")``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objectName = "FileMenu"
+        self._actions: list = []
+
+    def actions(self) -> list:
+        return list(self._actions)
+
+    def insertAction(self, before, action) -> None:
+        self._actions.insert(self._actions.index(before), action)
+
+    def insertSeparator(self, before) -> None:
+        pass
+
+
+class CoreIOManager:
+    """``slicer.app.coreIOManager()`` as Sample Data calls it. Each file type is read with the module logic that
+    Slicer's reader of that type calls: qSlicerVolumesReader (AddArchetypeVolume), qSlicerSequencesReader
+    (AddSequence, then a browser node with the sequence as master and its proxy nodes), qSlicerSegmentationsReader
+    (LoadSegmentationFromFile) and qSlicerTablesReader (AddTable, which reads the ``.schema.csv`` beside it)."""
+
+    SUFFIXES = ((".seq.nrrd", "SequenceFile"), (".seg.nrrd", "SegmentationFile"), (".csv", "TableFile"),
+                (".tsv", "TableFile"), (".nrrd", "VolumeFile"), (".nii.gz", "VolumeFile"), (".nii", "VolumeFile"))
+
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, str]] = []  # (file type, file name) of every load, for the tests
+
+    def fileType(self, fileName: str) -> str:
+        name = str(fileName).lower()
+        return next((kind for suffix, kind in self.SUFFIXES if name.endswith(suffix)), "NoFile")
+
+    def loadNodes(self, fileType, properties, loadedNodes=None, userMessages=None) -> bool:
+        path, name = str(properties["fileName"]), properties.get("name")
+        nodes = getattr(self, f"_read{fileType}", lambda *args: [])(path, name)
+        for node in nodes:
+            if loadedNodes is not None:
+                loadedNodes.AddItem(node)
+        self.loaded.append((fileType, path.replace("\\", "/").rsplit("/", 1)[-1]))
+        return bool(nodes)
+
+    @staticmethod
+    def _readVolumeFile(path, name):
+        node = slicer().modules.volumes.logic().AddArchetypeVolume(path, name, 8)  # bit 3: automatic window/level
+        return [node] if node is not None else []
+
+    @staticmethod
+    def _readSequenceFile(path, name):
+        logic = slicer().modules.sequences.logic()
+        node = logic.AddSequence(path)
+        if node is None:
+            return []
+        if name:
+            node.SetName(slicer().mrmlScene.GetUniqueNameByString(name))
+        browser = slicer().mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{node.GetName()} browser")
+        browser.SetAndObserveMasterSequenceNodeID(node.GetID())
+        logic.UpdateProxyNodesFromSequences(browser)
+        return [node, browser]
+
+    @staticmethod
+    def _readSegmentationFile(path, name):
+        node = slicer().modules.segmentations.logic().LoadSegmentationFromFile(path, True, name)
+        return [node] if node is not None else []
+
+    @staticmethod
+    def _readTableFile(path, name):
+        node = slicer().modules.tables.logic().AddTable(path, name)
+        return [node] if node is not None else []
+
+
+class ProcessEnvironment:
+    """``qt.QProcessEnvironment``: ``keys()`` and ``value(key)``."""
+
+    def __init__(self, variables) -> None:
+        self._variables = dict(variables)
+
+    def keys(self) -> list[str]:
+        return list(self._variables)
+
+    def value(self, key: str, default: str = "") -> str:
+        return self._variables.get(key, default)
+
+
 class MessageBox(qt_standins.QWidget):
     """``ctk.ctkMessageBox``: what ``slicer.util.messageBox`` shows outside testing mode. ``exec_`` records the box
     in :data:`SHOWN` and returns :data:`ANSWER` (the button the simulated user presses)."""
@@ -169,6 +268,8 @@ class MessageBox(qt_standins.QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(None)
         self.text = ""
+        self.detailedText = ""
+        self.icon = qt_standins.QMessageBox.Information
         self.standardButtons = qt_standins.QMessageBox.Ok
 
     def exec_(self) -> int:
@@ -236,6 +337,9 @@ def install():
     application_logic.SetMRMLScene(scene)
     module.mrmlScene = scene
     module.app = Application()
+    cache = module.vtkCacheManager()  # Slicer's remote-data cache (Sample Data downloads into it)
+    cache.SetRemoteCacheDirectory(module.app.cachePath)
+    scene.SetCacheManager(cache)
     module.modules = types.SimpleNamespace()
     module.moduleNames = types.SimpleNamespace()
     for name, class_name in CORE_LOGICS.items():

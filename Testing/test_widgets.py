@@ -7,6 +7,7 @@ Slicer's Python layer is real (``../shared/slicer-python``); only the Qt/CTK/qMR
 
 from __future__ import annotations
 
+import sys
 import typing
 from dataclasses import replace
 
@@ -334,22 +335,36 @@ def test_motion_strain_and_artifact_tasks_from_the_gui(open_widget):
     assert "%" in widget.ui.statusLabel.text and scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
 
 
-def test_missing_packages_are_asked_for_once_and_installed_or_refused(open_widget, monkeypatch, tmp_path):
-    """A module that needs a package Slicer lacks asks before installing it; declining leaves a clear error."""
+@pytest.mark.parametrize("slicer_5_10", [False, True], ids=["slicer.packaging", "Slicer 5.10"])
+def test_missing_packages_are_asked_for_and_installed_or_refused(slicer_5_10, open_widget, monkeypatch, tmp_path):
+    """A module whose requirements.txt names a package Slicer lacks asks before installing it (slicer.packaging's
+    pip_ensure, or a confirmation and pip_install on 5.10); declining leaves a clear error; nothing is asked for
+    the packages a run does not need."""
     installed = []
-    monkeypatch.setitem(mrml.SLICER_REQUIREMENTS, "scanai_absent_package", "scanai-absent-package>=1")
-    monkeypatch.setattr(slicer.util, "pip_install", installed.append)
-    widget = open_widget("ChestQC")
-    _set_path(widget, _chest_file(tmp_path))
-    widget._parameterNode.backend = "classical"
-    monkeypatch.setattr(widget, "requirements", ("scipy", "scanai_absent_package"))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("scanai-absent-package>=1  # a package no Slicer has\n")
+    widget = open_widget("KSpaceCalibration")
+    monkeypatch.setattr(widget, "resourcePath", lambda name: str(requirements))
+    monkeypatch.setattr(widget, "requiredPackages", lambda node: None)
     monkeypatch.setattr(widget, "process", lambda node, progress: "ran")
+    widget._parameterNode.inputVolume = mrml.volume_to_node(_phantom_volume(), "volume")
+    if slicer_5_10:
+        monkeypatch.delattr(slicer, "packaging")
+        monkeypatch.setitem(sys.modules, "slicer.packaging", None)
+        monkeypatch.setattr(slicer.util, "pip_install", installed.append)
+    else:
+        monkeypatch.setattr(slicer.packaging, "pip_install", lambda reqs, **options: installed.append(reqs))
+        monkeypatch.setattr(slicer.packaging, "_find_updated_imported_packages", lambda before, after: [])
     with slicer_harness.dialogs(qt.QMessageBox.Cancel) as shown, pytest.raises(Exception, match="not installed"):
         widget.ui.applyButton.click()
-    assert "scanai-absent-package>=1" in shown[0]["text"] and installed == []
+    assert "scanai-absent-package>=1" in str(shown[0]) and installed == []
     with slicer_harness.dialogs(qt.QMessageBox.Ok):
         widget.ui.applyButton.click()
-    assert installed == ["scanai-absent-package>=1"] and widget.ui.statusLabel.text == "ran"
+    assert "scanai-absent-package>=1" in str(installed) and widget.ui.statusLabel.text == "ran"
+    monkeypatch.setattr(widget, "requiredPackages", lambda node: ())  # this run needs none of them
+    with slicer_harness.dialogs(qt.QMessageBox.Cancel) as shown:
+        widget.ui.applyButton.click()
+    assert shown == [] and widget.ui.statusLabel.text == "ran"
 
 
 # ---------------------------------------------------------------------------------------------- PyTorch missing

@@ -1,4 +1,5 @@
-"""``scanai`` command line: one sub-command per module, and ``scanai demo``.
+"""``scanai`` command line: one sub-command per module, ``scanai demo``, and ``scanai job FOLDER`` (the worker of the
+Slicer modules' job protocol, :mod:`scanai.core.jobs`).
 
 Each domain package provides ``scanai.<domain>.cli`` with ``add_arguments(parser)``, ``run(args) -> int`` and
 ``demo(out_dir, data_dir) -> str`` (a Markdown section); this file only dispatches to them.
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, default=None,
                       help="real data folder (default: ../shared/data when present, else phantoms only)")
     demo.add_argument("--only", choices=sorted(DOMAINS), action="append", help="run only these modules")
+    job = commands.add_parser("job", help="run one job folder (the Slicer modules' worker protocol, "
+                                          "scanai.core.jobs): progress as JSON lines, the result beside the job")
+    job.add_argument("folder", type=Path, help="a folder holding job.json + job.npz (scanai.core.jobs.write_job)")
     return parser
 
 
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             report = run_demo(args.out, data_dir, args.only)
             print(f"Demo results are in {args.out.resolve()}; report: {report.resolve()}")
             return 0
+        if args.command == "job":
+            from scanai.core.jobs import work
+
+            return work(args.folder)
         return _domain(args.command).run(args)
     except ScanAIError as error:
         print(f"scanai {args.command}: {error}", file=sys.stderr)

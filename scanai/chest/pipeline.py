@@ -301,11 +301,13 @@ def apply_overrides(thresholds: Thresholds, overrides: Mapping[str, Any]) -> Thr
     return Thresholds.from_dict(dict(overrides), thresholds)
 
 
-def analyse_radiograph(radiograph: Radiograph, detector: Detector, thresholds: Thresholds | None = None,
+def analyse_radiograph(radiograph: Radiograph, detector: Detector | str, thresholds: Thresholds | None = None,
                        progress: Progress | None = None, overrides: Mapping[str, Any] | None = None,
-                       refuse_inverted: bool = True) -> ChestResult:
+                       refuse_inverted: bool = True, device: str = "auto") -> ChestResult:
     """Grade one radiograph (steps in the module docstring).
 
+    detector: a :class:`Detector`, or a backend name for :func:`detector_by_name` (loaded on ``device``), which
+    lets a worker process load the network itself.
     thresholds: used as given; None = :func:`thresholds_for` (view, age, sex from the header). overrides: fields of
     :class:`Thresholds` to replace (e.g. ``{"weighted": False}``), applied to either. refuse_inverted: an image
     that looks inverted (and is not a mislabelled MONOCHROME1 file, which is corrected) is "not assessable" (True,
@@ -339,6 +341,9 @@ def analyse_radiograph(radiograph: Radiograph, detector: Detector, thresholds: T
         return ChestResult(radiograph, None, not_assessable(reason), tuple(warnings), "",
                            time.perf_counter() - started)
     chosen = _thresholds(thresholds, view, meta, overrides)
+    if isinstance(detector, str):
+        progress(0.01, f"Loading the {detector} detector")
+        detector = detector_by_name(detector, device)
     progress(0.02, f"Detecting anatomy ({detector.name})")
     detections = detector.detect(image, progress.sub(0.02, 0.9))
     if not chosen.experimental:

@@ -12,6 +12,7 @@ header has a time unit and a positive ``pixdim[4]``, else frame numbers (index "
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +31,18 @@ def _vector_text(values: Sequence[float]) -> str:
     return "(" + ",".join(f"{float(v):.17g}" for v in values) + ")"
 
 
+def _quoted(text: str) -> str:
+    """A NRRD per-axis string field value (``labels``, ``units``): in double quotes, quotes escaped."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
     """Write a Slicer sequence NRRD (``.seq.nrrd``): axes (frame, i, j, k), LPS space, gzip.
 
-    The header keeps the index name, unit and values, so Slicer loads the file as a volume sequence and
-    :func:`read_sequence` restores the same :class:`VolumeSequence` (float64 is kept, other types as is).
+    The header keeps the index values (``axis 0 index values``) and the index name and unit in the list axis's
+    standard ``labels`` and ``units`` fields, where Slicer's sequence reader takes them, so Slicer loads the file
+    as a volume sequence with the same index, and :func:`read_sequence` restores the same :class:`VolumeSequence`
+    (float64 is kept, other types as is).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +61,8 @@ def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
         f"sizes: {count} {i_size} {j_size} {k_size}",
         "space directions: none " + " ".join(_vector_text(axes[:, c]) for c in range(3)),
         "kinds: list domain domain domain",
+        f"labels: {_quoted(sequence.index_name)} \"\" \"\" \"\"",
+        f"units: {_quoted(sequence.index_unit)} \"\" \"\" \"\"",
         "endian: little",
         "encoding: gzip",
         "space origin: " + _vector_text(LPS_TO_RAS @ np.asarray(geometry.origin_mm)),
@@ -97,12 +107,15 @@ def read_sequence(path: str | Path) -> VolumeSequence:
         def meta(key: str, default: str) -> str:
             return image.GetMetaData(key).strip() if key in keys else default
 
-        values_text = meta("axis 0 index values", "")
+        # the list axis is axis 0 in files written here and the last axis in files Slicer writes
+        values_key = next((key for key in sorted(keys) if re.fullmatch(r"axis \d+ index values", key)), "")
+        values_text = meta(values_key, "")
         values = tuple(float(v) for v in values_text.split()) if values_text else tuple(range(frames.shape[0]))
         if len(values) != frames.shape[0]:
             raise FileFormatError(f"{name} lists {len(values)} index values for {frames.shape[0]} frames.")
-        return VolumeSequence(np.ascontiguousarray(frames), geometry_of_sitk(image), values,
-                              meta("axis 0 quantity", "time"), meta("axis 0 unit", "s"))
+        index_name = meta("NRRD_labels[pixel]", "") or meta("axis 0 quantity", "time")  # older files: custom keys
+        index_unit = meta("NRRD_units[pixel]", "") if "NRRD_labels[pixel]" in keys else meta("axis 0 unit", "s")
+        return VolumeSequence(np.ascontiguousarray(frames), geometry_of_sitk(image), values, index_name, index_unit)
     if dimension == 3 and components == 1 and _is_nifti(path) and _nifti_dimensions(path) == 4:
         array = array[np.newaxis]  # a 4-D NIfTI of one frame: ITK drops the time axis of size 1
         image = sitk.JoinSeries([image])

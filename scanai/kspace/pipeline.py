@@ -13,6 +13,7 @@ the points inside them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -207,3 +208,14 @@ def run(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensitivit
     difference = Volume((before.rss.array - after.rss.array).astype(np.float32), before.rss.geometry)
     return CalibrationResult(detection, corrected, before.rss, after.rss, difference, before.log_kspace,
                              "none" if detect_only else method)
+
+
+def run_file(path: str | Path, allow_epi: bool = False, prewhiten: bool = False, detector: str = "classical",
+             sensitivity: float = DEFAULT_SENSITIVITY, method: str = DEFAULT_METHOD, detect_only: bool = False,
+             progress: Progress | None = None) -> CalibrationResult:
+    """:func:`~scanai.kspace.io.read_kspace` then :func:`run` in one call (so one worker job reads and corrects)."""
+    from scanai.kspace.io import read_kspace
+
+    progress = Progress.ensure(progress)
+    kspace = read_kspace(path, allow_epi=allow_epi, prewhiten=prewhiten, progress=progress.sub(0.0, 0.3))
+    return run(kspace, detector, sensitivity, method, detect_only, progress=progress.sub(0.3, 1.0))

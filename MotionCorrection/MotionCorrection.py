@@ -29,7 +29,7 @@ METHOD_LABELS = ["Multi-pair network (joint)", "Network, pairs independently (ab
                  "B-spline (SimpleITK)"]
 #: Tasks: motion estimation over a cine, or artifact correction of a phase sequence.
 TASKS = ["motion", "artifact"]
-#: Artifact-correction methods and phase selections (= scanai.motion.artifact.METHODS / SELECTIONS).
+#: Artifact-correction methods and phase selections (= scanai.artifact_correction.pipeline.METHODS / SELECTIONS).
 ARTIFACT_METHODS = ["network", "registration-fusion", "halfway", "best-phase", "mean"]
 ARTIFACT_METHOD_LABELS = ["Multi-phase network (trained)", "Registration-based fusion", "Half-way warping",
                           "Best phase (least motion)", "Mean of the middle phases"]
@@ -394,7 +394,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def timingFromTables(ecgTable=None, timingTable=None):
         """(R peaks or None, windows or None) from an ECG / R-peak table node and a timing table node."""
-        from scanai.motion.windows import read_ecg_table, windows_from_table
+        from scanai.artifact_correction.windows import read_ecg_table, windows_from_table
 
         rPeaks = read_ecg_table(mrml.table_from_node(ecgTable)) if ecgTable is not None else None
         windows = None
@@ -429,9 +429,9 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         """
         import numpy as np
 
+        from scanai.artifact_correction.pipeline import phase_windows
         from scanai.core.image import VolumeSequence
         from scanai.core.progress import Progress
-        from scanai.motion.artifact import phase_windows
 
         progress = Progress.ensure(progress)
         given = isinstance(inputSequence, VolumeSequence)
@@ -730,7 +730,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         """A simulated multi-phase cardiac CT (phase index in %), its R-peak table node and the library truth."""
         import numpy as np
 
-        from scanai.motion.ct_simulator import simulate_phase_sequence
+        from scanai.artifact_correction.simulator import simulate_phase_sequence
 
         sequence, rPeaks, truth = simulate_phase_sequence(np.random.default_rng(seed), list(phases), slices=slices)
         node = mrml.sequence_to_node(sequence, "phase sequence")

@@ -1,4 +1,4 @@
-"""Classical motion-artifact baselines (scanai.motion.artifact_baselines) on small synthetic phase sequences.
+"""Classical motion-artifact baselines (scanai.artifact_correction.baselines) on small synthetic phase sequences.
 
 The scene: a bright smooth ellipse (blood pool, 350 HU) in soft tissue (40 HU) with a small vessel (400 HU,
 radius 2 px) moving along the columns; the ellipse moves half as fast. Every phase volume is the scene at its
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scanai.artifact_correction.baselines import best_phase, halfway_warp, plain_mean, registration_fusion
 from scanai.core.errors import Cancelled, InputError
 from scanai.core.progress import Progress
-from scanai.motion.artifact_baselines import best_phase, halfway_warp, plain_mean, registration_fusion
 
 SIZE = 64
 VESSEL = (20.0, 50.0)  # (row, column) of the vessel at shift 0

@@ -14,10 +14,10 @@ from bench_results import SCREENSHOTS, write_result
 pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
-from scanai.motion.artifact_evaluate import evaluate_methods, method_outputs
-from scanai.motion.artifact_figures import comparison_figure
-from scanai.motion.artifact_network import load_artifact_corrector
-from scanai.motion.artifact_train import held_out_cases
+from scanai.artifact_correction.evaluate import evaluate_methods, method_outputs
+from scanai.artifact_correction.figures import comparison_figure
+from scanai.artifact_correction.network import load_artifact_corrector
+from scanai.artifact_correction.train import held_out_cases
 
 pytestmark = pytest.mark.slow
 

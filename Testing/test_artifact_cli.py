@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 
+from scanai.artifact_correction.cli import load_phase_sequence
+from scanai.artifact_correction.pipeline import correct_phase_sequence, phase_windows, select_phases
+from scanai.artifact_correction.simulator import simulate_phase_sequence
 from scanai.cli import main
 from scanai.core.errors import GeometryError, InputError
 from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.io.sequence_file import write_sequence
 from scanai.io.sitk_image import read_image, write_image
-from scanai.motion.artifact import correct_phase_sequence, phase_windows, select_phases
-from scanai.motion.artifact_cli import load_phase_sequence
-from scanai.motion.ct_simulator import simulate_phase_sequence
 
 pytest.importorskip("skimage")
 

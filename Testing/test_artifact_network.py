@@ -6,10 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scanai.core.catalog import ModelCard
-from scanai.core.errors import Cancelled, InputError, ModelError
-from scanai.core.progress import Progress
-from scanai.motion.artifact_network import (
+from scanai.artifact_correction.network import (
     ArtifactCorrector,
     baseline_indices,
     build_artifact_network,
@@ -18,6 +15,9 @@ from scanai.motion.artifact_network import (
     normalise_hu,
     time_features,
 )
+from scanai.core.catalog import ModelCard
+from scanai.core.errors import Cancelled, InputError, ModelError
+from scanai.core.progress import Progress
 
 torch = pytest.importorskip("torch")
 
@@ -139,7 +139,7 @@ def test_progress_is_reported_per_batch_and_cancel_stops():
 # ---------------------------------------------------------------------------------------------- shipped weights
 @pytest.fixture(scope="module")
 def shipped():
-    from scanai.motion.artifact_network import load_artifact_corrector
+    from scanai.artifact_correction.network import load_artifact_corrector
 
     return load_artifact_corrector("cpu")
 
@@ -150,7 +150,7 @@ def held_out(shipped):
     cases, the first 3 whose motion dominates the noise (inner phases > 20 HU RMSE from the truth, noise alone
     gives about 14) and the first static one."""
     pytest.importorskip("skimage")
-    from scanai.motion.artifact_train import is_test_case, make_case
+    from scanai.artifact_correction.train import is_test_case, make_case
 
     seed = int(shipped.card.extra["seed"])
     moving, strong, static = [], [], None
@@ -191,14 +191,14 @@ def test_shipped_card_states_the_contract(shipped):
     assert (shipped.n_inputs, shipped.n_outputs) == (4, 1)
     for key, value in {"order": "ascending_phase", "output_window_rule": "centre", "dims": "2D"}.items():
         assert card.input_contract[key] == value
-    assert card.training_command.startswith("python -m scanai.motion.artifact_train")
+    assert card.training_command.startswith("python -m scanai.artifact_correction.train")
     assert card.metrics["accuracy_rate_ssim_gt_0.90"] >= 0.90  # ¶87 acceptance on the test portion
     with pytest.raises(ModelError, match="trained for 4 phase volumes, got 2"):
         shipped.correct(np.zeros((2, 1, 64, 64)), [70, 75])
 
 
 def test_shipped_model_corrects_held_out_cases(shipped, held_out):
-    from scanai.motion.image_quality import ssim
+    from scanai.artifact_correction.image_quality import ssim
 
     moving, strong, _static = held_out
     for case in moving + strong:
@@ -245,7 +245,7 @@ def test_shuffled_input_order_makes_the_correction_worse(shipped, held_out):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_cpu_and_cuda_outputs_agree(held_out):
-    from scanai.motion.artifact_network import load_artifact_corrector, normalise_hu
+    from scanai.artifact_correction.network import load_artifact_corrector, normalise_hu
 
     case = held_out[1][0]
     cpu = load_artifact_corrector("cpu").correct(case.inputs[:, None], case.phase_pct)
@@ -278,8 +278,8 @@ def test_finer_pixels_are_corrected_at_the_training_pixel_size_and_keep_their_gr
 def test_shipped_model_beats_every_classical_method_and_keeps_the_coronary_width(shipped):
     """Four held-out moving cases scored side by side (the full comparison on 36 cases is in make bench)."""
     pytest.importorskip("skimage")
-    from scanai.motion.artifact_evaluate import evaluate_methods
-    from scanai.motion.artifact_train import held_out_cases
+    from scanai.artifact_correction.evaluate import evaluate_methods
+    from scanai.artifact_correction.train import held_out_cases
 
     cases = [case for case, static in held_out_cases(6, int(shipped.card.extra["seed"])) if not static][:4]
     summary = evaluate_methods(cases, shipped, ["network", "registration-fusion", "best-phase", "mean",

@@ -9,11 +9,11 @@ import warnings
 import numpy as np
 import pytest
 
+from scanai.artifact_correction import simulator as cs
+from scanai.artifact_correction.cardiac_cycle import contraction
+from scanai.artifact_correction.image_quality import CARDIAC_WINDOW_HU, rmse, ssim, vessel_fwhm_mm
+from scanai.artifact_correction.windows import PhaseWindow, RPeaks
 from scanai.core.errors import InputError
-from scanai.motion import ct_simulator as cs
-from scanai.motion.cardiac_cycle import contraction
-from scanai.motion.image_quality import CARDIAC_WINDOW_HU, rmse, ssim, vessel_fwhm_mm
-from scanai.motion.windows import PhaseWindow, RPeaks
 
 PROTOCOL = cs.ScanProtocol()
 RR = RPeaks.regular(1.0, 6)

@@ -1,13 +1,12 @@
 """Time windows, cardiac phases, ECG R peaks, selection, ranking and the output-window rule
-(scanai.motion.windows; digest §7.4 worked examples)."""
+(scanai.artifact_correction.windows; digest §7.4 worked examples)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scanai.core.errors import FileFormatError, InputError
-from scanai.motion.windows import (
+from scanai.artifact_correction.windows import (
     PhaseWindow,
     RPeaks,
     assign_phases,
@@ -27,6 +26,7 @@ from scanai.motion.windows import (
     windows_from_index,
     windows_from_table,
 )
+from scanai.core.errors import FileFormatError, InputError
 
 
 def limits(windows: list[PhaseWindow]) -> list[tuple[float, float]]:

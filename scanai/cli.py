@@ -20,7 +20,7 @@ from scanai.core.paths import shared_data_dir
 DOMAINS = {  # sub-command -> (package, module it feeds, one-line help)
     "motion": ("scanai.motion.cli", "MotionCorrection",
                "dense motion over a cardiac cine: transforms, warped cine, Jacobian, propagated labels, strain"),
-    "motion-correct": ("scanai.motion.artifact_cli", "MotionCorrection",
+    "motion-correct": ("scanai.artifact_correction.cli", "MotionCorrection",
                        "multi-phase cardiac motion-artifact correction: N phase volumes -> one corrected volume"),
     "pet": ("scanai.pet.cli", "ParametricPET", "kinetic maps (Patlak, Logan, 1TCM, 2TCM, Ki network) of dynamic PET"),
     "kspace": ("scanai.kspace.cli", "KSpaceCalibration", "root-sum-of-squares image from raw multi-coil k-space"),

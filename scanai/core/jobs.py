@@ -50,7 +50,7 @@ JOBS = {
     "kspace.run": "scanai.kspace.pipeline:run",
     "pet.maps": "scanai.pet.analysis:compute_maps",
     "motion.cine": "scanai.motion.pipeline:analyse_cine",
-    "motion.artifact": "scanai.motion.artifact:correct_phase_sequence",
+    "motion.artifact": "scanai.artifact_correction.pipeline:correct_phase_sequence",
 }
 #: The longest the parent waits between two ``idle`` calls, in seconds.
 POLL_SECONDS = 0.05

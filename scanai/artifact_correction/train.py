@@ -1,9 +1,10 @@
 """Train the motion correction model on simulated cardiac CT (seeded, reproducible on the CPU):
 
-    python -m scanai.motion.artifact_train --cases 400 --steps 3000 --seed 0 --out scanai/models
+    python -m scanai.artifact_correction.train --cases 400 --steps 3000 --seed 0 --out scanai/models
 
 Training data (digest §7.3, [not in patent]: the patent trains on real reconstructions, ¶77). Case ``index`` of
-seed ``s`` is :func:`scanai.motion.ct_simulator.simulate_case` drawn with ``np.random.default_rng([s, index])``:
+seed ``s`` is :func:`scanai.artifact_correction.simulator.simulate_case` drawn with
+``np.random.default_rng([s, index])``:
 N = 4 consecutive half-scan windows of one 128² slice (moving phantom, FBP per window), M = 1 ground truth = the
 phantom frozen at the centred output window (¶70), reconstructed the same way without noise. About 10 % of the
 cases are zero-motion (``static=True``: the heart does not move; the target is the noise-free image), so that a
@@ -13,7 +14,8 @@ Split (¶82, 8:2): case indices with ``index % 5 == 4`` are the test portion, fi
 on. Stop (¶85): every ``--eval-every`` steps the mean training loss of that interval is an evaluation; training
 stops when the loss changed by at most ``--tolerance`` over 5 consecutive evaluations, or at ``--steps``.
 Acceptance (¶87) on the test portion: a case is positive when SSIM(model, truth) > 0.90
-(:func:`scanai.motion.image_quality.ssim`, data range = the cardiac HU window); the accuracy rate, and the mean
+(:func:`scanai.artifact_correction.image_quality.ssim`, data range = the cardiac HU window); the accuracy rate, and
+the mean
 RMSE of the model, of the centre (inner) input phases, of the plain mean and of the best single input phase, go
 into the model card with the training command.
 
@@ -32,8 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
-from scanai.motion.artifact_network import (
+from scanai.artifact_correction.network import (
     DEFAULT_ARCHITECTURE,
     HU_MAX,
     HU_MIN,
@@ -46,6 +47,7 @@ from scanai.motion.artifact_network import (
     run_network,
     size_multiple,
 )
+from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
 
 N_INPUTS, N_OUTPUTS = 4, 1
 STATIC_FRACTION = 0.1
@@ -79,8 +81,8 @@ class Case:
 
 
 def simulated_case(seed: int, index: int):
-    """(the :class:`~scanai.motion.ct_simulator.SimulatedCase`, static) of case ``index`` of seed ``seed``."""
-    from scanai.motion.ct_simulator import simulate_case
+    """(the :class:`~scanai.artifact_correction.simulator.SimulatedCase`, static) of case ``index`` of seed ``seed``."""
+    from scanai.artifact_correction.simulator import simulate_case
 
     rng = case_rng(seed, index)
     static = bool(rng.random() < STATIC_FRACTION)
@@ -240,11 +242,11 @@ def evaluate(model, architecture: dict, cases: list[Case]) -> dict[str, float]:
 
     rmse_centre_phase: the mean over the inner input phases (those averaged by the baseline) of each one's RMSE;
     rmse_best_input_phase: the best single input phase with hindsight (the smallest RMSE to the truth);
-    rmse_best_phase: :func:`scanai.motion.artifact_baselines.best_phase` (least image motion amplitude).
+    rmse_best_phase: :func:`scanai.artifact_correction.baselines.best_phase` (least image motion amplitude).
     Ratios and RMSEs are over the moving cases; the static ones are scored apart.
     """
-    from scanai.motion.artifact_baselines import best_phase
-    from scanai.motion.image_quality import rmse, ssim
+    from scanai.artifact_correction.baselines import best_phase
+    from scanai.artifact_correction.image_quality import rmse, ssim
 
     groups = baseline_indices(N_INPUTS, N_OUTPUTS)
     rows: dict[str, list[float]] = {k: [] for k in ("ssim", "model", "centre", "mean", "best_input", "best_phase",
@@ -312,14 +314,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def training_command(args: argparse.Namespace) -> str:
-    return (f"python -m scanai.motion.artifact_train --cases {args.cases} --steps {args.steps} --seed {args.seed} "
+    return (f"python -m scanai.artifact_correction.train --cases {args.cases} --steps {args.steps} --seed {args.seed} "
             f"--out scanai/models --batch {args.batch} --lr {args.lr} --widths {args.widths} "
             f"--time-channels {args.time_channels} --eval-every {args.eval_every} --tolerance {args.tolerance} "
             f"--threads {args.threads}")
 
 
 def main(argv: list[str] | None = None) -> ModelCard:
-    from scanai.motion.ct_simulator import ScanProtocol
+    from scanai.artifact_correction.simulator import ScanProtocol
 
     args = parse_args(argv)
     started = time.perf_counter()
@@ -346,7 +348,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
         training_data=(
             f"{len(train_cases)} simulated cardiac CT slices (cases with index % 5 != 4 of "
             f"{args.cases}, seed {args.seed}; {sum(c.static for c in train_cases)} zero-motion) from "
-            "scanai.motion.ct_simulator.simulate_case: random heart phantom (LV, myocardium, coronaries, optional "
+            "scanai.artifact_correction.simulator.simulate_case: random heart phantom (LV, myocardium, coronaries, "
+            "optional "
             "calcium and breathing), RR 0.6-1.1 s with arrhythmia, 4 consecutive half-scan windows (mid-points "
             f"30 ms apart) reconstructed by FBP from {protocol.views} views of the moving phantom with "
             f"{protocol.noise_hu} HU sinogram noise, {protocol.pixels}² at {protocol.pixel_mm} mm; target = the "

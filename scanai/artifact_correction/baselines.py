@@ -6,7 +6,7 @@ chronological (ascending-phase) order on one grid, or (N, H, W) for single slice
 Results have the shape of one phase volume and are new arrays (inputs are never modified).
 
 * :func:`best_phase` — the ¶51 "traditional" approach 1: the phase volume with the least image-based motion
-  amplitude (¶56, :func:`scanai.motion.windows.image_motion_amplitude`), unchanged.
+  amplitude (¶56, :func:`scanai.artifact_correction.windows.image_motion_amplitude`), unchanged.
 * :func:`plain_mean` — the trivial reference: the mean of the two inner phase volumes (the middle one for odd N),
   no registration. The lower bound that any correction must beat.
 * :func:`halfway_warp` — the between-phase output (claims 11/16): register one phase volume to the other
@@ -282,7 +282,7 @@ def best_phase(phases_hu: np.ndarray, mask: np.ndarray | None = None) -> tuple[i
     mask:      optional (K, J, I) (or (H, W)) region (e.g. the heart) where the amplitude is measured.
     Returns (index of that phase volume (0-based), a copy of it (K, J, I) or (H, W)). Ties go to the earliest.
     """
-    from scanai.motion.windows import image_motion_amplitude
+    from scanai.artifact_correction.windows import image_motion_amplitude
 
     phases, single_slice = _as_phases(phases_hu)
     volumes = phases[:, 0] if single_slice else phases

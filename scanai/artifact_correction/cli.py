@@ -37,7 +37,7 @@ def _phase_list(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai motion-correct``."""
-    from scanai.motion.artifact import METHOD_LABELS, METHODS, SELECTIONS
+    from scanai.artifact_correction.pipeline import METHOD_LABELS, METHODS, SELECTIONS
 
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                         help="a phase sequence (.seq.nrrd, 4-D NRRD/NIfTI), or several phase volumes with --phases")
@@ -88,11 +88,11 @@ def load_phase_sequence(inputs: list[Path], phases: list[float] | None) -> Volum
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scanai motion-correct``; prints a summary and the written paths, returns 0."""
+    from scanai.artifact_correction.pipeline import METHOD_LABELS, correct_phase_sequence, phase_windows
+    from scanai.artifact_correction.windows import read_ecg_table, read_timing_table
     from scanai.io.sequence_file import write_sequence
     from scanai.io.sitk_image import read_image, write_image
-    from scanai.motion.artifact import METHOD_LABELS, correct_phase_sequence, phase_windows
     from scanai.motion.export import write_table
-    from scanai.motion.windows import read_ecg_table, read_timing_table
 
     sequence = load_phase_sequence(list(args.inputs), args.phases)
     r_peaks = read_ecg_table(args.ecg) if args.ecg is not None else None
@@ -126,6 +126,6 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(out_dir: Path, data_dir: Path | None) -> str:
     """Simulated multi-phase cardiac CT: the network and the classical baselines side by side (figure + numbers)."""
-    from scanai.motion.artifact_figures import comparison_demo
+    from scanai.artifact_correction.figures import comparison_demo
 
     return comparison_demo(Path(out_dir))

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scanai.artifact_correction import windows as win
+from scanai.artifact_correction.windows import PhaseWindow, RPeaks
 from scanai.core.errors import InputError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
-from scanai.motion import windows as win
-from scanai.motion.windows import PhaseWindow, RPeaks
 
 #: Correction methods: the trained network and the classical baselines.
 METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean")
@@ -83,7 +83,8 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
                   rr_s: float | None = None, timing: Sequence[PhaseWindow] | None = None) -> list[PhaseWindow]:
     """The acquisition window of every phase volume of ``sequence``.
 
-    timing: windows from a timing table (:func:`scanai.motion.windows.read_timing_table`), one per phase volume;
+    timing: windows from a timing table (:func:`scanai.artifact_correction.windows.read_timing_table`), one per phase
+    volume;
     otherwise the sequence index values ("%" phase or "s" window centre) with windows of ``window_s`` seconds.
     With ``r_peaks`` (or a regular ``rr_s``) the cycle and phase of every window are filled in.
     """
@@ -157,7 +158,7 @@ def _run_method(method: str, phases: np.ndarray, phase_pct: list[float], spacing
                 corrector, roi: np.ndarray | None, progress: Progress) -> np.ndarray:
     """(M, K, J, I) corrected volumes from ranked (N, K, J, I) phase volumes (``corrector``: the network, for
     method "network"; ``roi``: for best-phase)."""
-    from scanai.motion import artifact_baselines as baselines
+    from scanai.artifact_correction import baselines as baselines
 
     if method == "network":
         return corrector.correct_on_grid(phases, phase_pct, (spacing_mm[1], spacing_mm[0]), progress)
@@ -201,7 +202,7 @@ def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWind
                          "Give one acquisition window per phase volume.")
     n_outputs, corrector = 1, None
     if method == "network":
-        from scanai.motion.artifact_network import load_artifact_corrector
+        from scanai.artifact_correction.network import load_artifact_corrector
 
         corrector = load_artifact_corrector(device)
         if count not in (None, corrector.n_inputs):

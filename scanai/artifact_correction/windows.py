@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from scanai.artifact_correction.cardiac_cycle import contraction_rate
 from scanai.core.errors import InputError
 from scanai.io.text_table import read_text_table
-from scanai.motion.cardiac_cycle import contraction_rate
 
 #: Sequence index units read as a cardiac phase in % of the R-R interval.
 PHASE_UNITS = ("%", "percent", "pct", "%rr")
@@ -683,7 +683,8 @@ def _mean_abs_difference(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> fl
 
 def ecg_motion_amplitude(windows: Sequence[PhaseWindow], r_peaks: RPeaks, samples: int = 33) -> np.ndarray:
     """¶57: per window, the mean cardiac motion rate |dc/dphase| / RR over the window (contraction per second),
-    with c(phase) the reference contraction curve (:mod:`scanai.motion.cardiac_cycle`) and the phase of each time
+    with c(phase) the reference contraction curve (:mod:`scanai.artifact_correction.cardiac_cycle`) and the phase of
+    each time
     from its own R-R interval. Smallest in diastasis (about 65-80 %). Returns (N,) float64; raises
     :class:`InputError` when the R peaks do not cover every window."""
     windows = _checked_windows(windows)

@@ -3,7 +3,7 @@
 The phantom is a small "mini thorax" in Hounsfield units (air -1000, lung -800, soft tissue 40, bone 700) around a
 left ventricle: an elliptical myocardial shell (100 HU) around a contrast-filled blood pool (350 HU), with 2-3
 coronary arteries (Ø 3 mm, 400 HU, optional 800 HU calcium) on the epicardium. Over the R-R interval the LV
-contracts with :func:`scanai.motion.cardiac_cycle.contraction` ``c(phase)``: the endocardial radii scale by
+contracts with :func:`scanai.artifact_correction.cardiac_cycle.contraction` ``c(phase)``: the endocardial radii scale by
 ``1 - amplitude * c``, the myocardium thickens so its area is conserved, and the whole heart (so its coronaries,
 which ride on the epicardium) translates rigidly by ``coronary_shift_mm * c`` along a fixed direction. Optional
 breathing (Lujan ``z(t) = b cos^4(pi t / tau)``) shifts the thorax superior-inferior, so an axial slice cuts the
@@ -31,11 +31,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from scanai.artifact_correction.cardiac_cycle import contraction
+from scanai.artifact_correction.windows import PhaseWindow, RPeaks, assign_phases, output_windows
 from scanai.core.errors import InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
-from scanai.motion.cardiac_cycle import contraction
-from scanai.motion.windows import PhaseWindow, RPeaks, assign_phases, output_windows
 
 AIR_HU = -1000.0
 LUNG_HU = -800.0
@@ -559,7 +559,8 @@ class SimulatedCase:
     """One training/test sample (2-D).
 
     inputs: (N, H, W) HU phase volumes, chronological; windows: their acquisition windows (with phase_pct).
-    target: (M, H, W) HU ground truth at ``target_windows`` (from :func:`scanai.motion.windows.output_windows`).
+    target: (M, H, W) HU ground truth at ``target_windows`` (from
+    :func:`scanai.artifact_correction.windows.output_windows`).
     coronaries: vessel centres (row, col) in pixels at the mid-time of the first target window.
     """
 
@@ -582,8 +583,8 @@ def simulate_case(rng: np.random.Generator, n_inputs: int = 4, n_outputs: int = 
     The window mid-points are ``spacing_s`` apart (default 0.03 s, ¶91) and centred on ``centre_phase_pct`` of
     the third R-R interval (drawn uniformly over the cycle when None); the rhythm comes from
     :func:`random_r_peaks` (RR 0.6-1.1 s, half the cases with +-10 % arrhythmia) unless ``r_peaks`` is given. The
-    target windows follow the ¶68-¶70 rule (:func:`scanai.motion.windows.output_windows`); each target is the
-    noise-free :func:`ground_truth` at its window's mid-time. The subject is :func:`random_phantom` unless
+    target windows follow the ¶68-¶70 rule (:func:`scanai.artifact_correction.windows.output_windows`); each target
+    is the noise-free :func:`ground_truth` at its window's mid-time. The subject is :func:`random_phantom` unless
     ``phantom`` is given; ``static`` freezes it (zero-motion case). Deterministic for a seeded ``rng``.
     """
     if n_inputs < 2 or not 1 <= n_outputs < n_inputs:

@@ -1,6 +1,6 @@
 """Score motion-artifact correction methods side by side on simulated cases with exact truth (issue 6 acceptance).
 
-For each :class:`~scanai.motion.ct_simulator.SimulatedCase` and method: RMSE to the truth (HU, whole slice and
+For each :class:`~scanai.artifact_correction.simulator.SimulatedCase` and method: RMSE to the truth (HU, whole slice and
 inside the heart), SSIM in the cardiac window (¶87: a case is positive when SSIM > 0.90), the relative error of
 the coronary widths (FWHM vs the noise-free reconstruction of the frozen phantom) and the run time. The "centre
 phase" reference is the better of the two inner input phases (the stricter comparison). ``network-shuffled`` feeds
@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from scanai.artifact_correction import baselines as baselines
+from scanai.artifact_correction.image_quality import rmse, ssim, vessel_fwhm_mm
+from scanai.artifact_correction.simulator import SimulatedCase, heart_mask
 from scanai.core.progress import Progress
-from scanai.motion import artifact_baselines as baselines
-from scanai.motion.ct_simulator import SimulatedCase, heart_mask
-from scanai.motion.image_quality import rmse, ssim, vessel_fwhm_mm
 
 #: The methods scored, in table order ("centre" = the better inner input phase, no correction).
 METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean", "centre", "network-shuffled")

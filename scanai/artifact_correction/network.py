@@ -13,7 +13,8 @@ Encoder levels of two 3x3 convolutions (InstanceNorm, LeakyReLU) with a residual
 back, so the output lies on the input grid exactly.
 
 The shipped weights (``scanai/models/motion_artifact_network.{pt,json}``) are trained by
-``python -m scanai.motion.artifact_train`` on :mod:`scanai.motion.ct_simulator` cases (see the model card).
+``python -m scanai.artifact_correction.train`` on :mod:`scanai.artifact_correction.simulator` cases (see the model
+card).
 """
 
 from __future__ import annotations

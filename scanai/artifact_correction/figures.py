@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scanai.motion.artifact_evaluate import method_outputs, score_case
-from scanai.motion.ct_simulator import SimulatedCase, simulate_case
-from scanai.motion.image_quality import CARDIAC_WINDOW_HU
+from scanai.artifact_correction.evaluate import method_outputs, score_case
+from scanai.artifact_correction.image_quality import CARDIAC_WINDOW_HU
+from scanai.artifact_correction.simulator import SimulatedCase, simulate_case
 
 #: Seed of the demo case (the training draws its cases from other seeds).
 DEMO_SEED = 20261121
@@ -53,7 +53,7 @@ def _corrector():
     from scanai.core.errors import ScanAIError
 
     try:
-        from scanai.motion.artifact_network import load_artifact_corrector
+        from scanai.artifact_correction.network import load_artifact_corrector
 
         return load_artifact_corrector("cpu")
     except (ScanAIError, ImportError):

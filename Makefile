@@ -43,8 +43,8 @@ $(SLICER_VENV)/.installed: $(SLICER_REQS) pyproject.toml Makefile
 	touch $@
 
 # The modules' self-tests and widgets in the stock-Slicer environment, and the widgets' statement coverage
-# (Utilities/widget_coverage.py: the four *Widget classes and the shared widget code of scanai/mrml.py, >= 95 %).
-WIDGET_FILES := */ChestQC.py,*/ParametricPET.py,*/KSpaceCalibration.py,*/MotionCorrection.py,*/scanai/mrml.py
+# (Utilities/widget_coverage.py: the four *Widget classes and the shared widget code of scanai/mrml/, >= 95 %).
+WIDGET_FILES := */ChestQC.py,*/ParametricPET.py,*/KSpaceCalibration.py,*/MotionCorrection.py,*/scanai/mrml/*.py
 test-slicer: $(SLICER_VENV)/.installed
 	SCANAI_STOCK_SLICER=1 $(SLICER_PY) -m coverage run --data-file=.coverage.widgets --include='$(WIDGET_FILES)' \
 		-m pytest -q -m "not slow" $(SLICER_TESTS)

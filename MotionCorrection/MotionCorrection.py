@@ -394,7 +394,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def timingFromTables(ecgTable=None, timingTable=None):
         """(R peaks or None, windows or None) from an ECG / R-peak table node and a timing table node."""
-        from scanai.artifact_correction.windows import read_ecg_table, windows_from_table
+        from scanai.artifact_correction.tables import read_ecg_table, windows_from_table
 
         rPeaks = read_ecg_table(mrml.table_from_node(ecgTable)) if ecgTable is not None else None
         windows = None

@@ -76,6 +76,6 @@ def test_a_module_file_of_the_checkout_finds_scanai_beside_it(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(loaded["scanai"]).resolve() == HOME / "scanai" / "__init__.py"
-    assert Path(loaded["mrml"]).resolve() == HOME / "scanai" / "mrml.py"
+    assert Path(loaded["mrml"]).resolve() == HOME / "scanai" / "mrml" / "__init__.py"
     assert loaded["kept"] and loaded["added"] == [str(HOME)], "the checkout's root is appended once, nothing else"
     assert 'href="https://' in loaded["help"]

@@ -9,10 +9,11 @@ import warnings
 import numpy as np
 import pytest
 
+from scanai.artifact_correction import reconstruction as recon
 from scanai.artifact_correction import simulator as cs
 from scanai.artifact_correction.cardiac_cycle import contraction
 from scanai.artifact_correction.image_quality import CARDIAC_WINDOW_HU, rmse, ssim, vessel_fwhm_mm
-from scanai.artifact_correction.windows import PhaseWindow, RPeaks
+from scanai.artifact_correction.timing import PhaseWindow, RPeaks
 from scanai.core.errors import InputError
 
 PROTOCOL = cs.ScanProtocol()
@@ -107,14 +108,14 @@ def test_fbp_equals_skimage_iradon(monkeypatch):
         sinogram = rng.uniform(0.0, 2000.0, size=(128, protocol.views))
         reference = iradon(sinogram, protocol.view_angles_deg(), output_size=128, filter_name=protocol.filter_name,
                            circle=True) + cs.AIR_HU
-        assert np.max(np.abs(cs._fbp(sinogram, protocol) - reference)) < 0.01
+        assert np.max(np.abs(recon._fbp(sinogram, protocol) - reference)) < 0.01
     # grids too large for the cached matrix use iradon itself
-    monkeypatch.setattr(cs, "_MAX_MATRIX_NONZEROS", 0)
-    cs._backprojector.cache_clear()
+    monkeypatch.setattr(recon, "_MAX_MATRIX_NONZEROS", 0)
+    recon._backprojector.cache_clear()
     try:
-        assert np.max(np.abs(cs._fbp(sinogram, protocol) - reference)) < 0.01
+        assert np.max(np.abs(recon._fbp(sinogram, protocol) - reference)) < 0.01
     finally:
-        cs._backprojector.cache_clear()
+        recon._backprojector.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def test_bad_input_is_refused(monkeypatch):
         cs.simulate_case(np.random.default_rng(0), n_inputs=2, n_outputs=2)
     monkeypatch.setitem(sys.modules, "skimage", None)
     with pytest.raises(InputError, match="scikit-image"):
-        cs._skimage_transform()
+        recon._skimage_transform()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,17 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scanai.artifact_correction.tables import read_ecg_table, read_timing_table, windows_from_table
+from scanai.artifact_correction.timing import PhaseWindow, RPeaks
 from scanai.artifact_correction.windows import (
-    PhaseWindow,
-    RPeaks,
     assign_phases,
     consecutive_windows,
     ecg_motion_amplitude,
     image_motion_amplitude,
     output_windows,
     rank_windows,
-    read_ecg_table,
-    read_timing_table,
     same_cycle,
     select_below,
     select_smallest,
@@ -24,7 +22,6 @@ from scanai.artifact_correction.windows import (
     to_one_cycle,
     window_at_phase,
     windows_from_index,
-    windows_from_table,
 )
 from scanai.core.errors import FileFormatError, InputError
 

@@ -12,6 +12,7 @@ import slicer  # noqa: E402
 
 from scanai import mrml  # noqa: E402
 from scanai.core import Geometry, GeometryError, InputError, Volume, VolumeSequence  # noqa: E402
+from scanai.mrml import nodes  # noqa: E402
 
 OBLIQUE = Geometry((0.7, 0.8, 2.5), (-12.0, 30.5, 7.0),
                    tuple(map(tuple, np.linalg.qr(np.array([[1, 0.2, 0], [-0.2, 1, 0.1], [0, -0.1, 1.0]]))[0])))
@@ -59,7 +60,7 @@ def test_sequence_with_frames_on_different_grids_is_refused(rng):
     node = mrml.sequence_to_node(_sequence(rng), "seq")
     shifted = Volume(rng.normal(size=(2, 3, 4)), Geometry((0.7, 0.8, 2.5), (0.0, 0.0, 0.0)))
     item = slicer.vtkMRMLScalarVolumeNode()
-    mrml._fill_volume_node(item, shifted.array, shifted.geometry)
+    nodes._fill_volume_node(item, shifted.array, shifted.geometry)
     node.SetDataNodeAtValue(item, "99")
     with pytest.raises(GeometryError, match="Frame 5 .* different grid"):
         mrml.sequence_from_node(node)
@@ -68,7 +69,7 @@ def test_sequence_with_frames_on_different_grids_is_refused(rng):
 def test_non_numeric_sequence_index_is_refused(rng):
     node = mrml.sequence_to_node(_sequence(rng, 1), "seq")
     item = slicer.vtkMRMLScalarVolumeNode()
-    mrml._fill_volume_node(item, np.zeros((2, 3, 4)), OBLIQUE)
+    nodes._fill_volume_node(item, np.zeros((2, 3, 4)), OBLIQUE)
     node.SetIndexType(slicer.vtkMRMLSequenceNode.TextIndex)
     node.SetDataNodeAtValue(item, "late")
     with pytest.raises(InputError, match="not a number"):

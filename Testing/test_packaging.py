@@ -121,15 +121,8 @@ def test_import_scanai_is_light():
     assert result.stdout.strip() == "", f"importing scanai imported {result.stdout.strip()}"
 
 
-def test_only_mrml_imports_slicer_and_module_files_do_not_import_torch():
-    for path in (HOME / "scanai").rglob("*.py"):
-        if path.name == "mrml.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            for name in names:
-                assert name.split(".")[0] not in {"slicer", "vtk", "qt", "ctk"}, f"{path} imports {name}"
+def test_module_files_do_not_import_torch_at_load():
+    """(Only scanai.mrml imports slicer: Testing/test_import_graph.py.)"""
     for module in MODULES:
         tree = ast.parse((HOME / module / f"{module}.py").read_text())
         top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]

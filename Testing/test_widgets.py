@@ -21,6 +21,7 @@ import qt  # noqa: E402  (the stand-in installed by the harness)
 import slicer  # noqa: E402
 
 from scanai import mrml  # noqa: E402
+from scanai.mrml import widgets  # noqa: E402
 
 MODULES = ["MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"]
 
@@ -299,8 +300,9 @@ def test_a_failed_run_shows_the_error_and_adds_nothing(open_widget):
 
 
 def test_pet_runs_from_a_chosen_file(open_widget, tmp_path):
+    from scanai.pet.dynamic import DynamicPet
     from scanai.pet.phantom import pet_phantom
-    from scanai.pet.study import DynamicPet, write_dynamic_pet
+    from scanai.pet.study import write_dynamic_pet
 
     phantom = pet_phantom(shape=(1, 8, 8))
     image, _sidecar = write_dynamic_pet(DynamicPet(phantom.sequence, phantom.timing, unit="kBq/mL"),
@@ -375,9 +377,9 @@ def without_torch(monkeypatch):
     """Slicer as installed, before the PyTorch extension has installed torch."""
     import importlib.util
 
-    assert mrml.torch_available() == (importlib.util.find_spec("torch") is not None)
+    assert widgets.torch_available() == (importlib.util.find_spec("torch") is not None)
     slicer_harness.load_slicer_module("PyTorchUtils")
-    monkeypatch.setattr(mrml, "torch_available", lambda: False)
+    monkeypatch.setattr(widgets, "torch_available", lambda: False)
 
 
 @pytest.mark.parametrize(("name", "parameter", "network", "classical"), [

@@ -89,7 +89,7 @@ def load_phase_sequence(inputs: list[Path], phases: list[float] | None) -> Volum
 def run(args: argparse.Namespace) -> int:
     """Run ``scanai motion-correct``; prints a summary and the written paths, returns 0."""
     from scanai.artifact_correction.pipeline import METHOD_LABELS, correct_phase_sequence, phase_windows
-    from scanai.artifact_correction.windows import read_ecg_table, read_timing_table
+    from scanai.artifact_correction.tables import read_ecg_table, read_timing_table
     from scanai.io.sequence_file import write_sequence
     from scanai.io.sitk_image import read_image, write_image
     from scanai.motion.export import write_table

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.artifact_correction import windows as win
-from scanai.artifact_correction.windows import PhaseWindow, RPeaks
+from scanai.artifact_correction.timing import PhaseWindow, RPeaks
 from scanai.core.errors import InputError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
@@ -83,7 +83,7 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
                   rr_s: float | None = None, timing: Sequence[PhaseWindow] | None = None) -> list[PhaseWindow]:
     """The acquisition window of every phase volume of ``sequence``.
 
-    timing: windows from a timing table (:func:`scanai.artifact_correction.windows.read_timing_table`), one per phase
+    timing: windows from a timing table (:func:`scanai.artifact_correction.tables.read_timing_table`), one per phase
     volume;
     otherwise the sequence index values ("%" phase or "s" window centre) with windows of ``window_s`` seconds.
     With ``r_peaks`` (or a regular ``rr_s``) the cycle and phase of every window are filled in.

@@ -189,7 +189,7 @@ def test_grappa_beats_zero_filling_on_real_multicoil_data(real):
 
 
 def test_the_fill_is_the_least_squares_fit_of_the_residuals_it_touches(phantom, rng):
-    from scanai.kspace.classical import _touched_by, fill_by_prediction, fit_kernel, predict_at
+    from scanai.kspace.prediction import _touched_by, fill_by_prediction, fit_kernel, predict_at
 
     plane = phantom.data[:, 0]
     kernel = fit_kernel(plane, np.ones(plane.shape[1:], dtype=bool))
@@ -220,7 +220,8 @@ def test_the_fill_is_the_least_squares_fit_of_the_residuals_it_touches(phantom, 
 
 
 def test_a_weak_spike_beside_a_strong_one_is_judged_jointly(phantom):
-    from scanai.kspace.classical import _SliceStatistic, fill_by_prediction
+    from scanai.kspace.prediction import fill_by_prediction
+    from scanai.kspace.statistic import _SliceStatistic
 
     plane = phantom.data[:, 0].copy()
     ky, kx = plane.shape[1:]
@@ -388,7 +389,7 @@ def test_psnr_and_ssim(rng):
 def test_local_background_is_periodic_like_the_prediction(rng):
     from scipy import ndimage
 
-    from scanai.kspace.classical import _FOOTPRINTS, _ring_medians, _ring_medians_near
+    from scanai.kspace.background import _FOOTPRINTS, _ring_medians, _ring_medians_near
 
     energy = rng.exponential(size=(40, 50)).astype(np.float32)
     expected = np.maximum.reduce([ndimage.median_filter(energy, footprint=f, mode="wrap") for f in _FOOTPRINTS])

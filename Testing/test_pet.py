@@ -9,7 +9,8 @@ from scipy.integrate import solve_ivp
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
-from scanai.pet.input_function import InputFunction, feng_input, feng_integral, read_numeric_csv
+from scanai.io.text_table import read_numeric_csv
+from scanai.pet.input_function import InputFunction, feng_input, feng_integral
 from scanai.pet.kinetics import patlak_ki, tissue_curves_2tcm, two_tissue_tacs
 from scanai.pet.patlak import patlak_fit, patlak_maps
 from scanai.pet.phantom import default_timing, pet_phantom

@@ -12,8 +12,9 @@ from scanai import cli as main_cli
 from scanai.core.image import Geometry, Volume
 from scanai.io.sitk_image import read_image, write_image
 from scanai.pet import cli as pet_cli
+from scanai.pet.dynamic import DynamicPet
 from scanai.pet.phantom import DEFAULT_REGIONS, pet_phantom
-from scanai.pet.study import DynamicPet, write_dynamic_pet
+from scanai.pet.study import write_dynamic_pet
 
 
 def oblique_geometry() -> Geometry:

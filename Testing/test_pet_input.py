@@ -7,6 +7,7 @@ import pytest
 
 from scanai.core.errors import GeometryError, InputError
 from scanai.core.image import Geometry, Volume, VolumeSequence
+from scanai.io.text_table import read_numeric_csv
 from scanai.pet.blood import (
     BloodCurves,
     fit_feng,
@@ -23,7 +24,6 @@ from scanai.pet.input_function import (
     check_frames_covered,
     feng_input,
     feng_integral,
-    read_numeric_csv,
 )
 from scanai.pet.timing import FrameTiming
 

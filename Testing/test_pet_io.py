@@ -14,8 +14,9 @@ from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.pet.bids import read_bids_sidecar, timing_from_sidecar, write_bids_sidecar
 from scanai.pet.dicom_pet import read_pet_dicom_series
+from scanai.pet.dynamic import DynamicPet
 from scanai.pet.input_function import InputFunction, feng_input
-from scanai.pet.study import DynamicPet, read_dynamic_pet, write_dynamic_pet
+from scanai.pet.study import read_dynamic_pet, write_dynamic_pet
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import (
     check_compatible_units,

@@ -11,8 +11,9 @@ from scipy.signal import fftconvolve
 from scanai.core.errors import GeometryError, InputError
 from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import Progress
-from scanai.pet.compartment import FrameConvolver
-from scanai.pet.input_function import InputFunction, read_numeric_csv
+from scanai.io.text_table import read_numeric_csv
+from scanai.pet.frame_convolution import FrameConvolver
+from scanai.pet.input_function import InputFunction
 from scanai.pet.kinetics import patlak_ki, two_tissue_tacs
 from scanai.pet.models import METHODS, PARAMETERS, UNITS, fit_tacs, kinetic_maps, model_tacs
 from scanai.pet.timing import FrameTiming
@@ -324,23 +325,23 @@ def test_pbr28_real_tacs_match_reference_fit(shared_data):
 def test_basis_search_branch_and_bound_matches_exhaustive(feng, timing):
     """The best-first (branch-and-bound) candidate search finds the same constrained optimum as checking every
     candidate (full model and its vB = 0 face), on noisy TACs where many unconstrained optima are invalid."""
-    from scanai.pet import compartment
+    from scanai.pet import basis_fit
 
     rng = np.random.default_rng(11)
     n = 150
     params = {"K1": rng.uniform(0.05, 0.3, n), "k2": rng.uniform(0.05, 0.4, n), "k3": rng.uniform(0.0, 0.15, n),
               "k4": rng.uniform(0.0, 0.03, n), "vB": rng.uniform(0.0, 0.03, n)}
     tacs = model_tacs("2tcm", params, timing, feng) * (1 + 0.15 * rng.standard_normal((n, len(timing))))
-    setup = compartment.prepare_basis("2tcm", feng, timing, np.ones(len(timing)), feng.mean_over_frames(timing), None)
+    setup = basis_fit.prepare_basis("2tcm", feng, timing, np.ones(len(timing)), feng.mean_over_frames(timing), None)
     size = setup.grid.size
     pairs = np.asarray([(setup.none, j) for j in range(1, size + 1)]
                        + [(i, j) for i in range(size + 1) for j in range(i + 1, size + 1)]).T
     tables = setup.full.tissue
     args = (pairs[0], pairs[1], tables.m[pairs[0], pairs[1]], tables.ninv[pairs[0], pairs[1]],
             np.where(tables.bad[pairs[0], pairs[1]], -np.inf, 0.0))
-    data = compartment._project(setup.full, tacs * setup.sqrt_w)
-    fast = compartment._search(setup.full, data, *args)
-    exhaustive = compartment._search(setup.full, data, *args, rounds=0)
+    data = basis_fit._project(setup.full, tacs * setup.sqrt_w)
+    fast = basis_fit._search(setup.full, data, *args)
+    exhaustive = basis_fit._search(setup.full, data, *args, rounds=0)
     assert np.all(np.isfinite(fast[0]))
     np.testing.assert_allclose(fast[0], exhaustive[0], rtol=1e-12)
     np.testing.assert_array_equal(fast[3], exhaustive[3])

@@ -389,7 +389,8 @@ def job_pet(scene, data: pathlib.Path | None) -> Shot:
 
 def job_kspace(scene, data: pathlib.Path | None) -> Shot:
     """KSpaceCalibration: spikes detected over the log k-space, the image before and after correction."""
-    from scanai.kspace.io import KSpaceData, read_kspace, write_kspace_npz
+    from scanai.kspace.data import KSpaceData
+    from scanai.kspace.io import read_kspace, write_kspace_npz
     from scanai.kspace.simulate import inject_spikes
 
     module = slicer_harness.load_module("KSpaceCalibration")

@@ -43,15 +43,14 @@ from pathlib import Path
 import numpy as np
 
 from scanai.chest.detection import Detections
-from scanai.chest.metrics import (
-    THRESHOLD_PROFILES,
-    Thresholds,
+from scanai.chest.measurements import (
     foreign_object_confidence,
     foreign_objects_inside_lung,
     lung_margins,
     scapula_ratios,
     spine_offset,
 )
+from scanai.chest.thresholds import THRESHOLD_PROFILES, Thresholds
 from scanai.core.errors import InputError, ScanAIError
 from scanai.core.progress import Progress
 

@@ -53,8 +53,8 @@ TRAILING_COLUMNS = ("backend", "warnings", "error")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai chest`` (see the module docstring)."""
-    from scanai.chest.metrics import THRESHOLD_PROFILES
     from scanai.chest.pipeline import BACKENDS
+    from scanai.chest.thresholds import THRESHOLD_PROFILES
 
     parser.add_argument("input", type=Path,
                         help="chest radiograph (DICOM, PNG, JPEG, TIFF) or a folder of them")
@@ -132,8 +132,8 @@ def load_thresholds(profile: str | None = None, thresholds_json: str | None = No
     """(Thresholds or None, overrides): the named profile (None = per image from the header) and the values of a
     JSON file or inline JSON text (``{"name": value}`` or ``{"thresholds": {...}}``). InputError for an unknown
     profile, unreadable JSON or unknown threshold names."""
-    from scanai.chest.metrics import THRESHOLD_PROFILES, thresholds_for
     from scanai.chest.pipeline import apply_overrides
+    from scanai.chest.thresholds import THRESHOLD_PROFILES, thresholds_for
 
     thresholds = None
     if profile is not None:

@@ -40,18 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from scanai.chest.assessment import NOT_ASSESSABLE, Assessment, not_assessable
 from scanai.chest.detection import ABNORMAL, EXPERIMENTAL, Box, Detections, Detector, check_radiograph_array
 from scanai.chest.io import Radiograph, read_radiograph
-from scanai.chest.metrics import (
-    NOT_ASSESSABLE,
-    Assessment,
-    Thresholds,
-    age_in_years,
-    assess,
-    not_assessable,
-    spine_centreline,
-    thresholds_for,
-)
+from scanai.chest.measurements import spine_centreline
+from scanai.chest.metrics import assess
+from scanai.chest.thresholds import Thresholds, age_in_years, thresholds_for
 from scanai.core.errors import InputError, ModelError
 from scanai.core.image import Geometry
 from scanai.core.progress import Progress

@@ -6,7 +6,8 @@ images ``(slices, ny, nx)`` as :class:`scanai.core.image.Volume`. Importing this
 h5py, scipy.io and matplotlib are imported only when used.
 """
 
-from scanai.kspace.io import KSpaceData, as_kspace_array, read_kspace, write_kspace_npz
+from scanai.kspace.data import KSpaceData, as_kspace_array
+from scanai.kspace.io import read_kspace, write_kspace_npz
 from scanai.kspace.phantom import PhantomCase, coil_sensitivities, make_phantom, shepp_logan
 from scanai.kspace.readers.bart import read_cfl, write_cfl
 from scanai.kspace.recon import (

@@ -19,7 +19,8 @@ from scanai.core.image import Volume
 from scanai.core.progress import Progress, tqdm_progress
 from scanai.io.sitk_image import write_image
 from scanai.kspace.correct import DEFAULT_METHOD, METHODS
-from scanai.kspace.io import KSpaceData, read_kspace
+from scanai.kspace.data import KSpaceData
+from scanai.kspace.io import read_kspace
 from scanai.kspace.metrics import point_metrics, psnr, ssim
 from scanai.kspace.phantom import make_phantom
 from scanai.kspace.pipeline import DEFAULT_SENSITIVITY, DETECTORS, TABLE_COLUMNS, CalibrationResult

@@ -9,9 +9,9 @@ never-acquired (all-zero) samples stay zero and the DC sample is never modified.
 - ``"neighbours"``: per coil, the complex mean of the acquired, unflagged 8-neighbours.
 - ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a 3 x 3 cross-coil kernel
   fitted per slice by regularised least squares on the unflagged samples
-  (:func:`scanai.kspace.classical.fit_kernel`) predicts every coil's flagged sample from its neighbours in all
+  (:func:`scanai.kspace.prediction.fit_kernel`) predicts every coil's flagged sample from its neighbours in all
   coils; the flagged samples take the values most consistent, in the least-squares sense, with the prediction
-  residuals of themselves and their neighbours (:func:`scanai.kspace.classical.fill_by_prediction`), adjacent
+  residuals of themselves and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`), adjacent
   ones jointly.
   Measured on the shared scanner files with simulated spikes it gives the highest image PSNR (see the README).
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress
-from scanai.kspace.classical import acquired_mask, fill_in_place, fit_kernel
+from scanai.kspace.prediction import acquired_mask, fill_in_place, fit_kernel
 
 METHODS = ("grappa", "zero", "conjugate", "neighbours")
 DEFAULT_METHOD = "grappa"

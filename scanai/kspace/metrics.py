@@ -121,7 +121,7 @@ def ideal_sensitivity(kspace: np.ndarray, amplitude_range: tuple[float, float], 
     """
     from scipy.stats import chi2, ncx2
 
-    from scanai.kspace.classical import acquired_mask, fit_kernel, predict
+    from scanai.kspace.prediction import acquired_mask, fit_kernel, predict
 
     data = np.asarray(kspace)
     coils = data.shape[0]

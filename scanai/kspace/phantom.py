@@ -14,7 +14,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.image import Volume
-from scanai.kspace.io import KSpaceData
+from scanai.kspace.data import KSpaceData
 from scanai.kspace.recon import remove_readout_oversampling, to_kspace
 
 # Modified Shepp-Logan head (higher-contrast variant): intensity, semi-axes (a along x, b along y),

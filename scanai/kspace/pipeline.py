@@ -22,7 +22,7 @@ from scanai.core.image import Volume
 from scanai.core.progress import Progress
 from scanai.kspace.classical import centre_distance, detect_plane, localise
 from scanai.kspace.correct import DEFAULT_METHOD, correct
-from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
 from scanai.kspace.recon import reconstruct
 

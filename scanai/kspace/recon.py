@@ -15,7 +15,7 @@ import numpy as np
 from scanai.core.errors import InputError
 from scanai.core.image import Geometry, Volume
 from scanai.core.progress import Progress
-from scanai.kspace.io import KSpaceData
+from scanai.kspace.data import KSpaceData
 
 _AXES = (-2, -1)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.kspace.io import as_kspace_array
+from scanai.kspace.data import as_kspace_array
 
 KINDS = ("isolated", "near_centre", "cluster", "smear")
 

@@ -14,6 +14,7 @@ from scanai.pet.blood import (
     read_blood_table,
     scaled_population_input,
 )
+from scanai.pet.dynamic import DynamicPet
 from scanai.pet.input_function import (
     FENG_FDG_PARAMS,
     InputFunction,
@@ -27,7 +28,7 @@ from scanai.pet.models import METHODS, PARAMETERS, UNITS, KineticMaps, TacFit, f
 from scanai.pet.network import NetworkMaps, load_network, predict_parametric
 from scanai.pet.patlak import PatlakMaps, PatlakResult, patlak_fit, patlak_maps
 from scanai.pet.phantom import PetPhantom, pet_phantom
-from scanai.pet.study import DynamicPet, read_dynamic_pet, write_dynamic_pet
+from scanai.pet.study import read_dynamic_pet, write_dynamic_pet
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import (
     HALF_LIVES_S,

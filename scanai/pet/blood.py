@@ -24,6 +24,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.image import Volume, VolumeSequence, mask_on_grid
+from scanai.io.text_table import read_numeric_csv
 from scanai.pet.input_function import (
     FENG_FDG_PARAMS,
     InputFunction,
@@ -31,7 +32,6 @@ from scanai.pet.input_function import (
     curve_from_columns,
     feng_input,
     feng_integral,
-    read_numeric_csv,
 )
 from scanai.pet.timing import FrameTiming
 

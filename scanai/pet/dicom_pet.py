@@ -1,4 +1,4 @@
-"""DICOM PET series (one file per slice, static or dynamic) -> :class:`~scanai.pet.study.DynamicPet`.
+"""DICOM PET series (one file per slice, static or dynamic) -> :class:`~scanai.pet.dynamic.DynamicPet`.
 
 **Frames.** Slices (Modality PT) are grouped into frames by, in this order: ImageIndex (0054,1330) with
 NumberOfSlices (0054,0081) (frame = (ImageIndex - 1) // NumberOfSlices, as DICOM defines for DYNAMIC series);
@@ -45,7 +45,7 @@ from scanai.core.errors import FileFormatError, GeometryError, InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.io.cine import _geometry_of, _normal_of, _pixels_of
-from scanai.pet.study import DynamicPet, settle_decay_reference
+from scanai.pet.dynamic import DynamicPet, settle_decay_reference
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import HALF_LIVES_S, decay_weighted_offset_s, normalise_unit, radionuclide_key
 

@@ -11,7 +11,6 @@ Integrals of activity are returned in activity·min, because kinetic rate consta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.io.text_table import read_text_table
+from scanai.io.text_table import read_numeric_csv
 from scanai.pet.timing import FrameTiming
 
 #: Column names (lower case) taken as time in seconds, best first.
@@ -363,36 +362,3 @@ def check_frames_covered(input_function: InputFunction, timing: FrameTiming, *, 
                              "Provide blood samples (or an image-derived curve) from the injection on, or use a "
                              "population input function scaled to the late samples.")
 
-
-def read_numeric_csv(path: str | Path, where: Mapping[str, str] | None = None,
-                     what: str = "table") -> dict[str, np.ndarray]:
-    """Numeric columns of a CSV file with a header row, as ``{name: (rows,) float array}``.
-
-    Columns with any non-numeric cell other than an empty one are dropped (empty cells become NaN, which the
-    consumer reports). ``where`` filters rows on exact text matches first.
-    """
-    name_of_file = Path(path).name
-    header, cells = read_text_table(path, what)
-    rows = [{name: (row[i] if i < len(row) else None) for i, name in enumerate(header)} for row in cells]
-    if where:
-        missing = [key for key in where if key not in rows[0]]
-        if missing:
-            raise InputError(f"The {what} file {name_of_file} has no column {', '.join(missing)} to select rows by.")
-        rows = [row for row in rows if all((row.get(k) or "").strip() == v for k, v in where.items())]
-        if not rows:
-            raise InputError(f"No row of {name_of_file} matches {dict(where)}.", "Check the scan name.")
-    columns: dict[str, np.ndarray] = {}
-    for name in rows[0]:
-        if name is None:
-            continue
-        values = []
-        for row in rows:
-            cell = (row.get(name) or "").strip()
-            try:
-                values.append(float(cell) if cell else math.nan)
-            except ValueError:
-                break
-        else:
-            if not all(math.isnan(v) for v in values):
-                columns[name.strip()] = np.asarray(values, dtype=float)
-    return columns

@@ -57,7 +57,7 @@ def load_tac_table(path: str | Path, where: dict[str, str] | None = None) -> Reg
     ``duration_s``, one numeric column per region; other timing columns (``Times``, ``Weights``) are ignored and
     zero-length placeholder frames are dropped. ``where`` selects one scan, e.g. ``{"PET": "cgyu_1"}``.
     """
-    from scanai.pet.input_function import read_numeric_csv
+    from scanai.io.text_table import read_numeric_csv
 
     columns = {name.lower(): (name, values) for name, values in read_numeric_csv(path, where=where,
                                                                                  what="TAC table").items()}

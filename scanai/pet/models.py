@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.core.image import Volume, VolumeSequence, mask_on_grid
+from scanai.core.image import Volume, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.pet import compartment, patlak
 from scanai.pet.input_function import InputFunction
@@ -396,12 +396,7 @@ def kinetic_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: 
     """
     progress = Progress.ensure(progress)
     method = _check_method(method)
-    frames = sequence.frames
-    if frames.shape[0] != len(timing):
-        raise InputError(f"The image has {frames.shape[0]} frames but the frame timing lists {len(timing)} frames.",
-                         "Give exactly one start time and duration per image frame, in the same order.")
-    spatial = frames.shape[1:]
-    inside = mask_on_grid(mask, spatial, sequence.geometry)
+    frames, spatial, inside = patlak.frames_inside(sequence, timing, mask)
     flat = frames.reshape(frames.shape[0], -1)
     everything = bool(inside.all())
     voxels = None if everything else np.flatnonzero(inside.reshape(-1))

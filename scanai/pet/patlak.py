@@ -198,6 +198,18 @@ class PatlakMaps:
         return self.ki.array
 
 
+def frames_inside(sequence: VolumeSequence, timing: FrameTiming, mask: Volume | np.ndarray | None
+                  ) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+    """(frames (T, k, j, i), spatial shape, inside mask (k, j, i) bool) of a dynamic PET whose T frames must match
+    ``timing``; InputError otherwise. The frames are the sequence's own array (not copied)."""
+    frames = sequence.frames
+    if frames.shape[0] != len(timing):
+        raise InputError(f"The image has {frames.shape[0]} frames but the frame timing lists {len(timing)} frames.",
+                         "Give exactly one start time and duration per image frame, in the same order.")
+    spatial = frames.shape[1:]
+    return frames, spatial, mask_on_grid(mask, spatial, sequence.geometry)
+
+
 def patlak_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: InputFunction,
                 t_star_min: float = DEFAULT_T_STAR_MIN, mask: Volume | np.ndarray | None = None,
                 weights: Sequence[float] | np.ndarray | str | None = None,
@@ -209,12 +221,7 @@ def patlak_maps(sequence: VolumeSequence, timing: FrameTiming, input_function: I
     sequence's geometry exactly. The input is not modified.
     """
     progress = Progress.ensure(progress)
-    frames = sequence.frames
-    if frames.shape[0] != len(timing):
-        raise InputError(f"The image has {frames.shape[0]} frames but the frame timing lists {len(timing)} frames.",
-                         "Give exactly one start time and duration per image frame, in the same order.")
-    spatial = frames.shape[1:]
-    inside = mask_on_grid(mask, spatial, sequence.geometry)
+    frames, spatial, inside = frames_inside(sequence, timing, mask)
     axes = patlak_axes(timing, input_function, t_star_min, weights)
     progress(0.0, "Checking the frames")
     nan_frames = [t for t in range(frames.shape[0]) if not np.all(np.isfinite(frames[t][inside]))]

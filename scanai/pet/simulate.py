@@ -234,12 +234,20 @@ def _code(name: str) -> int:
     return REGION_NAMES.index(name)
 
 
-def _torso(size: int, rng: np.random.Generator) -> np.ndarray:
+def _outline(size: int, rng: np.random.Generator, a_range: tuple[float, float], b_range: tuple[float, float],
+             tilt: float) -> tuple[np.ndarray, np.ndarray, float, float, float, float, float]:
+    """(j, i grids, centre row, centre column, semi-axes a and b in px, angle in rad) of a body outline: the centre
+    within 3 px of the image centre, the semi-axes drawn as fractions of ``size`` from the ranges, the angle within
+    +- ``tilt`` (drawn in that order from ``rng``)."""
     j, i = _grid(size)
     c = (size - 1) / 2.0
     cj, ci = c + rng.uniform(-3, 3), c + rng.uniform(-3, 3)
-    a, b = rng.uniform(0.36, 0.46) * size, rng.uniform(0.25, 0.33) * size
-    angle = rng.uniform(-0.15, 0.15)
+    a, b = rng.uniform(*a_range) * size, rng.uniform(*b_range) * size
+    return j, i, cj, ci, a, b, rng.uniform(-tilt, tilt)
+
+
+def _torso(size: int, rng: np.random.Generator) -> np.ndarray:
+    j, i, cj, ci, a, b, angle = _outline(size, rng, (0.36, 0.46), (0.25, 0.33), 0.15)
     region = np.zeros((size, size), dtype=np.int16)
     region[_ellipse(j, i, cj, ci, a, b, angle)] = _code("background")
     region[_ellipse(j, i, cj, ci, a - rng.uniform(2, 4), b - rng.uniform(2, 4), angle)] = _code("soft tissue")
@@ -271,11 +279,7 @@ def _torso(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _head(size: int, rng: np.random.Generator) -> np.ndarray:
-    j, i = _grid(size)
-    c = (size - 1) / 2.0
-    cj, ci = c + rng.uniform(-3, 3), c + rng.uniform(-3, 3)
-    a, b = rng.uniform(0.28, 0.36) * size, rng.uniform(0.34, 0.42) * size
-    angle = rng.uniform(-0.2, 0.2)
+    j, i, cj, ci, a, b, angle = _outline(size, rng, (0.28, 0.36), (0.34, 0.42), 0.2)
     region = np.zeros((size, size), dtype=np.int16)
     region[_ellipse(j, i, cj, ci, a, b, angle)] = _code("soft tissue")
     skull = rng.uniform(2, 3.5)

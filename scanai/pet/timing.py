@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import InputError
+from scanai.io.text_table import read_numeric_csv
 
 #: Two frames may overlap by this much (s) before it is an error: rounding in DICOM/CSV frame times.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -193,8 +194,6 @@ class FrameTiming:
     @classmethod
     def read_csv(cls, path: str | Path) -> FrameTiming:
         """Read a frame table (CSV, header row; see :meth:`from_columns`)."""
-        from scanai.pet.input_function import read_numeric_csv
-
         return cls.from_columns(read_numeric_csv(path, what="frame timing"))
 
     def to_csv(self, path: str | Path) -> Path:

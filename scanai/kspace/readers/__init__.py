@@ -1,4 +1,4 @@
-"""Readers of raw k-space files into :class:`scanai.kspace.io.KSpaceData`; use :func:`scanai.kspace.read_kspace`.
+"""Readers of raw k-space files into :class:`scanai.kspace.data.KSpaceData`; use :func:`scanai.kspace.read_kspace`.
 
 One module per format: ``twix`` (Siemens ``.dat``), ``mrd`` (ISMRMRD/MRD HDF5), ``fastmri`` (fastMRI HDF5),
 ``hdf5`` (tells those two apart), ``bart`` (``.cfl`` + ``.hdr``, with :func:`write_cfl`), ``arrays`` (``.npy``,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.errors import FileFormatError
-from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.data import KSpaceData, as_kspace_array
 
 _NPZ_EXTRAS = ("readout_oversampling", "spacing_mm", "frames", "noise", "noise_covariance", "slices_are_kz",
                "prewhitened")

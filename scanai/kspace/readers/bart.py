@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
-from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.readers.lines import split_frames
 
 READ, PHASE1, PHASE2, COIL, MAPS, TE, TIME, SLICE = 0, 1, 2, 3, 4, 5, 10, 13

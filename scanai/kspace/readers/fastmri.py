@@ -15,7 +15,7 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress
-from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.readers.mrd import MrdHeader, header_spacing, parse_mrd_header, read_text
 
 _ATTRIBUTES = ("acquisition", "max", "norm")

@@ -7,7 +7,7 @@ from typing import Any
 
 from scanai.core.errors import FileFormatError, ScanAIError
 from scanai.core.progress import Progress
-from scanai.kspace.io import KSpaceData
+from scanai.kspace.data import KSpaceData
 from scanai.kspace.readers.fastmri import read_fastmri
 from scanai.kspace.readers.mrd import read_mrd, read_text
 

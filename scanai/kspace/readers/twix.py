@@ -18,7 +18,7 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.progress import Progress
-from scanai.kspace.io import KSpaceData, as_kspace_array
+from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.readers.lines import (
     Grid,
     LineTable,

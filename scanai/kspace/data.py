@@ -1,0 +1,159 @@
+"""The k-space container :class:`KSpaceData` and the checks of raw k-space arrays (layout: :mod:`scanai.kspace.io`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scanai.core.errors import InputError
+
+FRAME_AXES = ("repetition", "contrast")
+
+_REAL_VALUED_PROBLEM = (
+    "The k-space file holds real numbers, not complex k-space: the phase of the signal is missing, so no image "
+    "can be reconstructed and spikes cannot be located from it."
+)
+_REAL_VALUED_ACTION = (
+    "Export complex raw data (real and imaginary parts) from the scanner or your reconstruction pipeline; if "
+    "you stored the two parts separately, combine them as real + 1j * imaginary before saving."
+)
+
+
+@dataclass(frozen=True)
+class KSpaceData:
+    """Multi-coil Cartesian k-space with what is needed to reconstruct it.
+
+    data:                 complex64, shape (coils, slices, ky, kx) (see :attr:`axes`), centred (DC at
+                          (ky // 2, kx // 2)); kx includes readout oversampling. With several repetitions or
+                          contrasts: the first of each.
+    readout_oversampling: integer factor by which the readout (kx) was oversampled: the image is
+                          ``kx / readout_oversampling`` pixels wide after cropping (2 on Siemens scanners, 1 when
+                          the file holds no oversampling).
+    spacing_mm:           pixel spacing of the reconstructed image *after* oversampling removal, in mm, in
+                          Volume (i, j, k) order = (readout, phase encoding, slice).
+    spacing_from_header:  True when ``spacing_mm`` is known (from the file's header, from an ``.npz`` written by
+                          :func:`write_kspace_npz`, or set by a generator); False when it is the 1 mm fallback.
+    slices_are_kz:        True when axis 1 is a 3-D partition (kz) encoding rather than separate 2-D slices;
+                          reconstruction then also inverse-Fourier-transforms along it.
+    source:               file name (or a description for generated data).
+    metadata:             free-form facts about the file (protocol, counters, notes), JSON-friendly. Readers set
+                          ``format``, ``axes``, ``noise_scans`` (number of noise-only readouts found, 0 when none)
+                          and ``prewhitened`` (whether ``data`` was pre-whitened).
+    frames:               None, or complex64 (repetitions, contrasts, coils, slices, ky, kx) when the file holds
+                          more than one repetition or contrast (echo); ``frames[0, 0]`` equals ``data``.
+    noise_covariance:     None, or the coil noise covariance (coils, coils), complex128 Hermitian, estimated from
+                          the file's noise-only samples, in the units of the data *as stored* (it is kept
+                          unchanged by pre-whitening, after which the noise covariance of ``data`` is the
+                          identity and ``metadata["prewhitened"]`` is True).
+    """
+
+    data: np.ndarray
+    readout_oversampling: int = 1
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    spacing_from_header: bool = False
+    slices_are_kz: bool = False
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    frames: np.ndarray | None = None
+    noise_covariance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data)
+        if data.ndim != 4 or not np.iscomplexobj(data):
+            raise InputError(f"KSpaceData needs a complex array of shape (coils, slices, ky, kx), got "
+                             f"{data.dtype} with shape {data.shape}.", "Use as_kspace_array() to convert it.")
+        if data.dtype != np.complex64:
+            data = data.astype(np.complex64)
+        factor = int(self.readout_oversampling)
+        if factor != self.readout_oversampling or factor < 1 or data.shape[-1] % factor:
+            raise InputError(f"The readout oversampling factor must be a whole number >= 1 that divides the "
+                             f"{data.shape[-1]} readout samples, got {self.readout_oversampling}.")
+        spacing = tuple(float(s) for s in self.spacing_mm)
+        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise InputError(f"The pixel spacing must be three positive numbers in mm, got {self.spacing_mm}.")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "readout_oversampling", factor)
+        object.__setattr__(self, "spacing_mm", spacing)
+        object.__setattr__(self, "frames", _checked_frames(self.frames, data.shape))
+        object.__setattr__(self, "noise_covariance", _checked_covariance(self.noise_covariance, data.shape[0]))
+
+    @property
+    def n_coils(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def axes(self) -> tuple[str, str, str, str]:
+        """Names of the four axes of ``data``: ("coil", "slice" or "kz", "ky", "kx")."""
+        return ("coil", "kz" if self.slices_are_kz else "slice", "ky", "kx")
+
+    @property
+    def frame_axes(self) -> tuple[str, ...]:
+        """Names of the six axes of ``frames``: ("repetition", "contrast") + :attr:`axes`."""
+        return FRAME_AXES + self.axes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(slices, ny, nx) of the reconstructed image after readout-oversampling removal."""
+        _, slices, ky, kx = self.data.shape
+        return slices, ky, kx // self.readout_oversampling
+
+
+def _checked_frames(frames: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if frames is None:
+        return None
+    frames = np.asarray(frames)
+    if frames.ndim != 6 or frames.shape[2:] != tuple(shape) or not np.iscomplexobj(frames):
+        raise InputError(f"KSpaceData.frames must be complex (repetitions, contrasts) + {tuple(shape)}, got "
+                         f"{frames.dtype} with shape {frames.shape}.")
+    return frames.astype(np.complex64, copy=False)
+
+
+def _checked_covariance(covariance: np.ndarray | None, n_coils: int) -> np.ndarray | None:
+    if covariance is None:
+        return None
+    covariance = np.asarray(covariance, dtype=np.complex128)
+    if covariance.shape != (n_coils, n_coils) or not np.isfinite(covariance).all():
+        raise InputError(f"The noise covariance must be a finite ({n_coils}, {n_coils}) matrix (one row and column "
+                         f"per coil), got shape {covariance.shape}.")
+    return covariance
+
+
+def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
+    """Check a k-space array and return a complex64 copy of shape (coils, slices, ky, kx).
+
+    ``array`` may be (ky, kx), (coils, ky, kx) or (coils, slices, ky, kx); a 3-D array is read as coils first.
+    Raises :class:`InputError` for empty, real-valued, non-numeric, wrongly shaped, all-zero or non-finite data.
+    The input is never modified.
+    """
+    array = np.asarray(array)
+    if array.size == 0:
+        raise InputError(f"{what} is empty (shape {array.shape}).", "Check that the file was exported completely.")
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"{what} does not hold numbers (type {array.dtype}).", _REAL_VALUED_ACTION)
+    if not np.iscomplexobj(array):
+        raise InputError(f"{_REAL_VALUED_PROBLEM} ({what}: {array.dtype}, shape {array.shape}).",
+                         _REAL_VALUED_ACTION)
+    if array.ndim not in (2, 3, 4):
+        raise InputError(f"{what} has {array.ndim} dimensions (shape {array.shape}); k-space must be (ky, kx), "
+                         "(coils, ky, kx) or (coils, slices, ky, kx).",
+                         "Reshape or select the data so that it has one of these layouts.")
+    if min(array.shape[-2:]) < 2:
+        raise InputError(f"{what} has shape {array.shape}: at least 2 phase-encoding lines and 2 readout samples "
+                         "are needed.", "Check the array layout: the last two axes must be (ky, kx).")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        raise InputError(f"{what} holds {bad} NaN or infinite sample(s) out of {array.size}; the raw data are "
+                         "damaged.", "Re-export the raw data from the scanner, or repair the file.")
+    if not np.any(array):
+        raise InputError(f"{what} holds only zeros: nothing was acquired.", "Check that the right file was exported.")
+    out = np.array(array, dtype=np.complex64, copy=True)
+    while out.ndim < 4:
+        out = out[np.newaxis] if out.ndim == 2 else out[:, np.newaxis]
+    return out

@@ -1,0 +1,132 @@
+"""Peeling: the classical detector's decision levels and its round-by-round flagging of the largest residuals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.errors import InputError
+from scanai.kspace.prediction import _OFFSETS
+from scanai.kspace.statistic import _SliceStatistic
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision levels of the detector, as significances ``-log10 p`` under the patch's noise-only model.
+
+    strict:        level a sample must exceed in a slice that shows no sure spike (clean-looking data).
+    relaxed:       level used once the slice holds at least one sure spike (the patent's soft gate, L468-L470,
+                   the other way round: a clean-looking slice gets the raised level, a corrupted one the normal).
+    sure:          a sample above this level makes the slice "corrupted".
+    log_ratio:     minimum log contrast ``log(E / B)`` of any flagged sample.
+    centre_factor: the levels are multiplied by this in the centre zone and on the outermost k-space rows and
+                   columns (patent cl. 8-9: a higher threshold where the data are easily misjudged).
+    ring_factor, ring_log_ratio: the much higher level and minimum contrast (100x the local residual level) in the
+                   ring between the untouchable core (1.5 samples around DC and the k-space peak) and
+                   ``centre_radius``: only a spike that towers over the central signal is flagged there.
+    """
+
+    strict: float
+    relaxed: float
+    sure: float
+    log_ratio: float = float(np.log(2.0))
+    centre_factor: float = 2.0
+    ring_factor: float = 4.0
+    ring_log_ratio: float = float(np.log(100.0))
+
+    @classmethod
+    def from_sensitivity(cls, sensitivity: float, relaxed: bool = False) -> Thresholds:
+        """Thresholds for a ``sensitivity`` in (0, 1] (0.5 = the tuned default; higher finds weaker spikes but
+        risks false detections on clean data). ``relaxed``: the levels for patches a classifier already flagged
+        (the relaxed level everywhere)."""
+        if not (np.isfinite(sensitivity) and 0.0 < sensitivity <= 1.0):
+            raise InputError(f"The detection sensitivity must be a number in (0, 1], got {sensitivity}.",
+                             "Use 0.5 (the default) and raise it towards 1 only to find weaker spikes.")
+        strict = 13.0 - 8.0 * float(sensitivity)
+        relaxed_level = strict - 3.5
+        if relaxed:
+            return cls(relaxed_level, relaxed_level, relaxed_level)
+        return cls(strict, relaxed_level, strict + 3.0)
+
+
+def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(ky, kx) bool: the ``candidates`` whose energy is the largest of their 3 x 3 neighbourhood (edges repeated),
+    with the ``flagged`` samples counted as zero; only the candidates' neighbourhoods are read."""
+    ky, kx = energy.shape
+    ys, xs = np.nonzero(candidates)
+    values = np.where(flagged[ys, xs], 0.0, energy[ys, xs])
+    largest = values.copy()
+    for dy, dx in _OFFSETS:
+        yy, xx = np.clip(ys + dy, 0, ky - 1), np.clip(xs + dx, 0, kx - 1)
+        np.maximum(largest, np.where(flagged[yy, xx], 0.0, energy[yy, xx]), out=largest)
+    new = np.zeros(candidates.shape, dtype=bool)
+    keep = values >= largest
+    new[ys[keep], xs[keep]] = True
+    return new
+
+
+def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Thresholds, zone: np.ndarray,
+          ring: np.ndarray, max_rounds: int = 12) -> np.ndarray:
+    """Flag samples round by round (largest residual of its 3 x 3 neighbourhood first); returns (ky, kx) bool.
+
+    Then the neighbours of flagged samples are judged jointly with them (:func:`_flag_hidden_neighbours`), and
+    finally every flagged sample is judged with all the others replaced (:meth:`_SliceStatistic.explained`); those
+    that only looked abnormal because of their neighbours are unflagged.
+
+    The level is ``thresholds.relaxed`` when some allowed sample already exceeds ``thresholds.sure``, else
+    ``thresholds.strict``; both are multiplied by ``centre_factor`` inside ``zone`` and by ``ring_factor`` in
+    the ``ring`` around the centre, where the contrast must also exceed ``ring_log_ratio``.
+    """
+
+    factor = np.where(zone, thresholds.centre_factor, 1.0).astype(np.float32)
+    factor[ring] = thresholds.ring_factor
+    minimum = np.where(ring, thresholds.ring_log_ratio, thresholds.log_ratio).astype(np.float32)
+    corrupted = bool(np.any(allowed & ~zone & (statistic.z > thresholds.sure)))
+    level = (thresholds.relaxed if corrupted else thresholds.strict) * factor
+    flagged = np.zeros(allowed.shape, dtype=bool)
+    for attempt in range(2):
+        if attempt == 1:
+            if not flagged.any():
+                break
+            statistic.refresh(flagged)
+        for _ in range(max_rounds):
+            candidates = allowed & ~flagged & (statistic.z > level) & (statistic.log_ratio > minimum)
+            if not candidates.any():
+                break
+            new = _local_maxima(statistic.energy, flagged, candidates)
+            if not new.any():
+                break
+            flagged |= new
+            statistic.replace(flagged, new)
+    _flag_hidden_neighbours(statistic, flagged, allowed, level, minimum)  # once: repeated, it can feed on itself
+    for _ in range(3):
+        if not flagged.any():
+            break
+        score, log_ratio = statistic.explained(flagged)
+        ys, xs = np.nonzero(flagged)
+        weak = (score <= level[ys, xs]) | (log_ratio <= minimum[ys, xs])
+        if not weak.any():
+            break
+        flagged[ys[weak], xs[weak]] = False
+    return flagged
+
+
+def _flag_hidden_neighbours(statistic: _SliceStatistic, flagged: np.ndarray, allowed: np.ndarray,
+                            level: np.ndarray, minimum: np.ndarray) -> None:
+    """Flag (in place) the allowed samples next to flagged ones whose joint score (:meth:`_SliceStatistic.joint`)
+    passes ``level`` and ``minimum``: weak members of runs and clusters hidden by a strong neighbour's replacement.
+    """
+    from scipy.ndimage import binary_dilation
+
+    beside = allowed & ~flagged & binary_dilation(flagged, np.ones((3, 3), dtype=bool))
+    ys, xs = np.nonzero(beside)
+    if len(ys) == 0:
+        return
+    score, log_ratio = statistic.joint(flagged, ys, xs)
+    keep = (score > level[ys, xs]) & (log_ratio > minimum[ys, xs])
+    if keep.any():
+        new = np.zeros(flagged.shape, dtype=bool)
+        new[ys[keep], xs[keep]] = True
+        flagged |= new
+        statistic.replace(flagged, new)

@@ -63,7 +63,7 @@ def _closure_and_smoothness(model, frames: np.ndarray, truth_px: np.ndarray, mas
     error (mean |second time difference of estimate - truth|) and the end-point errors, in pixels, myocardium."""
     import torch
 
-    from scanai.motion.network import torch_compose
+    from scanai.motion.layers import compose
 
     video = normalise_video(frames)
     count = len(frames)
@@ -71,7 +71,7 @@ def _closure_and_smoothness(model, frames: np.ndarray, truth_px: np.ndarray, mas
     steps = torch.from_numpy(predict_pair_fields(model, video, closed, joint)).permute(0, 3, 1, 2)
     total = torch.zeros_like(steps[:1])
     for step in steps:
-        total = torch_compose(total, step[None])
+        total = compose(total, step[None])
     closure = np.linalg.norm(total[0].permute(1, 2, 0).numpy(), axis=-1)[mask].mean()
     pairs = make_pairs(count, 0, "reference")
     fields = _lagrangian_from_pairs(predict_pair_fields(model, video, pairs, joint), pairs, count, "reference")

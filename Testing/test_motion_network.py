@@ -39,7 +39,7 @@ def _video(frames: int = 6, size: int = 32) -> torch.Tensor:
 
 
 def test_untrained_network_is_the_identity_and_has_the_contract_shape():
-    from scanai.motion.network import torch_warp
+    from scanai.motion.layers import warp
 
     model = _random_network()
     video = _video()
@@ -49,7 +49,7 @@ def test_untrained_network_is_the_identity_and_has_the_contract_shape():
     assert fields.shape == (1, 5, 2, 32, 32)
     assert float(fields.abs().max()) == 0.0
     image = video[0, :2]
-    assert float((torch_warp(image, torch.zeros(2, 2, 32, 32)) - image).abs().max()) < 1e-5
+    assert float((warp(image, torch.zeros(2, 2, 32, 32)) - image).abs().max()) < 1e-5
 
 
 def _with_random_head(model):
@@ -74,7 +74,7 @@ def test_refinement_uses_other_pairs_and_the_ablation_does_not():
 
 
 def test_joint_velocities_around_a_closed_loop_sum_to_zero():
-    from scanai.motion.network import torch_compose
+    from scanai.motion.layers import compose
 
     model = _with_random_head(_random_network(diffeomorphic=False))  # the head's output is then the field itself
     video = _video()
@@ -87,7 +87,7 @@ def test_joint_velocities_around_a_closed_loop_sum_to_zero():
     def closure(fields: torch.Tensor) -> float:
         total = torch.zeros_like(fields[:1])
         for step in fields:
-            total = torch_compose(total, step[None])
+            total = compose(total, step[None])
         return float(total.abs().mean())
 
     with torch.inference_mode():
@@ -117,9 +117,8 @@ def test_the_encoder_is_shared_and_inference_is_deterministic():
 
 
 def test_scaling_and_squaring_keeps_a_smooth_field_invertible():
-    from scanai.motion.network import _torch_parts
+    from scanai.motion.layers import integrate
 
-    integrate = _torch_parts()["integrate"]
     y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     velocity = torch.stack([6 * torch.sin(x / 5), 6 * torch.cos(y / 5)])[None]  # large, would fold if added
     displacement = integrate(velocity, 7)[0]

@@ -114,7 +114,9 @@ def test_node_selectors_follow_the_scene(module):
 
 def test_import_scanai_is_light():
     """Slicer imports every module at start-up: scanai and its domains must not pull torch (or Slicer) in."""
-    code = ("import sys, scanai, scanai.core, scanai.cli, scanai.motion, scanai.pet, scanai.kspace, scanai.chest; "
+    code = ("import sys, scanai, scanai.core, scanai.cli, scanai.motion, scanai.pet, scanai.kspace, scanai.chest, "
+            "scanai.artifact_correction, scanai.nn, scanai.motion.network, scanai.pet.network, "
+            "scanai.kspace.network, scanai.chest.network, scanai.artifact_correction.network; "
             "heavy = [m for m in ('torch', 'slicer', 'vtk', 'qt') if m in sys.modules]; "
             "print(','.join(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

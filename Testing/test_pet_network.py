@@ -187,6 +187,25 @@ def test_shipped_card(shipped) -> None:
     assert card.extra["parameters"] == sum(p.numel() for p in model.parameters())
 
 
+def test_shipped_weights_load_through_the_key_map_and_new_names_round_trip(shipped) -> None:
+    """The shipped file keeps KiNet's old names (enc1..., dec2...); KEY_MAP loads it into the shared U-Net, and
+    a state dict saved under the U-Net's names (a retrained model) loads unchanged."""
+    import torch
+
+    from scanai.core.catalog import MODELS_DIR
+    from scanai.nn.blocks import map_state_dict_keys
+    from scanai.pet.layers import KEY_MAP
+    from scanai.pet.network import build_ki_network
+
+    model, card = shipped
+    saved = torch.load(MODELS_DIR / card.weights_file, map_location="cpu", weights_only=True)
+    assert {key.split(".")[0] for key in saved} == {"enc1", "enc2", "enc3", "dec2", "dec1", "head"}
+    assert list(map_state_dict_keys(saved, KEY_MAP)) == list(model.state_dict())
+    fresh = build_ki_network(card.architecture)
+    fresh.load_state_dict(model.state_dict())
+    assert all(torch.equal(fresh.state_dict()[key], value.cpu()) for key, value in model.state_dict().items())
+
+
 def test_output_shape_geometry_and_positivity(shipped, phantom) -> None:
     from scanai.pet.network import predict_parametric
 

@@ -9,7 +9,8 @@ N = 4, M = 1 the mean of the two inner phases, the centred output window of ¶70
 last convolution starts at zero, so an untrained network returns the baseline.
 
 Encoder levels of two 3x3 convolutions (InstanceNorm, LeakyReLU) with a residual shortcut, 2x2 max-pool down,
-2x2 transposed convolution up, skip connections. H and W are edge-padded to a multiple of 2^(levels-1) and cropped
+2x2 transposed convolution up, skip connections (the shared :class:`~scanai.nn.unet.UNet`; the torch modules are in
+:mod:`scanai.artifact_correction.layers`). H and W are edge-padded to a multiple of 2^(levels-1) and cropped
 back, so the output lies on the input grid exactly.
 
 The shipped weights (``scanai/models/motion_artifact_network.{pt,json}``) are trained by
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -113,78 +113,19 @@ def baseline_indices(n_inputs: int, n_outputs: int) -> list[tuple[int, ...]]:
     return [((gap - 1) // 2 + m, (gap + 1) // 2 + m) for m in range(n_outputs)]
 
 
-# ---------------------------------------------------------------------------------------------- torch parts
-@lru_cache(maxsize=1)
-def _torch_parts() -> dict[str, Any]:
-    """Define the torch modules on first use (torch is imported here, not at module import)."""
-    from scanai.core.device import import_torch
-
-    torch = import_torch()
-    nn = torch.nn
-
-    class ResidualBlock(nn.Module):
-        """2 x (3x3 conv -> InstanceNorm -> LeakyReLU) plus a (1x1 conv) shortcut."""
-
-        def __init__(self, cin: int, cout: int) -> None:
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.1),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True))
-            self.shortcut = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
-            self.activation = nn.LeakyReLU(0.1)
-
-        def forward(self, x):
-            return self.activation(self.body(x) + self.shortcut(x))
-
-    class ResidualUNet2D(nn.Module):
-        """[B, N + T, H, W] -> [B, M, H, W] = baseline (mean of inputs per :func:`baseline_indices`) + residual.
-
-        H and W must be multiples of 2^(len(widths) - 1) (see :func:`run_network` for padding)."""
-
-        def __init__(self, n_inputs: int, n_outputs: int, time_count: int, widths: Sequence[int]) -> None:
-            super().__init__()
-            self.n_inputs, self.n_outputs = n_inputs, n_outputs
-            self.groups = baseline_indices(n_inputs, n_outputs)
-            self.down = nn.ModuleList()
-            channels = n_inputs + time_count
-            for width in widths:
-                self.down.append(ResidualBlock(channels, width))
-                channels = width
-            self.up = nn.ModuleList()
-            self.merge = nn.ModuleList()
-            for width in reversed(list(widths)[:-1]):
-                self.up.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
-                self.merge.append(ResidualBlock(2 * width, width))
-                channels = width
-            self.head = nn.Conv2d(channels, n_outputs, 1)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
-        def baseline(self, x):
-            return torch.stack([x[:, list(group)].mean(dim=1) for group in self.groups], dim=1)
-
-        def forward(self, x):
-            baseline = self.baseline(x)
-            skips = []
-            for level, block in enumerate(self.down):
-                x = block(x if level == 0 else nn.functional.max_pool2d(x, 2))
-                skips.append(x)
-            for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1]), strict=True):
-                x = merge(torch.cat([up(x), skip], dim=1))
-            return baseline + self.head(x)
-
-    return {"torch": torch, "ResidualUNet2D": ResidualUNet2D}
-
-
 def build_artifact_network(config: dict[str, Any] | None = None):
-    """An untrained :class:`ResidualUNet2D` from a model card's ``architecture`` (see DEFAULT_ARCHITECTURE)."""
+    """An untrained :class:`~scanai.artifact_correction.layers.ResidualUNet2D` from a model card's ``architecture``
+    (see DEFAULT_ARCHITECTURE)."""
     spec = {**DEFAULT_ARCHITECTURE, **(config or {})}
     if spec["type"] != "ResidualUNet2D" or spec.get("baseline", "inner_mean") != "inner_mean":
         raise ModelError(f"Unknown motion-artifact network architecture '{spec['type']}'.",
                          "Reinstall the ScanAI extension.")
     n_inputs, n_outputs = int(spec["n_inputs"]), int(spec["n_outputs"])
     time_count = time_channel_count(n_inputs, str(spec["time_channels"]))
-    return _torch_parts()["ResidualUNet2D"](n_inputs, n_outputs, time_count, tuple(int(w) for w in spec["widths"]))
+    from scanai.artifact_correction.layers import ResidualUNet2D
+
+    return ResidualUNet2D(n_inputs + time_count, tuple(int(w) for w in spec["widths"]),
+                          baseline_indices(n_inputs, n_outputs))
 
 
 def size_multiple(config: dict[str, Any] | None = None) -> int:
@@ -199,7 +140,8 @@ def run_network(model, batch: np.ndarray, multiple: int):
     H and W are edge-padded to multiples of ``multiple`` and the output cropped back. Returns (B, M, H, W) float32
     in [0, 1] units (not clipped).
     """
-    torch = _torch_parts()["torch"]
+    from scanai.nn.backend import torch
+
     height, width = batch.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     padded = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge") if pad_h or pad_w else batch

@@ -12,7 +12,6 @@ The weights are trained by ``python -m scanai.chest.train`` (see :mod:`scanai.ch
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from scanai.chest.detection import (
     non_maximum_suppression,
     objects_from_probability,
 )
-from scanai.core.device import import_torch
 from scanai.core.progress import Progress
 
 MODEL_NAME = "chest_detector"
@@ -61,58 +59,20 @@ def network_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return np.clip(standard, -5.0, 5.0).astype(np.float32)
 
 
-@cache
-def _torch_parts() -> dict[str, Any]:
-    torch = import_torch()
-    nn = torch.nn
-
-    class ConvBlock(nn.Sequential):
-        def __init__(self, channels_in: int, channels_out: int) -> None:
-            super().__init__(
-                nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False), nn.BatchNorm2d(channels_out),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False), nn.BatchNorm2d(channels_out),
-                nn.ReLU(inplace=True))
-
-    class ChestUNet(nn.Module):
-        """(B, 1, H, W) normalised radiograph -> (B, len(OBJECTS), H, W) logits; H and W multiples of 16."""
-
-        def __init__(self, widths: tuple[int, ...] = WIDTHS, outputs: int = len(OBJECTS)) -> None:
-            super().__init__()
-            self.down = nn.ModuleList()
-            channels = 1
-            for width in widths:
-                self.down.append(ConvBlock(channels, width))
-                channels = width
-            self.up = nn.ModuleList()
-            self.merge = nn.ModuleList()
-            for width in reversed(widths[:-1]):
-                self.up.append(nn.ConvTranspose2d(channels, width, 2, stride=2))
-                self.merge.append(ConvBlock(2 * width, width))
-                channels = width
-            self.head = nn.Conv2d(channels, outputs, 1)
-
-        def forward(self, x):
-            skips = []
-            for level, block in enumerate(self.down):
-                x = block(x if level == 0 else torch.nn.functional.max_pool2d(x, 2))
-                skips.append(x)
-            for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1]), strict=True):
-                x = merge(torch.cat([up(x), skip], dim=1))
-            return self.head(x)
-
-    return {"torch": torch, "ChestUNet": ChestUNet}
-
-
 def build_chest_network(config: dict[str, Any] | None = None):
-    """A fresh (untrained) ChestUNet; ``config`` may give ``widths``."""
-    config = config or {}
-    return _torch_parts()["ChestUNet"](tuple(config.get("widths", WIDTHS)), len(OBJECTS))
+    """A fresh (untrained) :class:`~scanai.nn.unet.UNet`: (B, 1, H, W) normalised radiograph -> (B, len(OBJECTS),
+    H, W) logits, H and W multiples of 16; ``config`` may give ``widths`` (one double conv-BN-ReLU block per level,
+    2x2 transposed convolutions up, a 1x1 head)."""
+    from scanai.nn.blocks import double_conv
+    from scanai.nn.unet import UNet, unet_parts
+
+    return UNet(*unet_parts(1, tuple((config or {}).get("widths", WIDTHS)), len(OBJECTS), double_conv))
 
 
 def predict_probabilities(model, image: np.ndarray) -> np.ndarray:
     """(len(OBJECTS), rows, cols) float32 probabilities on the image grid for one (rows, cols) radiograph."""
-    torch = _torch_parts()["torch"]
+    from scanai.nn.backend import torch
+
     array = check_radiograph_array(image)
     device = next(model.parameters()).device
     with torch.no_grad():

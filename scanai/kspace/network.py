@@ -14,26 +14,21 @@ Each 32 x 32 patch of one (ky, kx) plane becomes three input channels (:func:`pa
 
 Samples that were never acquired (zero in every coil: partial Fourier, parallel imaging) get the neutral value 0 in
 every channel and are left out of the neighbourhood statistics. The patch position -- ``(ky_c / Nky - 0.5,
-kx_c / Nkx - 0.5, r)`` of the patch centre -- enters the fully connected head of :class:`PatchClassifier` (the
-"position encoding component added into the fully connected layer", claim 7a).
-
-torch is imported only inside the functions that need it, so importing this module stays cheap.
+kx_c / Nkx - 0.5, r)`` of the patch centre -- enters the fully connected head of
+:class:`~scanai.kspace.layers.PatchClassifier` (the "position encoding component added into the fully connected
+layer", claim 7a). That torch module is imported only when a network is built, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from scanai.core.catalog import MODELS_DIR, check_contract, load_shipped_model
 from scanai.core.errors import InputError, ModelError
 from scanai.kspace.patches import PatchGrid
-
-if TYPE_CHECKING:
-    import torch
 
 MODEL_NAME = "kspace_patch_classifier"
 N_CHANNELS = 3
@@ -183,66 +178,17 @@ def patch_thresholds(grid: PatchGrid, edge: float = EDGE_THRESHOLD, centre: floa
 
 
 def build_patch_classifier(architecture: dict[str, Any] | None = None):
-    """An untrained :class:`PatchClassifier` from a model card's ``architecture`` dict (see DEFAULT_ARCHITECTURE)."""
+    """An untrained :class:`~scanai.kspace.layers.PatchClassifier` from a model card's ``architecture`` dict (see
+    DEFAULT_ARCHITECTURE)."""
     spec = {**DEFAULT_ARCHITECTURE, **(architecture or {})}
     if spec.get("type", "PatchClassifier") != "PatchClassifier":
         raise ModelError(f"Unknown patch-classifier architecture '{spec['type']}'.", "Reinstall the ScanAI extension.")
-    return _patch_classifier_class()(in_channels=int(spec["in_channels"]), widths=tuple(spec["widths"]),
-                                     position_features=int(spec["position_features"]),
-                                     position_width=int(spec["position_width"]), hidden=int(spec["hidden"]),
-                                     patch_size=int(spec["patch_size"]))
+    from scanai.kspace.layers import PatchClassifier
 
-
-@lru_cache(maxsize=1)
-def _patch_classifier_class():
-    """Define :class:`PatchClassifier` on first use (torch is imported here, not at module import)."""
-    from scanai.core.device import import_torch
-
-    torch = import_torch()
-    nn = torch.nn
-
-    class PatchClassifier(nn.Module):
-        """Small CNN with position encoding in the fully connected head; one logit per patch.
-
-        Body: per width w, [conv3x3 - BN - ReLU] x 2 then 2 x 2 max-pool; then global average and global max
-        pooling (a spike is a point: the max keeps it, the average gives the context). Head: the pooled vector
-        concatenated with MLP(position) -> FC hidden -> ReLU -> FC 1.
-        forward(x (B, C, S, S) float32, pos (B, 3) float32) -> (B,) logits.
-        """
-
-        def __init__(self, in_channels: int = N_CHANNELS, widths: tuple[int, ...] = (16, 32, 64),
-                     position_features: int = N_POSITION_FEATURES, position_width: int = 16, hidden: int = 64,
-                     patch_size: int = 32) -> None:
-            super().__init__()
-            self.in_channels = in_channels
-            self.patch_size = patch_size
-            self.position_features = position_features
-            layers: list[nn.Module] = []
-            previous = in_channels
-            for width in widths:
-                for _ in range(2):
-                    layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                               nn.ReLU(inplace=True)]
-                    previous = width
-                layers.append(nn.MaxPool2d(2))
-            self.body = nn.Sequential(*layers)
-            self.position = nn.Sequential(nn.Linear(position_features, position_width), nn.ReLU(inplace=True))
-            self.head = nn.Sequential(nn.Linear(2 * previous + position_width, hidden), nn.ReLU(inplace=True),
-                                      nn.Linear(hidden, 1))
-
-        def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            features = self.body(x)
-            pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
-            return self.head(torch.cat([pooled, self.position(pos)], dim=1)).squeeze(1)
-
-    return PatchClassifier
-
-
-def __getattr__(name: str):
-    """``PatchClassifier`` is created lazily (module-level ``__getattr__``) so that torch loads only when used."""
-    if name == "PatchClassifier":
-        return _patch_classifier_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return PatchClassifier(in_channels=int(spec["in_channels"]), widths=tuple(spec["widths"]),
+                           position_features=int(spec["position_features"]),
+                           position_width=int(spec["position_width"]), hidden=int(spec["hidden"]),
+                           patch_size=int(spec["patch_size"]))
 
 
 def load_patch_classifier(device: str = "auto", models_dir: Path = MODELS_DIR):
@@ -252,7 +198,7 @@ def load_patch_classifier(device: str = "auto", models_dir: Path = MODELS_DIR):
 
 def predict_logits(model, features: np.ndarray, positions: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """(P,) float64 logits of ``model`` for features (P, C, S, S) and positions (P, 3), in eval mode, no grad."""
-    import torch
+    from scanai.nn.backend import torch
 
     device = next(model.parameters()).device
     out = []
@@ -270,8 +216,9 @@ def classify_patches(plane: np.ndarray, grid: PatchGrid, model=None, device: str
 
     plane: (coils, ky, kx) complex centred k-space of one slice. model: None loads the shipped
     ``kspace_patch_classifier`` (sha256-checked, cached) and checks its input contract (patch size, channels);
-    or a trained :class:`PatchClassifier`. Returns (P,) float64 in ``grid.anchors()`` order. Raises
-    :class:`ModelError` when the model does not fit the grid, :class:`InputError` for unusable k-space.
+    or a trained :class:`~scanai.kspace.layers.PatchClassifier`. Returns (P,) float64 in ``grid.anchors()``
+    order. Raises :class:`ModelError` when the model does not fit the grid, :class:`InputError` for unusable
+    k-space.
     """
     if model is None:
         model, card = load_patch_classifier(device)

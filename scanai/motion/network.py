@@ -1,6 +1,7 @@
 """The multi-pair motion network of US 2025/0259316 (joint estimation over all image pairs of a cine).
 
-Architecture (:class:`MultiPairMotionNet`, digest §3.2; all 2-D, a 3-D+t cine runs slice by slice):
+Architecture (:class:`~scanai.motion.layers.MultiPairMotionNet`, digest §3.2; all 2-D, a 3-D+t cine runs slice
+by slice):
 
 1. **Siamese encoder** (claim 5): one convolutional encoder, shared by every frame, gives features at four
    scales (1/2, 1/4, 1/8, 1/16 resolution). Each frame is encoded once.
@@ -28,7 +29,6 @@ channels (dy, dx) = (rows, columns): ``frame_b(x + u_k(x)) ≈ frame_a(x)``.
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from scanai.core.catalog import MODELS_DIR, load_shipped_model
 from scanai.core.errors import ModelError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
-from scanai.motion.pairs import Scheme, closes_cycle, make_pairs
+from scanai.motion.pairs import Scheme, make_pairs
 
 MODEL_NAME = "motion_network"
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
@@ -57,177 +57,15 @@ WORKING_SIZE = 128
 REFINE_STEPS = 30  # default instance-optimisation steps after the network (see refine_fields)
 
 
-# ---------------------------------------------------------------------------------------------- torch parts
-@lru_cache(maxsize=1)
-def _torch_parts() -> dict[str, Any]:
-    """Define the torch modules on first use (torch is imported here, not at module import)."""
-    from scanai.core.device import import_torch
-
-    torch = import_torch()
-    nn = torch.nn
-    functional = torch.nn.functional
-
-    def conv(cin: int, cout: int, stride: int = 1) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2))
-
-    def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return functional.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-    def warp(image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-        """image [N, C, H, W] sampled at x + u(x); displacement [N, 2, H, W] (dy, dx) in pixels; border values
-        outside the grid."""
-        height, width = image.shape[-2:]
-        rows = torch.arange(height, device=image.device, dtype=image.dtype).view(1, height, 1)
-        columns = torch.arange(width, device=image.device, dtype=image.dtype).view(1, 1, width)
-        y = (rows + displacement[:, 0]) * (2.0 / max(height - 1, 1)) - 1.0
-        x = (columns + displacement[:, 1]) * (2.0 / max(width - 1, 1)) - 1.0
-        return functional.grid_sample(image, torch.stack([x, y], dim=-1), mode="bilinear",
-                                      padding_mode="border", align_corners=True)
-
-    def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Field of 'first, then second' for pull-back fields [N, 2, H, W]: u(x) = first(x) + second(x + first(x))."""
-        return first + warp(second, first)
-
-    def integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
-        """Scaling and squaring of a stationary velocity field [N, 2, H, W] (pixels) -> displacement."""
-        displacement = velocity / (2**steps)
-        for _ in range(steps):
-            displacement = compose(displacement, displacement)
-        return displacement
-
-    class SiameseEncoder(nn.Module):
-        """One encoder for every image (claim 5): [N, 1, H, W] -> features at 1/2, 1/4, 1/8, 1/16 resolution."""
-
-        def __init__(self, widths: tuple[int, ...]):
-            super().__init__()
-            levels, cin = [], 1
-            for width in widths:
-                levels.append(nn.Sequential(conv(cin, width, 2), conv(width, width)))
-                cin = width
-            self.levels = nn.ModuleList(levels)
-
-        def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-            features, x = [], images
-            for level in self.levels:
-                x = level(x)
-                features.append(x)
-            return features
-
-    class ConvGRU(nn.Module):
-        """Convolutional GRU over the pair axis: [B, K, C, h, w] -> hidden states [B, K, hidden, h, w]."""
-
-        def __init__(self, cin: int, hidden: int):
-            super().__init__()
-            self.hidden = hidden
-            self.gates = nn.Conv2d(cin + hidden, 2 * hidden, 3, padding=1)
-            self.candidate = nn.Conv2d(cin + hidden, hidden, 3, padding=1)
-
-        def step(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-            update, reset = torch.sigmoid(self.gates(torch.cat([x, state], 1))).chunk(2, 1)
-            candidate = torch.tanh(self.candidate(torch.cat([x, reset * state], 1)))
-            return (1 - update) * state + update * candidate
-
-        def forward(self, sequence: torch.Tensor, joint: bool = True, reverse: bool = False) -> torch.Tensor:
-            batch, pairs, _, height, width = sequence.shape
-            if not joint:  # every pair on its own: one step from a zero state, all pairs at once
-                flat = sequence.reshape(batch * pairs, *sequence.shape[2:])
-                state = flat.new_zeros(batch * pairs, self.hidden, height, width)
-                return self.step(flat, state).reshape(batch, pairs, self.hidden, height, width)
-            state = sequence.new_zeros(batch, self.hidden, height, width)
-            outputs: list[torch.Tensor] = [state] * pairs
-            for k in (reversed(range(pairs)) if reverse else range(pairs)):
-                state = self.step(sequence[:, k], state)
-                outputs[k] = state
-            return torch.stack(outputs, dim=1)
-
-    class TemporalRefiner(nn.Module):
-        """Forward (and backward) ConvGRU over the pairs at one scale; output channels 2 * hidden (or hidden)."""
-
-        def __init__(self, cin: int, hidden: int, bidirectional: bool):
-            super().__init__()
-            self.forward_gru = ConvGRU(cin, hidden)
-            self.backward_gru = ConvGRU(cin, hidden) if bidirectional else None
-            self.out_channels = hidden * (2 if bidirectional else 1)
-
-        def forward(self, pair_features: torch.Tensor, joint: bool) -> torch.Tensor:
-            refined = self.forward_gru(pair_features, joint)
-            if self.backward_gru is not None:
-                refined = torch.cat([refined, self.backward_gru(pair_features, joint, reverse=True)], dim=2)
-            return refined
-
-    class MultiPairMotionNet(nn.Module):
-        """See the module docstring. forward(video [B, T, 1, H, W], pairs, joint) -> [B, K, 2, H, W] pixels."""
-
-        def __init__(self, encoder_widths=(16, 32, 48, 64), gru_hidden=(32, 48), decoder_widths=(64, 48, 32, 16),
-                     bidirectional: bool = True, diffeomorphic: bool = True, integration_steps: int = 7):
-            super().__init__()
-            e0, e1, e2, e3 = encoder_widths
-            d3, d2, d1, d0 = decoder_widths
-            self.diffeomorphic = diffeomorphic
-            self.integration_steps = integration_steps
-            self.encoder = SiameseEncoder(tuple(encoder_widths))
-            self.refine2 = TemporalRefiner(2 * e2, gru_hidden[0], bidirectional)
-            self.refine3 = TemporalRefiner(2 * e3, gru_hidden[1], bidirectional)
-            self.decode3 = nn.Sequential(conv(2 * e3 + self.refine3.out_channels, d3), conv(d3, d3))
-            self.decode2 = nn.Sequential(conv(d3 + 2 * e2 + self.refine2.out_channels, d2), conv(d2, d2))
-            self.decode1 = nn.Sequential(conv(d2 + 2 * e1, d1), conv(d1, d1))
-            self.decode0 = nn.Sequential(conv(d1 + 2 * e0, d0), conv(d0, d0))
-            self.head = nn.Conv2d(d0, 2, 3, padding=1)
-            for module in self.modules():  # variance-preserving start, so the recurrent path carries signal
-                if isinstance(module, nn.Conv2d):
-                    nn.init.kaiming_normal_(module.weight, a=0.2)
-                    nn.init.zeros_(module.bias)
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
-        def forward(self, video: torch.Tensor, pairs: list[tuple[int, int]], joint: bool = True) -> torch.Tensor:
-            batch, frames = video.shape[:2]
-            features = self.encoder(video.reshape(batch * frames, *video.shape[2:]))
-            first = [a for a, _ in pairs]
-            second = [b for _, b in pairs]
-            count = len(pairs)
-
-            def pair_features(level: torch.Tensor) -> torch.Tensor:  # [B, K, 2C, h, w]
-                per_frame = level.reshape(batch, frames, *level.shape[1:])
-                return torch.cat([per_frame[:, first], per_frame[:, second]], dim=2)
-
-            def flat(x: torch.Tensor) -> torch.Tensor:
-                return x.reshape(batch * count, *x.shape[2:])
-
-            p0, p1, p2, p3 = (pair_features(level) for level in features)
-            r2, r3 = self.refine2(p2, joint), self.refine3(p3, joint)
-            x = self.decode3(torch.cat([flat(p3), flat(r3)], 1))
-            x = self.decode2(torch.cat([upsample(x, flat(p2)), flat(p2), flat(r2)], 1))
-            x = self.decode1(torch.cat([upsample(x, flat(p1)), flat(p1)], 1))
-            x = self.decode0(torch.cat([upsample(x, flat(p0)), flat(p0)], 1))
-            field = self.head(x)  # at 1/2 resolution, in half-resolution pixels
-            if joint and closes_cycle(pairs):
-                field = field.reshape(batch, count, *field.shape[1:])
-                field = (field - field.mean(dim=1, keepdim=True)).flatten(0, 1)
-            if self.diffeomorphic:
-                field = integrate(field, self.integration_steps)
-            field = 2.0 * functional.interpolate(field, size=video.shape[-2:], mode="bilinear", align_corners=True)
-            return field.reshape(batch, count, 2, *field.shape[-2:])
-
-    return {"MultiPairMotionNet": MultiPairMotionNet, "warp": warp, "compose": compose, "integrate": integrate}
-
-
-def torch_warp(image, displacement):
-    """Warp ``image`` [N, C, H, W] by pull-back ``displacement`` [N, 2, H, W] (dy, dx pixels): image(x + u(x))."""
-    return _torch_parts()["warp"](image, displacement)
-
-
-def torch_compose(first, second):
-    """Pull-back field of 'first, then second' ([N, 2, H, W] each, pixels)."""
-    return _torch_parts()["compose"](first, second)
-
-
 def build_motion_network(architecture: dict[str, Any] | None = None):
-    """An untrained :class:`MultiPairMotionNet` from a model card's ``architecture`` (see DEFAULT_ARCHITECTURE)."""
+    """An untrained :class:`~scanai.motion.layers.MultiPairMotionNet` from a model card's ``architecture`` (see
+    DEFAULT_ARCHITECTURE)."""
     spec = {**DEFAULT_ARCHITECTURE, **(architecture or {})}
     if spec["type"] != "MultiPairMotionNet":
         raise ModelError(f"Unknown motion network architecture '{spec['type']}'.", "Reinstall the ScanAI extension.")
-    return _torch_parts()["MultiPairMotionNet"](
+    from scanai.motion.layers import MultiPairMotionNet
+
+    return MultiPairMotionNet(
         tuple(spec["encoder_widths"]), tuple(spec["gru_hidden"]), tuple(spec["decoder_widths"]),
         bool(spec["bidirectional"]), bool(spec["diffeomorphic"]), int(spec["integration_steps"]))
 
@@ -265,8 +103,7 @@ def predict_pair_fields(model, video: np.ndarray, pairs: list[tuple[int, int]], 
     fields are interpolated back (bilinear) and rescaled to this grid's pixels.
     Returns (K, H, W, 2) float32 pull-back displacements in pixels, (dy, dx) = (rows, columns).
     """
-    import torch
-    import torch.nn.functional as functional
+    from scanai.nn.backend import functional, torch
 
     height, width = video.shape[-2:]
     scale = working_size / max(height, width)
@@ -290,7 +127,8 @@ def _lagrangian_from_pairs(pair_fields: np.ndarray, pairs: list[tuple[int, int]]
                            scheme: Scheme) -> np.ndarray:
     """(K, H, W, 2) pair fields -> (T, H, W, 2) reference -> frame fields (consecutive pairs are composed; the
     closing pair of a closed cycle, which returns to the reference, is left out)."""
-    import torch
+    from scanai.motion.layers import compose
+    from scanai.nn.backend import torch
 
     lagrangian = np.zeros((count, *pair_fields.shape[1:]), dtype=np.float32)
     if scheme == "reference":
@@ -302,7 +140,7 @@ def _lagrangian_from_pairs(pair_fields: np.ndarray, pairs: list[tuple[int, int]]
     for (_, frame), step in zip(pairs, steps, strict=True):
         if frame == pairs[0][0]:
             break
-        total = torch_compose(total, step[None])
+        total = compose(total, step[None])
         lagrangian[frame] = total[0].permute(1, 2, 0).numpy()
     return lagrangian
 
@@ -313,7 +151,7 @@ def local_ncc(fixed, window: int = 9, eps: float = 1e-4):
     image's local statistics are computed once, here. ``eps`` is added to the product of the two local variances
     (intensity⁴ units): a large one steadies training on flat regions but rewards warps that raise the moving
     image's local contrast, a bias that :func:`refine_fields` avoids with a tiny one."""
-    import torch.nn.functional as functional
+    from scanai.nn.backend import functional
 
     def mean(x):
         return functional.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
@@ -361,8 +199,8 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
     0.55 -> 0.23 px, GCS / GRS error 1.6 / 3.9 -> 0.6 / 1.6 points. Returns the refined (T, H, W, 2) float32
     fields (the reference frame stays zero).
     """
-    import torch
-    import torch.nn.functional as functional
+    from scanai.motion.layers import warp
+    from scanai.nn.backend import functional, torch
 
     others = [t for t in range(len(video)) if t != reference_index]
     if not others or steps <= 0:
@@ -383,7 +221,7 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
     with torch.enable_grad():
         for _ in range(steps):
             delta = functional.interpolate(correction, size=small, mode="bilinear", align_corners=True)
-            similarity = similarity_to_reference(torch_warp(moving, base_small + delta))
+            similarity = similarity_to_reference(warp(moving, base_small + delta))
             loss = similarity + smoothness * smoothness_loss(delta)
             optimiser.zero_grad()
             loss.backward()

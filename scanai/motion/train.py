@@ -190,13 +190,13 @@ def soft_dice_loss(a, b):
 def lagrangian_fields(fields, pairs: list[tuple[int, int]]):
     """Pair fields [K, 2, H, W] -> {frame: reference -> frame field}: directly for reference pairs, composed along
     consecutive pairs (the last entry of a closed cycle is keyed by the reference frame 0)."""
-    from scanai.motion.network import torch_compose
+    from scanai.motion.layers import compose
 
     if all(a == pairs[0][0] for a, _ in pairs):
         return {b: fields[k:k + 1] for k, (_, b) in enumerate(pairs)}
     out, total = {}, None
     for k, (_, b) in enumerate(pairs):
-        total = fields[k:k + 1] if total is None else torch_compose(total, fields[k:k + 1])
+        total = fields[k:k + 1] if total is None else compose(total, fields[k:k + 1])
         out[b] = total
     return out
 
@@ -205,14 +205,14 @@ def clip_loss(model, clip: Clip, scheme: str, joint: bool, weights: dict[str, fl
     """Training loss of one clip and its terms (floats) for logging."""
     import torch
 
-    from scanai.motion.network import torch_warp
+    from scanai.motion.layers import warp
 
     video = torch.from_numpy(clip.video)[:, None]  # [N, 1, H, W]
     pairs = make_pairs(len(video), 0, scheme, closed=clip.closed and scheme == "consecutive")
     fields = model(video[None], pairs, joint=joint)[0]  # [K, 2, H, W]
     first = video[[a for a, _ in pairs]]
     second = video[[b for _, b in pairs]]
-    terms = {"similarity": local_ncc_loss(first, torch_warp(second, fields)), "smoothness": smoothness_loss(fields)}
+    terms = {"similarity": local_ncc_loss(first, warp(second, fields)), "smoothness": smoothness_loss(fields)}
     lagrangian = lagrangian_fields(fields, pairs)
     if len(lagrangian) >= 3:  # cardiac motion is smooth in time: penalise the trajectories' acceleration
         ordered = torch.cat([lagrangian[t] for t in sorted(t for t in lagrangian if t != 0)])
@@ -221,7 +221,7 @@ def clip_loss(model, clip: Clip, scheme: str, joint: bool, weights: dict[str, fl
     if scheme == "consecutive":
         frames = [t for t in lagrangian if t != 0]
         composed = torch.cat([lagrangian[t] for t in frames])
-        terms["long_range"] = local_ncc_loss(video[[0] * len(frames)], torch_warp(video[frames], composed))
+        terms["long_range"] = local_ncc_loss(video[[0] * len(frames)], warp(video[frames], composed))
         if 0 in lagrangian:
             terms["cycle"] = (lagrangian[0] ** 2).sum(dim=1).add(1e-6).sqrt().mean()  # finite gradient at 0
     if clip.truth is not None:
@@ -231,7 +231,7 @@ def clip_loss(model, clip: Clip, scheme: str, joint: bool, weights: dict[str, fl
         masks = torch.from_numpy(clip.masks)[:, None]
         error = ((estimate - truth) ** 2).sum(dim=1).add(1e-6).sqrt()  # [F, H, W] pixels
         terms["endpoint"] = error.mean() + (error * masks[0]).sum() / (masks[0].sum() * len(frames) + 1.0)
-        terms["dice"] = soft_dice_loss(masks[[0] * len(frames)], torch_warp(masks[frames], estimate))
+        terms["dice"] = soft_dice_loss(masks[[0] * len(frames)], warp(masks[frames], estimate))
     total = sum(weights[name] * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}
 

@@ -20,11 +20,12 @@ A common scale of frames and input function cancels exactly in every channel (SU
 the number and timing of the frames only enter through these channels, so one network serves every schedule
 inside the trained window range.
 
-**Network** (:class:`KiNet`): a small 2-D U-Net (an FCN, ¶77): 32 kernels in the first convolution (¶131),
-BatchNorm + ReLU (¶101, ¶129), max-pooling (¶132), two levels down, bilinear up-sampling with skip
-connections, and a 1×1 convolution as the per-voxel "fully connected" stage (¶133). Two outputs through
-softplus: ``Ki = KI_SCALE · softplus(o0) >= 0`` (1/min) and ``V = softplus(o1)``. Slices are processed one batch
-of 2-D slices at a time, so volumes of any depth work; the input is zero-padded to a multiple of 4.
+**Network** (:class:`~scanai.pet.layers.KiNet`, the shared :class:`~scanai.nn.unet.UNet`): a small 2-D U-Net (an
+FCN, ¶77): 32 kernels in the first convolution (¶131), BatchNorm + ReLU (¶101, ¶129), max-pooling (¶132), two
+levels down, bilinear up-sampling with skip connections, and a 1×1 convolution as the per-voxel "fully connected"
+stage (¶133). Two outputs through softplus: ``Ki = KI_SCALE · softplus(o0) >= 0`` (1/min) and ``V = softplus(o1)``.
+Slices are processed one batch of 2-D slices at a time, so volumes of any depth work; the input is zero-padded to
+a multiple of 4.
 
 torch is imported only inside the functions that need it.
 """
@@ -32,9 +33,8 @@ torch is imported only inside the functions that need it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +45,6 @@ from scanai.core.progress import Progress
 from scanai.pet.input_function import InputFunction
 from scanai.pet.patlak import PatlakMaps, patlak_maps
 from scanai.pet.timing import FrameTiming
-
-if TYPE_CHECKING:
-    import torch
 
 MODEL_NAME = "pet_ki_network"
 FEATURE_SET = "patlak-window-v1"
@@ -121,75 +118,22 @@ def patlak_features(frames: np.ndarray, x_min: np.ndarray, cp_mean: np.ndarray, 
 
 # ---------------------------------------------------------------------------------------------- model
 def build_ki_network(architecture: dict[str, Any] | None = None):
-    """An untrained :class:`KiNet` from a model card's ``architecture`` dict (see DEFAULT_ARCHITECTURE)."""
+    """An untrained :class:`~scanai.pet.layers.KiNet` from a model card's ``architecture`` dict (see
+    DEFAULT_ARCHITECTURE)."""
     spec = {**DEFAULT_ARCHITECTURE, **(architecture or {})}
     if spec.get("type", "KiNet") != "KiNet":
         raise ModelError(f"Unknown PET network architecture '{spec['type']}'.", "Reinstall the ScanAI extension.")
-    return _ki_net_class()(in_channels=int(spec["in_channels"]), out_channels=int(spec["out_channels"]),
-                           widths=tuple(int(w) for w in spec["widths"]), head_width=int(spec["head_width"]),
-                           ki_scale=float(spec["ki_scale"]))
+    from scanai.pet.layers import KiNet
 
-
-@lru_cache(maxsize=1)
-def _ki_net_class():
-    """Define :class:`KiNet` on first use (torch is imported here, not at module import)."""
-    from scanai.core.device import import_torch
-
-    torch = import_torch()
-    nn = torch.nn
-    functional = torch.nn.functional
-
-    def block(cin: int, cout: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                             nn.ReLU(inplace=True))
-
-    class KiNet(nn.Module):
-        """2-level U-Net. forward(x (B, C, H, W), H and W multiples of 4) -> (B, 2, H, W): Ki (1/min), V.
-
-        enc1: conv(C, w0); enc2: pool, conv(w0, w1), conv(w1, w1); enc3: pool, conv(w1, w2) x 2;
-        dec2: up, concat enc2, conv(w1 + w2, w0); dec1: up, concat enc1, conv(2 w0, head), 1x1 conv -> 2;
-        softplus; Ki multiplied by ki_scale.
-        """
-
-        def __init__(self, in_channels: int = N_CHANNELS, out_channels: int = N_OUTPUTS,
-                     widths: tuple[int, ...] = (32, 64, 64), head_width: int = 16, ki_scale: float = KI_SCALE):
-            super().__init__()
-            w0, w1, w2 = widths
-            self.in_channels = in_channels
-            self.ki_scale = ki_scale
-            self.enc1 = block(in_channels, w0)
-            self.enc2 = nn.Sequential(block(w0, w1), block(w1, w1))
-            self.enc3 = nn.Sequential(block(w1, w2), block(w2, w2))
-            self.dec2 = block(w1 + w2, w0)
-            self.dec1 = block(2 * w0, head_width)
-            self.head = nn.Conv2d(head_width, out_channels, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            e1 = self.enc1(x)
-            e2 = self.enc2(functional.max_pool2d(e1, 2))
-            e3 = self.enc3(functional.max_pool2d(e2, 2))
-            up3 = functional.interpolate(e3, scale_factor=2, mode="bilinear", align_corners=False)
-            d2 = self.dec2(torch.cat([up3, e2], dim=1))
-            up2 = functional.interpolate(d2, scale_factor=2, mode="bilinear", align_corners=False)
-            out = functional.softplus(self.head(self.dec1(torch.cat([up2, e1], dim=1))))
-            scale = torch.ones(out.shape[1], device=out.device, dtype=out.dtype)
-            scale[0] = self.ki_scale
-            return out * scale.view(1, -1, 1, 1)
-
-    return KiNet
-
-
-def __getattr__(name: str):
-    """``KiNet`` is created lazily (module-level ``__getattr__``) so that torch loads only when used."""
-    if name == "KiNet":
-        return _ki_net_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return KiNet(in_channels=int(spec["in_channels"]), out_channels=int(spec["out_channels"]),
+                 widths=tuple(int(w) for w in spec["widths"]), head_width=int(spec["head_width"]),
+                 ki_scale=float(spec["ki_scale"]))
 
 
 def load_network(device: str = "auto", models_dir: Path = MODELS_DIR):
     """The shipped network and its card ``(model, card)``, sha256-checked, cached per (folder, device); the model
     is in eval mode with channels-last weights (inputs are converted by :func:`run_network`)."""
-    import torch
+    from scanai.nn.backend import torch
 
     return load_shipped_model(MODEL_NAME, build_ki_network, device, models_dir,  # about 1.5x faster on CPU
                               prepare=lambda model: model.to(memory_format=torch.channels_last))
@@ -202,7 +146,7 @@ def run_network(model, features: np.ndarray, batch: int = DEFAULT_SLICE_BATCH,
     H and W are zero-padded to multiples of 4 and cropped back; no gradients. Inputs go channels-last when the
     model's weights are (as :func:`load_network` leaves them).
     """
-    import torch
+    from scanai.nn.backend import torch
 
     progress = Progress.ensure(progress)
     first = next(model.parameters())
@@ -294,7 +238,8 @@ def predict_parametric(sequence: VolumeSequence, timing: FrameTiming, input_func
     Outputs keep the sequence's geometry; voxels outside ``mask`` are 0. The voxelwise Patlak baseline over
     the same frames (duration weights) is returned too (None with one frame).
 
-    model / card: a trained :class:`KiNet` and its card instead of the shipped ``pet_ki_network``.
+    model / card: a trained :class:`~scanai.pet.layers.KiNet` and its card instead of the shipped
+    ``pet_ki_network``.
     Raises :class:`InputError` for unusable inputs (no frame in the window, window outside the trained range,
     NaN frames, mismatched timing) and :class:`ModelError` when the model does not fit the input.
     """

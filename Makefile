@@ -18,8 +18,8 @@ SLICER_REQS  := Utilities/slicer-5.10-python-requirements.txt
 SLICER_PIP   := pip==25.1.1
 # Slicer 5.10 runs Python 3.12: use it where this machine has it (needs >= 3.11 for tomllib below).
 SLICER_PYTHON ?= $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
-SLICER_TESTS ?= Testing/test_modules.py Testing/test_widgets.py Testing/test_responsiveness.py \
-	Testing/test_sample_data.py Testing/test_jobs.py
+SLICER_TESTS ?= Testing/modules/test_modules.py Testing/modules/test_widgets.py Testing/modules/test_responsiveness.py \
+	Testing/modules/test_sample_data.py Testing/modules/test_mrml.py Testing/core/test_jobs.py
 
 .PHONY: test demo bench lint train clean test-slicer
 
@@ -61,7 +61,7 @@ test: lint
 # installed when VTK finds none.
 demo: $(VENV)/.installed
 	$(VENV)/bin/scanai demo --out $(DEMO_OUT)
-	@$(PY) -c "import sys; sys.path.insert(0, 'Testing'); import slicer_views; sys.exit(not slicer_views.offscreen_rendering_available()[0])" \
+	@$(PY) -c "import sys; sys.path.insert(0, 'Testing/modules'); import slicer_views; sys.exit(not slicer_views.offscreen_rendering_available()[0])" \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	       && apt-get update -qq && apt-get install -y -qq --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri; }
 	$(PY) Utilities/slicer_screenshots.py --out $(DEMO_OUT)/slicer_views

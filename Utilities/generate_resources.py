@@ -295,7 +295,7 @@ LIBRARY_CMAKE = """# The shared inference library, packaged as a library-only sc
 # WITH_SUBDIR installs the files under qt-scripted-modules/scanai/, so every module can `import scanai`.
 # No GUI module, no generic test.
 # Every file must be listed (Slicer silently drops unlisted files); regenerate with
-# `python Utilities/generate_resources.py` (Testing/test_packaging.py fails when this list is stale).
+# `python Utilities/generate_resources.py` (Testing/modules/test_packaging.py fails when this list is stale).
 set(SCANAI_PYTHON_SCRIPTS
 {scripts}
   )

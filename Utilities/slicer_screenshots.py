@@ -2,7 +2,7 @@
 
 Runs the main job of each module through its Logic on small real inputs (the shared data folder; the library's
 phantoms when it is absent), then renders the nodes the module added to the scene with Slicer's slice logic and
-displayable managers (``Testing/slicer_views.py``) and writes one PNG per module:
+displayable managers (``Testing/modules/slicer_views.py``) and writes one PNG per module:
 
 - ``slicer_motioncorrection.png``: the motion network on a Sunnybrook short-axis cine, the end-diastolic
   segmentation propagated to end-systole (segment outlines and fill) over the end-systolic frame, with strain;
@@ -13,8 +13,8 @@ displayable managers (``Testing/slicer_views.py``) and writes one PNG per module
   and the lung box (markups), with the grade in the caption.
 
 Beside the PNGs, ``slicer_screenshots.json`` lists for each picture the overlay colours and the pixel boxes where
-they must appear (used by ``Testing/test_slicer_views.py``). With ``--resources`` the PNGs are also copied, shrunk
-to fit, to ``Resources/Screenshots/slicer_<module>.png``.
+they must appear (used by ``Testing/modules/test_slicer_views.py``). With ``--resources`` the PNGs are also copied,
+shrunk to fit, to ``Resources/Screenshots/slicer_<module>.png``.
 
 Usage: ``python Utilities/slicer_screenshots.py --out DIR [--resources] [--only chestqc ...]``
 """
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 HOME = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(HOME / "Testing"))
+sys.path.insert(0, str(HOME / "Testing" / "modules"))
 
-import slicer_harness  # noqa: E402  (Testing/ is put on the path just above)
+import slicer_harness  # noqa: E402  (Testing/modules/ is put on the path just above)
 import slicer_views  # noqa: E402
 
 VIEW = 512  # pixels per slice view

@@ -2,7 +2,7 @@
 code (``scanai/mrml/widgets.py``: ``ModuleWidgetMixin`` and the functions it calls, and
 ``first_volume_sequence`` of ``scanai/mrml/nodes.py``), from a coverage data file.
 
-    python -m coverage run --data-file=.coverage.widgets -m pytest Testing/test_widgets.py ...
+    python -m coverage run --data-file=.coverage.widgets -m pytest Testing/modules/test_widgets.py ...
     python Utilities/widget_coverage.py --data-file .coverage.widgets --fail-under 95
 
 Prints one line per class or function and the total; exits 1 below ``--fail-under`` percent.

@@ -158,3 +158,14 @@ def save_model(model, card: ModelCard, models_dir: Path = MODELS_DIR) -> ModelCa
     final = ModelCard(**{**asdict(card), "sha256": sha256_of(weights), "weights_file": weights.name})
     final.to_json(card_path(card.name, models_dir))
     return final
+
+
+def save_and_report(model, card: ModelCard, models_dir: Path, seconds: float) -> ModelCard:
+    """:func:`save_model`, then print what a training command reports: the weights file, the parameter count, the
+    training time (s) and the card's held-out metrics; returns the final card."""
+    final = save_model(model, card, models_dir)
+    count = sum(p.numel() for p in model.parameters())
+    print(f"wrote {Path(models_dir) / (card.name + '.pt')} ({count} parameters, {seconds:.0f} s)")
+    for key, value in final.metrics.items():
+        print(f"  {key}: {value}")
+    return final

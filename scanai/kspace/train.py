@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
+from scanai.core.catalog import MODELS_DIR, ModelCard, save_and_report
 from scanai.core.device import set_determinism
 from scanai.core.paths import shared_data_dir
 from scanai.kspace.network import (
@@ -396,11 +396,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
                "train_patches": len(train), "train_positive_patches": int(train.labels.sum()),
                "heldout_files": list(HELDOUT_FILES), "train_files": real_used, **extra},
     )
-    final = save_model(model, card, args.out)
-    print(f"wrote {Path(args.out) / (MODEL_NAME + '.pt')} ({n_parameters} parameters, {seconds:.0f} s)")
-    for key, value in metrics.items():
-        print(f"  {key}: {value}")
-    return final
+    return save_and_report(model, card, args.out, seconds)
 
 
 if __name__ == "__main__":

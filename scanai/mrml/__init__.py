@@ -2,7 +2,7 @@
 behaviour the four modules share.
 
 This package is the only part of :mod:`scanai` that imports ``slicer``, ``vtk``, ``qt`` or ``ctk``
-(``Testing/test_import_graph.py`` holds it to that); the four module files call it as ``mrml.<name>`` to turn their
+(``Testing/core/test_import_graph.py`` holds it to that); the four module files call it as ``mrml.<name>`` to turn their
 input nodes into arrays with geometry and the library's results into new nodes placed beside the input in the
 subject hierarchy. Every ``*_to_node`` function creates new nodes and never modifies its input.
 

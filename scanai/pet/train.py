@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
+from scanai.core.catalog import MODELS_DIR, ModelCard, save_and_report
 from scanai.core.device import set_determinism
 from scanai.pet.network import (
     DEFAULT_ARCHITECTURE,
@@ -369,11 +369,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
                "optimiser": "Adam lr 2e-3, cosine decay to 4e-5, batch 16, 64x64 crops",
                "history": history, **extra},
     )
-    final = save_model(model, card, args.out)
-    print(f"wrote {Path(args.out) / (MODEL_NAME + '.pt')} ({n_parameters} parameters, {seconds:.0f} s)")
-    for key, value in metrics.items():
-        print(f"  {key}: {value}")
-    return final
+    return save_and_report(model, card, args.out, seconds)
 
 
 if __name__ == "__main__":

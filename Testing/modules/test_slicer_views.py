@@ -1,4 +1,4 @@
-"""Screenshots drawn by Slicer's own slice logic and displayable managers (Testing/slicer_views.py), offscreen.
+"""Screenshots drawn by Slicer's own slice logic and displayable managers (Testing/modules/slicer_views.py), offscreen.
 
 A tiny synthetic scene checks that the pictures show what the scene holds, where it is: a segment's colour inside
 its square and nowhere else, a markups line along its end points, a foreground colour table and its legend, the
@@ -194,7 +194,7 @@ def test_caption_and_png(tmp_path):
 def _script():
     if "slicer_screenshots" in sys.modules:
         return sys.modules["slicer_screenshots"]
-    path = pathlib.Path(__file__).resolve().parent.parent / "Utilities" / "slicer_screenshots.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "Utilities" / "slicer_screenshots.py"
     spec = importlib.util.spec_from_file_location("slicer_screenshots", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["slicer_screenshots"] = module  # its dataclasses look their module up there

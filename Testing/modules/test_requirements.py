@@ -22,8 +22,8 @@ FROM_PYTORCH_EXTENSION = {"torch"}
 
 
 def _imports(name: str) -> dict:
-    run = subprocess.run([sys.executable, str(HOME / "Testing" / "module_imports.py"), name], capture_output=True,
-                         text=True, timeout=600, cwd=HOME)
+    script = HOME / "Testing" / "modules" / "module_imports.py"
+    run = subprocess.run([sys.executable, str(script), name], capture_output=True, text=True, timeout=600, cwd=HOME)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-HOME = Path(__file__).resolve().parent.parent
+HOME = Path(__file__).resolve().parents[2]
 MODULES = ["MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"]
 MIXIN_UI_NAMES = {"applyButton", "cancelButton", "progressBar", "statusLabel"}
 
@@ -124,7 +124,7 @@ def test_import_scanai_is_light():
 
 
 def test_module_files_do_not_import_torch_at_load():
-    """(Only scanai.mrml imports slicer: Testing/test_import_graph.py.)"""
+    """(Only scanai.mrml imports slicer: Testing/core/test_import_graph.py.)"""
     for module in MODULES:
         tree = ast.parse((HOME / module / f"{module}.py").read_text())
         top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]

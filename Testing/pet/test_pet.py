@@ -27,11 +27,6 @@ PARAMETER_SETS = [
 
 
 @pytest.fixture(scope="module")
-def feng() -> InputFunction:
-    return InputFunction.feng(end_s=3601.0, step_s=1.0)
-
-
-@pytest.fixture(scope="module")
 def timing() -> FrameTiming:
     return default_timing()
 

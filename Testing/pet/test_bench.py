@@ -29,7 +29,7 @@ from scanai.pet.timing import FrameTiming
 
 pytestmark = pytest.mark.slow
 
-OUT = Path(__file__).resolve().parents[1] / "bench_output"
+OUT = Path(__file__).resolve().parents[2] / "bench_output"
 DURATIONS_S = [10.0] * 12 + [30.0] * 6 + [60.0] * 5 + [120.0] * 5 + [300.0] * 8
 RESULTS: dict[str, float] = {}
 
@@ -42,11 +42,6 @@ def _record(name: str, value: float) -> None:
     stored.update(RESULTS)
     path.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
     print(f"{name}: {value:.4g}")
-
-
-@pytest.fixture(scope="module")
-def feng() -> InputFunction:
-    return InputFunction.feng(end_s=3601.0, step_s=1.0)
 
 
 def _noisy_sequence(feng: InputFunction, timing: FrameTiming, voxels: int, seed: int = 0) -> VolumeSequence:

@@ -26,7 +26,7 @@ from scanai.kspace.simulate import inject_spikes
 
 pytestmark = pytest.mark.slow
 
-OUT = Path(__file__).resolve().parents[1] / "bench_output"
+OUT = Path(__file__).resolve().parents[2] / "bench_output"
 FILES = ("gre.dat", "2024-02-06-160052.dat", "2024-02-06-164120.dat", "meas_MID00243_FID33257_pulseq.dat",
          "se_t1_sag_data.mat")
 DETECTION_SEEDS = range(20)

@@ -23,11 +23,6 @@ DURATIONS_S = [10.0] * 12 + [30.0] * 6 + [60.0] * 5 + [120.0] * 5 + [300.0] * 8
 
 
 @pytest.fixture(scope="module")
-def feng() -> InputFunction:
-    return InputFunction.feng(end_s=3601.0, step_s=1.0)
-
-
-@pytest.fixture(scope="module")
 def timing() -> FrameTiming:
     return FrameTiming.from_durations(DURATIONS_S)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "scanai"
+PACKAGE = Path(__file__).resolve().parents[2] / "scanai"
 SLICER_ONLY = {"slicer", "vtk", "vtkmodules", "qt", "ctk"}
 
 

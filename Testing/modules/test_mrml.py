@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import slicer_harness
@@ -194,7 +196,8 @@ def test_module_requirements_are_library_dependencies():
     for module in ("MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"):
         requirements = mrml.read_requirements(HOME / module / "Resources" / "requirements.txt")
         assert {r.name.lower() for r in requirements} <= names
-        assert mrml.missing_requirements(requirements) == []  # all installed in the test environment
+        if not os.environ.get("SCANAI_STOCK_SLICER"):  # the full environment has them all; a stock Slicer not
+            assert mrml.missing_requirements(requirements) == []
 
 
 def test_run_test_methods_runs_each_method_after_set_up():

@@ -38,7 +38,7 @@ from typing import Any
 
 import qt_standins
 
-HOME = pathlib.Path(__file__).resolve().parent.parent
+HOME = pathlib.Path(__file__).resolve().parents[2]
 #: Slicer's own pure-Python layer (see its README): ``$SCANAI_SLICER_PYTHON``, else ``../shared/slicer-python``.
 SLICER_PYTHON = pathlib.Path(os.environ.get("SCANAI_SLICER_PYTHON", HOME.parent / "shared" / "slicer-python"))
 #: The modules of Slicer's Python layer that the harness takes from :data:`SLICER_PYTHON`.

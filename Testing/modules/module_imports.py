@@ -1,6 +1,6 @@
 """Which third-party distributions ScanAI's own code imports while a module's self-test runs.
 
-    python Testing/module_imports.py MODULE   ->  prints one JSON object: {"module", "distributions", "failed"}
+    python Testing/modules/module_imports.py MODULE   ->  prints one JSON object: {"module", "distributions", "failed"}
 
 An import counts when the statement that triggers it is in this repository (a module file or ``scanai``), not
 when a third-party package imports its own optional extras (pydicom imports tqdm if it is there). Run in a
@@ -15,7 +15,7 @@ import pathlib
 import sys
 import unittest
 
-HOME = pathlib.Path(__file__).resolve().parent.parent
+HOME = pathlib.Path(__file__).resolve().parents[2]
 #: The repository's own code: the library and the four module folders.
 SOURCES = tuple(str(HOME / folder) + "/" for folder in
                 ("scanai", "MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"))
@@ -38,7 +38,7 @@ class _ImportRecorder:
 
 def third_party_imports(name: str) -> tuple[list[str], int]:
     """(distributions imported by the repository's code while ``name``'s self-tests run, failed test count)."""
-    sys.path.insert(0, str(HOME / "Testing"))
+    sys.path.insert(0, str(HOME / "Testing" / "modules"))
     import slicer_harness
 
     slicer_harness.install()

@@ -18,7 +18,7 @@ import slicer_harness
 
 from scanai import REPOSITORY_URL
 
-HOME = Path(__file__).resolve().parent.parent
+HOME = Path(__file__).resolve().parents[2]
 MODULES = ["MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"]
 
 #: Slicer/Slicer ``Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json``: required keys, and every allowed key

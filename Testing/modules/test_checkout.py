@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import slicer_harness
 
-HOME = Path(__file__).resolve().parent.parent
+HOME = Path(__file__).resolve().parents[2]
 MODULES = ["MotionCorrection", "ParametricPET", "KSpaceCalibration", "ChestQC"]
 
 CHILD = r"""
@@ -37,7 +37,7 @@ print(json.dumps({"scanai": scanai.__file__, "mrml": module.mrml.__file__, "adde
 
 
 def _path_without_scanai() -> list[str]:
-    """This interpreter's ``sys.path`` less every folder that holds a ``scanai`` package, plus ``Testing/``."""
+    """This interpreter's ``sys.path`` less every folder that holds a ``scanai`` package, plus ``Testing/modules/``."""
     paths = []
     for entry in sys.path:
         folder = Path(entry or os.getcwd()).resolve()
@@ -46,7 +46,7 @@ def _path_without_scanai() -> list[str]:
                 pytest.skip(f"scanai is installed in {folder} (not editable): no interpreter here lacks it")
             continue
         paths.append(str(folder))
-    return [*paths, str(HOME / "Testing")]
+    return [*paths, str(HOME / "Testing" / "modules")]
 
 
 def _fallback(name: str) -> list[str]:

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (_package, module, summary) in DOMAINS.items():
         sub = commands.add_parser(command, help=f"{summary} ({module})", description=f"{module}: {summary}.")
         _domain(command).add_arguments(sub)
+        sub.add_argument("--overwrite", action="store_true",
+                         help="replace the output folder whole when it already holds results (default: refuse)")
     demo = commands.add_parser("demo", help="run every module's job on real data (or phantoms) and write a report")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     demo.add_argument("--data", type=Path, default=None,
@@ -98,21 +100,47 @@ def write_overview(out_dir: Path, sections: list[str]) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "demo":
-            data_dir = args.data if args.data is not None else shared_data_dir()
-            report = run_demo(args.out, data_dir, args.only)
-            print(f"Demo results are in {args.out.resolve()}; report: {report.resolve()}")
-            return 0
-        if args.command == "job":
-            from scanai.core.jobs import work
+def run_command(args: argparse.Namespace) -> int:
+    """Run a module's command so that its output folder is complete or absent (:mod:`scanai.core.outputs`): the
+    folder is checked before any computation, the results are written into a temporary folder beside it and moved
+    into place when the command succeeds."""
+    from scanai.core.outputs import check_output_folder, printed_as, results_folder
 
-            return work(args.folder)
+    out = check_output_folder(args.out, args.overwrite)
+    with results_folder(out) as partial, printed_as(partial, out):
+        args.out = partial
         return _domain(args.command).run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scanai``: one line and exit status 2 for a user's error, 130 when interrupted (Ctrl-C or SIGTERM); in both
+    cases nothing is left in the output folder."""
+    from scanai.core.outputs import interrupt_on_terminate
+
+    args = build_parser().parse_args(argv)
+    target = getattr(args, "out", None) or getattr(args, "folder", "")
+    try:
+        with interrupt_on_terminate():
+            if args.command == "demo":
+                data_dir = args.data if args.data is not None else shared_data_dir()
+                report = run_demo(args.out, data_dir, args.only)
+                print(f"Demo results are in {args.out.resolve()}; report: {report.resolve()}")
+                return 0
+            if args.command == "job":
+                from scanai.core.jobs import work
+
+                return work(args.folder)
+            return run_command(args)
     except ScanAIError as error:
         print(f"scanai {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scanai {args.command}: interrupted; nothing was written to {target}", file=sys.stderr)
+        return 130
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"scanai {args.command}: the results could not be written{where}: {error.strerror or error}. Nothing "
+              f"was written to {target}; check the disk space and permissions.", file=sys.stderr)
         return 2
 
 

@@ -169,10 +169,14 @@ def save_overlay(image: np.ndarray, detections, assessment, path: str | Path, ti
     height = width * rows * aspect / cols + header
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
-    axis = figure.add_axes((0.0, 0.0, 1.0, 1.0 - header / height))
-    draw_overlay(axis, image, detections, assessment, title, spacing_mm, caption=False)
-    figure.text(0.5, 1.0 - 0.05 / height, text, ha="center", va="top", fontsize=8.5)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(str(path))
+    try:
+        axis = figure.add_axes((0.0, 0.0, 1.0, 1.0 - header / height))
+        draw_overlay(axis, image, detections, assessment, title, spacing_mm, caption=False)
+        figure.text(0.5, 1.0 - 0.05 / height, text, ha="center", va="top", fontsize=8.5)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(str(path))
+    finally:  # the figure and its canvas refer to each other: free the drawing now, not at the next collection
+        figure.clear()
+        figure.canvas = None
     return path

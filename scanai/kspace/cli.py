@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path,
                         help="raw k-space: Siemens twix .dat, ISMRMRD/MRD or fastMRI .h5, BART .cfl/.hdr, or complex "
                              ".npy/.npz/.mat ((ky, kx), (coils, ky, kx) or (coils, slices, ky, kx))")
-    parser.add_argument("--out", type=Path, default=Path("."),
-                        help="output folder (default: current folder)")
+    parser.add_argument("--out", type=Path, default=Path("kspace_output"), metavar="DIR",
+                        help="output folder (default ./kspace_output)")
     parser.add_argument("--detector", choices=DETECTORS, default="classical",
                         help="spike detector: classical statistics (default) or the trained patch network")
     parser.add_argument("--sensitivity", type=float, default=DEFAULT_SENSITIVITY,

@@ -62,6 +62,10 @@ def read_sitk(path: str | Path, what: str = "an image", formats: str = "Use NRRD
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"The file {path} does not exist.", "Check the path and the file name.")
+    if path.name.lower().endswith((".nii", ".nii.gz")):  # SimpleITK would zero-fill a cut file and zero NaNs
+        from scanai.io.nifti_check import verify_nifti
+
+        verify_nifti(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:

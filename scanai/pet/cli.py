@@ -24,6 +24,17 @@ def _column_value(text: str) -> tuple[str, str]:
     return column.strip(), value.strip()
 
 
+def _unit(text: str) -> str:
+    """An activity unit that must be understood (argparse reports another as a usage error)."""
+    from scanai.core.errors import InputError
+    from scanai.pet.units import parse_unit
+
+    try:
+        return parse_unit(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai pet``."""
     from scanai.pet.analysis import METHOD_LABELS
@@ -45,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="blood-pool mask: the Feng population input scaled to its frames after 20 min")
     parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE", type=_column_value,
                         help="keep only rows of the blood table whose COLUMN equals VALUE (e.g. PET=cgyu_1)")
-    parser.add_argument("--input-unit", default="", metavar="UNIT",
+    parser.add_argument("--input-unit", default="", metavar="UNIT", type=_unit,
                         help="activity unit of the blood table (Bq/mL, kBq/mL, nCi/mL, SUV, ...); default: the image's")
     parser.add_argument("--decay-correct-input", action="store_true",
                         help="the blood table is not decay corrected: correct it to the injection with the study's "

@@ -218,6 +218,19 @@ def normalise_unit(text: str | None) -> str:
     return unit if unit in CONCENTRATION_UNITS else ""
 
 
+def parse_unit(text: str | None) -> str:
+    """The unit a user typed (:func:`normalise_unit`; ``""`` for an empty text or a DICOM code of an unknown
+    quantity such as CNTS), or InputError listing the accepted spellings: an explicit unit must never silently
+    become "unknown", which would be taken as equal to the image's."""
+    raw = str(text or "").strip()
+    unit = normalise_unit(raw)
+    if raw and not unit and raw.upper() not in DICOM_UNITS:
+        raise InputError(f"The activity unit {raw!r} is not understood.",
+                         f"Write one of {', '.join([*CONCENTRATION_UNITS, SUV])} (kBq/cc, µCi/mL, kBq.mL-1 and the "
+                         "DICOM codes BQML, GML work too).")
+    return unit
+
+
 def unit_scale_to_bq_per_ml(unit: str) -> float:
     """Size of one ``unit`` in Bq/mL (e.g. kBq/mL -> 1000). InputError for SUV or an unknown unit."""
     normalised = normalise_unit(unit)

@@ -68,12 +68,36 @@ class Geometry:
 
     def is_close(self, other: Geometry, tolerance: float = 1e-4) -> bool:
         """True when both grids coincide to ``tolerance`` (relative to the voxel size)."""
+        return not self.differences(other, tolerance)
+
+    def differences(self, other: Geometry, tolerance: float = 1e-4) -> list[str]:
+        """What differs from ``other`` beyond ``tolerance``, each with both values, e.g. ``"origin (0, 0, 0) mm vs
+        (1.5, 0, 0) mm"`` (spacing and origin to the tolerance times the voxel size, directions to the tolerance)."""
         scale = tolerance * max(min(self.spacing_mm), 1e-6)
-        return (
-            np.allclose(self.spacing_mm, other.spacing_mm, atol=scale)
-            and np.allclose(self.origin_mm, other.origin_mm, atol=scale)
-            and np.allclose(self.directions, other.directions, atol=tolerance)
-        )
+        found = []
+        for name, mine, theirs, atol, unit in (("spacing", self.spacing_mm, other.spacing_mm, scale, " mm"),
+                                               ("origin", self.origin_mm, other.origin_mm, scale, " mm"),
+                                               ("direction", self.directions, other.directions, tolerance, "")):
+            if not np.allclose(mine, theirs, atol=atol):
+                found.append(f"{name} {_shown(mine)}{unit} vs {_shown(theirs)}{unit}")
+        return found
+
+
+def _shown(values) -> str:
+    """Numbers (nested tuples) with 4 significant digits, e.g. ``(0.7, 0.7, 2.5)``."""
+    if isinstance(values, tuple | list):
+        return "(" + ", ".join(_shown(v) for v in values) + ")"
+    return f"{float(values):.4g}"
+
+
+def grid_differences(shape: tuple[int, ...], geometry: Geometry | None, other_shape: tuple[int, ...],
+                     other_geometry: Geometry | None) -> str:
+    """What differs between two grids, each field with both values ("size (4, 16, 16) vs (4, 16, 18); origin ..."),
+    or "" when they coincide (geometries are compared only when both are given)."""
+    found = [f"size {tuple(shape)} vs {tuple(other_shape)}"] if tuple(shape) != tuple(other_shape) else []
+    if geometry is not None and other_geometry is not None:
+        found += geometry.differences(other_geometry)
+    return "; ".join(found)
 
 
 def _checked_array(array: np.ndarray, what: str, ndim: int) -> np.ndarray:
@@ -138,10 +162,10 @@ class VolumeSequence:
             raise InputError("The sequence has no frames.")
         first = volumes[0]
         for number, volume in enumerate(volumes[1:], start=2):
-            if volume.array.shape != first.array.shape or not volume.geometry.is_close(first.geometry):
+            differ = grid_differences(volume.array.shape, volume.geometry, first.array.shape, first.geometry)
+            if differ:
                 raise GeometryError(
-                    f"Frame {number} of the sequence lies on a different grid (size, spacing, origin or "
-                    "orientation) than frame 1.",
+                    f"Frame {number} of the sequence lies on a different grid than frame 1 ({differ}).",
                     "Resample all frames onto one grid (e.g. with the Resample Scalar/Vector/DWI Volume "
                     "module) before running this tool.",
                 )
@@ -162,10 +186,9 @@ def mask_on_grid(mask: Volume | np.ndarray | None, shape: tuple[int, ...], geome
     if mask is None:
         return np.ones(shape, dtype=bool)
     array = np.asarray(mask.array if isinstance(mask, Volume) else mask)
-    moved = isinstance(mask, Volume) and geometry is not None and not mask.geometry.is_close(geometry)
-    if array.shape != shape or moved:
-        raise GeometryError(f"The {what} lies on another grid than the image (mask on another geometry: size "
-                            f"{array.shape} vs {shape}, or a different spacing, origin or orientation).",
+    differ = grid_differences(array.shape, mask.geometry if isinstance(mask, Volume) else None, shape, geometry)
+    if differ:
+        raise GeometryError(f"The {what} lies on another grid than the image ({what} vs image: {differ}).",
                             "Draw the mask on the image, or resample it onto the image grid first.")
     if array.dtype.kind not in "biuf":
         raise InputError(f"The {what} must hold numbers or booleans, got {array.dtype}.")

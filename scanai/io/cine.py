@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import FileFormatError, GeometryError, InputError
-from scanai.core.image import Geometry, VolumeSequence
+from scanai.core.image import Geometry, VolumeSequence, grid_differences
 from scanai.io.sitk_image import LPS_TO_RAS
 
 
@@ -170,9 +170,10 @@ def _read_slice(chosen: CineSlice, slice_index: int) -> VolumeSequence:
         images.append(pixels)
         geometries.append(_geometry_of(dataset))
     for number, (image, geometry) in enumerate(zip(images, geometries, strict=True)):
-        if image.shape != images[0].shape or not geometry.is_close(geometries[0]):
+        differ = grid_differences(image.shape, geometry, images[0].shape, geometries[0])
+        if differ:
             raise GeometryError(f"Phase {number + 1} of slice {slice_index} ({chosen.files[number].name}) lies on a "
-                                "different grid than the first phase.",
+                                f"different grid than the first phase ({differ}).",
                                 "Check that the folder holds a single cine series.")
     frames = np.stack(images)[:, np.newaxis]
     if chosen.trigger_times_s is None:

@@ -597,3 +597,20 @@ def test_twix_noise_scans_repetitions_and_prewhitening(shared_data, tmp_path, rn
     assert np.isfinite(image).all() and image.max() > 0
     np.testing.assert_allclose(white.data, prewhiten(original.data, ks.noise_covariance), rtol=1e-4,
                                atol=1e-4 * np.abs(white.data).max())
+
+
+def test_corrupt_samples_are_refused_with_their_place():
+    """Bit-flipped samples (|k| 1e13 times the rest) and NaN samples are refused, naming where they are."""
+    from scanai.kspace.data import as_kspace_array
+    from scanai.kspace.phantom import make_phantom
+
+    clean = make_phantom(size=32, n_coils=4, noise_std=1e-3).kspace.data
+    assert as_kspace_array(clean).shape == clean.shape
+    flipped = clean.copy()
+    flipped[2, 0, 10, 33] = 1e13
+    with pytest.raises(InputError, match="coil 3, slice 1, phase-encoding line 11, readout sample 34.*corrupt"):
+        as_kspace_array(flipped)
+    holes = clean.copy()
+    holes[1, 0, 5, 7] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite.*coil 2, slice 1, phase-encoding line 6"):
+        as_kspace_array(holes)

@@ -146,14 +146,39 @@ def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
     if min(array.shape[-2:]) < 2:
         raise InputError(f"{what} has shape {array.shape}: at least 2 phase-encoding lines and 2 readout samples "
                          "are needed.", "Check the array layout: the last two axes must be (ky, kx).")
+    array = array.reshape((1,) * (4 - array.ndim) + array.shape) if array.ndim == 2 else (
+        array[:, np.newaxis] if array.ndim == 3 else array)
     finite = np.isfinite(array)
     if not finite.all():
         bad = int(array.size - np.count_nonzero(finite))
-        raise InputError(f"{what} holds {bad} NaN or infinite sample(s) out of {array.size}; the raw data are "
-                         "damaged.", "Re-export the raw data from the scanner, or repair the file.")
+        raise InputError(f"{what} holds {bad} NaN or infinite sample(s) out of {array.size}, the first at "
+                         f"{_sample(np.flatnonzero(~finite)[0], array.shape)}; the raw data are damaged.",
+                         "Re-export the raw data from the scanner, or repair the file.")
     if not np.any(array):
         raise InputError(f"{what} holds only zeros: nothing was acquired.", "Check that the right file was exported.")
-    out = np.array(array, dtype=np.complex64, copy=True)
-    while out.ndim < 4:
-        out = out[np.newaxis] if out.ndim == 2 else out[:, np.newaxis]
-    return out
+    _check_physical(array, what)
+    return np.array(array, dtype=np.complex64, copy=True)
+
+
+#: A sample this many times the typical (99.9th percentile) magnitude cannot come from a receiver: corrupt data (a
+#: flipped exponent bit gives 1e13). Real spikes and the k-space centre stay below 1e4 times it.
+NON_PHYSICAL_RATIO = 1e6
+
+
+def _sample(flat_index: int, shape: tuple[int, ...]) -> str:
+    """Where a flat index of a (coils, slices, ky, kx) array is, in words (1-based)."""
+    coil, slice_, line, column = np.unravel_index(int(flat_index), shape)
+    return f"coil {coil + 1}, slice {slice_ + 1}, phase-encoding line {line + 1}, readout sample {column + 1}"
+
+
+def _check_physical(array: np.ndarray, what: str) -> None:
+    """InputError when samples are :data:`NON_PHYSICAL_RATIO` times larger than the typical magnitude."""
+    magnitude = np.abs(array).ravel()
+    sample = magnitude[:: max(1, magnitude.size // 1_000_000)]
+    typical = float(np.percentile(sample[sample > 0], 99.9)) if np.any(sample > 0) else 0.0
+    wild = np.flatnonzero(magnitude > NON_PHYSICAL_RATIO * typical) if typical > 0 else np.array([], dtype=int)
+    if wild.size:
+        raise InputError(f"{what} holds {wild.size} sample(s) up to {float(magnitude[wild].max()) / typical:.3g} "
+                         f"times the typical magnitude, the first at {_sample(wild[0], array.shape)}: no receiver "
+                         "records that; the raw data are corrupt (flipped bits?).",
+                         "Re-export the raw data from the scanner; spike correction cannot repair corrupt samples.")

@@ -411,3 +411,26 @@ def test_bad_contour_input(tmp_path, shared_data):
             read_sunnybrook_contours(tmp_path / "contours", shared_data / DICOMS)
     assert read_dicom_series  # the folder reader stays the one the contours are placed with
     assert read_cine_stack
+
+
+def test_a_damaged_or_missing_phase_is_not_silently_dropped(shared_data, tmp_path):
+    """One unreadable DICOM of a cine, or one phase missing against CardiacNumberOfImages, is an error that says
+    so (a 19-frame cine would otherwise be analysed as if it were the whole cycle)."""
+    import shutil
+
+    from scanai.core.errors import FileFormatError
+    from scanai.io.cine import list_cine_slices, read_dicom_series
+
+    source = shared_data / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101"
+    first = list_cine_slices(source)[0]
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in first.files:
+        shutil.copy(path, damaged / path.name)
+    (damaged / first.files[3].name).write_bytes(b"\x00" * 64)
+    with pytest.raises(FileFormatError, match="could not be read: " + first.files[3].name):
+        read_dicom_series(damaged)
+    if first.announced:  # the header announces the phase count: a missing file is named as missing
+        (damaged / first.files[3].name).unlink()
+        with pytest.raises(FileFormatError, match=f"has {len(first.files) - 1} phases, but its headers announce"):
+            read_dicom_series(damaged)

@@ -30,15 +30,22 @@ class CineSlice:
     position_mm: signed distance of the slice along its normal (LPS ImagePositionPatient . normal), in mm.
     files:       the slice's files, ordered by TriggerTime (then InstanceNumber).
     trigger_times_s: TriggerTime of each file in s (None when absent).
+    announced:   the phase count its headers announce (CardiacNumberOfImages; None when absent).
     """
 
     position_mm: float
     files: tuple[Path, ...]
     trigger_times_s: tuple[float, ...] | None
+    announced: int | None = None
+
+
+#: What :func:`_read_header` returns for a file named as DICOM that cannot be read at all.
+DAMAGED = "damaged"
 
 
 def _read_header(path: Path):
-    """The DICOM header of ``path`` (no pixels), or None when it is not a DICOM image file."""
+    """The DICOM header of ``path`` (no pixels); None when it is not a DICOM image file; :data:`DAMAGED` when a
+    ``.dcm`` / ``.ima`` file cannot be read at all."""
     import pydicom
 
     try:
@@ -46,7 +53,7 @@ def _read_header(path: Path):
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
     except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError):
-        return None
+        return DAMAGED if path.suffix.lower() in (".dcm", ".ima") else None
     needed = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
     if not all(name in dataset for name in needed):
         return None
@@ -69,7 +76,12 @@ def list_cine_slices(folder: str | Path) -> list[CineSlice]:
     if not folder.is_dir():
         raise FileFormatError(f"The DICOM folder {folder} does not exist.", "Check the path.")
     headers = [(path, _read_header(path)) for path in sorted(folder.rglob("*")) if path.is_file()]
-    headers = [(path, header) for path, header in headers if header is not None]
+    unreadable = [path for path, header in headers if header is DAMAGED]
+    headers = [(path, header) for path, header in headers if header is not None and header is not DAMAGED]
+    if unreadable:  # a damaged image of the cine would silently shorten it
+        shown = ", ".join(p.name for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        raise FileFormatError(f"{len(unreadable)} DICOM file(s) in {folder.name} could not be read: {shown}.",
+                              "Copy the series again, or remove the damaged files if they do not belong to it.")
     if not headers:
         raise FileFormatError(f"No DICOM images were found in {folder}.",
                               "Choose the folder that holds the cine's .dcm files.")
@@ -93,7 +105,9 @@ def _group_slices(headers: list) -> list[CineSlice]:
                                        int(item[1].get("InstanceNumber", 0) or 0)))
         times = tuple(float(header.TriggerTime) / 1000.0 for _, header in members) if has_time else None
         first_instance = min(int(header.get("InstanceNumber", 0) or 0) for _, header in members)
-        slices.append((first_instance, CineSlice(key[2], tuple(path for path, _ in members), times)))
+        counts = {int(header.CardiacNumberOfImages) for _, header in members if header.get("CardiacNumberOfImages")}
+        announced = max(counts) if counts else None
+        slices.append((first_instance, CineSlice(key[2], tuple(path for path, _ in members), times, announced)))
     slices.sort(key=lambda item: (item[0], item[1].position_mm))
     return [cine_slice for _, cine_slice in slices]
 
@@ -164,6 +178,10 @@ def read_dicom_series(folder: str | Path, slice_index: int | None = None) -> Vol
 
 def _read_slice(chosen: CineSlice, slice_index: int) -> VolumeSequence:
     """The phases of one slice location as frames (T, 1, rows, columns); see :func:`read_dicom_series`."""
+    if chosen.announced is not None and len(chosen.files) < chosen.announced:
+        raise FileFormatError(f"Slice {slice_index} has {len(chosen.files)} phases, but its headers announce "
+                              f"{chosen.announced} (CardiacNumberOfImages): {chosen.announced - len(chosen.files)} "
+                              "image(s) are missing.", "Copy the whole series again.")
     images, geometries = [], []
     for path in chosen.files:
         pixels, dataset = _pixels_of(path)

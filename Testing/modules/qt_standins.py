@@ -168,9 +168,6 @@ class QObject:
         self.destroyed.emit()
         self.setParent(None)
 
-    def blockSignals(self, block: bool) -> bool:  # signals are never queued here; blocking is not needed
-        return False
-
 
 class QWidget(QObject):
     """Enabled, visible, tool tip, a layout; ``setMRMLScene`` only on qMRML widgets."""

@@ -341,7 +341,6 @@ def install():
     cache.SetRemoteCacheDirectory(module.app.cachePath)
     scene.SetCacheManager(cache)
     module.modules = types.SimpleNamespace()
-    module.moduleNames = types.SimpleNamespace()
     for name, class_name in CORE_LOGICS.items():
         logic = getattr(module, class_name)()
         logic.SetMRMLApplicationLogic(application_logic)
@@ -383,7 +382,6 @@ def load_module(name: str, folder: pathlib.Path | None = None) -> types.ModuleTy
     module._harness_module = getattr(module, name)(parent)
     logic_class = getattr(module, f"{name}Logic")
     setattr(slicer().modules, name.lower(), ModuleHandle(name, logic_class, str(path)))
-    setattr(slicer().moduleNames, name, name)
     return module
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core import errors
-from scanai.core.errors import Cancelled, ScanAIError
+from scanai.core.errors import ScanAIError
 from scanai.core.progress import Progress
 
 #: The computations a job may run (name -> "module:function"); each takes ``progress=`` as a keyword.
@@ -126,12 +126,8 @@ def decode(data: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     if "__tuple__" in data:
         return tuple(decode(v, arrays) for v in data["__tuple__"])
     if "__dict__" in data:
-        return {_hashable(decode(k, arrays)): decode(v, arrays) for k, v in data["__dict__"]}
+        return {decode(k, arrays): decode(v, arrays) for k, v in data["__dict__"]}
     raise ValueError(f"unknown job data {sorted(data)}")
-
-
-def _hashable(key: Any) -> Any:
-    return tuple(key) if isinstance(key, list) else key
 
 
 def save(value: Any, folder: pathlib.Path, stem: str) -> None:
@@ -313,5 +309,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["JOBS", "POLL_SECONDS", "Cancelled", "decode", "encode", "function_of", "load", "run_worker", "save",
+__all__ = ["JOBS", "POLL_SECONDS", "decode", "encode", "function_of", "load", "run_worker", "save",
            "work", "worker_command", "worker_environment", "write_job"]

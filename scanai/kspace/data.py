@@ -146,8 +146,10 @@ def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
     if min(array.shape[-2:]) < 2:
         raise InputError(f"{what} has shape {array.shape}: at least 2 phase-encoding lines and 2 readout samples "
                          "are needed.", "Check the array layout: the last two axes must be (ky, kx).")
-    array = array.reshape((1,) * (4 - array.ndim) + array.shape) if array.ndim == 2 else (
-        array[:, np.newaxis] if array.ndim == 3 else array)
+    if array.ndim == 2:
+        array = array[np.newaxis, np.newaxis]
+    elif array.ndim == 3:  # coils first
+        array = array[:, np.newaxis]
     finite = np.isfinite(array)
     if not finite.all():
         bad = int(array.size - np.count_nonzero(finite))

@@ -164,8 +164,9 @@ class ParametricPETWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, 
             createFitQuality=p.createFitQuality, device=p.device, progress=progress)
         first = next(iter(outputs["maps"].values()))
         slicer.util.setSliceViewerLayers(background=first, fit=True)
-        return _("{method} maps computed: {names}.").format(
+        done = _("{method} maps computed: {names}.").format(
             method=p.method, names=", ".join(n.GetName() for n in outputs["maps"].values()))
+        return done + (" " + _("Warning: {text}").format(text=outputs["warning"]) if outputs["warning"] else "")
 
 
 #
@@ -261,11 +262,12 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         Returns the new nodes: ``maps`` (parameter name -> volume, PET colour map), ``quality`` (R2, RMSE,
         bound_hit volumes when ``createFitQuality``), ``inputFunction`` (table) and ``inputFunctionChart``, and with
         ``regionSegmentation``: ``regionStatistics`` (one row per segment), ``regionCurves`` + ``regionCurvesChart``
-        (mean TACs with the model fit) and ``graphicalPlot`` + ``graphicalPlotChart`` (Patlak or Logan plot).
-        Nothing is added when an error occurs or the run is cancelled.
+        (mean TACs with the model fit) and ``graphicalPlot`` + ``graphicalPlotChart`` (Patlak or Logan plot); and
+        ``warning``: "" or a paragraph saying the fit looks wrong and why (:func:`scanai.pet.analysis.fit_warning`,
+        also logged). Nothing is added when an error occurs or the run is cancelled.
         """
         from scanai.core.progress import Progress
-        from scanai.pet.analysis import in_frame_unit, method_key
+        from scanai.pet.analysis import fit_warning, in_frame_unit, method_key
 
         progress = Progress.ensure(progress)
         key = method_key(method)
@@ -284,14 +286,19 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
                 for display in [reference.GetNthDisplayNode(i) for i in range(reference.GetNumberOfDisplayNodes())]:
                     slicer.mrmlScene.RemoveNode(display)
                 slicer.mrmlScene.RemoveNode(reference)
-        plasma, wholeBlood = in_frame_unit(inputSequence.GetAttribute(UNIT_ATTRIBUTE) or "", plasma, wholeBlood)
+        imageUnit = inputSequence.GetAttribute(UNIT_ATTRIBUTE) or ""
+        inputUnit = plasma.unit
+        plasma, wholeBlood = in_frame_unit(imageUnit, plasma, wholeBlood)
         result = mrml.compute("pet.maps", progress.sub(0.0, 0.9), self.runInWorker, sequence=sequence,
                               timing=timing, plasma=plasma, method=key, whole_blood=wholeBlood, mask=mask,
                               t_star_min=tStarMin or None, refine=refine,
                               vb=bloodVolume if bloodVolume >= 0 else None, window_min=tuple(windowMin), device=device)
+        warning = fit_warning(result, sequence, timing, plasma, imageUnit, inputUnit)
+        if warning:
+            logging.warning(f"ParametricPET, {name}: {warning}")
         progress(0.92, "Adding the results to the scene")
         with mrml.scene_transaction():
-            outputs = {"maps": {}, "quality": {}}
+            outputs = {"maps": {}, "quality": {}, "warning": warning}
             for parameter, volume in result.maps.items():
                 unit = result.units.get(parameter, "")
                 node = mrml.volume_to_node(volume, f"{name} {self._label(key)} {parameter}" + (f" ({unit})" if unit
@@ -409,6 +416,11 @@ class ParametricPETTest(ScriptedLoadableModuleTest):
             self.assertLess(relative.max(), 0.025, f"Ki error up to {100 * relative.max():.2f} %")
             self.assertTrue(mrml.geometry_of_node(outputs["maps"]["Ki"]).is_close(phantom.sequence.geometry))
             self.assertGreater(slicer.util.arrayFromVolume(outputs["quality"]["R2"])[inside].min(), 0.99)
+            self.assertEqual(outputs["warning"], "")
+        scaled = mrml.table_to_node({"time_s": phantom.input_function.t_s,  # Bq/mL read as the image's kBq/mL
+                                     "Cp": 1000.0 * phantom.input_function.activity}, "Feng input x1000")
+        outputs = ParametricPETLogic().process(sequence, "Patlak", scaled, timing, tStarMin=30.0)
+        self.assertIn("x1000", outputs["warning"])
 
     def test_CompartmentModelWithRegionsGivesStatisticsCurvesAndPlot(self):
         import numpy as np

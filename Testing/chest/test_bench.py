@@ -86,3 +86,72 @@ def test_overlay_figure(shared_data) -> None:
     figure.savefig(SCREENSHOTS / "chest_overlays.png", dpi=80)
     plt.close(figure)
     assert (SCREENSHOTS / "chest_overlays.png").stat().st_size > 10_000
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc)."""
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def test_folder_batch_runs_in_constant_memory(shared_data, tmp_path) -> None:
+    """``scanai chest FOLDER`` as the CLI runs it (analyse_batch: detection, metrics, overlay, JSON per image) on
+    50 real Wingspan radiographs: RSS before each image stays within 50 MB of the RSS after the first 5."""
+    from scanai.chest.cli import analyse_batch
+    from scanai.core.progress import Progress
+
+    paths = sorted((shared_data / "chest" / "wingspan" / "png").glob("*.png"))[:50]
+    rss: list[float] = []
+
+    def record(_fraction: float, message: str) -> None:
+        if message.endswith(f"/{len(paths)})"):  # "NAME (k/50)": before image k
+            rss.append(_rss_mb())
+
+    rows = analyse_batch(paths, load_chest_detector("cpu"), tmp_path, progress=Progress(record))
+    rss.append(_rss_mb())
+    growth = max(rss[5:]) - rss[5]
+    _write("batch_rss_mb", {"images": len(rows), "after_5": round(rss[5], 1), "max_after_5": round(max(rss[5:]), 1),
+                            "end": round(rss[-1], 1), "growth_after_5": round(growth, 1)})
+    print({"after_5": rss[5], "max": max(rss[5:]), "end": rss[-1]})
+    assert len(rows) == 50 and all(row["level"] != "ERROR" for row in rows)
+    assert growth <= 50.0
+
+
+def test_full_size_2048_detection_metrics_and_overlay(shared_data, tmp_path) -> None:
+    """A 2048² radiograph (the shared 1024² DICOM resampled, linear): detection + metrics <= 1 s and the overlay PNG
+    <= 0.3 s, medians of 3 after one warm-up (CPU; the other objects' numbers are in seconds_per_radiograph)."""
+    import statistics
+
+    import numpy as np
+    from scipy import ndimage
+
+    from scanai.chest.figures import save_overlay
+
+    dicom = read_radiograph(shared_data / "chest" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")
+    pixels = dicom.image.array[0].astype(np.float64)
+    image = ndimage.zoom(pixels, (2048 / pixels.shape[0], 2048 / pixels.shape[1]), order=1)
+    assert image.shape == (2048, 2048)
+    detector = load_chest_detector("cpu")
+
+    def median_seconds(run) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    detections = detector.detect(image)  # warm-up
+    assessment = assess(detections)
+    path = tmp_path / "overlay_2048.png"
+    save_overlay(image, detections, assessment, path, "2048 x 2048")
+    detection_s = median_seconds(lambda: assess(detector.detect(image)))
+    overlay_s = median_seconds(lambda: save_overlay(image, detections, assessment, path, "2048 x 2048"))
+    timings = {"detection_and_metrics_s": round(detection_s, 3), "overlay_png_s": round(overlay_s, 3)}
+    _write("seconds_2048", timings)
+    print(timings)
+    assert path.stat().st_size > 10_000
+    assert detection_s <= 1.0
+    assert overlay_s <= 0.3

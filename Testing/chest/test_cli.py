@@ -125,6 +125,32 @@ def test_lateral_and_unknown_spacing_rows(phantom, oracle, tmp_path):
     assert (tmp_path / "out" / "overlays" / "lateral.png").is_file()
 
 
+def test_masks_and_the_pixel_size_of_a_picture(phantom, oracle, tmp_path):
+    import SimpleITK as sitk
+    from PIL import Image
+
+    from scanai.io.sitk_image import read_image
+
+    picture = tmp_path / "p.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.round(phantom.image * 255).astype(np.uint8)), str(picture))
+    out = tmp_path / "out"
+    assert run(_args(str(picture), "--out", str(out), "--masks", "nrrd", "--pixel-size-mm", "0.7")) == 0
+    record = json.loads((out / "json" / "p.json").read_text())
+    assert record["spacing_mm"] == [0.7, 0.7] and record["spacing_source"] == "given by the user"
+    assert "pixel size not in the file" not in _rows(out / "report.csv")[0]["warnings"]
+    heart = read_image(out / "masks" / "p" / "heart.nrrd")
+    assert heart.geometry.spacing_mm[:2] == (0.7, 0.7)
+    np.testing.assert_array_equal(heart.array[0] > 0, phantom.masks["heart"])
+    assert {p.stem for p in (out / "masks" / "p").iterdir()} >= {"lung_right", "lung_left", "heart", "body"}
+    dicom = write_phantom_dicom(phantom, tmp_path / "d.dcm")  # the file's own pixel size wins
+    assert run(_args(str(dicom), "--out", str(tmp_path / "o2"), "--masks", "png", "--pixel-size-mm", "0.2")) == 0
+    assert json.loads((tmp_path / "o2" / "json" / "d.json").read_text())["spacing_mm"] == [0.7, 0.7]
+    png = np.asarray(Image.open(tmp_path / "o2" / "masks" / "d" / "heart.png"))
+    np.testing.assert_array_equal(png == 255, phantom.masks["heart"])
+    with pytest.raises(InputError, match="pixel size"):
+        run(_args(str(picture), "--out", str(tmp_path / "o3"), "--pixel-size-mm", "70"))
+
+
 def test_bad_commands(phantom, oracle, tmp_path):
     with pytest.raises(FileFormatError, match="does not exist"):
         run(_args(str(tmp_path / "absent"), "--out", str(tmp_path / "o")))

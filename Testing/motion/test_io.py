@@ -337,16 +337,16 @@ def test_bad_cine_input_raises_clear_errors(tmp_path):
     echo = _echo_path().read_bytes()
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(echo[: len(echo) // 2])
-    with pytest.raises(FileFormatError, match="damaged or incomplete"):
+    with pytest.raises(FileFormatError, match="truncated.dcm is incomplete: its compressed pixel data"):
         read_cine(truncated)
     (tmp_path / "cut.dcm").write_bytes(echo[:300])  # cut inside the header
-    with pytest.raises(FileFormatError, match="damaged or incomplete"):
+    with pytest.raises(FileFormatError, match="cut.dcm is incomplete: it ends inside its file meta information"):
         read_cine(tmp_path / "cut.dcm")
     # a truncated image in a DICOM folder
     folder = _cine_folder(tmp_path / "cut_folder", [(0.0, 0.0, 0.0)], phases=3)
     data = (folder / "2.dcm").read_bytes()
     (folder / "2.dcm").write_bytes(data[:-40])
-    with pytest.raises(FileFormatError, match="2.dcm could not be decoded: the file may be damaged or incomplete"):
+    with pytest.raises(FileFormatError, match="2.dcm is incomplete: its pixel data hold 56 of the 96 bytes"):
         read_cine(folder)
     # not an image at all
     (tmp_path / "notes.txt").write_text("not an image")

@@ -126,3 +126,118 @@ def test_demo_writes_report_and_files(tmp_path):
     if shared_data_dir() is not None:
         assert (out_dir / "models_real.png").is_file() and "pet/models_real.png" in markdown
     assert (out_dir / "network_ki.png").is_file() and "pet/network_ki.png" in markdown
+
+
+# ------------------------------------------------------------------------------------ units, fit checks, regions
+def _blood_csv(path, phantom, scale: float = 1.0):
+    """The phantom's plasma curve as a blood table, its values multiplied by ``scale`` (1000: kBq/mL -> Bq/mL)."""
+    t_s = np.arange(0.0, 3601.0, 10.0)
+    values = scale * phantom.input_function.value_at(t_s)
+    path.write_text("time_s,Cp\n" + "".join(f"{t:g},{v:.6g}\n" for t, v in zip(t_s, values, strict=True)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bare(study, tmp_path_factory):
+    """The study's image without its sidecar (unit unknown) and its frame table: a NIfTI + frames CSV."""
+    phantom, image, _blood, _labels, _folder = study
+    folder = tmp_path_factory.mktemp("pet_bare")
+    bare_image, sidecar = write_dynamic_pet(DynamicPet(phantom.sequence, phantom.timing), folder / "bare.nii.gz")
+    sidecar.unlink()
+    return bare_image, phantom.timing.to_csv(folder / "frames.csv")
+
+
+def _main(arguments: list[str], capsys) -> tuple[int, str, str]:
+    code = main_cli.main(["pet", *arguments])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_image_unit_declares_a_unit_the_image_lacks_and_must_agree_with_one_it_carries(study, bare, tmp_path,
+                                                                                         capsys):
+    phantom, image, blood, _labels, _folder = study
+    bare_image, frames = bare
+    code, _out, err = _main([str(bare_image), "--frames", str(frames), "--input-function", str(blood),
+                             "--input-unit", "kBq/mL", "--out", str(tmp_path / "a")], capsys)
+    assert code == 0 and re.search(r"warning: The image's activity unit is unknown .* assumed to be in the input "
+                                   r"function's unit, kBq/mL; if it is not, state it with --image-unit", err), err
+    code, _out, err = _main([str(bare_image), "--frames", str(frames), "--input-function", str(blood),
+                             "--input-unit", "kBq/mL", "--image-unit", "kBq/cc", "--out", str(tmp_path / "b")], capsys)
+    assert code == 0 and "warning" not in err, err
+    code, _out, err = _main([str(image), "--input-function", str(blood), "--image-unit", "Bq/mL",
+                             "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "c").exists()
+    assert re.search(r"image's activity unit is kBq/mL \(its sidecar's Units\) but Bq/mL was stated \(--image-unit\)",
+                     err), err
+    with pytest.raises(SystemExit) as stopped:
+        main_cli.main(["pet", str(image), "--input-function", str(blood), "--image-unit", "Bq/L"])
+    assert stopped.value.code == 2 and re.search(r"'Bq/L' is not understood.*kBq/mL", capsys.readouterr().err)
+
+
+def test_blood_in_bq_against_an_image_in_kbq_is_warned_not_silently_zero(study, tmp_path, capsys):
+    phantom, image, _blood, _labels, _folder = study
+    blood = _blood_csv(tmp_path / "blood_bq.csv", phantom, 1000.0)  # Bq/mL numbers, unit not stated
+    code, out, err = _main([str(image), "--input-function", str(blood), "--out", str(tmp_path / "wrong")], capsys)
+    assert code == 0
+    assert "Ki: no voxel fitted" in out and "Ki median 0 " not in out, out
+    warning = err[err.index("warning: The Patlak fit looks wrong"):]
+    for words in ("none of the 288 voxels inside the mask was fitted", "unit mismatch",
+                  "the image is in kBq/mL and the input function in no stated unit",
+                  r"typical value is [0-9.]+ times the image's",
+                  r"suggests an input function in Bq/mL against an image in kBq/mL \(x1000\)",
+                  "wrong input function", "wrong frame times"):
+        assert re.search(words, warning), (words, warning)
+    assert warning.count("\n") == 1, "one paragraph"
+    code, out, err = _main([str(image), "--input-function", str(blood), "--input-unit", "Bq/mL",
+                            "--t-star-min", "30", "--out", str(tmp_path / "right")], capsys)
+    assert code == 0 and "warning" not in err, err
+    ki = read_image(tmp_path / "right" / "patlak_Ki.nrrd").array
+    inside = phantom.ki_true.array > 0
+    np.testing.assert_allclose(ki[inside], phantom.ki_true.array[inside], rtol=0.025)
+
+
+def test_an_unlabelled_image_in_kbq_against_blood_in_bq_gets_both_warnings(study, bare, tmp_path, capsys):
+    phantom, _image, _blood, _labels, _folder = study
+    bare_image, frames = bare
+    blood = _blood_csv(tmp_path / "blood_bq.csv", phantom, 1000.0)
+    common = [str(bare_image), "--frames", str(frames), "--input-function", str(blood), "--input-unit", "Bq/mL"]
+    code, _out, err = _main([*common, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0 and "assumed to be in the input function's unit, Bq/mL" in err
+    assert re.search(r"fit looks wrong: none of the 288 voxels .*the image is in an unknown unit and the input "
+                     r"function in Bq/mL.*\(x1000\)", err), err
+    code, out, err = _main([*common, "--image-unit", "kBq/mL", "--t-star-min", "30", "--out", str(tmp_path / "b")],
+                           capsys)
+    assert code == 0 and "warning" not in err, err
+    assert re.search(r"patlak: 288 voxels, \d+ fitted; Ki median 0\.0\d+", out), out
+
+
+def test_an_image_a_thousand_times_the_blood_is_warned_by_magnitude(study, tmp_path, capsys):
+    phantom, _image, _blood, _labels, _folder = study
+    image, _sidecar = write_dynamic_pet(DynamicPet(phantom.sequence.__class__(
+        phantom.sequence.frames * 1000.0, phantom.sequence.geometry, phantom.sequence.index_values), phantom.timing),
+        tmp_path / "bq.nii.gz")
+    _sidecar.unlink()  # an image in Bq/mL numbers, unit unknown; the blood table in kBq/mL numbers, unit unknown
+    frames = phantom.timing.to_csv(tmp_path / "frames.csv")
+    blood = _blood_csv(tmp_path / "blood.csv", phantom)
+    code, _out, err = _main([str(image), "--frames", str(frames), "--input-function", str(blood),
+                             "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and re.search(r"input function's values are 0.000\d+ times the image's.*suggests an input "
+                                   r"function in kBq/mL against an image in Bq/mL \(x1/1000\)", err), err
+
+
+def test_a_label_map_on_another_grid_is_refused_before_any_fit(study, tmp_path, capsys, monkeypatch):
+    import scanai.pet.analysis as analysis
+
+    phantom, image, blood, _labels, _folder = study
+    geometry = Geometry((1.5, 2.0, 3.0), phantom.sequence.geometry.origin_mm, phantom.sequence.geometry.directions)
+    other = write_image(Volume(phantom.labels.array, geometry), tmp_path / "labels_other.nrrd")
+
+    def no_fit(*_args, **_kwargs):
+        raise AssertionError("the maps were computed before the label map was checked")
+
+    monkeypatch.setattr(analysis, "compute_maps", no_fit)
+    code, _out, err = _main([str(image), "--input-function", str(blood), "--regions", str(other),
+                             "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "o").exists()
+    assert re.search(r"labels_other.nrrd lies on another grid than the image .*spacing \(1.5, 2, 3(\.0)?\) mm vs "
+                     r"\(1.5, 2, 3.25\) mm", err), err

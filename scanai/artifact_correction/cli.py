@@ -88,13 +88,19 @@ def load_phase_sequence(inputs: list[Path], phases: list[float] | None) -> Volum
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scanai motion-correct``; prints a summary and the written paths, returns 0."""
-    from scanai.artifact_correction.pipeline import METHOD_LABELS, correct_phase_sequence, phase_windows
+    from scanai.artifact_correction.pipeline import (
+        METHOD_LABELS,
+        check_phase_volumes,
+        correct_phase_sequence,
+        phase_windows,
+    )
     from scanai.artifact_correction.tables import read_ecg_table, read_timing_table
     from scanai.io.sequence_file import write_sequence
     from scanai.io.sitk_image import read_image, write_image
     from scanai.motion.export import write_table
 
     sequence = load_phase_sequence(list(args.inputs), args.phases)
+    check_phase_volumes(sequence)  # before the timing tables and any computation
     r_peaks = read_ecg_table(args.ecg) if args.ecg is not None else None
     timing = read_timing_table(args.timing) if args.timing is not None else None
     windows = phase_windows(sequence, args.window, r_peaks, args.rr, timing)

@@ -105,16 +105,43 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
     return win.windows_from_index(sequence.index_values, sequence.index_unit, window_s, r_peaks, rr_s)
 
 
-def _check_frames(sequence: VolumeSequence) -> np.ndarray:
-    """The frames as float64 (T, K, J, I); InputError for NaNs or fewer than 2 phase volumes."""
+def phase_volume_problem(volume: np.ndarray) -> str | None:
+    """What makes one phase volume (K, J, I) unusable, in words continuing "Phase n ...", or None when it holds an
+    image: non-finite voxels (counted), all zero, or one value everywhere."""
+    finite = np.isfinite(volume)
+    if not finite.all():
+        bad = int(volume.size - np.count_nonzero(finite))
+        return f"holds {bad} non-finite voxel(s) (NaN or infinite) of {volume.size}: the reconstruction is damaged"
+    low, high = float(volume.min()), float(volume.max())
+    if low == high:
+        seen = "is all zero" if low == 0 else f"has the same value ({low:g}) in every voxel"
+        return f"{seen}: it holds no image (a failed reconstruction or export)"
+    return None
+
+
+def _phase_label(sequence: VolumeSequence, index: int) -> str:
+    """'Phase 2 of 6 (66 %)': the 1-based position of a phase volume and its index value."""
+    value = sequence.index_values[index]
+    shown = f"{value:g} {sequence.index_unit}".strip() if sequence.index_unit else f"{sequence.index_name} {value:g}"
+    return f"Phase {index + 1} of {len(sequence)} ({shown})"
+
+
+def check_phase_volumes(sequence: VolumeSequence) -> np.ndarray:
+    """The frames as float64 (T, K, J, I), checked before any computation: InputError for fewer than 2 phase
+    volumes, or naming the first phase volume (1-based, with its index value) that holds non-finite voxels, only
+    zeros or one constant value, and how many others are unusable."""
     if len(sequence) < 2:
         raise InputError(f"Motion-artifact correction needs at least 2 phase volumes, got {len(sequence)}.",
                          "Load the phase sequence of a multi-phase (ECG-gated) reconstruction.")
     frames = np.asarray(sequence.frames, dtype=np.float64)
-    bad = [t + 1 for t in range(frames.shape[0]) if not np.isfinite(frames[t]).all()]
-    if bad:
-        raise InputError(f"Phase volume(s) {bad} contain values that are not numbers (NaN or infinite).",
-                         "Re-export the reconstruction, or leave these phase volumes out.")
+    problems = [(t, phase_volume_problem(frames[t])) for t in range(frames.shape[0])]
+    problems = [(t, problem) for t, problem in problems if problem]
+    if problems:
+        first, problem = problems[0]
+        others = f"; phase(s) {', '.join(str(t + 1) for t, _ in problems[1:])} are unusable too" \
+            if len(problems) > 1 else ""
+        raise InputError(f"{_phase_label(sequence, first)} {problem}{others}.",
+                         "Re-export the phase volumes from the reconstruction, or leave the unusable ones out.")
     return frames
 
 
@@ -195,7 +222,7 @@ def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWind
     progress = Progress.ensure(progress)
     if method not in METHODS:
         raise InputError(f"Unknown method '{method}'.", f"Choose one of {', '.join(METHODS)}.")
-    frames = _check_frames(sequence)
+    frames = check_phase_volumes(sequence)
     windows = list(windows)
     if len(windows) != len(sequence):
         raise InputError(f"{len(windows)} windows were given for {len(sequence)} phase volumes.",

@@ -9,7 +9,10 @@ are skipped with a note. For each image (``NAME`` = the file name without its ex
   backend, warnings, and ``error`` (the message when the image could not be analysed; its level is ``ERROR``);
 - ``DIR/overlays/NAME.png``: the radiograph with the detected objects, boxes, width lines, spine and centre lines;
 - ``DIR/json/NAME.json``: everything (input, detections, tests, findings, report text);
-- with ``--normalised``: ``DIR/normalised/NAME.nrrd``, the patent's Eq. (1) + Eq. (2) normalised image.
+- with ``--normalised``: ``DIR/normalised/NAME.nrrd``, the patent's Eq. (1) + Eq. (2) normalised image;
+- with ``--masks nrrd|png``: ``DIR/masks/NAME/OBJECT.nrrd`` (or ``.png``), each detected object's mask.
+
+``--pixel-size-mm`` gives the pixel size of pictures (PNG, JPEG, TIFF carry none), so that widths are in mm.
 
 Thresholds: by default the profile for each image's view, patient age and sex (from the DICOM header);
 ``--profile NAME`` fixes one profile; ``--thresholds JSON`` replaces single values (a JSON file or inline text
@@ -18,8 +21,9 @@ holding ``{"name": value, ...}``, or ``{"thresholds": {...}}``), e.g. ``'{"weigh
 pneumothorax, effusion), each labelled experimental; without it they are not assessed.
 
 Exit status: 0 when every image was analysed (whatever its grade, "not assessable" included); 1 when at least one
-image could not be read or analysed (its row has level ERROR and the message); 2 when the command itself cannot run
-(INPUT missing, no radiograph in the folder, unknown profile or threshold, backend not available).
+image of a folder could not be read or analysed (its row has level ERROR and the message; the others are reported);
+2 when the command itself cannot run (INPUT missing or, for one file, unreadable; no radiograph in the folder;
+unknown profile or threshold; backend not available), with nothing written.
 
 Also the ChestQC part of ``scanai demo`` (:func:`demo`).
 """
@@ -32,7 +36,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="x1 of the patent's Eq. (1), in percent (default 5; with --normalised)")
     parser.add_argument("--high-percentile", type=float, default=95.0,
                         help="x2 of the patent's Eq. (1), in percent (default 95; with --normalised)")
+    parser.add_argument("--masks", choices=("nrrd", "png"), default=None,
+                        help="also write each detected object's mask: masks/NAME/OBJECT.nrrd (label map on the "
+                             "radiograph's grid, for Slicer) or .png (0/255)")
+    parser.add_argument("--pixel-size-mm", type=float, default=None, metavar="MM",
+                        help="pixel size of pictures (PNG, JPEG, TIFF) whose file has none, so that widths are in "
+                             "mm; a DICOM's or NRRD's own pixel size is kept")
     parser.add_argument("--clip", action="store_true",
                         help="clip Eq. (1) to [0, 1] before standardising (not in the patent; with --normalised)")
 
@@ -168,8 +178,30 @@ def load_thresholds(profile: str | None = None, thresholds_json: str | None = No
 # ---------------------------------------------------------------------------------------------- batch
 
 
-def write_image_outputs(result, name: str, out_dir: Path) -> dict[str, Path]:
-    """The overlay PNG and the JSON of one analysed image; returns their paths."""
+@dataclass(frozen=True)
+class BatchOptions:
+    """How ``scanai chest`` analyses each image and what it writes beside the report.
+
+    thresholds / overrides: the threshold profile (None: per image) and single values replaced in it.
+    refuse_inverted:        grade images that look inverted as "not assessable" (``--keep-inverted`` turns it off).
+    normalised:             the patent's Eq. (1) options when the normalised image is written, else None.
+    pixel_size_mm:          the pixel size of pictures whose file has none (PNG, JPEG, TIFF), else None.
+    masks:                  "nrrd" or "png" to write each object's mask, else None.
+    keep_going:             a failing image gets an error row and the batch goes on (False: its error is raised).
+    """
+
+    thresholds: Any = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    refuse_inverted: bool = True
+    normalised: Mapping[str, Any] | None = None
+    pixel_size_mm: float | None = None
+    masks: str | None = None
+    keep_going: bool = True
+
+
+def write_image_outputs(result, name: str, out_dir: Path, masks: str | None = None) -> dict[str, Path]:
+    """The overlay PNG and the JSON of one analysed image (and its masks, :func:`write_masks`); returns their
+    paths."""
     from scanai.chest.figures import save_overlay
 
     radiograph = result.radiograph
@@ -181,7 +213,38 @@ def write_image_outputs(result, name: str, out_dir: Path) -> dict[str, Path]:
     json_path = out_dir / "json" / f"{name}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(record, indent=2, default=_json_default))
-    return {"overlay": overlay, "json": json_path}
+    written = {"overlay": overlay, "json": json_path}
+    if masks is not None and result.detections is not None:
+        written.update(write_masks(result, out_dir / "masks" / name, masks))
+    return written
+
+
+def write_masks(result, folder: Path, file_format: str = "nrrd") -> dict[str, Path]:
+    """Each detected object's mask as ``folder/OBJECT.nrrd`` (uint8 0/1 on the radiograph's grid, pixel size and
+    position included, opens in Slicer as a label map) or ``OBJECT.png`` (0/255); the body mask too, and all
+    foreign objects together as ``foreign_object``. Objects that were not detected get no file."""
+    from PIL import Image
+
+    from scanai.chest.detection import FOREIGN
+    from scanai.core.image import Volume
+    from scanai.io.sitk_image import write_image
+
+    detections = result.detections
+    masks = {name: found.mask for name, found in detections.objects.items()}
+    if detections.foreign_objects:
+        masks[FOREIGN] = detections.mask(FOREIGN)
+    if detections.body is not None:
+        masks["body"] = detections.body
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, mask in masks.items():
+        path = folder / f"{name}.{file_format}"
+        if file_format == "png":
+            Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        else:
+            write_image(Volume(mask[np.newaxis].astype(np.uint8), result.radiograph.image.geometry), path)
+        written[f"mask_{name}"] = path
+    return written
 
 
 def _json_default(value: Any) -> Any:
@@ -194,14 +257,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def analyse_batch(paths: Sequence[Path], detector, out_dir: Path, names: Sequence[str] | None = None,
-                  thresholds=None, overrides: Mapping[str, Any] | None = None, progress=None,
-                  refuse_inverted: bool = True, normalised: Mapping[str, Any] | None = None,
-                  labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Analyse each file, write its overlay and JSON (and normalised NRRD when ``normalised`` holds the Eq. (1)
-    options), and return one report row per file: a failing file gives an error row, the others go on.
-    Cancelled (from ``progress``) stops the batch."""
+def analyse_batch(paths: Sequence[Path], detector, out_dir: Path, options: BatchOptions = BatchOptions(),
+                  names: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+                  progress=None) -> list[dict[str, Any]]:
+    """Analyse each file, write its overlay and JSON (and what ``options`` asks for: normalised image, masks) and
+    return one report row per file (``labels``: the file names shown; ``names``: the output names). A failing file
+    gives an error row and the others go on, unless ``options.keep_going`` is False. Cancelled (from ``progress``)
+    stops the batch. Memory is released after each image, so a batch runs in constant memory."""
     from scanai.chest.pipeline import analyse_file, error_row, summary_row
+    from scanai.core.memory import release_memory
     from scanai.core.progress import Progress
 
     progress = Progress.ensure(progress)
@@ -212,17 +276,20 @@ def analyse_batch(paths: Sequence[Path], detector, out_dir: Path, names: Sequenc
     for index, (path, name, label) in enumerate(zip(paths, names, labels, strict=True)):
         progress(index / count, f"{Path(path).name} ({index + 1}/{len(paths)})")
         try:
-            result = analyse_file(path, detector, thresholds, progress.sub(index / count, (index + 1) / count),
-                                  overrides, refuse_inverted)
-            write_image_outputs(result, name, out_dir)
-            if normalised is not None:
-                _write_normalised(result.radiograph, out_dir / "normalised" / f"{name}.nrrd", normalised)
+            result = analyse_file(path, detector, options.thresholds, progress.sub(index / count, (index + 1) / count),
+                                  options.overrides, options.refuse_inverted, options.pixel_size_mm)
+            write_image_outputs(result, name, out_dir, options.masks)
+            if options.normalised is not None:
+                _write_normalised(result.radiograph, out_dir / "normalised" / f"{name}.nrrd", options.normalised)
             rows.append(summary_row(result, label))
         except Cancelled:
             raise
         except Exception as error:  # one bad image must not stop the batch: it gets an error row
+            if not options.keep_going:
+                raise
             rows.append(error_row(label, error if _is_user_error(error) else RuntimeError(
                 f"internal error ({type(error).__name__}: {error})"), getattr(detector, "name", "")))
+        release_memory()
     progress(1.0, "done")
     return rows
 
@@ -287,9 +354,10 @@ def run(args: Any) -> int:
     if getattr(args, "normalised", False):
         normalised = {"low_percentile": args.low_percentile, "high_percentile": args.high_percentile,
                       "clip": args.clip}
+    options = BatchOptions(thresholds, overrides, not getattr(args, "keep_inverted", False), normalised,
+                           getattr(args, "pixel_size_mm", None), getattr(args, "masks", None), source.is_dir())
     with tqdm_progress(f"ChestQC ({detector.name})") as progress:
-        rows = analyse_batch(paths, detector, out_dir, names, thresholds, overrides, progress,
-                             not getattr(args, "keep_inverted", False), normalised, labels)
+        rows = analyse_batch(paths, detector, out_dir, options, names, labels, progress)
     report = write_report(rows, out_dir / "report.csv")
     for row in rows:
         detail = row["error"] if row["level"] == "ERROR" else (row["reasons"] or row.get("disposition", ""))

@@ -26,13 +26,6 @@ from scanai.io.dicom import default_radiograph_geometry, is_dicom_file, read_dic
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
-#: Image SOP classes a radiograph comes in (CR; DX, mammography and intra-oral for presentation / processing;
-#: secondary capture): such a file without pixel data was cut off.
-RADIOGRAPH_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1",
-    "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.1.3",
-    "1.2.840.10008.5.1.4.1.1.1.3.1", "1.2.840.10008.5.1.4.1.1.7"})
-
 #: ITU-R BT.601 luma weights (as used by PIL's "L" mode) for converting RGB pictures to grey.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 #: A pixel is coloured when its channels differ by more than this fraction of the picture's value range ...
@@ -146,37 +139,6 @@ def read_picture(path: str | Path) -> Radiograph:
     return Radiograph(Volume(grey.astype(np.float32)[np.newaxis], geometry), False, metadata)
 
 
-def _read_dicom(path: Path) -> tuple[Volume, dict[str, Any]]:
-    """:func:`scanai.io.dicom.read_dicom_image`, with a plain message for a file that was cut off: fewer pixel
-    bytes than the header announces, or a radiograph (CR, DX, secondary capture) whose header stops early."""
-    cut_off = FileFormatError(f"{path.name} is incomplete: the file ends before the end of the image (it was "
-                              "probably cut off while copying or downloading).", "Copy or export the radiograph again.")
-    try:
-        return read_dicom_image(path)
-    except FileFormatError as error:
-        # pydicom 3 says "less/shorter than expected"; pydicom 2.4 (Slicer 5.10) "doesn't match the expected length"
-        if any(words in str(error) for words in ("less than expected", "shorter than expected",
-                                                 "doesn't match the expected length")):
-            raise cut_off from error
-        if "no image (pixel data)" in str(error) and _header_cut_off(path):
-            raise cut_off from error
-        raise
-
-
-def _header_cut_off(path: Path) -> bool:
-    """True when a DICOM file announces a radiograph SOP class (dataset or file meta) but its header stops before
-    the image size (Rows): the file was cut off inside its header."""
-    import pydicom
-
-    try:
-        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        meta = getattr(dataset, "file_meta", None)
-        sop_class = str(dataset.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    except Exception:  # only used to word an error message
-        return False
-    return sop_class in RADIOGRAPH_SOP_CLASSES and "Rows" not in dataset
-
-
 def _read_single_slice_volume(path: Path) -> Radiograph:
     """A single-slice NRRD/MHA/NIfTI: geometry from the file, spacing taken as known."""
     from scanai.io.sitk_image import read_image
@@ -207,7 +169,7 @@ def read_radiograph(path: str | Path) -> Radiograph:
                               "The copy or export failed; copy or export the radiograph again.")
     suffix = _suffix(path)
     if is_dicom_file(path) or suffix in DICOM_SUFFIXES or suffix == "":
-        volume, metadata = _read_dicom(path)
+        volume, metadata = read_dicom_image(path)
         metadata = {"format": "dicom", "source": str(path), **metadata}
         return Radiograph(volume, metadata["spacing_source"] != "unknown", metadata)
     if suffix in PICTURE_SUFFIXES:

@@ -34,7 +34,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from scanai.chest.measurements import spine_centreline
 from scanai.chest.metrics import assess
 from scanai.chest.thresholds import Thresholds, age_in_years, thresholds_for
 from scanai.core.errors import InputError, ModelError
-from scanai.core.image import Geometry
+from scanai.core.image import Geometry, Volume
 from scanai.core.progress import Progress
 
 #: Detection backends by name (``network``: the shipped U-Net; ``classical``: thresholds and morphology).
@@ -364,16 +364,31 @@ def undo_inversion(radiograph: Radiograph) -> Radiograph:
 
 def analyse_file(path: str | Path, detector: Detector, thresholds: Thresholds | None = None,
                  progress: Progress | None = None, overrides: Mapping[str, Any] | None = None,
-                 refuse_inverted: bool = True) -> ChestResult:
-    """Read ``path`` (:func:`scanai.chest.io.read_radiograph`) and :func:`analyse_radiograph` it.
+                 refuse_inverted: bool = True, pixel_size_mm: float | None = None) -> ChestResult:
+    """Read ``path`` (:func:`scanai.chest.io.read_radiograph`) and :func:`analyse_radiograph` it; ``pixel_size_mm``
+    is the pixel size of a picture whose file has none (:func:`with_pixel_size`).
 
     Raises FileFormatError (missing, empty, truncated, unsupported file) or InputError (colour picture, 3-D
     volume, multi-frame DICOM) before any detection.
     """
     progress = Progress.ensure(progress)
     progress(0.0, "Reading the radiograph")
-    radiograph = read_radiograph(path)
+    radiograph = with_pixel_size(read_radiograph(path), pixel_size_mm)
     return analyse_radiograph(radiograph, detector, thresholds, progress.sub(0.05, 1.0), overrides, refuse_inverted)
+
+
+def with_pixel_size(radiograph: Radiograph, pixel_size_mm: float | None) -> Radiograph:
+    """``radiograph`` with square pixels of ``pixel_size_mm`` when its file gave no pixel size (a PNG, JPEG or
+    TIFF picture); unchanged when the file has its own (DICOM, NRRD), which wins, or when ``pixel_size_mm`` is None."""
+    if pixel_size_mm is None or radiograph.spacing_known:
+        return radiograph
+    if not math.isfinite(pixel_size_mm) or not 0.01 <= pixel_size_mm <= 5.0:
+        raise InputError(f"A pixel size of {pixel_size_mm} mm is not a radiograph's.",
+                         "Give the detector pixel size in mm, e.g. 0.143 or 0.2 (typical 0.1-0.2 mm).")
+    geometry = replace(radiograph.image.geometry, spacing_mm=(pixel_size_mm, pixel_size_mm,
+                                                             radiograph.image.geometry.spacing_mm[2]))
+    metadata = {**radiograph.metadata, "spacing_source": "given by the user"}
+    return Radiograph(Volume(radiograph.image.array, geometry), True, metadata)
 
 
 # ---------------------------------------------------------------------------------------------- geometry of the outputs

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scanai.core.errors import FileFormatError, GeometryError, InputError
+from scanai.core.errors import FileFormatError, GeometryError, InputError, ScanAIError
 from scanai.core.image import Geometry, VolumeSequence, grid_differences
 from scanai.io.sitk_image import LPS_TO_RAS
 
@@ -39,25 +39,68 @@ class CineSlice:
     announced: int | None = None
 
 
-#: What :func:`_read_header` returns for a file named as DICOM that cannot be read at all.
-DAMAGED = "damaged"
+@dataclass(frozen=True)
+class Damaged:
+    """What :func:`_read_header` returns for a DICOM file (``.dcm`` / ``.ima`` or with the DICM marker) that cannot be
+    read: ``reason`` continues the file name ("is incomplete: ...")."""
+
+    reason: str
+
+
+#: Header attributes a cine image needs, with how many numbers each holds.
+_NEEDED = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2, "Rows": 1, "Columns": 1}
+#: Optional header attributes the folder reader converts to numbers.
+_OPTIONAL_NUMBERS = ("TriggerTime", "InstanceNumber", "CardiacNumberOfImages", "SliceThickness",
+                     "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept")
+
+
+def _header_numbers_problem(dataset) -> str | None:
+    """Words for the first header number of a cine image that cannot be read or is not finite, or None."""
+    from scanai.io.dicom import HEADER_ERRORS
+
+    keyword = ""
+    try:
+        for keyword, count in _NEEDED.items():
+            values = dataset.get(keyword)
+            values = [float(v) for v in (values if count > 1 else [values])]
+            if len(values) != count or not np.all(np.isfinite(values)):
+                return f"is damaged: its {keyword} is not {count} finite number(s)"
+        for keyword in _OPTIONAL_NUMBERS:
+            value = dataset.get(keyword, None)
+            if value not in (None, "") and not np.isfinite(float(value)):
+                return f"is damaged: its {keyword} is not a finite number"
+        str(dataset.get("SeriesInstanceUID", ""))
+    except HEADER_ERRORS as error:
+        return f"is damaged: its {keyword or 'header'} cannot be read ({type(error).__name__})"
+    return None
 
 
 def _read_header(path: Path):
-    """The DICOM header of ``path`` (no pixels); None when it is not a DICOM image file; :data:`DAMAGED` when a
-    ``.dcm`` / ``.ima`` file cannot be read at all."""
+    """The DICOM header of ``path`` (no pixels); None when it is not a DICOM image file (skipped); :class:`Damaged`
+    when a DICOM file (``.dcm`` / ``.ima`` or with the DICM marker) cannot be read, was cut off, or holds header
+    numbers that cannot be read."""
     import pydicom
 
+    from scanai.io.dicom import dicom_damage, header_stops_early, is_dicom_file
+
+    named_dicom = path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, AttributeError, KeyError):
-        return DAMAGED if path.suffix.lower() in (".dcm", ".ima") else None
-    needed = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
-    if not all(name in dataset for name in needed):
-        return None
-    return dataset
+    except pydicom.errors.InvalidDicomError:
+        size = path.stat().st_size
+        return Damaged(f"has no DICOM header (it holds {size} bytes): it was cut off, or it is no DICOM file") \
+            if named_dicom else None
+    except Exception as error:  # pydicom raises many kinds on damaged files
+        if not named_dicom:
+            return None
+        return Damaged(dicom_damage(path) or f"is damaged ({type(error).__name__})")
+    if not all(name in dataset for name in _NEEDED):
+        damage = (dicom_damage(path) or header_stops_early(dataset)) if named_dicom else None
+        return Damaged(damage) if damage else None  # whole but no image with geometry (e.g. a report): skipped
+    problem = _header_numbers_problem(dataset)
+    return Damaged(problem) if problem else dataset
 
 
 def _normal_of(orientation: Sequence[float]) -> np.ndarray:
@@ -76,11 +119,13 @@ def list_cine_slices(folder: str | Path) -> list[CineSlice]:
     if not folder.is_dir():
         raise FileFormatError(f"The DICOM folder {folder} does not exist.", "Check the path.")
     headers = [(path, _read_header(path)) for path in sorted(folder.rglob("*")) if path.is_file()]
-    unreadable = [path for path, header in headers if header is DAMAGED]
-    headers = [(path, header) for path, header in headers if header is not None and header is not DAMAGED]
+    unreadable = [(path, header) for path, header in headers if isinstance(header, Damaged)]
+    headers = [(path, header) for path, header in headers if header is not None and not isinstance(header, Damaged)]
     if unreadable:  # a damaged image of the cine would silently shorten it
-        shown = ", ".join(p.name for p in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
-        raise FileFormatError(f"{len(unreadable)} DICOM file(s) in {folder.name} could not be read: {shown}.",
+        shown = ", ".join(p.name for p, _ in unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        first, damage = unreadable[0]
+        raise FileFormatError(f"{len(unreadable)} DICOM file(s) in {folder.name} could not be read: {shown}. "
+                              f"{first.name} {damage.reason}.",
                               "Copy the series again, or remove the damaged files if they do not belong to it.")
     if not headers:
         raise FileFormatError(f"No DICOM images were found in {folder}.",
@@ -124,33 +169,45 @@ def _geometry_of(dataset) -> Geometry:
                     tuple(map(tuple, LPS_TO_RAS @ directions)))
 
 
-def _pixels_of(path: Path) -> tuple[np.ndarray, object]:
-    """Rescaled pixels (rows, columns) float32 and the full dataset of one DICOM file."""
+def _full_dataset(path: Path):
+    """The whole pydicom dataset of one DICOM file of a cine folder; FileFormatError saying how it is damaged."""
     import pydicom
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            dataset = pydicom.dcmread(path)
-        except Exception as error:  # truncated or corrupt files raise many kinds of errors
-            raise FileFormatError(f"{path.name} could not be read as DICOM: the file may be damaged or incomplete "
-                                  f"({type(error).__name__}).", "Export the cine again, or remove the file.") \
-                from error
-        if "PixelData" not in dataset:
-            raise FileFormatError(f"{path.name} has no pixel data.", "Remove non-image files from the folder.")
-        if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-            raise FileFormatError(f"{path.name} is a multi-frame (enhanced) DICOM file, which this reader does "
-                                  "not support.", "Export the cine as one file per image.")
-        try:
+    from scanai.io.dicom import dicom_damage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path)
+    except Exception as error:  # truncated or corrupt files raise many kinds of errors
+        damage = dicom_damage(path) or f"could not be read as DICOM: the file is damaged ({type(error).__name__})"
+        raise FileFormatError(f"{path.name} {damage}.", "Export the cine again, or remove the file.") from error
+
+
+def _pixels_of(path: Path) -> tuple[np.ndarray, object]:
+    """Rescaled pixels (rows, columns) float32 and the full dataset of one DICOM file."""
+    from scanai.io.dicom import HEADER_ERRORS, damaged_header_error, decoding_error, missing_pixels_error
+
+    dataset = _full_dataset(path)
+    if "PixelData" not in dataset:
+        raise missing_pixels_error(dataset, path, "cine")
+    try:
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+    except HEADER_ERRORS as error:
+        raise damaged_header_error(path, error, "cine") from error
+    if frames > 1:
+        raise FileFormatError(f"{path.name} is a multi-frame (enhanced) DICOM file, which this reader does not "
+                              "support.", "Export the cine as one file per image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             pixels = dataset.pixel_array.astype(np.float32)
-        except Exception as error:  # pydicom raises many kinds for undecodable pixel data
-            raise FileFormatError(f"The pixel data of {path.name} could not be decoded: the file may be damaged or "
-                                  f"incomplete, or compressed in a way no installed decoder reads ({error}).",
-                                  "Export the series again, uncompressed if possible.") from error
+    except Exception as error:  # pydicom raises many kinds for undecodable pixel data
+        raise decoding_error(dataset, path, error, "cine") from error
     if pixels.ndim != 2:
         raise FileFormatError(f"{path.name} is not a grey-scale image (pixel array shape {pixels.shape}).")
-    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
     return pixels * slope + intercept, dataset
 
 
@@ -191,7 +248,7 @@ def _read_slice(chosen: CineSlice, slice_index: int) -> VolumeSequence:
         differ = grid_differences(image.shape, geometry, images[0].shape, geometries[0])
         if differ:
             raise GeometryError(f"Phase {number + 1} of slice {slice_index} ({chosen.files[number].name}) lies on a "
-                                f"different grid than the first phase ({differ}).",
+                                f"different grid than phase 1 ({chosen.files[0].name}): {differ}.",
                                 "Check that the folder holds a single cine series.")
     frames = np.stack(images)[:, np.newaxis]
     if chosen.trigger_times_s is None:
@@ -301,16 +358,18 @@ def _not_a_stack(count: int, reason: str) -> InputError:
                       f"Pass slice_index (0 to {count - 1}) to read one slice location.")
 
 
-def _stack_geometry(geometries: list[Geometry], shapes: list[tuple[int, ...]]) -> Geometry:
-    """The 3-D grid of slices with first-phase ``geometries`` (one per slice, in order); raises when not a stack."""
+def _stack_geometry(geometries: list[Geometry], shapes: list[tuple[int, ...]], names: list[str]) -> Geometry:
+    """The 3-D grid of slices with first-phase ``geometries`` (one per slice, in order, from the files ``names``);
+    raises when not a stack."""
     count, first = len(geometries), geometries[0]
     for number, (geometry, shape) in enumerate(zip(geometries, shapes, strict=True)):
+        which = f"slice {number} ({names[number]})"
         if shape != shapes[0] or not np.allclose(geometry.spacing_mm[:2], first.spacing_mm[:2], rtol=1e-4):
-            raise GeometryError(f"The folder holds {count} slice locations; slice {number} has another image size "
-                                "or pixel spacing than slice 0, so they do not form one 3-D grid.",
+            raise GeometryError(f"The folder holds {count} slice locations; {which} has another image size or pixel "
+                                f"spacing than slice 0 ({names[0]}), so they do not form one 3-D grid.",
                                 f"Pass slice_index (0 to {count - 1}) to read one slice location.")
         if not np.allclose(np.asarray(geometry.directions)[:, :2], np.asarray(first.directions)[:, :2], atol=1e-3):
-            raise _not_a_stack(count, f"slice {number} is not parallel to slice 0")
+            raise _not_a_stack(count, f"{which} is not parallel to slice 0 ({names[0]})")
     origins = np.asarray([g.origin_mm for g in geometries])
     step = (origins[-1] - origins[0]) / (count - 1)
     distance = float(np.linalg.norm(step))
@@ -341,16 +400,18 @@ def _read_stack(slices: list[CineSlice]) -> VolumeSequence:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = _read_header(cine_slice.files[0])
-        if header is None:
+        if header is None or isinstance(header, Damaged):
             raise FileFormatError(f"{cine_slice.files[0].name} could not be read again.", "Check the folder.")
         headers.append(header)
     geometries = [_geometry_of(header) for header in headers]
     shapes = [(int(header.Rows), int(header.Columns)) for header in headers]
-    geometry = _stack_geometry(geometries, shapes)  # checked before the pixels are read
+    geometry = _stack_geometry(geometries, shapes, [cine_slice.files[0].name for cine_slice in slices])
     phases = [len(cine_slice.files) for cine_slice in slices]
     if len(set(phases)) > 1:
-        raise InputError(f"The folder holds {count} slice locations with different numbers of phases "
-                         f"({min(phases)} to {max(phases)}), so they do not form one 3-D+t sequence.",
+        fewest, most = int(np.argmin(phases)), int(np.argmax(phases))
+        raise InputError(f"The folder holds {count} slice locations with different numbers of phases: slice {fewest} "
+                         f"({slices[fewest].files[0].name}, ...) has {phases[fewest]}, slice {most} has "
+                         f"{phases[most]}, so they do not form one 3-D+t sequence.",
                          f"Pass slice_index (0 to {count - 1}) to read one slice location.")
     sequences = [_read_slice(cine_slice, number) for number, cine_slice in enumerate(slices)]
     frames = np.stack([sequence.frames[:, 0] for sequence in sequences], axis=1)
@@ -368,13 +429,17 @@ _RGB_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 
 def _read_multiframe_dataset(path: Path):
-    """The full pydicom dataset of ``path``; FileFormatError when missing, not DICOM, damaged or without pixels."""
+    """The full pydicom dataset of ``path``; FileFormatError when missing, not DICOM, damaged, cut off or without
+    pixels (a cut file is named incomplete, a DICOM object that is no image is named as such)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from scanai.io.dicom import dicom_damage, missing_pixels_error
 
     if not path.is_file():
         raise FileFormatError(f"The file {path} does not exist.", "Check the path and the file name.")
     formats = "Choose a DICOM cine file, a folder of DICOM images, or a .seq.nrrd / .nrrd / .nii / .nii.gz file."
+    again = "Export the cine again from the scanner or PACS."
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -382,29 +447,21 @@ def _read_multiframe_dataset(path: Path):
     except InvalidDicomError as error:
         raise FileFormatError(f"{path.name} is neither a DICOM file nor a known sequence file.", formats) from error
     except Exception as error:  # truncated or corrupt files raise many kinds of errors
-        raise FileFormatError(f"{path.name} could not be read as DICOM: the file may be damaged or incomplete "
-                              f"({type(error).__name__}).", "Export the cine again from the scanner or PACS.") \
-            from error
-    cut_short = any("end of file" in str(warning.message).lower() for warning in caught)
-    if cut_short or len(dataset) == 0:
-        raise FileFormatError(f"{path.name} could not be read as DICOM: the file may be damaged or incomplete (it "
-                              "ends before its data does).", "Export the cine again from the scanner or PACS.")
+        damage = dicom_damage(path) or f"could not be read as DICOM: the file is damaged ({type(error).__name__})"
+        raise FileFormatError(f"{path.name} {damage}.", again) from error
+    if any("end of file" in str(warning.message).lower() for warning in caught):
+        damage = dicom_damage(path) or "is incomplete: it ends before its data do"
+        raise FileFormatError(f"{path.name} {damage}.", again)
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        if "Rows" in dataset and "Columns" in dataset:  # an image header whose pixels are missing: cut short
-            raise FileFormatError(f"{path.name} describes an image but holds no pixel data: the file may be damaged "
-                                  "or incomplete.", "Export the cine again from the scanner or PACS.")
-        sop_class = getattr(dataset.get("SOPClassUID", None), "name", "") or str(dataset.get("SOPClassUID", ""))
-        kind = f" (it is a {sop_class} object)" if sop_class else ""
-        raise FileFormatError(f"{path.name} holds no image (no pixel data){kind}.",
-                              "Choose the DICOM file of the cine itself, not a report or a structured document.")
+        raise missing_pixels_error(dataset, path, "cine")
     return dataset
 
 
-def _decode_frames(dataset, name: str) -> tuple[np.ndarray, str]:
+def _decode_frames(dataset, path: Path) -> tuple[np.ndarray, str]:
     """Stored pixels (T, J, I) or (T, J, I, samples) and their photometric interpretation after decoding."""
-    from scanai.io.dicom import _check_decoder
+    from scanai.io.dicom import _check_decoder, decoding_error
 
-    _check_decoder(dataset, name)
+    _check_decoder(dataset, path.name)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         with warnings.catch_warnings():
@@ -417,9 +474,7 @@ def _decode_frames(dataset, name: str) -> tuple[np.ndarray, str]:
                 array, meta = get_decoder(dataset.file_meta.TransferSyntaxUID).as_array(dataset, as_rgb=False)
                 photometric = str(meta.get("photometric_interpretation", photometric)).strip().upper()
     except Exception as error:  # pydicom raises many kinds for undecodable or truncated pixel data
-        raise FileFormatError(f"The pixel data of {name} could not be decoded: the file may be damaged or "
-                              f"incomplete ({type(error).__name__}: {error}).",
-                              "Export the cine again, uncompressed if possible.") from error
+        raise decoding_error(dataset, path, error, "cine") from error
     return np.asarray(array), photometric
 
 
@@ -597,15 +652,27 @@ def read_multiframe_cine(path: str | Path) -> VolumeSequence:
     :class:`InputError` (a single frame: motion needs at least 2) or :class:`GeometryError` (frames on
     different planes or grids, e.g. a multi-slice enhanced file).
     """
+    from scanai.io.dicom import HEADER_ERRORS, damaged_header_error
+
     path = Path(path)
     dataset = _read_multiframe_dataset(path)
+    try:
+        return _multiframe_sequence(dataset, path)
+    except ScanAIError:
+        raise
+    except HEADER_ERRORS as error:  # a header value pydicom cannot convert: a flipped byte or a cut file
+        raise damaged_header_error(path, error, "cine") from error
+
+
+def _multiframe_sequence(dataset, path: Path) -> VolumeSequence:
+    """:func:`read_multiframe_cine` once the file is read: frames, geometry and frame times."""
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     if count < 2:
         raise InputError(f"{path.name} holds a single frame; motion estimation needs at least 2 frames.",
                          "Load a multi-frame cine, or a folder with one image per cardiac phase.")
     planes = _frame_planes(dataset, count)
     _check_same_plane(planes, path.name)
-    array, photometric = _decode_frames(dataset, path.name)
+    array, photometric = _decode_frames(dataset, path)
     grey = _grey_frames(array, photometric, dataset, count, path.name)
     spacing = _multiframe_spacing(dataset, planes[0][0], path.name)
     geometry = _multiframe_geometry(planes[0], spacing, dataset)

@@ -83,10 +83,15 @@ def read_contour_points(path: str | Path) -> np.ndarray:
     path = Path(path)
     points = []
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise FileFormatError(f"The contour file {path.name} could not be read ({error}).",
                               "Check that the file exists and is a text file.") from error
+    lines = text.splitlines()
+    if text.strip() and not text.endswith(("\n", "\r")):  # every distributed file ends its last line
+        raise FileFormatError(f"The contour file {path.name} is incomplete: it ends in the middle of line {len(lines)} "
+                              f"({lines[-1].strip()!r}), so it was probably cut off while copying.",
+                              "Copy the contour files again.")
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:

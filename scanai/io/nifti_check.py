@@ -34,6 +34,9 @@ def _header(head: bytes, name: str) -> tuple[str, int, int]:
                 raise FileFormatError(f"{name} has a NIfTI data type ({datatype}) ScanAI does not read.",
                                       "Save it with a scalar type (integer or floating point).")
             return order + DATATYPES[datatype], count, max(offset, 352)
+    if len(head) < 348 and any(head[:4] == struct.pack(order + "i", 348) for order in "<>"):
+        raise FileFormatError(f"{name} is incomplete: it ends inside its 348-byte NIfTI header (after {len(head)} "
+                              "bytes), so it was probably cut off while copying.", "Copy or export the image again.")
     raise FileFormatError(f"{name} is not a NIfTI-1 file (its header is not 348 bytes).",
                           "Export the image again as NIfTI-1 (.nii or .nii.gz).")
 

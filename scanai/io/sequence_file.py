@@ -110,7 +110,7 @@ def read_sequence(path: str | Path) -> VolumeSequence:
         # the list axis is axis 0 in files written here and the last axis in files Slicer writes
         values_key = next((key for key in sorted(keys) if re.fullmatch(r"axis \d+ index values", key)), "")
         values_text = meta(values_key, "")
-        values = tuple(float(v) for v in values_text.split()) if values_text else tuple(range(frames.shape[0]))
+        values = _index_values(values_text, name) if values_text else tuple(range(frames.shape[0]))
         if len(values) != frames.shape[0]:
             raise FileFormatError(f"{name} lists {len(values)} index values for {frames.shape[0]} frames.")
         index_name = meta("NRRD_labels[pixel]", "") or meta("axis 0 quantity", "time")  # older files: custom keys
@@ -134,6 +134,19 @@ def read_sequence(path: str | Path) -> VolumeSequence:
         return VolumeSequence(array, geometry, tuple(start + n * step for n in range(array.shape[0])), "time", "s")
     times = tuple(origin[3] + n * spacing[3] for n in range(array.shape[0]))
     return VolumeSequence(array, geometry, times, "time", "s")
+
+
+def _index_values(text: str, name: str) -> tuple[float, ...]:
+    """The finite numbers of a sequence NRRD's ``axis N index values`` field; FileFormatError when one is not."""
+    try:
+        values = tuple(float(v) for v in text.split())
+    except ValueError as error:
+        raise FileFormatError(f"{name} is damaged: its header's frame index values are not all numbers ({error}).",
+                              "Copy or export the sequence again.") from error
+    if not all(np.isfinite(values)):
+        raise FileFormatError(f"{name} is damaged: its header's frame index values are not all finite numbers.",
+                              "Copy or export the sequence again.")
+    return values
 
 
 # ------------------------------------------------------------------------------------ NIfTI time axis

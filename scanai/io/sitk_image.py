@@ -54,6 +54,10 @@ def from_sitk(image) -> Volume:
 def read_sitk(path: str | Path, what: str = "an image", formats: str = "Use NRRD, NIfTI, MHA, PNG or DICOM."):
     """Open ``path`` with SimpleITK; a missing or unreadable file raises :class:`FileFormatError`.
 
+    Checked first, because SimpleITK would read them as other values without an error: a NIfTI file's length and
+    non-finite voxels (:func:`scanai.io.nifti_check.verify_nifti`), and the compressed voxel stream of an NRRD or
+    MetaImage file (checksum, end and size: :func:`scanai.io.compressed_check.verify_compressed_image`).
+
     what:    what the file should be, for the message ("a dynamic PET series", ...).
     formats: what the user should give instead.
     """
@@ -66,6 +70,10 @@ def read_sitk(path: str | Path, what: str = "an image", formats: str = "Use NRRD
         from scanai.io.nifti_check import verify_nifti
 
         verify_nifti(path)
+    if path.name.lower().endswith((".nrrd", ".mha")):  # SimpleITK does not check the compressed stream's checksum
+        from scanai.io.compressed_check import verify_compressed_image
+
+        verify_compressed_image(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:

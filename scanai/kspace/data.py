@@ -10,6 +10,10 @@ import numpy as np
 from scanai.core.errors import InputError
 
 FRAME_AXES = ("repetition", "contrast")
+#: The k-space files :func:`scanai.kspace.io.read_kspace` reads, by extension and in words (for messages).
+SUPPORTED_SUFFIXES = (".dat", ".npy", ".npz", ".mat", ".h5", ".hdf5", ".mrd", ".cfl", ".hdr")
+SUPPORTED_FORMATS = ("Siemens raw data (.dat), ISMRMRD/MRD or fastMRI HDF5 (.h5, .mrd), a BART array (.cfl + .hdr), "
+                     "a NumPy array (.npy/.npz) or a MATLAB file (.mat)")
 
 _REAL_VALUED_PROBLEM = (
     "The k-space file holds real numbers, not complex k-space: the phase of the signal is missing, so no image "

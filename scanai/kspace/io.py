@@ -42,11 +42,13 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError
 from scanai.core.progress import Progress
-from scanai.kspace.data import FRAME_AXES, KSpaceData, as_kspace_array  # noqa: F401 (re-exported)
-
-SUPPORTED_SUFFIXES = (".dat", ".npy", ".npz", ".mat", ".h5", ".hdf5", ".mrd", ".cfl", ".hdr")
-SUPPORTED_FORMATS = ("Siemens raw data (.dat), ISMRMRD/MRD or fastMRI HDF5 (.h5, .mrd), a BART array (.cfl + .hdr), "
-                     "a NumPy array (.npy/.npz) or a MATLAB file (.mat)")
+from scanai.kspace.data import (  # noqa: F401 (re-exported)
+    FRAME_AXES,
+    SUPPORTED_FORMATS,
+    SUPPORTED_SUFFIXES,
+    KSpaceData,
+    as_kspace_array,
+)
 
 
 def read_kspace(path: str | Path, *, allow_epi: bool = False, prewhiten: bool = False,

@@ -141,6 +141,118 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
                             {name: UNITS.get(name, "") for name in result.parameters}, result.mask)
 
 
+# ------------------------------------------------------------------------------------------- fit checks
+#: The map a fit is judged by, per method (the one a clinician reads first).
+MAIN_PARAMETER: dict[str, str] = {"patlak": "Ki", "logan": "VT", "1tcm": "VT", "2tcm_irreversible": "Ki",
+                                  "2tcm": "VT", "network": "Ki"}
+#: A fit is suspicious when more than this fraction of its fitted voxels sit on a fit bound ...
+BOUND_FRACTION = 0.5
+#: ... or when its main map is zero or undefined in at least this fraction of them ...
+EMPTY_FRACTION = 0.9
+#: ... or when the input function's typical value is more than this many times the image's, or less than its
+#: inverse (real studies give 0.1 to 15: plasma against the hottest tenth of the tissue, over the scan).
+MAGNITUDE_RATIO = 100.0
+#: A magnitude ratio within this factor of the ratio of two units is named as their likely mix-up.
+MIX_UP_TOLERANCE = 5.0
+
+
+def fitted_voxels(result: ParametricResult) -> np.ndarray:
+    """(k, j, i) bool: the voxels of ``result.mask`` that were fitted, i.e. not skipped for an activity below the
+    area threshold (``bound_hit`` = 2, their parameters are 0 without having been fitted)."""
+    flags = result.quality.get("bound_hit")
+    if flags is None:
+        return result.mask.copy()
+    return result.mask & (np.asarray(flags.array) != 2)
+
+
+def map_medians(result: ParametricResult) -> dict[str, float]:
+    """Median of each map over the fitted voxels (:func:`fitted_voxels`), NaN when no voxel was fitted."""
+    fitted = fitted_voxels(result)
+    return {name: float(np.nanmedian(volume.array[fitted])) if fitted.any() and np.isfinite(volume.array[fitted]).any()
+            else float("nan") for name, volume in result.maps.items()}
+
+
+def magnitude_ratio(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFunction, voxels: np.ndarray) -> float:
+    """Typical input-function value over typical image value (a number, NaN when the image part is not positive).
+
+    Input function: its duration-weighted mean over the frames. Image: the 90th percentile, over ``voxels``
+    ((k, j, i) bool), of each voxel's duration-weighted mean over the frames (the tissue, not the air).
+    """
+    if not voxels.any():
+        return float("nan")
+    weights = timing.duration_s / timing.duration_s.sum()
+    means = np.tensordot(weights, np.asarray(sequence.frames)[:, voxels].astype(float), axes=1)
+    image = float(np.nanpercentile(means, 90))
+    blood = float(np.sum(weights * plasma.mean_over_frames(timing)))
+    return blood / image if image > 0 and np.isfinite(blood) else float("nan")
+
+
+def _unit_mix_up(ratio: float) -> str:
+    """Words for the unit mix-up a magnitude ratio (input / image) looks like, e.g. "an input function in Bq/mL
+    against an image in kBq/mL (x1000)"; "" when it looks like none (within a factor 10 of 1, or farther than
+    :data:`MIX_UP_TOLERANCE` from every ratio of two units: tissue and plasma differ by themselves)."""
+    from scanai.pet.units import CONCENTRATION_UNITS
+
+    if not np.isfinite(ratio) or ratio <= 0 or abs(np.log10(ratio)) < 1.0:
+        return ""
+    pairs = [(image / blood, f"an input function in {b} against an image in {i}")
+             for i, image in CONCENTRATION_UNITS.items() for b, blood in CONCENTRATION_UNITS.items() if i != b]
+    factor, words = min(pairs, key=lambda pair: abs(np.log10(pair[0] / ratio)))
+    if abs(np.log10(factor / ratio)) > np.log10(MIX_UP_TOLERANCE):
+        return ""
+    shown = f"x{factor:g}" if factor >= 1 else f"x1/{1 / factor:g}"
+    return f"{words} ({shown})"
+
+
+def _symptom(result: ParametricResult, fitted: np.ndarray, ratio: float) -> str:
+    """What looks wrong with a fit (the first of the checks of :func:`fit_warning` that fails), or ""."""
+    inside, count = int(result.mask.sum()), int(fitted.sum())
+    label = METHOD_LABELS.get(result.method, result.method).split(" (")[0]
+    if count == 0:
+        return (f"none of the {inside} voxels inside the mask was fitted (their activity is below 1 % of the input "
+                f"function's), so every {label} value is 0")
+    flags = result.quality.get("bound_hit")
+    on_bound = int(np.count_nonzero(np.asarray(flags.array)[fitted] == 1)) if flags is not None else 0
+    if on_bound > BOUND_FRACTION * count:
+        return f"{100 * on_bound / count:.0f} % of the {count} fitted voxels sit on a fit bound"
+    main = MAIN_PARAMETER.get(result.method, next(iter(result.maps)))
+    values = result.maps[main].array[fitted] if main in result.maps else np.ones(count)
+    empty = int(np.count_nonzero(~np.isfinite(values) | (values == 0)))
+    if empty >= EMPTY_FRACTION * count:
+        return f"the {main} map is zero or undefined in {100 * empty / count:.0f} % of the {count} fitted voxels"
+    if np.isfinite(ratio) and not (1 / MAGNITUDE_RATIO <= ratio <= MAGNITUDE_RATIO):
+        return f"the input function's values are {ratio:.3g} times the image's, far from the 0.1 to 15 of real studies"
+    return ""
+
+
+def fit_warning(result: ParametricResult, sequence: VolumeSequence, timing: FrameTiming, plasma: InputFunction,
+                image_unit: str = "", input_unit: str | None = None) -> str:
+    """One paragraph warning that a finished fit looks wrong, with its likely causes; "" when it looks sound.
+
+    Checks: no voxel of the mask fitted; more than :data:`BOUND_FRACTION` of the fitted voxels on a fit bound; the
+    main map (:data:`MAIN_PARAMETER`) zero or undefined in :data:`EMPTY_FRACTION` of them; the typical input
+    function value (``plasma``, as fitted, in the image's unit) more than :data:`MAGNITUDE_RATIO` times the image's
+    or less than its inverse. ``image_unit`` / ``input_unit``: the units as the user gave them ("" unknown; the
+    input's defaults to ``plasma.unit``), named in the warning with the ratio of the typical magnitudes.
+    """
+    fitted = fitted_voxels(result)
+    ratio = magnitude_ratio(sequence, timing, plasma, fitted if fitted.any() else result.mask)
+    symptom = _symptom(result, fitted, ratio)
+    if not symptom:
+        return ""
+    input_unit = plasma.unit if input_unit is None else input_unit
+    stated = input_unit or ("no stated unit (taken as the image's)" if image_unit else "an unknown unit")
+    units = f"the image is in {image_unit or 'an unknown unit'} and the input function in {stated}"
+    magnitude = f"; the input function's typical value is {ratio:.3g} times the image's" if np.isfinite(ratio) else ""
+    mix_up = _unit_mix_up(ratio)
+    mix_up = f", which suggests {mix_up}" if mix_up else ""
+    label = METHOD_LABELS.get(result.method, result.method).split(" (")[0]
+    return (f"The {label} fit looks wrong: {symptom}. Likely causes: (1) a unit mismatch between the image and the "
+            f"input function ({units}{magnitude}{mix_up}): state the unit of each; (2) a wrong input function "
+            "(another scan's, whole blood instead of plasma, times in minutes read as seconds); (3) wrong frame times "
+            "(minutes given as seconds, or times not counted from the injection).")
+
+
 # ------------------------------------------------------------------------------------------------- regions
 def region_tacs(sequence: VolumeSequence, regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Mean time-activity curve (T,) of each region (name -> (k, j, i) bool on the sequence grid)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
 from scanai.pet.timing import FrameTiming
-from scanai.pet.units import HALF_LIVES_S, normalise_unit, radionuclide_key
+from scanai.pet.units import HALF_LIVES_S, normalise_unit, parse_unit, radionuclide_key
 
 #: Activity units allowed for ``InjectedRadioactivityUnits`` and their size in Bq.
 _ACTIVITY_BQ = {"bq": 1.0, "kbq": 1e3, "mbq": 1e6, "gbq": 1e9, "ci": 3.7e10, "mci": 3.7e7, "uci": 3.7e4,
@@ -85,10 +85,13 @@ def parse_bids_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise InputError(f"The sidecar's body weight unit {weight_unit!r} is not known.", "Use kg.")
         weight_kg = weight * _WEIGHT_KG[weight_unit]
     unit_text = str(raw.get("Units", "") or "")
-    unit = normalise_unit(unit_text)
+    try:
+        unit = parse_unit(unit_text)
+    except InputError as error:  # a unit that says something must not silently become "unknown"
+        raise InputError(f"The sidecar's Units {unit_text!r} is not understood.", error.action) from error
     if unit_text and not unit:
-        warnings.append(f"The sidecar's Units {unit_text!r} is not an activity concentration unit ScanAI knows; "
-                        "it is treated as unknown.")
+        warnings.append(f"The sidecar's Units {unit_text!r} is not an activity concentration unit (a DICOM code of "
+                        "another quantity); it is treated as unknown.")
     return {
         "start_s": None if start is None else start - injection,
         "duration_s": duration,

@@ -24,7 +24,6 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.image import Volume, VolumeSequence, mask_on_grid
-from scanai.io.text_table import read_numeric_csv
 from scanai.pet.input_function import (
     FENG_FDG_PARAMS,
     InputFunction,
@@ -33,6 +32,7 @@ from scanai.pet.input_function import (
     feng_input,
     feng_integral,
 )
+from scanai.pet.tables import read_pet_table
 from scanai.pet.timing import FrameTiming
 
 _FENG_KEYS = ("a1", "a2", "a3", "lambda1_per_min", "lambda2_per_min", "lambda3_per_min", "tau_min")
@@ -81,7 +81,7 @@ def read_blood_table(path: str | Path, where: Mapping[str, str] | None = None, u
     ``where`` keeps only rows whose text columns equal the given values, e.g. ``{"PET": "cgyu_1"}`` for a file
     holding several scans. See :meth:`BloodCurves.from_columns` for the column names understood.
     """
-    return BloodCurves.from_columns(read_numeric_csv(path, where=where, what="blood table"), unit)
+    return BloodCurves.from_columns(read_pet_table(path, "blood table", where), unit)
 
 
 # ---------------------------------------------------------------------------------------- image-derived

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only rows of the blood table whose COLUMN equals VALUE (e.g. PET=cgyu_1)")
     parser.add_argument("--input-unit", default="", metavar="UNIT", type=_unit,
                         help="activity unit of the blood table (Bq/mL, kBq/mL, nCi/mL, SUV, ...); default: the image's")
+    parser.add_argument("--image-unit", default="", metavar="UNIT", type=_unit,
+                        help="activity unit of the dynamic image, for an image that carries none (a NIfTI with a "
+                             "frame CSV); where the image carries one (DICOM Units, a sidecar's Units) it must agree")
     parser.add_argument("--decay-correct-input", action="store_true",
                         help="the blood table is not decay corrected: correct it to the injection with the study's "
                              "radionuclide (frames are always brought to the injection by the readers)")
@@ -84,6 +89,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="map file format")
     parser.add_argument("--out", type=Path, default=Path("scanai-pet"), metavar="DIR",
                         help="output folder (default ./scanai-pet)")
+
+
+def _unit_source(image: Path) -> str:
+    """Where the unit of the dynamic image ``image`` comes from, for messages."""
+    from scanai.pet.study import IMAGE_SUFFIXES
+
+    return "its sidecar's Units" if image.name.lower().endswith(IMAGE_SUFFIXES) else "its DICOM Units (0054,1001)"
+
+
+def _warn(text: str) -> None:
+    """A warning paragraph on stderr (nothing for an empty text)."""
+    if text:
+        print(f"warning: {text}", file=sys.stderr)
 
 
 def _mask_on(path: Path, sequence) -> np.ndarray:
@@ -127,26 +145,53 @@ def write_result(result, out_dir: Path, suffix: str = "nrrd") -> dict[str, Path]
     return {name: write_image(volume, out_dir / f"{result.method}_{name}.{suffix}") for name, volume in volumes.items()}
 
 
-def run(args: argparse.Namespace) -> int:
-    """``scanai pet``: parametric maps (NRRD/NIfTI) and a statistics CSV; prints the output paths. Returns 0."""
-    from scanai.pet.analysis import compute_maps, in_frame_unit, region_statistics
+def read_study(args: argparse.Namespace):
+    """The dynamic PET of the ``scanai pet`` options, its notes printed, its unit settled with ``--image-unit``
+    (:func:`scanai.pet.units.settle_image_unit`: declared where the image carries none, checked where it does)."""
     from scanai.pet.study import read_dynamic_pet
+    from scanai.pet.units import settle_image_unit
+
+    study = read_dynamic_pet(args.image, sidecar=args.sidecar, frames_csv=args.frames)
+    for note in study.warnings:
+        print(f"note: {note}")
+    unit = settle_image_unit(study.unit, args.image_unit, _unit_source(Path(args.image)), "--image-unit")
+    return study if unit == study.unit else dataclasses.replace(study, unit=unit)
+
+
+def _summary(result) -> str:
+    """One line: voxels analysed and fitted, and the median of each map over the fitted voxels only."""
+    from scanai.pet.analysis import fitted_voxels, map_medians
+
+    medians = ", ".join(f"{name} median {value:.4g}" if np.isfinite(value) else f"{name}: no voxel fitted"
+                        for name, value in map_medians(result).items())
+    return (f"{result.method}: {int(result.mask.sum())} voxels, {int(fitted_voxels(result).sum())} fitted; {medians} "
+            "(over the fitted voxels).")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``scanai pet``: parametric maps (NRRD/NIfTI) and a statistics CSV; prints the output paths. Returns 0.
+
+    Every input (image, unit, masks, label map, input function) is read and checked before anything is fitted or
+    written; a fit that looks wrong (:func:`scanai.pet.analysis.fit_warning`) gets a warning on stderr."""
+    from scanai.pet.analysis import compute_maps, fit_warning, in_frame_unit, region_statistics
+    from scanai.pet.units import unit_assumption
 
     with tqdm_progress("Parametric PET") as progress:
         progress(0.0, "Reading the dynamic PET")
-        study = read_dynamic_pet(args.image, sidecar=args.sidecar, frames_csv=args.frames)
-        for warning in study.warnings:
-            print(f"note: {warning}")
-        plasma, whole_blood = blood_curves(args, study)
-        plasma, whole_blood = in_frame_unit(study.unit, plasma, whole_blood)
+        study = read_study(args)
         mask = _mask_on(args.mask, study.sequence) if args.mask is not None else None
+        labels = _mask_on(args.regions, study.sequence) if args.regions is not None else None
+        plasma, whole_blood = blood_curves(args, study)
+        _warn(unit_assumption(study.unit, plasma.unit, "state it with --image-unit UNIT"))
+        input_unit = plasma.unit
+        plasma, whole_blood = in_frame_unit(study.unit, plasma, whole_blood)
         result = compute_maps(study.sequence, study.timing, plasma, args.method, whole_blood=whole_blood, mask=mask,
                               t_star_min=args.t_star_min, weights=None if args.weights == "none" else args.weights,
                               refine=args.refine, vb=args.vb, window_min=tuple(args.window), device=args.device,
                               progress=progress.sub(0.05, 0.95))
+    warning = fit_warning(result, study.sequence, study.timing, plasma, study.unit, input_unit)
     paths = write_result(result, args.out, args.format)
-    if args.regions is not None:
-        labels = _mask_on(args.regions, study.sequence)
+    if labels is not None:
         regions = {f"label {int(value)}": labels == value for value in np.unique(labels) if value != 0}
     else:
         regions = {"mask" if mask is not None else "all voxels": result.mask}
@@ -157,11 +202,10 @@ def run(args: argparse.Namespace) -> int:
     paths["input_function"] = _write_csv(Path(args.out) / "input_function.csv", ["time_s", "plasma"],
                                          [[t, a] for t, a in zip(plasma.t_s, plasma.activity, strict=True)])
     paths["frames"] = study.timing.to_csv(Path(args.out) / "frames.csv")
-    summary = ", ".join(f"{name} median {np.median(volume.array[result.mask]):.4g}"
-                        for name, volume in result.maps.items())
-    print(f"{result.method}: {int(result.mask.sum())} voxels; {summary}.")
+    print(_summary(result))
     for path in paths.values():
         print(path)
+    _warn(warning)
     return 0
 
 

@@ -25,8 +25,15 @@ start, re-referenced here to the injection (× e^{λ t_series}; recorded); NONE 
 RadionuclideTotalDose (0018,1074, Bq at injection), RadionuclideHalfLife (0018,1075), PatientWeight (0010,1030).
 
 **Several series** in the folder are merged by time only when they share the FrameOfReferenceUID and the grid
-(parts of one dynamic acquisition); otherwise :class:`FileFormatError` lists them. Files that are not DICOM,
-unreadable or not PET images are skipped and listed in ``warnings``.
+(parts of one dynamic acquisition); otherwise :class:`FileFormatError` lists them. Files that are not DICOM (no
+``.dcm`` / ``.ima`` name, no DICM marker) and DICOM objects that are not PET images (a report, a DICOMDIR) are
+skipped and listed in ``warnings``.
+
+**Nothing lost.** A DICOM file that cannot be read, or whose header or pixel data stop early (a file cut off while
+copying), is refused naming the file, never skipped: it would leave a hole in the series. Each series is checked
+against its own counts: NumberOfTimeSlices (0054,0101) frames of NumberOfSlices (0054,0081) slices; a missing image
+is refused naming its frame and slice (and ImageIndex where the series has it), as is a frame that lacks a slice
+the other frames have or a gap inside the slice stack.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from scanai.core.errors import FileFormatError, GeometryError, InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.io.cine import _geometry_of, _normal_of, _pixels_of
+from scanai.io.dicom import is_dicom_file
 from scanai.pet.dynamic import DynamicPet, settle_decay_reference
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import HALF_LIVES_S, decay_weighted_offset_s, normalise_unit, radionuclide_key
@@ -172,22 +180,105 @@ def injection_datetime(header: Any, notes: list[str]) -> dt.datetime | None:
 
 def series_uid_of(path: str | Path) -> str:
     """SeriesInstanceUID of one DICOM file (FileFormatError when it is not readable DICOM)."""
-    header = _read_header(Path(path))
-    if header is None:
-        raise FileFormatError(f"{Path(path).name} is not a readable DICOM file.", "Choose a DICOM PET file or folder.")
+    path = Path(path)
+    header = _read_header(path)
+    if header is None or isinstance(header, _Damaged):
+        reason = header.reason if isinstance(header, _Damaged) else "is not a readable DICOM file"
+        raise FileFormatError(f"{path.name} {reason}.", "Choose a DICOM PET file or folder.")
     return _text(header.get("SeriesInstanceUID"))
 
 
 # ---------------------------------------------------------------------------------------------- scan
-def _read_header(path: Path) -> Any | None:
+#: SOP classes of PET images (PET, enhanced PET, legacy converted enhanced PET) and of a DICOMDIR.
+_PET_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130",
+                          "1.2.840.10008.5.1.4.1.1.128.1")
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: Header numbers of a PET image: keyword -> how many values (None: optional, any count).
+_NUMBERS = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2, "Rows": 1, "Columns": 1}
+_OPTIONAL_NUMBERS = ("ImageIndex", "NumberOfSlices", "NumberOfTimeSlices", "FrameReferenceTime",
+                     "ActualFrameDuration", "RescaleSlope", "RescaleIntercept", "NumberOfFrames")
+#: Exceptions pydicom raises on a damaged file or header value.
+_HEADER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError, OverflowError)
+_CUT = "so the file was probably cut off or damaged while copying"
+
+
+@dataclass(frozen=True)
+class _Damaged:
+    """A DICOM file that cannot be used: ``reason`` continues its name ("is incomplete: ..."); ``series_uid`` is
+    its SeriesInstanceUID when that could still be read ("" otherwise)."""
+
+    reason: str
+    series_uid: str = ""
+
+
+def _sop_class(header: Any) -> str:
+    meta = getattr(header, "file_meta", None)
+    uid = (meta.get("MediaStorageSOPClassUID") if meta is not None else None) or header.get("SOPClassUID")
+    return _text(uid)
+
+
+def _numbers_problem(header: Any) -> str | None:
+    """Words for the first header number of a PET image that is missing, cannot be read or is not finite."""
+    for keyword in _NUMBERS:
+        if header.get(keyword) in (None, ""):
+            return f"has no {keyword}: its header stops early, {_CUT}"
+    keyword = ""
+    try:
+        for keyword, count in _NUMBERS.items():
+            value = header.get(keyword)
+            values = [float(v) for v in (value if count > 1 else [value])]
+            if len(values) != count or not np.all(np.isfinite(values)):
+                return f"is damaged: its {keyword} is not {count} finite number(s)"
+        for keyword in _OPTIONAL_NUMBERS:
+            value = header.get(keyword)
+            if value not in (None, "") and not math.isfinite(float(value)):
+                return f"is damaged: its {keyword} is not a finite number"
+    except _HEADER_ERRORS as error:
+        return f"is damaged: its {keyword} cannot be read ({_reason(error)})"
+    return None
+
+
+def _header_problem(header: Any) -> str | None:
+    """Why a DICOM header read without error still shows a cut or damaged file, or None. A PET image (Modality PT
+    with the PET image SOP class) must hold its geometry and readable numbers; any object must name its Modality
+    (a DICOMDIR excepted)."""
+    if len(header) == 0:
+        return f"is incomplete: it ends right after its file meta information, {_CUT}"
+    sop = _sop_class(header)
+    if not _text(header.get("Modality")):
+        return None if sop == _DICOMDIR_SOP_CLASS else f"has no Modality: its header stops early, {_CUT}"
+    if _text(header.get("Modality")).upper() != "PT" or (sop and sop not in _PET_IMAGE_SOP_CLASSES):
+        return None
+    return _numbers_problem(header)
+
+
+def _reason(error: Exception) -> str:
+    """An exception as short words for a message: its type and the start of its text."""
+    text = " ".join(str(error).split())
+    return type(error).__name__ + (f": {text[:80]}" if text else "")
+
+
+def _read_header(path: Path) -> Any | _Damaged | None:
+    """The header (no pixels) of ``path``; None when it is no DICOM file at all (no ``.dcm`` / ``.ima`` name and no
+    DICM marker: skipped); :class:`_Damaged` for a DICOM file that cannot be read or whose header is cut short."""
     import pydicom
 
+    named_dicom = path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
     try:
         with python_warnings.catch_warnings():
             python_warnings.simplefilter("ignore")
-            return pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - any unreadable file is skipped and reported
-        return None
+            header = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on damaged files
+        if not named_dicom:
+            return None
+        return _Damaged(f"could not be read as DICOM ({_reason(error)}): it was probably cut off or damaged while "
+                        "copying, or it is no DICOM file")
+    try:
+        problem = _header_problem(header)
+        uid = _text(header.get("SeriesInstanceUID"))
+    except _HEADER_ERRORS as error:
+        return _Damaged(f"is damaged: its header cannot be read ({_reason(error)})")
+    return _Damaged(problem, uid) if problem else header
 
 
 @dataclass
@@ -259,21 +350,33 @@ def _summary(names: list[str], limit: int = 5) -> str:
     return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _refuse_damaged(damaged: list[tuple[Path, _Damaged]]) -> None:
+    """FileFormatError naming the damaged DICOM files (a damaged image would silently leave a hole in the series)."""
+    if damaged:
+        first, why = damaged[0]
+        names = _summary([path.name for path, _ in damaged])
+        raise FileFormatError(f"{len(damaged)} DICOM file(s) could not be read: {names}. {first.name} {why.reason}.",
+                              "Copy the series again from the scanner or PACS, or remove the damaged files if they do "
+                              "not belong to it.")
+
+
 def _scan(files: list[Path], progress: Progress, notes: list[str], series_uid: str | None) -> list[tuple[Path, Any]]:
-    """Headers of the PET image files; non-DICOM, non-PET and other-series files are skipped with a note."""
-    unreadable, not_pet, no_geometry, kept = [], [], [], []
+    """Headers of the PET image files. Non-DICOM files, DICOM objects that are not PET images and other series are
+    skipped with a note; a damaged or cut DICOM file is refused (FileFormatError naming it)."""
+    not_dicom, not_pet, no_geometry, damaged, kept = [], [], [], [], []
     for index, path in enumerate(files):
         if index % 16 == 0:
             progress(index / max(len(files), 1), f"Reading DICOM headers {index + 1}/{len(files)}")
         header = _read_header(path)
         if header is None:
-            unreadable.append(path.name)
+            not_dicom.append(path.name)
+            continue
+        if isinstance(header, _Damaged):
+            if series_uid is None or header.series_uid in ("", series_uid):
+                damaged.append((path, header))
             continue
         if _text(header.get("Modality")).upper() != "PT":
-            if "PixelData" in header or "Rows" in header or _text(header.get("Modality")):
-                not_pet.append(f"{path.name} ({_text(header.get('Modality')) or 'no modality'})")
-            else:
-                unreadable.append(path.name)
+            not_pet.append(f"{path.name} ({_text(header.get('Modality')) or 'DICOMDIR'})")
             continue
         if series_uid is not None and _text(header.get("SeriesInstanceUID")) != series_uid:
             continue
@@ -285,8 +388,9 @@ def _scan(files: list[Path], progress: Progress, notes: list[str], series_uid: s
                                   "support.", "Export the series as one file per slice (classic PET image storage).")
         kept.append((path, header))
     progress(1.0, "DICOM headers read")
-    if unreadable:
-        notes.append(f"Skipped {len(unreadable)} file(s) that are not readable DICOM: {_summary(unreadable)}.")
+    _refuse_damaged(damaged)
+    if not_dicom:
+        notes.append(f"Skipped {len(not_dicom)} file(s) that are not DICOM: {_summary(not_dicom)}.")
     if not_pet:
         notes.append(f"Skipped {len(not_pet)} DICOM file(s) that are not PET images: {_summary(not_pet)}.")
     if no_geometry:
@@ -336,10 +440,6 @@ def _frames_of_series(members: list[tuple[Path, Any]], series_uid: str, notes: l
         position = float(np.dot(np.asarray(header.ImagePositionPatient, dtype=float), normal))
         key = _frame_key(header, method)
         groups.setdefault(key, []).append(_Slice(path, header, series_uid, position, key))
-    expected = _float(headers[0], "NumberOfTimeSlices")
-    if expected is not None and int(expected) != len(groups):
-        notes.append(f"Series {_text(headers[0].get('SeriesNumber')) or series_uid} says NumberOfTimeSlices = "
-                     f"{int(expected)} but {len(groups)} frame(s) were found (files missing or extra?).")
     frames = []
     for key in sorted(groups, key=lambda k: tuple(v if v is not None else dt.datetime.min for v in k)):
         slices = sorted(groups[key], key=lambda s: s.position_mm)
@@ -350,7 +450,123 @@ def _frames_of_series(members: list[tuple[Path, Any]], series_uid: str, notes: l
                                 f"and {slices[first + 1].path.name}); the frames cannot be separated.",
                                 "Check that the folder holds one PET series, without duplicated files.")
         frames.append(slices)
+    _check_counts(frames, method, headers[0], _series_label(headers[0], len(members)), notes)
     return frames
+
+
+# ------------------------------------------------------------------------------------------ counts
+#: Slice positions closer than this (mm) are the same slice.
+_SAME_POSITION_MM = 0.01
+#: At most this many incomplete frames are listed in a message.
+_LISTED = 6
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """Sorted integers as compact ranges: [1, 2, 3, 7] -> "1-3, 7"."""
+    parts: list[str] = []
+    for number in sorted(numbers):
+        if parts and number == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{number}"
+        else:
+            parts.append(str(number))
+    return ", ".join(parts)
+
+
+def _gap(frame: int, slices: Sequence[int], per_frame: int | None, image_indices: Sequence[int] = ()) -> str:
+    """One missing-images item: "frame 2 slice(s) 3 (ImageIndex 7)" or "frame 3 (all 4 slices, ImageIndex 9-12)"."""
+    index = f"ImageIndex {_ranges(image_indices)}" if image_indices else ""
+    if per_frame is not None and len(slices) == per_frame:
+        return f"frame {frame} (all {per_frame} slices{', ' + index if index else ''})"
+    return f"frame {frame} slice(s) {_ranges(slices)}" + (f" ({index})" if index else "")
+
+
+def _missing_by_image_index(frames: list[list[_Slice]], per_frame: int, announced: int | None) -> list[str]:
+    """Missing images of an ImageIndex-numbered series: frame = (ImageIndex - 1) // NumberOfSlices + 1, slice =
+    (ImageIndex - 1) % NumberOfSlices + 1 (1-based), up to the announced frame count (else the last frame found)."""
+    present = {int(item.header.ImageIndex) for slices in frames for item in slices}
+    count = max(announced or 0, max((index - 1) // per_frame for index in present) + 1)
+    gaps = []
+    for frame in range(count):
+        missing = [i for i in range(frame * per_frame + 1, (frame + 1) * per_frame + 1) if i not in present]
+        if missing:
+            gaps.append(_gap(frame + 1, [(i - 1) % per_frame + 1 for i in missing], per_frame, missing))
+    return gaps
+
+
+def _distinct_positions(frames: list[list[_Slice]]) -> np.ndarray:
+    """The distinct slice positions (mm along the normal, increasing) found in any frame of the series."""
+    found = np.sort(np.array([item.position_mm for slices in frames for item in slices]))
+    return found[np.concatenate([[True], np.diff(found) > _SAME_POSITION_MM])]
+
+
+def _slice_grid(distinct: np.ndarray) -> np.ndarray:
+    """Every slice position of the series: the ``distinct`` ones found, plus the interior gaps of an evenly stepped
+    stack (a slice missing from every frame)."""
+    if distinct.size < 2:
+        return distinct
+    step = float(np.min(np.diff(distinct)))
+    count = int(round((distinct[-1] - distinct[0]) / step)) + 1
+    grid = distinct[0] + step * np.arange(count)
+    on_grid = all(np.min(np.abs(grid - value)) <= max(_SAME_POSITION_MM, 0.01 * step) for value in distinct)
+    return grid if on_grid and count <= 4 * distinct.size else distinct
+
+
+def _missing_by_position(frames: list[list[_Slice]], per_frame: int | None) -> list[str]:
+    """Missing images of a series without ImageIndex: slice positions of the series (:func:`_slice_grid`) a frame
+    lacks, numbered 1.. along the slice normal, for a frame with fewer slices than another frame or than
+    ``per_frame``, or for a gap inside the stack (frames of equal size on other positions are left to
+    :func:`_check_grids`); a frame short of ``per_frame`` with no position to name is counted."""
+    distinct = _distinct_positions(frames)
+    grid = _slice_grid(distinct)
+    tolerance = max(_SAME_POSITION_MM, 0.01 * float(np.min(np.diff(grid)))) if grid.size > 1 else _SAME_POSITION_MM
+    most = max(len(slices) for slices in frames)
+    gaps = []
+    for number, slices in enumerate(frames, start=1):
+        positions = np.array([item.position_mm for item in slices])
+        missing = [k + 1 for k, value in enumerate(grid) if np.min(np.abs(positions - value)) > tolerance]
+        short = len(slices) < most or (per_frame is not None and len(slices) < per_frame) or grid.size > distinct.size
+        if missing and short:
+            gaps.append(_gap(number, missing, per_frame))
+        elif per_frame is not None and len(slices) < per_frame:
+            gaps.append(f"frame {number} ({per_frame - len(slices)} of its {per_frame} slices, at the ends of the "
+                        "stack)")
+    return gaps
+
+
+def _check_counts(frames: list[list[_Slice]], method: str, header: Any, label: str, notes: list[str]) -> None:
+    """FileFormatError when images of the series are missing: fewer frames than NumberOfTimeSlices (0054,0101),
+    fewer slices in a frame than NumberOfSlices (0054,0081) or than the other frames have, or a gap in the slice
+    stack; the message names the frames and slices (and ImageIndex values) that are missing. More frames than
+    announced is only noted."""
+    announced = _float(header, "NumberOfTimeSlices")
+    announced = int(announced) if announced is not None and announced >= 1 else None
+    per_frame = _float(header, "NumberOfSlices")
+    per_frame = int(per_frame) if per_frame is not None and per_frame >= 1 else None
+    if method == "ImageIndex" and per_frame is not None:
+        gaps = _missing_by_image_index(frames, per_frame, announced)
+    else:
+        gaps = _missing_by_position(frames, per_frame)
+        if announced is not None and len(frames) < announced:
+            gaps.insert(0, f"{announced - len(frames)} whole frame(s) (only {len(frames)} of {announced} were found; "
+                           "which ones cannot be told without ImageIndex)")
+    found = sum(len(slices) for slices in frames)
+    if gaps:
+        if announced is not None and per_frame is not None:
+            expected = (f"its headers announce {announced} frames x {per_frame} slices = {announced * per_frame} "
+                        f"images (NumberOfTimeSlices, NumberOfSlices) but {found} were found")
+        elif per_frame is not None:
+            expected = (f"its headers announce {per_frame} slices per frame (NumberOfSlices); {found} images in "
+                        f"{len(frames)} frame(s) were found")
+        else:
+            expected = f"its {len(frames)} frame(s) ({found} images) do not all have the same slices"
+        more = f" and {len(gaps) - _LISTED} more frame(s)" if len(gaps) > _LISTED else ""
+        raise FileFormatError(f"The PET {label} is incomplete: {expected}; missing: {'; '.join(gaps[:_LISTED])}"
+                              f"{more}.",
+                              "Copy the whole series again from the scanner or PACS; a dynamic PET with missing "
+                              "images cannot be analysed.")
+    if announced is not None and len(frames) > announced:
+        notes.append(f"The PET {label} holds {len(frames)} frames but its headers announce {announced} "
+                     "(NumberOfTimeSlices); all frames found were used.")
 
 
 def _check_grids(frames: list[list[_Slice]]) -> np.ndarray:
@@ -491,6 +707,16 @@ def _metadata(header: Any, notes: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ the reader
+def _pet_pixels(path: Path) -> np.ndarray:
+    """Rescaled pixels (rows, columns) float32 of one PET slice; FileFormatError naming a cut or damaged file."""
+    try:
+        pixels, _ = _pixels_of(path)
+    except FileFormatError as error:
+        raise FileFormatError(error.problem, "Copy the PET series again from the scanner or PACS; a dynamic PET with "
+                                             "a damaged image cannot be analysed.") from error
+    return pixels
+
+
 def read_pet_dicom_series(paths_or_folder: str | Path | Sequence[str | Path], progress: Progress | None = None,
                           series_uid: str | None = None, tolerance_s: float = TIMING_TOLERANCE_S) -> DynamicPet:
     """Read a PET DICOM series (static or dynamic) as a :class:`DynamicPet` (see the module docstring for rules).
@@ -568,7 +794,7 @@ def read_pet_dicom_series(paths_or_folder: str | Path | Sequence[str | Path], pr
         for k, item in enumerate(slices):
             if k == 0 or done % 8 == 0:
                 reader(done / total, f"Reading PET frame {f + 1}/{len(frames)}")
-            pixels, _ = _pixels_of(item.path)
+            pixels = _pet_pixels(item.path)
             if pixels.shape != (rows, columns):
                 raise GeometryError(f"{item.path.name} has {pixels.shape} pixels instead of {(rows, columns)}.",
                                     "Keep one PET series per folder.")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.io.text_table import read_numeric_csv
+from scanai.pet.tables import read_pet_table
 from scanai.pet.timing import FrameTiming
 
 #: Column names (lower case) taken as time in seconds, best first.
@@ -248,7 +248,7 @@ class InputFunction:
         ``where`` keeps only rows whose text columns equal the given values, e.g. ``{"PET": "cgyu_1"}`` when
         one file holds several scans.
         """
-        return cls.from_columns(read_numeric_csv(path, where=where, what="input function"), unit)
+        return cls.from_columns(read_pet_table(path, "input function", where), unit)
 
 
 @dataclass(frozen=True)
@@ -267,12 +267,29 @@ def _is_whole_blood_name(lower: str) -> bool:
     return lower in WHOLE_BLOOD_COLUMNS or ("blood" in lower and "plasma" not in lower)
 
 
+def _numeric(values: object) -> bool:
+    """True for a column of numbers (a text column, e.g. a scan name in a Slicer table, is not one)."""
+    return np.asarray(values).dtype.kind in "biuf"
+
+
+def _check_whole_blood_alone(whole_blood: object, unknown: list[object]) -> None:
+    """InputError when a whole-blood column would serve as the plasma curve although the table has other columns
+    (``unknown``: the other number columns; one of them may be a plasma column whose name is misspelt or damaged)."""
+    if unknown:
+        raise InputError(f"The blood table has no recognisable plasma column: the whole-blood column '{whole_blood}' "
+                         f"would serve as the plasma curve, but the table also has the column(s) "
+                         f"{', '.join(repr(str(name)) for name in unknown)}, which are not understood.",
+                         "Name the plasma column 'Cp' (or 'plasma'), or remove the other columns to use whole blood "
+                         "as the input function.")
+
+
 def blood_table_columns(columns: Mapping[str, object]) -> BloodTableColumns:
     """Find the time, plasma and whole-blood columns of a table (names are matched case-insensitively).
 
     A whole-blood column is never taken as plasma when a plasma column exists; when no plasma column exists,
-    the whole-blood column (else a single remaining column) serves as the plasma curve. Raises
-    :class:`InputError` when there is no time column.
+    the whole-blood column (else a single remaining column) serves as the plasma curve, provided no other column is
+    left over (which may be a misspelt plasma column). Raises :class:`InputError` when there is no time column or
+    when the whole blood would serve although other columns are left.
     """
     by_lower = {str(name).strip().lower(): name for name in columns}
     time_name, scale = None, 1.0
@@ -300,6 +317,7 @@ def blood_table_columns(columns: Mapping[str, object]) -> BloodTableColumns:
         whole_blood = loose[0] if len(loose) == 1 else None
     if plasma is None:
         if whole_blood is not None:
+            _check_whole_blood_alone(whole_blood, [n for n in others if n != whole_blood and _numeric(columns[n])])
             plasma, whole_blood = whole_blood, None
         elif len(others) == 1:
             plasma = others[0]

@@ -52,24 +52,41 @@ def load_kmap_mat(path: str | Path) -> RegionalStudy:
     return RegionalStudy(timing, InputFunction(timing.mid_s, cp, "Bq/mL"), tacs, path.stem)
 
 
+#: Columns of a TAC table that are no region (lower case).
+_TIMING_COLUMNS = {"starttime", "start_s", "duration", "duration_s", "times", "weights", "mid_s", "end_s"}
+
+
+def _check_placeholders(zero_length: np.ndarray, columns: dict[str, tuple[str, np.ndarray]], name: str) -> None:
+    """FileFormatError for a zero-length frame that holds a measured value: only an all-zero row is a placeholder
+    (kinfitr's first row); another one is a damaged duration, and dropping it would silently lose a frame."""
+    regions = [values for key, (_, values) in columns.items() if key not in _TIMING_COLUMNS]
+    if not regions:
+        return
+    rows = np.flatnonzero(zero_length & np.any(np.nan_to_num(np.array(regions)) != 0, axis=0))
+    if rows.size:
+        raise FileFormatError(f"Frame {int(rows[0]) + 1} of the TAC table {name} has a zero duration but measured "
+                              "values; only an all-zero placeholder row may have a zero duration.",
+                              "Correct its Duration (seconds); the file may have been damaged.")
+
+
 def load_tac_table(path: str | Path, where: dict[str, str] | None = None) -> RegionalStudy:
     """Regional TACs from a CSV (kinfitr layout): ``StartTime`` and ``Duration`` (s) or ``start_s`` and
     ``duration_s``, one numeric column per region; other timing columns (``Times``, ``Weights``) are ignored and
-    zero-length placeholder frames are dropped. ``where`` selects one scan, e.g. ``{"PET": "cgyu_1"}``.
+    zero-length all-zero placeholder frames are dropped (a zero-length frame with values is an error). ``where``
+    selects one scan, e.g. ``{"PET": "cgyu_1"}``.
     """
-    from scanai.io.text_table import read_numeric_csv
+    from scanai.pet.tables import read_pet_table
 
-    columns = {name.lower(): (name, values) for name, values in read_numeric_csv(path, where=where,
-                                                                                 what="TAC table").items()}
+    columns = {name.lower(): (name, values) for name, values in read_pet_table(path, "TAC table", where).items()}
     start = columns.get("starttime") or columns.get("start_s")
     duration = columns.get("duration") or columns.get("duration_s")
     if start is None or duration is None:
         raise FileFormatError(f"{Path(path).name} has no StartTime/Duration (or start_s/duration_s) columns.",
                               "Add the frame start and duration in seconds after injection.")
     keep = duration[1] > 0
+    _check_placeholders(~keep, columns, Path(path).name)
     timing = FrameTiming(start[1][keep], duration[1][keep])
-    ignored = {"starttime", "start_s", "duration", "duration_s", "times", "weights", "mid_s", "end_s"}
-    tacs = {name: values[keep] for key, (name, values) in columns.items() if key not in ignored}
+    tacs = {name: values[keep] for key, (name, values) in columns.items() if key not in _TIMING_COLUMNS}
     if not tacs:
         raise FileFormatError(f"{Path(path).name} holds no region column.")
     return RegionalStudy(timing, None, tacs, Path(path).stem if where is None else "_".join(where.values()))

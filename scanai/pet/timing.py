@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.io.text_table import read_numeric_csv
+from scanai.pet.tables import read_pet_table
 
 #: Two frames may overlap by this much (s) before it is an error: rounding in DICOM/CSV frame times.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -47,6 +47,24 @@ def _frame_list(indices: np.ndarray, limit: int = 8) -> str:
     """1-based, human-readable list of frame numbers."""
     numbers = [str(int(i) + 1) for i in indices[:limit]]
     return ", ".join(numbers) + (f" (and {len(indices) - limit} more)" if len(indices) > limit else "")
+
+
+#: Columns a frame table may hold beside durations alone without changing what they mean (frame numbers).
+_FRAME_NUMBER_COLUMNS = ("frame", "frames", "frame_number", "frame_index", "index", "number", "#")
+
+
+def _check_durations_alone(columns: dict[str, Sequence[float]]) -> None:
+    """InputError when a frame table would be read from its durations alone (contiguous frames from the injection)
+    although it has other number columns than durations and frame numbers: one may be a misspelt or damaged start
+    column."""
+    unknown = [name for name in columns if not name.strip().lower().startswith("duration")
+               and name.strip().lower() not in _FRAME_NUMBER_COLUMNS and np.asarray(columns[name]).dtype.kind in "biuf"]
+    if unknown:
+        raise InputError(f"The frame table has durations but no start times, and the column(s) "
+                         f"{', '.join(repr(name) for name in unknown)}, which are not understood: the frames cannot "
+                         "safely be taken as contiguous from the injection.",
+                         "Name the start column 'start_s' (seconds after injection), or keep only 'duration_s' for "
+                         "contiguous frames from the injection.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +188,8 @@ class FrameTiming:
     def from_columns(cls, columns: dict[str, Sequence[float]]) -> FrameTiming:
         """From a table: ``start_s`` with ``duration_s`` or ``end_s`` (or the same in minutes: ``*_min``).
 
-        Column names are matched without regard to case; ``start``/``duration``/``end`` alone mean seconds.
+        Column names are matched without regard to case; ``start``/``duration``/``end`` alone mean seconds. Durations
+        alone give contiguous frames from the injection, only when no other column (but a frame number) is left.
         """
         lowered = {name.strip().lower(): values for name, values in columns.items()}
 
@@ -187,6 +206,7 @@ class FrameTiming:
         if start is not None and end is not None:
             return cls.from_start_end(start, end)
         if duration is not None:
+            _check_durations_alone(columns)
             return cls.from_durations(duration)
         raise InputError(f"The frame table has no usable timing columns (found: {', '.join(columns) or 'none'}).",
                          "Add columns named 'start_s' and 'duration_s' (seconds after injection), one row per frame.")
@@ -194,7 +214,7 @@ class FrameTiming:
     @classmethod
     def read_csv(cls, path: str | Path) -> FrameTiming:
         """Read a frame table (CSV, header row; see :meth:`from_columns`)."""
-        return cls.from_columns(read_numeric_csv(path, what="frame timing"))
+        return cls.from_columns(read_pet_table(path, "frame timing"))
 
     def to_csv(self, path: str | Path) -> Path:
         """Write ``start_s,duration_s,end_s,mid_s`` rows; returns the path."""

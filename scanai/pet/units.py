@@ -8,7 +8,10 @@ Conventions:
   time zero, otherwise kinetic parameters are biased (factor ``e^{λ t_ref}``).
 - Activity concentration units are normalised to one of :data:`CONCENTRATION_UNITS`, ``"SUV"`` or ``""``
   (unknown). Nothing is ever converted silently: :func:`check_compatible_units` refuses SUV against a
-  concentration and returns the scale factor between two concentration units for the caller to apply.
+  concentration and returns the scale factor between two concentration units for the caller to apply. The image's
+  unit is the one it carries or, where it carries none, the one the user states (:func:`settle_image_unit`, which
+  refuses the two disagreeing); an unknown image unit is taken as the input function's, with a warning
+  (:func:`unit_assumption`).
 """
 
 from __future__ import annotations
@@ -229,6 +232,32 @@ def parse_unit(text: str | None) -> str:
                          f"Write one of {', '.join([*CONCENTRATION_UNITS, SUV])} (kBq/cc, µCi/mL, kBq.mL-1 and the "
                          "DICOM codes BQML, GML work too).")
     return unit
+
+
+def settle_image_unit(carried: str, stated: str, carried_by: str = "the image",
+                      stated_as: str = "the unit stated for the image") -> str:
+    """The activity unit of a dynamic image: the one it carries (DICOM Units, a BIDS sidecar's Units), else the one
+    the user states (``stated``, parsed by :func:`parse_unit`); "" when neither is known.
+
+    :class:`InputError` when both are known and differ (naming both and where each comes from), or when the stated
+    unit is not understood. ``carried_by`` / ``stated_as`` say where each comes from, for the message.
+    """
+    own, given = normalise_unit(carried), parse_unit(stated)
+    if own and given and own != given:
+        raise InputError(f"The image's activity unit is {own} ({carried_by}) but {given} was stated ({stated_as}).",
+                         "Leave the stated unit out, or check which of the two is right: a wrong unit scales every "
+                         "kinetic parameter.")
+    return own or given
+
+
+def unit_assumption(image_unit: str, input_unit: str, how: str = "state the image's unit") -> str:
+    """The warning for an image of unknown unit analysed with an input function of known unit ("" otherwise): the
+    image is then taken to be in the input function's unit, which nothing can check. ``how`` says how to state it."""
+    image, given = normalise_unit(image_unit), normalise_unit(input_unit)
+    if image or not given:
+        return ""
+    return (f"The image's activity unit is unknown (it carries no concentration unit), so it is assumed to be in "
+            f"the input function's unit, {given}; if it is not, {how}.")
 
 
 def unit_scale_to_bq_per_ml(unit: str) -> float:

@@ -28,8 +28,8 @@ def _npz_contents(path: Path, loaded: Any) -> tuple[np.ndarray, dict[str, np.nda
         extras = {key: loaded[key] for key in _NPZ_EXTRAS if key in keys}
     except FileFormatError:
         raise
-    except (OSError, ValueError, EOFError) as error:
-        raise FileFormatError(f"{path.name} could not be read: the archive is damaged.",
+    except Exception as error:  # zipfile, zlib and numpy raise many kinds on a damaged member
+        raise FileFormatError(f"{path.name} could not be read: the archive is damaged ({type(error).__name__}).",
                               "Save the k-space again with numpy.savez.") from error
     return array, extras
 
@@ -38,9 +38,10 @@ def read_numpy(path: Path) -> KSpaceData:
     """``.npy`` (one complex array) or ``.npz`` (key ``kspace`` or the only array, plus optional extras)."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FileFormatError(f"{path.name} could not be read as a NumPy file: it may be corrupt or truncated.",
-                              "Save the k-space again with numpy.save or numpy.savez.") from error
+    except Exception as error:  # numpy raises ValueError, SyntaxError, TokenError, BadZipFile, ... on damaged files
+        raise FileFormatError(f"{path.name} could not be read as a NumPy file: it is damaged or incomplete "
+                              f"({type(error).__name__}).", "Save the k-space again with numpy.save or numpy.savez.") \
+            from error
     if isinstance(loaded, np.ndarray):
         array, extras = loaded, {}
     else:

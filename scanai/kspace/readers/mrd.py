@@ -31,6 +31,8 @@ from scanai.kspace.readers.lines import (
     assemble_lines,
     assembly_facts,
     centred_axis,
+    check_centre_acquired,
+    check_counters,
     compact,
     split_frames,
 )
@@ -279,6 +281,8 @@ def read_mrd(group: Any, xml: str | bytes | None, path: Path, allow_epi: bool, p
     contrast, n_contrasts = compact(idx["contrast"][rows])
     repetition, n_repetitions = compact(idx["repetition"][rows])
     lines = LineTable(ky=step1 + ky_shift, slice=slice_index, contrast=contrast, repetition=repetition)
+    kz_counters = (step2, centre("kspace_encoding_step_2")) if slices_are_kz else None
+    check_counters((step1, centre("kspace_encoding_step_1")), kz_counters, lines, source)
 
     def read_line(i: int) -> np.ndarray:
         row = rows[i]
@@ -287,6 +291,7 @@ def read_mrd(group: Any, xml: str | bytes | None, path: Path, allow_epi: bool, p
 
     frames, count = assemble_lines(read_line, lines, n_coils, Grid(n_sl, n_ky, n_kx, kx_offset),
                                    progress.sub(0.0, 0.95))
+    check_centre_acquired(count, slices_are_kz, source)
     data, frames = split_frames(frames)
     imaging_dwell = float(head["sample_time_us"][rows[0]])
     covariance, noise_facts = _noise_covariance(table, noise, n_coils, imaging_dwell, source)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,24 +20,86 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
 from scanai.core.progress import Progress
-from scanai.kspace.data import KSpaceData, as_kspace_array
+from scanai.kspace.data import SUPPORTED_FORMATS, KSpaceData, as_kspace_array
 from scanai.kspace.readers.lines import (
     Grid,
     LineTable,
     assemble_lines,
     assembly_facts,
     centred_axis,
+    check_centre_acquired,
+    check_counters,
     compact,
     split_frames,
 )
 
 _AGAIN = "Copy the .dat file again from the scanner."
+_CUT = "so it was probably cut off while copying"
+#: A VD/VE file opens with a multi-raid header: header size < 10000, measurement count <= 64, then per measurement
+#: its id, file id and the measurement's byte offset (u64 at byte 16 for the first).
+_RAID_LIMIT = 64
+#: A measurement opens with its header length, its buffer count and the first buffer's name (e.g. "Config"), NUL-ended.
+_BUFFER_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]{3,63}\x00")
+
+
+def _looks_like_text(head: bytes) -> str | None:
+    """The first printable words of ``head`` when it is plain text (ASCII / UTF-8 without control bytes), else None."""
+    try:
+        text = head[:200].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if any(ord(c) < 32 and c not in "\t\r\n" for c in text):
+        return None
+    words = " ".join(text.split())[:40]
+    return words or None
+
+
+def _measurement_start(path: Path, head: bytes, size: int) -> int:
+    """Byte offset of the first measurement: 0 for VB files, the multi-raid header's first entry for VD/VE files.
+    FileFormatError when a VD/VE header points beyond the end of the file (cut off)."""
+    first, count = struct.unpack("<II", head[:8])
+    if not (first < 10000 and 0 < count <= _RAID_LIMIT):
+        return 0
+    offset = struct.unpack_from("<Q", head, 8 + 8)[0] if len(head) >= 24 else size
+    if offset + 8 > size:
+        raise FileFormatError(f"{path.name} is incomplete: its Siemens raw-data header puts the first measurement at "
+                              f"byte {offset}, but the file holds only {size} bytes, {_CUT}.", _AGAIN)
+    return int(offset)
+
+
+def _not_twix(path: Path, seen: str) -> FileFormatError:
+    return FileFormatError(f"{path.name} is not a Siemens raw-data (twix) file: {seen}.",
+                           f"Choose one of the files ScanAI reads: {SUPPORTED_FORMATS}.")
+
+
+def check_twix_header(path: Path) -> None:
+    """FileFormatError unless ``path`` opens like a Siemens raw-data file (VB: a measurement header at byte 0;
+    VD/VE: a multi-raid header pointing at one), saying what was seen instead (text, other bytes, a cut file)."""
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        head = stream.read(1 << 12)
+        if len(head) < 8:
+            raise _not_twix(path, f"it holds only {size} bytes")
+        start = _measurement_start(path, head, size)
+        stream.seek(start)
+        measurement = stream.read(72)
+    text = _looks_like_text(head)
+    if text is not None:
+        raise _not_twix(path, f"it is a text file (it starts '{text}') instead of binary raw data")
+    header_length, buffers = struct.unpack("<II", measurement[:8]) if len(measurement) >= 8 else (0, 0)
+    if not (0 < buffers <= _RAID_LIMIT and _BUFFER_NAME.match(measurement[8:])):
+        raise _not_twix(path, "its first bytes are not a twix measurement header (header length, buffer count and "
+                              "a buffer name such as 'Config')")
+    if start + header_length > size:
+        raise FileFormatError(f"{path.name} is incomplete: it ends inside the header of its measurement "
+                              f"({size - start} of {header_length} bytes), {_CUT}.", _AGAIN)
 
 
 def _load_twix_scans(path: Path) -> tuple[list[dict], list[str]]:
     """twixtools' scan list, with whatever it printed kept as warnings instead of cluttering the console."""
     import twixtools
 
+    check_twix_header(path)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
@@ -200,6 +264,8 @@ def read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
     repetition, n_repetitions = compact(counters["cRep"][selected])
     table = LineTable(ky=counters["cLin"][selected] + ky_shift, slice=slice_index, contrast=contrast,
                       repetition=repetition)
+    kz_counters = (counters["cPar"][selected], int(mdh.CenterPar) or None) if slices_are_kz else None
+    check_counters((counters["cLin"][selected], int(mdh.CenterLin) or None), kz_counters, table, path.name)
 
     def read_line(i: int) -> np.ndarray:
         block = lines[selected[i]]
@@ -215,6 +281,7 @@ def read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
 
     frames, count = assemble_lines(read_line, table, n_coils, Grid(n_sl, n_ky, n_kx, kx_offset),
                                    progress.sub(0.0, 0.95))
+    check_centre_acquired(count, slices_are_kz, path.name)
     data, frames = split_frames(frames)
     covariance, noise_facts = _twix_noise(path, scans, n_coils)
     progress(1.0, "Reading k-space: done")

@@ -556,3 +556,12 @@ def test_outputs_dict_table_and_report():
         assert words in text
     clean = assess(detections(*phantom_masks(256)))
     assert "every quality test passes" in clean.report_text() and clean.disposition == "usable"
+
+
+def test_reason_numbers_agree_with_their_comparison():
+    from scanai.chest.assessment import compared
+
+    assert compared(0.0197, "<", 0.02) == "0.0197 < 0.02"
+    assert compared(0.04503, ">", 0.045) == "0.04503 > 0.045"
+    assert compared(0.5, "<=", 0.5) == "0.500 <= 0.5"
+    assert compared(0.8123, ">", 0.5) == "0.812 > 0.5"

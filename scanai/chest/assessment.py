@@ -235,7 +235,18 @@ def _failure_text(test: TestResult) -> str:
                                  else "image left (patient right)")
     op = {"<=": ">", ">=": "<"}.get(test.comparator, "vs")
     label = f" {EXPERIMENTAL_LABEL}" if test.object in EXPERIMENTAL_TEST_OBJECTS else ""
-    return f"{subject}: {name} {test.value:.3f} {op} {test.threshold:g}" + (f" ({why})" if why else "") + label
+    return f"{subject}: {name} {compared(test.value, op, test.threshold)}" + (f" ({why})" if why else "") + label
+
+
+def compared(value: float, op: str, threshold: float) -> str:
+    """``"VALUE OP THRESHOLD"`` with VALUE printed to 3 decimals, or as many more (up to 9) as it takes for the
+    printed numbers to agree with ``op`` ('>', '<', '<=', '>='): "0.0197 < 0.02", never "0.020 < 0.02"."""
+    holds = {">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__}.get(op)
+    for decimals in range(3, 10):
+        text = f"{value:.{decimals}f}"
+        if holds is None or holds(float(text), float(f"{threshold:g}")):
+            break
+    return f"{text} {op} {threshold:g}"
 
 
 _SHORT = {"C1": "first ratio", "C2": "second ratio", "C3": "third ratio", "C4": "{side} margin",

@@ -67,28 +67,40 @@ def fo_is_inside_lung(found: Found, lungs: np.ndarray, rule: str = "centre", min
     return 0 <= r < lungs.shape[0] and 0 <= c < lungs.shape[1] and bool(lungs[r, c])
 
 
-def lungs_under_object(detections: Detections, found: Found) -> np.ndarray:
+def lungs_under_object(detections: Detections, found: Found, window: Box | None = None) -> np.ndarray:
     """(rows, cols) bool lung fields with the dents an opaque object can cut into a lung segmentation closed: each
     lung is morphologically closed with a square as large as the object's box, rounded up to an odd side (so the two
-    lungs never merge). Separable maximum / minimum filters make this fast on full-size radiographs."""
+    lungs never merge); the image is taken as continuing with background beyond its edges. With ``window`` only
+    that box of the result is computed (exactly; False elsewhere), which is all a test of the object needs and keeps
+    the filters small on full-size radiographs."""
     from scipy import ndimage
 
     size = (max(found.box.bottom - found.box.top, found.box.right - found.box.left) + 1) | 1
+    rows, cols = detections.shape
+    window = window if window is not None else Box(0, 0, rows, cols)
+    # the closing at a pixel depends on the lungs within 2 * (size // 2) of it: work on the window grown by
+    # ``size`` and zero-filled beyond the image, then keep the window
+    top, left, bottom, right = window.top - size, window.left - size, window.bottom + size, window.right + size
+    inside = (slice(max(0, top), min(rows, bottom)), slice(max(0, left), min(cols, right)))
+    placed = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
     closed = np.zeros(detections.shape, dtype=bool)
     for name in ("lung_right", "lung_left"):
-        lung = detections.mask(name)
+        lung = detections.mask(name)[inside]
         if lung.any():
-            padded = np.pad(lung.astype(np.uint8), size)
+            padded = np.zeros((bottom - top, right - left), dtype=np.uint8)
+            padded[placed] = lung
             dilated = ndimage.maximum_filter(padded, size, mode="constant", cval=0)
-            closed |= ndimage.minimum_filter(dilated, size, mode="constant", cval=0)[size:-size, size:-size] > 0
+            eroded = ndimage.minimum_filter(dilated, size, mode="constant", cval=0)
+            closed[window.top:window.bottom, window.left:window.right] |= eroded[size:-size, size:-size] > 0
     return closed
 
 
 def foreign_objects_inside_lung(detections: Detections, thresholds: Thresholds) -> bool:
     """Whether any foreign object that fails C5 (confidence > tc) lies inside the lungs (digest §7.6; a confidence
     equal to tc passes C5, as every tie does, so it does not count here either). The lungs are taken with the dents
-    the object itself may cut into their segmentation closed (:func:`lungs_under_object`)."""
-    return any(fo_is_inside_lung(found, lungs_under_object(detections, found), thresholds.fo_inside,
+    the object itself may cut into their segmentation closed (:func:`lungs_under_object`, over the object's box:
+    both rules look only there)."""
+    return any(fo_is_inside_lung(found, lungs_under_object(detections, found, found.box), thresholds.fo_inside,
                                  thresholds.fo_overlap_min)
                for found in detections.foreign_objects if float(found.confidence) > thresholds.tc)
 
@@ -100,8 +112,10 @@ def spine_centreline(detections: Detections) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(spine.any(axis=1))
     if rows.size == 0:
         return rows, np.zeros(0)
-    counts = spine[rows].sum(axis=1)
-    x = (spine[rows] * np.arange(spine.shape[1])).sum(axis=1) / counts + 0.5
+    cols = np.flatnonzero(spine.any(axis=0))
+    band = spine[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1][rows - rows[0]]  # the spine's box, its rows with pixels
+    counts = np.count_nonzero(band, axis=1)
+    x = band @ np.arange(cols[0], cols[-1] + 1, dtype=np.float64) / counts + 0.5
     return rows, x
 
 
@@ -126,8 +140,9 @@ def width_line(name: str, mask: np.ndarray) -> WidthLine | None:
     extent = horizontal_extent(mask)
     if extent is None:
         return None
-    rows = np.nonzero(mask)[0]
-    return WidthLine(name, float(rows.mean()) + 0.5, float(extent[0]), float(extent[1]))
+    per_row = np.count_nonzero(mask, axis=1)
+    centroid = float(per_row @ np.arange(per_row.size, dtype=np.float64)) / float(per_row.sum())
+    return WidthLine(name, centroid + 0.5, float(extent[0]), float(extent[1]))
 
 
 def cardiothoracic_ratio(detections: Detections) -> tuple[float, int, int] | None:

@@ -79,6 +79,7 @@ from scanai.chest.assessment import (  # noqa: F401  (re-exported)
     TestResult,
     WidthLine,
     _failure_text,
+    compared,
     not_assessable,
 )
 from scanai.chest.detection import EXPERIMENTAL, Detections
@@ -241,7 +242,7 @@ def _findings(detections: Detections, t: Thresholds, spacing_mm: tuple[float, fl
                       f"lung width {measurements['lung_width_mm']:.1f} mm")
         present = bool(ratio > t.ctr)
         severity = "cardiomegaly" if present else "normal"
-        text = (f"cardiothoracic ratio {ratio:.3f} {'>' if present else '<='} {t.ctr:g}: "
+        text = (f"cardiothoracic ratio {compared(ratio, '>' if present else '<=', t.ctr)}: "
                 f"{'cardiomegaly (enlarged heart)' if present else 'no cardiomegaly'} ({widths})")
         findings.append(Finding("cardiothoracic_ratio", ratio, t.ctr, present, severity, text, measurements))
         lines += [width_line("heart", detections.mask("heart")), width_line("lungs", detections.lungs())]
@@ -319,7 +320,7 @@ def assess(detections: Detections, thresholds: Thresholds | None = None,
     reasons = [_failure_text(test) for test in lung if not test.passed]
     if not fo_ok:
         where = "inside the lung" if fo_inside else "outside the lung"
-        reasons.append(f"foreign object: confidence {foreign[0].value:.3f} > {t.tc:g} (foreign object {where})")
+        reasons.append(f"foreign object: confidence {compared(foreign[0].value, '>', t.tc)} (foreign object {where})")
     reasons += [_failure_text(test) for test in scapula if test.contributes_to_level and not test.passed]
     reasons += [_failure_text(test) for test in spine[:1] if not test.passed]
 

@@ -6,12 +6,19 @@ radiograph at 256 x 256 to one sigmoid probability per object. Regions come from
 connected region for each organ, every region above :data:`FOREIGN_CANDIDATE` for foreign objects (scored by their
 peak probability and reduced by non-maximum suppression, ¶0109), and the abnormal parts as they are.
 
+Large radiographs cost little more than small ones: the input is resampled by two sparse matrices
+(:func:`resize_antialiased`), and the probabilities are never built at full size: regions are found on a work grid of
+at most :data:`WORK_GRID` pixels and traced at full size only inside their boxes (:func:`objects_from_logits`). The
+masks, boxes and confidences are those of the full-size probability maps.
+
 The weights are trained by ``python -m scanai.chest.train`` (see :mod:`scanai.chest.train` and the model card
 ``scanai/models/chest_detector.json``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,12 +28,16 @@ from scanai.chest.detection import (
     ANATOMY,
     FOREIGN,
     OBJECTS,
+    Box,
     Detections,
     Found,
     body_mask,
     check_radiograph_array,
+    fill_mask_holes,
+    linear_taps,
     non_maximum_suppression,
     objects_from_probability,
+    resample_linear,
 )
 from scanai.core.progress import Progress
 
@@ -37,6 +48,9 @@ WIDTHS = (16, 32, 64, 96, 128)
 FOREIGN_CANDIDATE = 0.3
 #: Abnormal-part regions smaller than this fraction of the image are ignored.
 MIN_ABNORMAL_FRACTION = 0.002
+#: Regions are looked for on every k-th image pixel, k the smallest step that leaves at most this many pixels on the
+#: long side (twice the network grid; every pixel of the 512² training images), then traced at full size.
+WORK_GRID = 512
 
 
 def network_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -46,17 +60,39 @@ def network_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     image: (rows, cols) raw intensities, bright = dense. The aspect ratio is not kept (the training images were
     resampled the same way).
     """
-    from scipy import ndimage
-
-    array = check_radiograph_array(image)
-    factors = (size / array.shape[0], size / array.shape[1])
-    if min(factors) < 1.0:
-        array = ndimage.gaussian_filter(array, [max(0.0, 0.5 / f - 0.5) for f in factors])
-    resized = ndimage.zoom(array, factors, order=1, grid_mode=True, mode="nearest")
+    resized = resize_antialiased(check_radiograph_array(image), size)
     low, high = np.percentile(resized, [5.0, 95.0])
     scaled = (resized - low) / max(float(high - low), 1e-6)
     standard = (scaled - scaled.mean()) / max(float(scaled.std()), 1e-6)
     return np.clip(standard, -5.0, 5.0).astype(np.float32)
+
+
+def resize_antialiased(array: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float64: a (rows, cols) image smoothed on each shrunk axis with a Gaussian of sigma = 0.5 *
+    (input pixels per output pixel) - 0.5 ('reflect' edges), then linearly resampled with pixel-edge alignment
+    (scipy ``gaussian_filter`` then ``zoom(order=1, grid_mode=True, mode="nearest")``).
+
+    Both steps are linear and separable, so each axis is one sparse (size, n) matrix (:func:`_resize_matrix`) and
+    only the output pixels are computed: a 2048² image costs about what a 512² one does.
+    """
+    along_rows, along_cols = _resize_matrix(array.shape[0], size), _resize_matrix(array.shape[1], size)
+    return np.asarray((along_cols @ (along_rows @ array).T).T)
+
+
+@functools.lru_cache(maxsize=8)
+def _resize_matrix(n_in: int, size: int):
+    """(size, n_in) scipy sparse matrix of one axis of :func:`resize_antialiased` (linear interpolation after the
+    Gaussian; the Gaussian's matrix is symmetric, so filtering the interpolation rows gives the product)."""
+    from scipy import ndimage, sparse
+
+    first, second, weight = linear_taps(n_in, size, np.arange(size))
+    dense = np.zeros((size, n_in))
+    np.add.at(dense, (np.arange(size), first), 1.0 - weight)
+    np.add.at(dense, (np.arange(size), second), weight)
+    sigma = 0.5 * n_in / size - 0.5
+    if sigma > 1e-15:  # scipy skips such axes too
+        dense = ndimage.gaussian_filter1d(dense, sigma, axis=1, mode="reflect")
+    return sparse.csr_matrix(dense)
 
 
 def build_chest_network(config: dict[str, Any] | None = None):
@@ -69,43 +105,179 @@ def build_chest_network(config: dict[str, Any] | None = None):
     return UNet(*unet_parts(1, tuple((config or {}).get("widths", WIDTHS)), len(OBJECTS), double_conv))
 
 
-def predict_probabilities(model, image: np.ndarray) -> np.ndarray:
-    """(len(OBJECTS), rows, cols) float32 probabilities on the image grid for one (rows, cols) radiograph."""
+def predict_logits(model, image: np.ndarray) -> np.ndarray:
+    """(len(OBJECTS), INPUT_SIZE, INPUT_SIZE) float32 logits on the network grid for one (rows, cols) radiograph
+    (bring them to the image grid with :func:`resample_linear`; probability = sigmoid(logit)).
+
+    On the CPU the 256² network runs on one thread: a second one saves ~30 ms on an idle machine, but when another
+    process holds a core every layer waits for it (0.2-1 s per image measured on 2 cores)."""
     from scanai.nn.backend import torch
 
-    array = check_radiograph_array(image)
     device = next(model.parameters()).device
-    with torch.no_grad():
-        tensor = torch.from_numpy(network_input(array))[None, None].to(device)
-        logits = model(tensor)
-        logits = torch.nn.functional.interpolate(logits, size=array.shape, mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)[0].float().cpu().numpy()
+    tensor = torch.from_numpy(network_input(image))[None, None].to(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # restored below
+    try:
+        with torch.no_grad():
+            return model(tensor)[0].float().cpu().numpy()
+    finally:
+        torch.set_num_threads(threads)
 
 
-def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, backend: str = "network"
-                                  ) -> Detections:
-    """Regions, boxes and confidences from (len(OBJECTS), rows, cols) probabilities (see the module docstring)."""
+def predict_probabilities(model, image: np.ndarray) -> np.ndarray:
+    """(len(OBJECTS), rows, cols) float32 probabilities on the image grid for one (rows, cols) radiograph (slow on
+    large images: detection itself never builds them, see :func:`objects_from_logits`)."""
+    array = check_radiograph_array(image)
+    rows, cols = array.shape
+    logits = resample_linear(predict_logits(model, array), array.shape, np.arange(rows), np.arange(cols))
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
-    shape = probabilities.shape[1:]
+
+def work_stride(shape: tuple[int, int]) -> int:
+    """Pixel step of the work grid on which :func:`objects_from_logits` looks for regions (see :data:`WORK_GRID`)."""
+    return max(1, -(-max(shape) // WORK_GRID))
+
+
+def _logit(probability: float) -> float:
+    """The logit log(p / (1 - p)): thresholding logits at it is thresholding sigmoid probabilities at p."""
+    return float(np.log(probability / (1.0 - probability)))
+
+
+def _trace(logits: np.ndarray, shape: tuple[int, int], seeds: tuple[np.ndarray, np.ndarray],
+           box: Box, threshold: float, margin: int) -> list[tuple[np.ndarray, Box, float]]:
+    """The image-grid regions of ``resample_linear(logits) > threshold`` (logit units) that hold a seed pixel:
+    (region (bottom - top, right - left) bool in its tight box, the box, peak logit) each. Work stays in ``box``
+    grown by ``margin``; the margin doubles until no region touches the edge of the window (unless that edge is
+    the image edge), so the regions are the ones a full-image labelling would find."""
+    from scipy import ndimage
+
+    rows, cols = shape
+    while True:
+        top, left = max(0, box.top - margin), max(0, box.left - margin)
+        bottom, right = min(rows, box.bottom + margin), min(cols, box.right + margin)
+        values = resample_linear(logits, shape, np.arange(top, bottom), np.arange(left, right))
+        labels, _count = ndimage.label(values > threshold)
+        ids = np.unique(labels[seeds[0] - top, seeds[1] - left])
+        ids = ids[ids > 0]
+        every = ndimage.find_objects(labels)
+        windows = [every[k - 1] for k in ids]
+        touches = any((w[0].start == 0 < top) or (w[1].start == 0 < left) or (w[0].stop == bottom - top
+                      and bottom < rows) or (w[1].stop == right - left and right < cols) for w in windows)
+        if not touches:
+            break
+        margin *= 2
+    regions = []
+    for k, window in zip(ids, windows, strict=True):
+        region = labels[window] == k
+        peak = float(values[window][region].max())
+        regions.append((region, Box(top + window[0].start, left + window[1].start, top + window[0].stop,
+                                    left + window[1].stop), peak))
+    return regions
+
+
+def objects_from_logits(name: str, logits: np.ndarray, shape: tuple[int, int], threshold: float = 0.5,
+                        min_pixels: int = 1, keep: int | None = None, fill_holes: bool = False) -> list[Found]:
+    """What :func:`~scanai.chest.detection.objects_from_probability` finds in sigmoid(:func:`resample_linear` of
+    the (h, w) network-grid ``logits`` to ``shape``), without building the full-size probability map.
+
+    Regions are looked for on a work grid (every :func:`work_stride`-th image pixel, all of them up to
+    :data:`WORK_GRID`); each candidate large enough to matter is then traced on the image grid inside its box
+    (:func:`_trace`), so masks, sizes, boxes and peak confidences are the image-grid ones. Only image-grid regions
+    that hold no work-grid pixel can be missed: specks narrower than the stride, none on images up to
+    :data:`WORK_GRID`. threshold: probability; ``min_pixels``, ``keep``, ``fill_holes`` as there.
+    """
+    from scipy import ndimage
+
+    level = _logit(threshold)
+    stride = work_stride(shape)
+    work_rows, work_cols = np.arange(stride // 2, shape[0], stride), np.arange(stride // 2, shape[1], stride)
+    values = resample_linear(logits, shape, work_rows, work_cols)
+    labels, count = ndimage.label(values > level)
+    if count == 0:
+        return []
+    estimates = np.bincount(labels.ravel(), minlength=count + 1)[1:] * stride * stride  # image pixels, roughly
+    order = np.argsort(-estimates, kind="stable")
+    wanted = estimates[order] >= min_pixels / 4.0  # generous: the image-grid count decides below
+    if keep is not None:  # only the regions that might turn out the largest at full size
+        wanted &= estimates[order] >= 0.5 * estimates[order[0]]
+    windows = ndimage.find_objects(labels)
+    traced: dict[tuple[Box, int], tuple[np.ndarray, Box, float]] = {}
+    for k in order[wanted]:
+        window = windows[k]
+        region = labels[window] == k + 1
+        if stride == 1:  # the work grid is the image grid: its regions are the final ones
+            box = Box(window[0].start, window[1].start, window[0].stop, window[1].stop)
+            traced[(box, int(np.count_nonzero(region)))] = (region, box, float(values[window][region].max()))
+            continue
+        seed_r, seed_c = np.nonzero(region)
+        seeds = (work_rows[seed_r + window[0].start], work_cols[seed_c + window[1].start])
+        box = Box(int(seeds[0].min()), int(seeds[1].min()), int(seeds[0].max()) + 1, int(seeds[1].max()) + 1)
+        for part, part_box, peak in _trace(logits, shape, seeds, box, level, 2 * stride):
+            traced[(part_box, int(np.count_nonzero(part)))] = (part, part_box, peak)  # a region once
+    ranked = sorted(traced.items(), key=lambda item: -item[0][1])  # largest first, as a full-image labelling
+    found = []
+    for (box, _size), (region, _box, peak) in [item for item in ranked if item[0][1] >= min_pixels][:keep]:
+        if fill_holes:
+            region = fill_mask_holes(region)
+        mask = np.zeros(shape, dtype=bool)
+        mask[box.top:box.bottom, box.left:box.right] = region
+        found.append(Found(name, mask, box, float(1.0 / (1.0 + np.exp(-peak)))))
+    return found
+
+
+#: Finds the regions of one object: (name, threshold, min_pixels, keep, fill_holes) -> regions, largest first.
+RegionFinder = Callable[[str, float, int, int | None, bool], list[Found]]
+
+
+def detections_from_regions(regions: RegionFinder, shape: tuple[int, int], body: np.ndarray,
+                            backend: str = "network") -> Detections:
+    """:class:`Detections` on a (rows, cols) ``shape`` by the rules of the module docstring: the largest region
+    of each organ (holes filled), every large enough abnormal region together, and the foreign-object candidates
+    after non-maximum suppression. ``regions`` finds one object's regions; ``body`` is the (rows, cols) chest
+    area."""
     objects = {}
     for name in ANATOMY:
-        found = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, keep=1, fill_holes=True)
+        found = regions(name, 0.5, 1, 1, True)
         if found:
             objects[name] = found[0]
     min_pixels = int(MIN_ABNORMAL_FRACTION * shape[0] * shape[1])
     for name in ABNORMAL:
-        regions = objects_from_probability(name, probabilities[OBJECTS.index(name)], 0.5, min_pixels=min_pixels)
-        if regions:
-            union = np.logical_or.reduce([region.mask for region in regions])
-            box = regions[0].box
-            for region in regions[1:]:
-                box = box.union(region.box)
-            objects[name] = Found(name, union, box, max(region.confidence for region in regions))
-    candidates = objects_from_probability(FOREIGN, probabilities[OBJECTS.index(FOREIGN)], FOREIGN_CANDIDATE,
-                                          min_pixels=max(4, int(1e-5 * shape[0] * shape[1])))
+        parts = regions(name, 0.5, min_pixels, None, False)
+        if parts:
+            union = np.logical_or.reduce([part.mask for part in parts])
+            box = parts[0].box
+            for part in parts[1:]:
+                box = box.union(part.box)
+            objects[name] = Found(name, union, box, max(part.confidence for part in parts))
+    candidates = regions(FOREIGN, FOREIGN_CANDIDATE, max(4, int(1e-5 * shape[0] * shape[1])), None, False)
     kept = non_maximum_suppression([c.box for c in candidates], [c.confidence for c in candidates])
     foreign = tuple(sorted((candidates[k] for k in kept), key=lambda c: -c.confidence))
-    return Detections(tuple(shape), objects, foreign, body_mask(image), backend)
+    return Detections(tuple(shape), objects, foreign, body, backend)
+
+
+def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, backend: str = "network"
+                                  ) -> Detections:
+    """Regions, boxes and confidences from (len(OBJECTS), rows, cols) probabilities on the image grid (see the
+    module docstring); the network itself goes through :func:`detections_from_logits`."""
+
+    def regions(name: str, threshold: float, min_pixels: int, keep: int | None, fill_holes: bool) -> list[Found]:
+        return objects_from_probability(name, probabilities[OBJECTS.index(name)], threshold, min_pixels, keep,
+                                        fill_holes)
+
+    return detections_from_regions(regions, probabilities.shape[1:], body_mask(image), backend)
+
+
+def detections_from_logits(logits: np.ndarray, image: np.ndarray, backend: str = "network") -> Detections:
+    """As :func:`detections_from_probabilities` for the (len(OBJECTS), h, w) network-grid ``logits`` of the
+    (rows, cols) ``image``, without full-size probability maps (:func:`objects_from_logits`)."""
+    shape = tuple(np.shape(image)[-2:])
+
+    def regions(name: str, threshold: float, min_pixels: int, keep: int | None, fill_holes: bool) -> list[Found]:
+        return objects_from_logits(name, logits[OBJECTS.index(name)], shape, threshold, min_pixels, keep,
+                                   fill_holes)
+
+    return detections_from_regions(regions, shape, body_mask(image), backend)
 
 
 class NetworkDetector:
@@ -120,9 +292,10 @@ class NetworkDetector:
         """Detections on the grid of the (rows, cols) radiograph ``image`` (raw intensities, bright = dense)."""
         progress = Progress.ensure(progress)
         progress(0.0, "Running the detection network")
-        probabilities = predict_probabilities(self.model, image)
+        array = check_radiograph_array(image)
+        logits = predict_logits(self.model, array)
         progress(0.7, "Extracting objects")
-        detections = detections_from_probabilities(probabilities, check_radiograph_array(image), self.name)
+        detections = detections_from_logits(logits, array, self.name)
         progress(1.0, "Detection done")
         return detections
 

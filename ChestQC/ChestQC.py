@@ -47,11 +47,11 @@ class ChestQC(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["ScanAI contributors"]
         self.parent.helpText = _(
-            "Quality control of a frontal chest radiograph as in US 2020/0211186 A1: detects the lungs, heart, "
-            "spine and foreign objects with a network or a classical detector, grades the image FIRST / INTERMEDIATE "
-            "/ SECOND with one reason per failed test (lung field inside the image, foreign object, spine offset), "
-            "and for usable images reports the cardiothoracic ratio. Scapulae (the scapula tests), clavicles "
-            "(rotation), pneumothorax and effusion are experimental, not validated on real radiographs: off by "
+            "Quality control of a frontal chest radiograph as in US 2020/0211186 A1: detects the lungs, heart and "
+            "spine with a network or a classical detector, grades the image FIRST / INTERMEDIATE / SECOND with one "
+            "reason per failed test (lung field inside the image, spine offset), and for usable images reports the "
+            "cardiothoracic ratio. Scapulae (the scapula tests), clavicles (rotation), foreign objects (C5), "
+            "pneumothorax and effusion are experimental, not validated on real radiographs: off by "
             "default, labelled experimental when turned on. Lateral views and images whose "
             "grey scale looks inverted are reported as not assessable. Input: a radiograph file (DICOM with "
             "MONOCHROME1 inversion, rescale and pixel spacing; PNG, JPEG) or a loaded scalar volume. Outputs: a "
@@ -100,8 +100,8 @@ class ChestQCParameterNode:
     """inputVolume: a loaded radiograph (single-slice scalar volume), or inputPath: a radiograph file to load.
     backend: detector. profile: threshold profile ("automatic" = from the header). weighted: the patent's ¶0132
     rule (scapula and spine both failing -> SECOND). experimental: also show the objects not validated on real
-    radiographs (scapulae, clavicles, pneumothorax, effusion), labelled experimental. low/highPercentile: the
-    normalisation window (percent)."""
+    radiographs (scapulae, clavicles, foreign objects, pneumothorax, effusion), labelled experimental.
+    low/highPercentile: the normalisation window (percent)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputPath: pathlib.Path
@@ -252,7 +252,7 @@ class ChestQCLogic(ScriptedLoadableModuleLogic):
         backend: "network" or "classical" (``detector``: any object with ``name`` and ``detect``, used instead).
         profile: threshold profile ("automatic" = from the view, age and sex). weighted: ¶0132 rule R6.
         experimental: also detect and report the objects not validated on real radiographs (scapulae, clavicles,
-        pneumothorax, effusion; off by default), labelled experimental.
+        foreign objects, pneumothorax, effusion; off by default), labelled experimental.
         analyse=False only loads (and normalises) the image.
         Returns the new nodes: "radiograph" (the input volume, or the volume loaded from the file), "normalised"
         (with ``createNormalised``), "segmentation" (segments Lung_Right, Lung_Left, Heart, Spine, with
@@ -526,9 +526,10 @@ class ChestQCTest(ScriptedLoadableModuleTest):
         # the table holds the tests and the overall level; the report names the level
         table = outputs["table"].GetTable()
         ids = [table.GetValueByName(r, "id").ToString() for r in range(table.GetNumberOfRows())]
-        for test in ("C4_top", "C5", "C6", "overall_level", "F_ctr"):
+        for test in ("C4_top", "C6", "overall_level", "F_ctr"):
             self.assertIn(test, ids)
-        self.assertNotIn("C2", ids)  # the scapula tests are experimental: off by default
+        self.assertNotIn("C2", ids)  # the scapula and foreign-object tests are experimental: off by default
+        self.assertNotIn("C5", ids)
         self.assertEqual(table.GetValueByName(ids.index("overall_level"), "value").ToString(), "FIRST")
         self.assertIn("FIRST", outputs["report"].GetText())
         self.assertIn("Not a diagnosis", outputs["report"].GetText())

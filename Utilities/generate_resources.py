@@ -156,8 +156,8 @@ MODULES = {
             ("check", "weightedCheckBox", "Weighted grading (scapula and spine both failing gives SECOND, ¶0132)",
              "weighted", {"toolTip": "Off: the claim-10 reading, where any scapula or spine failure gives "
                                      "INTERMEDIATE"}),
-            ("check", "experimentalCheckBox", "Experimental objects (scapulae, clavicles, pneumothorax, effusion; "
-             "not validated on real radiographs)", "experimental",
+            ("check", "experimentalCheckBox", "Experimental objects (scapulae, clavicles, foreign "
+             "objects, pneumothorax, effusion; not validated on real radiographs)", "experimental",
              {"toolTip": "Off (default): these objects are not detected, tested or reported. On: they are shown and "
                          "enter the grade and findings, each labelled experimental"}),
         ],

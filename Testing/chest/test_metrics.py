@@ -11,6 +11,7 @@ import pytest
 
 from scanai.chest.detection import detections_from_masks
 from scanai.chest.metrics import (
+    EXPERIMENTAL_LABEL,
     FIRST,
     INTERMEDIATE,
     NOT_ASSESSABLE,
@@ -279,7 +280,11 @@ def test_foreign_object_inside_outside_none(fo, level, rule):
     assert result.test("fo_inside_lung").value == (1.0 if rule == "R3" else 0.0)
     if fo is not None:
         where = "inside the lung" if rule == "R3" else "outside the lung"
-        assert result.reasons == (f"foreign object: confidence 0.900 > 0.5 (foreign object {where})",)
+        assert result.reasons == (f"foreign object: confidence 0.900 > 0.5 (foreign object {where}) "
+                                  f"{EXPERIMENTAL_LABEL}",)
+    default = assess_as_shipped(detections(masks, torso, fo_confidence=0.9))  # withheld: synthetic only
+    assert (default.level, default.rule) == (FIRST, "R1") and default.reasons == ()
+    assert "C5" not in [test.id for test in default.tests] and "foreign objects" in default.notes[0]
 
 
 def test_foreign_object_confidence_tie_rules_and_maximum():

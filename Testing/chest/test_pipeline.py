@@ -124,8 +124,9 @@ def test_foreign_object_inside_the_lung_is_second_level_and_drawn(phantom, tmp_p
     button = np.zeros(phantom.image.shape, dtype=bool)
     button[120:127, 80:87] = True  # inside the right lung (image left)
     assert phantom.masks["right_lung"][button].all()
-    result = analyse_file(_dicom(phantom, tmp_path), Oracle(phantom, {"foreign_object": button},
-                                                           {"foreign_object": 0.9}))
+    oracle = Oracle(phantom, {"foreign_object": button}, {"foreign_object": 0.9})
+    assert analyse_file(_dicom(phantom, tmp_path), oracle).assessment.level == "FIRST"  # withheld by default
+    result = analyse_file(_dicom(phantom, tmp_path), oracle, overrides={"experimental": True})
     assert result.assessment.level == "SECOND" and result.assessment.rule == "R3"
     assert any("foreign object" in reason for reason in result.assessment.reasons)
     from scanai.chest.figures import save_overlay

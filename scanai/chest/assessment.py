@@ -26,7 +26,7 @@ SIDE_WORDS = {"top": "top (head)", "bottom": "bottom (feet)", "left": "image lef
 #: The label every row, reason and finding of an experimental object carries when experimental objects are on.
 EXPERIMENTAL_LABEL = "[experimental: not validated on real radiographs]"
 #: The objects of the test rows computed from experimental objects (C1-C3 and the rotation check).
-EXPERIMENTAL_TEST_OBJECTS = ("scapula", "clavicle")
+EXPERIMENTAL_TEST_OBJECTS = ("scapula", "clavicle", "foreign_object")
 #: What each grading rule says (digest §3.4).
 RULES = {
     "R1": "all tests pass (claim 9)",

@@ -18,7 +18,7 @@ Thresholds: by default the profile for each image's view, patient age and sex (f
 ``--profile NAME`` fixes one profile; ``--thresholds JSON`` replaces single values (a JSON file or inline text
 holding ``{"name": value, ...}``, or ``{"thresholds": {...}}``), e.g. ``'{"weighted": false}'``.
 ``--experimental`` also detects and reports the objects not validated on real radiographs (scapulae, clavicles,
-pneumothorax, effusion), each labelled experimental; without it they are not assessed.
+foreign objects, pneumothorax, effusion), each labelled experimental; without it they are not assessed.
 
 Exit status: 0 when every image was analysed (whatever its grade, "not assessable" included); 1 when at least one
 image of a folder could not be read or analysed (its row has level ERROR and the message; the others are reported);
@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threshold values to replace: a JSON file or inline JSON, e.g. '{\"weighted\": false}'")
     parser.add_argument("--experimental", action="store_true",
                         help="also detect and report the objects not validated on real radiographs (scapulae, "
-                             "clavicles, pneumothorax, effusion), labelled experimental (default: not assessed)")
+                             "clavicles, foreign objects, pneumothorax, effusion), labelled experimental (default: not "
+                             "assessed)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs (default auto)")
     parser.add_argument("--recursive", action="store_true", help="also analyse radiographs in sub-folders")

@@ -32,8 +32,9 @@ OBJECTS = (*ANATOMY, FOREIGN, *ABNORMAL)
 #: Objects not validated on real radiographs (learnt from synthetic composites and procedural chests only; the
 #: model card says why): withheld from every output, test and finding unless the user turns experimental objects on
 #: (``Thresholds.experimental``). On 247 unseen real radiographs the network reported pneumothorax on 194 normal
-#: images and never found a clavicle.
-EXPERIMENTAL = ("scapula_right", "scapula_left", "clavicle_right", "clavicle_left", "pneumothorax", "effusion")
+#: images and never found a clavicle; foreign objects are learnt from composited objects only (no real annotation).
+EXPERIMENTAL = ("scapula_right", "scapula_left", "clavicle_right", "clavicle_left", FOREIGN, "pneumothorax",
+                "effusion")
 
 
 class Box(NamedTuple):
@@ -125,8 +126,10 @@ class Detections:
         return bool(self.foreign_objects) if name == FOREIGN else name in self.objects
 
     def without(self, names: tuple[str, ...]) -> Detections:
-        """A copy without the objects called ``names`` (e.g. :data:`EXPERIMENTAL`)."""
-        return replace(self, objects={name: found for name, found in self.objects.items() if name not in names})
+        """A copy without the objects called ``names`` (e.g. :data:`EXPERIMENTAL`; :data:`FOREIGN` drops every
+        foreign object)."""
+        return replace(self, objects={name: found for name, found in self.objects.items() if name not in names},
+                       foreign_objects=() if FOREIGN in names else self.foreign_objects)
 
 
 class Detector(Protocol):

@@ -42,9 +42,10 @@ medial clavicle ends about the spine midline), inspiration (lung-field height / 
 (lung box margins too large = field too wide), each reported as a test row and a note.
 
 Validated or withheld: the objects in :data:`~scanai.chest.detection.EXPERIMENTAL` (scapulae, clavicles,
-pneumothorax, effusion) are not validated on real radiographs. Unless ``Thresholds.experimental`` is on they are
-dropped before any test: no scapula test (C1-C3 leave the grade, so R5/R6 see only the spine), no rotation check,
-no pneumothorax or effusion finding, and a note says so. Turned on, each of their rows, reasons and findings is
+foreign objects, pneumothorax, effusion) are not validated on real radiographs. Unless ``Thresholds.experimental``
+is on they are dropped before any test: no scapula test (C1-C3 leave the grade, so R5/R6 see only the spine), no
+foreign-object test (C5: R3/R4 cannot occur), no rotation check, no pneumothorax or effusion finding, and a note
+says so. Turned on, each of their rows, reasons and findings is
 labelled "experimental".
 
 Where each part lives (all re-exported here): :mod:`scanai.chest.thresholds` (the thresholds and profiles),
@@ -114,9 +115,10 @@ from scanai.core.errors import InputError
 
 ABNORMAL_WORDS = {"pneumothorax": "pneumothorax", "effusion": "pleural effusion"}
 #: The note of an assessment made with experimental objects off (the default).
-WITHHELD_NOTE = ("Scapulae, clavicles, pneumothorax and pleural effusion were not assessed: their detection is "
-                 "experimental (not validated on real radiographs), so the scapula tests C1-C3, the rotation check "
-                 "and the pneumothorax / effusion findings are off. Turn on experimental objects to see them.")
+WITHHELD_NOTE = ("Scapulae, clavicles, foreign objects, pneumothorax and pleural effusion were not assessed: their "
+                 "detection is experimental (not validated on real radiographs), so the scapula tests C1-C3, the "
+                 "foreign-object test C5, the rotation check and the pneumothorax / effusion findings are off. Turn "
+                 "on experimental objects to see them.")
 
 
 def _scapula_tests(detections: Detections, t: Thresholds, notes: list[str]) -> list[TestResult]:
@@ -307,20 +309,21 @@ def assess(detections: Detections, thresholds: Thresholds | None = None,
         notes.append(WITHHELD_NOTE)
     scapula = _scapula_tests(detections, t, notes) if t.experimental else []
     lung = _lung_tests(detections, t)
-    foreign, fo_inside = _foreign_object_tests(detections, t)
+    foreign, fo_inside = _foreign_object_tests(detections, t) if t.experimental else ([], False)
     spine = _spine_test(detections, t)
     extensions = _extension_tests(detections, t, notes) if t.extensions else []
 
     lung_ok = all(test.passed for test in lung)
     scapula_ok = all(test.passed for test in scapula if test.contributes_to_level)
     spine_ok = spine[0].passed
-    fo_ok = foreign[0].passed
+    fo_ok = all(test.passed for test in foreign)
     level, rule = _grade(lung_ok, scapula_ok, spine_ok, fo_ok, fo_inside, t.weighted)
 
     reasons = [_failure_text(test) for test in lung if not test.passed]
     if not fo_ok:
         where = "inside the lung" if fo_inside else "outside the lung"
-        reasons.append(f"foreign object: confidence {compared(foreign[0].value, '>', t.tc)} (foreign object {where})")
+        reasons.append(f"foreign object: confidence {compared(foreign[0].value, '>', t.tc)} (foreign object {where})"
+                       f" {EXPERIMENTAL_LABEL}")
     reasons += [_failure_text(test) for test in scapula if test.contributes_to_level and not test.passed]
     reasons += [_failure_text(test) for test in spine[:1] if not test.passed]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import PIXEL_DATA_TAG, damaged_copies
 
 from scanai.chest.io import read_radiograph
 from scanai.core.errors import FileFormatError, ScanAIError
@@ -23,24 +24,6 @@ REAL_DICOM = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 SEED = 20261208
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
-
-
-def damaged_copies(data: bytes, rng: np.random.Generator, cuts: int, flips: int,
-                   flip_at: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
-    """``cuts`` copies of ``data`` cut at random offsets and ``flips`` copies with one bit flipped (at a random byte
-    in ``flip_at`` = [start, stop), default anywhere), each labelled with what was done."""
-    copies = []
-    for _ in range(cuts):
-        end = int(rng.integers(0, len(data)))
-        copies.append((f"cut at byte {end}", data[:end]))
-    start, stop = flip_at or (0, len(data))
-    for _ in range(flips):
-        flipped = bytearray(data)
-        where, bit = int(rng.integers(start, stop)), int(rng.integers(0, 8))
-        flipped[where] ^= 1 << bit
-        copies.append((f"bit {bit} of byte {where} flipped", bytes(flipped)))
-    return copies
 
 
 def write_dx(path: Path, pixels: np.ndarray | None, sop_class: str = DX_STORAGE) -> Path:

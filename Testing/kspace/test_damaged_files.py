@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from damage import damaged_copies
 
 from scanai.core.errors import FileFormatError, ScanAIError
 from scanai.kspace import read_kspace, write_cfl
@@ -26,23 +27,6 @@ from scanai.kspace.readers.twix import check_twix_header
 
 SEED = 20261207
 COILS, LINES, SAMPLES = 2, 16, 32
-
-
-def damaged_copies(data: bytes, rng: np.random.Generator, cuts: int, flips: int,
-                   flip_at: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
-    """``cuts`` copies of ``data`` cut at random offsets and ``flips`` copies with one bit flipped (at a random byte
-    in ``flip_at`` = [start, stop), default anywhere), each labelled with what was done."""
-    copies = []
-    for _ in range(cuts):
-        end = int(rng.integers(0, len(data)))
-        copies.append((f"cut at byte {end}", data[:end]))
-    start, stop = flip_at or (0, len(data))
-    for _ in range(flips):
-        flipped = bytearray(data)
-        where, bit = int(rng.integers(start, stop)), int(rng.integers(0, 8))
-        flipped[where] ^= 1 << bit
-        copies.append((f"bit {bit} of byte {where} flipped", bytes(flipped)))
-    return copies
 
 
 def read_or_error(path: Path):

@@ -47,32 +47,9 @@ class Damaged:
     reason: str
 
 
-#: Header attributes a cine image needs, with how many numbers each holds.
-_NEEDED = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2, "Rows": 1, "Columns": 1}
 #: Optional header attributes the folder reader converts to numbers.
 _OPTIONAL_NUMBERS = ("TriggerTime", "InstanceNumber", "CardiacNumberOfImages", "SliceThickness",
                      "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept")
-
-
-def _header_numbers_problem(dataset) -> str | None:
-    """Words for the first header number of a cine image that cannot be read or is not finite, or None."""
-    from scanai.io.dicom import HEADER_ERRORS
-
-    keyword = ""
-    try:
-        for keyword, count in _NEEDED.items():
-            values = dataset.get(keyword)
-            values = [float(v) for v in (values if count > 1 else [values])]
-            if len(values) != count or not np.all(np.isfinite(values)):
-                return f"is damaged: its {keyword} is not {count} finite number(s)"
-        for keyword in _OPTIONAL_NUMBERS:
-            value = dataset.get(keyword, None)
-            if value not in (None, "") and not np.isfinite(float(value)):
-                return f"is damaged: its {keyword} is not a finite number"
-        str(dataset.get("SeriesInstanceUID", ""))
-    except HEADER_ERRORS as error:
-        return f"is damaged: its {keyword or 'header'} cannot be read ({type(error).__name__})"
-    return None
 
 
 def _read_header(path: Path):
@@ -81,7 +58,13 @@ def _read_header(path: Path):
     numbers that cannot be read."""
     import pydicom
 
-    from scanai.io.dicom import dicom_damage, header_stops_early, is_dicom_file
+    from scanai.io.dicom import (
+        GEOMETRY_NUMBERS,
+        dicom_damage,
+        header_numbers_problem,
+        header_stops_early,
+        is_dicom_file,
+    )
 
     named_dicom = path.suffix.lower() in (".dcm", ".ima") or is_dicom_file(path)
     try:
@@ -96,10 +79,10 @@ def _read_header(path: Path):
         if not named_dicom:
             return None
         return Damaged(dicom_damage(path) or f"is damaged ({type(error).__name__})")
-    if not all(name in dataset for name in _NEEDED):
+    if not all(name in dataset for name in GEOMETRY_NUMBERS):
         damage = (dicom_damage(path) or header_stops_early(dataset)) if named_dicom else None
         return Damaged(damage) if damage else None  # whole but no image with geometry (e.g. a report): skipped
-    problem = _header_numbers_problem(dataset)
+    problem = header_numbers_problem(dataset, _OPTIONAL_NUMBERS)
     return Damaged(problem) if problem else dataset
 
 

@@ -69,9 +69,36 @@ IMAGE_SOP_CLASSES = frozenset({
 #: Exceptions pydicom raises while converting or decoding a damaged header value.
 HEADER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError, OverflowError)
 _CUT = "so the file was probably cut off while copying or downloading"
+#: Header attributes every image of a series (cine, dynamic PET) needs, with how many numbers each holds.
+GEOMETRY_NUMBERS = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2, "Rows": 1,
+                    "Columns": 1}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA_TAG = 0x7FE00010
 
+
+
+def header_numbers_problem(dataset: Any, optional: tuple[str, ...] = ()) -> str | None:
+    """Words for the first header number of a series image that cannot be read or is not finite ("is damaged: its
+    PixelSpacing is not 2 finite number(s)"), or None: the :data:`GEOMETRY_NUMBERS` and, where present, the
+    ``optional`` ones. A flipped byte or a cut header shows here, before any pixel is read."""
+    keyword = ""
+    try:
+        for keyword, count in GEOMETRY_NUMBERS.items():
+            value = dataset.get(keyword)
+            values = [float(v) for v in (value if count > 1 else [value])]
+            if len(values) != count or not np.all(np.isfinite(values)):
+                return f"is damaged: its {keyword} is not {count} finite number(s)"
+        for keyword in optional:
+            value = dataset.get(keyword, None)
+            if value not in (None, "") and not np.isfinite(float(value)):
+                return f"is damaged: its {keyword} is not a finite number"
+        keyword = "SeriesInstanceUID"
+        str(dataset.get(keyword, ""))
+    except HEADER_ERRORS as error:
+        text = " ".join(str(error).split())
+        return f"is damaged: its {keyword or 'header'} cannot be read ({type(error).__name__}" + \
+            (f": {text[:80]})" if text else ")")
+    return None
 
 def default_radiograph_geometry(shape: tuple[int, int], spacing_mm: tuple[float, float],
                                 directions: tuple[tuple[float, float, float], ...] = RADIOGRAPH_DIRECTIONS

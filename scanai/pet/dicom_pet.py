@@ -52,7 +52,7 @@ from scanai.core.errors import FileFormatError, GeometryError, InputError
 from scanai.core.image import Geometry, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.io.cine import _geometry_of, _normal_of, _pixels_of
-from scanai.io.dicom import is_dicom_file
+from scanai.io.dicom import GEOMETRY_NUMBERS, HEADER_ERRORS, header_numbers_problem, is_dicom_file
 from scanai.pet.dynamic import DynamicPet, settle_decay_reference
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import HALF_LIVES_S, decay_weighted_offset_s, normalise_unit, radionuclide_key
@@ -194,11 +194,8 @@ _PET_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.
                           "1.2.840.10008.5.1.4.1.1.128.1")
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: Header numbers of a PET image: keyword -> how many values (None: optional, any count).
-_NUMBERS = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2, "Rows": 1, "Columns": 1}
 _OPTIONAL_NUMBERS = ("ImageIndex", "NumberOfSlices", "NumberOfTimeSlices", "FrameReferenceTime",
                      "ActualFrameDuration", "RescaleSlope", "RescaleIntercept", "NumberOfFrames")
-#: Exceptions pydicom raises on a damaged file or header value.
-_HEADER_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError, OverflowError)
 _CUT = "so the file was probably cut off or damaged while copying"
 
 
@@ -219,23 +216,10 @@ def _sop_class(header: Any) -> str:
 
 def _numbers_problem(header: Any) -> str | None:
     """Words for the first header number of a PET image that is missing, cannot be read or is not finite."""
-    for keyword in _NUMBERS:
+    for keyword in GEOMETRY_NUMBERS:
         if header.get(keyword) in (None, ""):
             return f"has no {keyword}: its header stops early, {_CUT}"
-    keyword = ""
-    try:
-        for keyword, count in _NUMBERS.items():
-            value = header.get(keyword)
-            values = [float(v) for v in (value if count > 1 else [value])]
-            if len(values) != count or not np.all(np.isfinite(values)):
-                return f"is damaged: its {keyword} is not {count} finite number(s)"
-        for keyword in _OPTIONAL_NUMBERS:
-            value = header.get(keyword)
-            if value not in (None, "") and not math.isfinite(float(value)):
-                return f"is damaged: its {keyword} is not a finite number"
-    except _HEADER_ERRORS as error:
-        return f"is damaged: its {keyword} cannot be read ({_reason(error)})"
-    return None
+    return header_numbers_problem(header, _OPTIONAL_NUMBERS)
 
 
 def _header_problem(header: Any) -> str | None:
@@ -276,7 +260,7 @@ def _read_header(path: Path) -> Any | _Damaged | None:
     try:
         problem = _header_problem(header)
         uid = _text(header.get("SeriesInstanceUID"))
-    except _HEADER_ERRORS as error:
+    except HEADER_ERRORS as error:
         return _Damaged(f"is damaged: its header cannot be read ({_reason(error)})")
     return _Damaged(problem, uid) if problem else header
 

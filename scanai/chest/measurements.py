@@ -7,7 +7,14 @@ import math
 import numpy as np
 
 from scanai.chest.assessment import WidthLine
-from scanai.chest.detection import Box, Detections, Found
+from scanai.chest.detection import (
+    Box,
+    Detections,
+    Found,
+    centreline,
+    heart_outside_thorax,
+    spine_to_midline_px,
+)
 from scanai.chest.thresholds import Thresholds
 
 
@@ -108,15 +115,32 @@ def foreign_objects_inside_lung(detections: Detections, thresholds: Thresholds) 
 def spine_centreline(detections: Detections) -> tuple[np.ndarray, np.ndarray]:
     """(rows, x): the rows (index) that hold spine pixels and the spine's centre in each (mean column + 0.5, pixel-
     edge units); empty arrays when no spine was found."""
-    spine = detections.mask("spine")
-    rows = np.flatnonzero(spine.any(axis=1))
-    if rows.size == 0:
-        return rows, np.zeros(0)
-    cols = np.flatnonzero(spine.any(axis=0))
-    band = spine[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1][rows - rows[0]]  # the spine's box, its rows with pixels
-    counts = np.count_nonzero(band, axis=1)
-    x = band @ np.arange(cols[0], cols[-1] + 1, dtype=np.float64) / counts + 0.5
-    return rows, x
+    return centreline(detections.mask("spine"))
+
+
+def spine_midline_offset(detections: Detections) -> float | None:
+    """Signed offset of the spine centreline from the lungs' midline beside the apices, as a fraction of the image
+    width (positive = toward the image right): :func:`scanai.chest.detection.spine_to_midline_px`. The check of
+    the spine line against anatomy (C6 itself measures from the image centreline); None without a spine or without
+    rows both lungs share."""
+    offset = spine_to_midline_px(detections.mask("spine"), detections.mask("lung_right"),
+                                 detections.mask("lung_left"))
+    return None if offset is None else offset / detections.shape[1]
+
+
+def heart_below_diaphragm(detections: Detections) -> int:
+    """Number of heart pixels below the diaphragm or outside the thorax as judged from the lungs
+    (:func:`scanai.chest.detection.heart_outside_thorax`); 0 without a heart or lungs."""
+    return int(np.count_nonzero(heart_outside_thorax(detections.mask("heart"), detections.mask("lung_right"),
+                                                     detections.mask("lung_left"))))
+
+
+def lung_bottom(detections: Detections, name: str | None = None) -> int | None:
+    """The lowest row (index) of lung ``name`` ("lung_right" | "lung_left"), or of both lungs when None (the bottom
+    of C4's lung box, minus one); None when it was not found."""
+    mask = detections.lungs() if name is None else detections.mask(name)
+    rows = np.flatnonzero(mask.any(axis=1))
+    return int(rows[-1]) if rows.size else None
 
 
 def spine_offset(detections: Detections) -> float | None:

@@ -32,10 +32,13 @@ SECOND; otherwise INTERMEDIATE by R4 (foreign object outside the lung) and/or R5
 
 Findings, only for FIRST or INTERMEDIATE images (¶0101, ¶0150): the cardiothoracic ratio (widest horizontal extent
 of the heart / of the union of both lungs, FIG. 13; > ctr flags cardiomegaly), and for each abnormal part
-(pneumothorax, effusion) ratio = |A| / |L ∪ A| (the lung masks include the abnormal region; the union guards against
-a detector whose lungs exclude it): > high "high-risk", < low "self-healing", in between "present, severity not
-graded" (digest §7.9). An abnormal part that was not detected gives a finding with ``present=False`` ("none
-detected"), so the report shows it was looked for.
+(pneumothorax, effusion) the decision rule of :mod:`scanai.chest.abnormal`: only regions in the plausible place
+(inside the thorax; a pneumothorax on the lateral or apical pleura, an effusion at the lung base) whose extent and
+confidence exceed ``<part>_min_ratio`` / ``<part>_min_confidence`` count, and ratio = |kept| / |L ∪ A| (the lung
+masks include the abnormal region; the union guards against a detector whose lungs exclude it): > high "high-risk",
+< low "self-healing", in between "present, severity not graded" (digest §7.9). An abnormal part with no region that
+counts gives a finding with ``present=False`` ("none detected", saying how many candidate regions were discarded and
+why), so the report shows it was looked for.
 
 Our extensions (not in the patent; ``extension=True``, never part of the grade): rotation (asymmetry of the
 medial clavicle ends about the spine midline), inspiration (lung-field height / width), collimation upper bound
@@ -60,6 +63,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from scanai.chest.abnormal import decide
 from scanai.chest.assessment import (  # noqa: F401  (re-exported)
     EXPERIMENTAL_LABEL,
     EXPERIMENTAL_TEST_OBJECTS,
@@ -249,24 +253,32 @@ def _findings(detections: Detections, t: Thresholds, spacing_mm: tuple[float, fl
         findings.append(Finding("cardiothoracic_ratio", ratio, t.ctr, present, severity, text, measurements))
         lines += [width_line("heart", detections.mask("heart")), width_line("lungs", detections.lungs())]
     for name, words in ABNORMAL_WORDS.items() if t.experimental else ():
-        high, low = getattr(t, f"{name}_high"), getattr(t, f"{name}_low")
-        ratio, count, total = abnormal_ratio(detections, name)
-        measurements = {"abnormal_px": float(count), "lung_px": float(total), "low_threshold": low,
-                        "high_threshold": high}
-        if not detections.found(name) or count == 0:
-            findings.append(Finding(name, 0.0, high, False, "none", f"no {words} detected {EXPERIMENTAL_LABEL}",
-                                    measurements))
-            continue
-        if ratio > high:
-            severity, text = "high-risk", f"high-risk {words}"
-        elif ratio < low:
-            severity, text = "self-healing", f"self-healing {words}"
-        else:
-            severity, text = "present, severity not graded", f"{words} present, severity not graded"
-        text += (f": {100 * ratio:.1f} % of the lung field (high-risk > {100 * high:g} %, "
-                 f"self-healing < {100 * low:g} %) {EXPERIMENTAL_LABEL}")
-        findings.append(Finding(name, ratio, high, True, severity, text, measurements))
+        findings.append(_abnormal_finding(detections, t, name, words))
     return findings, [line for line in lines if line is not None]
+
+
+def _abnormal_finding(detections: Detections, t: Thresholds, name: str, words: str) -> Finding:
+    """The finding of abnormal part ``name`` by the decision rule of :mod:`scanai.chest.abnormal`."""
+    high, low = getattr(t, f"{name}_high"), getattr(t, f"{name}_low")
+    decision = decide(detections, name, getattr(t, f"{name}_min_ratio"), getattr(t, f"{name}_min_confidence"))
+    ratio = decision.ratio
+    measurements = {"abnormal_px": float(decision.kept_px), "lung_px": float(decision.field_px),
+                    "low_threshold": low, "high_threshold": high, "min_ratio": decision.min_ratio,
+                    "min_confidence": decision.min_confidence, "candidate_regions": float(len(decision.regions)),
+                    "detected_px": float(sum(region.pixels for region in decision.regions))}
+    if not decision.present:
+        why = f" ({decision.summary()})" if decision.regions else ""
+        return Finding(name, 0.0, high, False, "none", f"no {words} detected{why} {EXPERIMENTAL_LABEL}",
+                       measurements)
+    if ratio > high:
+        severity, text = "high-risk", f"high-risk {words}"
+    elif ratio < low:
+        severity, text = "self-healing", f"self-healing {words}"
+    else:
+        severity, text = "present, severity not graded", f"{words} present, severity not graded"
+    text += (f": {100 * ratio:.1f} % of the lung field (high-risk > {100 * high:g} %, "
+             f"self-healing < {100 * low:g} %) {EXPERIMENTAL_LABEL}")
+    return Finding(name, ratio, high, True, severity, text, measurements)
 
 
 def _check_inputs(detections: Detections, spacing_mm: tuple[float, float] | None) -> tuple[float, float] | None:

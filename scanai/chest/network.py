@@ -4,7 +4,10 @@ The patent allows one model for all objects (¶0083) and names V-Net-style segme
 heart (¶0085). Here a 2-D U-Net (five levels, 16..128 channels, batch norm, skip connections) maps the normalised
 radiograph at 256 x 256 to one sigmoid probability per object. Regions come from the probabilities: the largest
 connected region for each organ, every region above :data:`FOREIGN_CANDIDATE` for foreign objects (scored by their
-peak probability and reduced by non-maximum suppression, ¶0109), and the abnormal parts as they are.
+peak probability and reduced by non-maximum suppression, ¶0109), and the abnormal parts as they are. The organs are
+then placed by anatomy, judged from the lungs (:func:`detections_from_regions`): lungs grown into their
+costophrenic angles, the heart bounded by the diaphragm, the spine line freed of its training labels' bias and
+checked against the lungs' midline, clavicles and scapulae kept only where they can be.
 
 Large radiographs cost little more than small ones: the input is resampled by two sparse matrices
 (:func:`resize_antialiased`), and the probabilities are never built at full size: regions are found on a work grid of
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,16 +32,21 @@ from scanai.chest.detection import (
     ANATOMY,
     FOREIGN,
     OBJECTS,
+    PLACED_MIN_FRACTION,
     Box,
     Detections,
     Found,
     body_mask,
     check_radiograph_array,
     fill_mask_holes,
+    heart_prior,
     linear_taps,
+    lung_prior,
     non_maximum_suppression,
     objects_from_probability,
+    placed,
     resample_linear,
+    spine_prior,
 )
 from scanai.core.progress import Progress
 
@@ -228,19 +237,63 @@ def objects_from_logits(name: str, logits: np.ndarray, shape: tuple[int, int], t
 
 #: Finds the regions of one object: (name, threshold, min_pixels, keep, fill_holes) -> regions, largest first.
 RegionFinder = Callable[[str, float, int, int | None, bool], list[Found]]
+#: The probabilities of one object in a box of the image: (name, box) -> (box rows, box cols) float.
+ValueFinder = Callable[[str, Box], np.ndarray]
 
 
 def detections_from_regions(regions: RegionFinder, shape: tuple[int, int], body: np.ndarray,
-                            backend: str = "network") -> Detections:
+                            backend: str = "network", priors: bool = True, values: ValueFinder | None = None
+                            ) -> Detections:
     """:class:`Detections` on a (rows, cols) ``shape`` by the rules of the module docstring: the largest region
     of each organ (holes filled), every large enough abnormal region together, and the foreign-object candidates
     after non-maximum suppression. ``regions`` finds one object's regions; ``body`` is the (rows, cols) chest
-    area."""
-    objects = {}
-    for name in ANATOMY:
-        found = regions(name, 0.5, 1, 1, True)
-        if found:
-            objects[name] = found[0]
+    area.
+
+    With ``priors`` (the default) the organs are then placed by anatomy, judged from the lungs (constants and their
+    measurements in :mod:`scanai.chest.detection`): each lung grown by hysteresis when ``values`` gives the
+    probabilities in a box (:func:`lung_prior`, which also completes the costophrenic angles), the heart cut at the
+    diaphragm and the thorax (:func:`heart_prior`), the spine line corrected for its label bias and checked against
+    the lungs' midline (:func:`spine_prior`, whose notes join :attr:`Detections.notes`), and each clavicle and
+    scapula chosen among its candidate regions by place, or not found (:func:`placed`)."""
+    if not priors:
+        objects = {}
+        for name in ANATOMY:
+            found = regions(name, 0.5, 1, 1, True)
+            if found:
+                objects[name] = found[0]
+        return _other_objects(regions, shape, body, backend, objects)
+    found = {name: regions(name, 0.5, 1, 1, True) for name in ("lung_right", "lung_left", "heart", "spine")}
+    organs = {name: parts[0] for name, parts in found.items() if parts}
+    for name, side in (("lung_right", -1), ("lung_left", 1)):
+        if name in organs and values is not None:
+            organs[name] = lung_prior(organs[name], functools.partial(values, name), side)
+    empty = np.zeros(tuple(shape), dtype=bool)
+    right = organs["lung_right"].mask if "lung_right" in organs else empty
+    left = organs["lung_left"].mask if "lung_left" in organs else empty
+    if "heart" in organs:
+        heart = heart_prior(organs["heart"], right, left)
+        if heart is None:
+            del organs["heart"]
+        else:
+            organs["heart"] = heart
+    notes: tuple[str, ...] = ()
+    if "spine" in organs:
+        heart_mask = organs["heart"].mask if "heart" in organs else None
+        organs["spine"], notes = spine_prior(organs["spine"], right, left, heart_mask)
+    min_pixels = max(1, int(PLACED_MIN_FRACTION * shape[0] * shape[1]))
+    for name in ("scapula_right", "scapula_left", "clavicle_right", "clavicle_left"):
+        bone = placed(name, regions(name, 0.5, min_pixels, None, True), right, left)
+        if bone is not None:
+            organs[name] = bone
+    objects = {name: organs[name] for name in ANATOMY if name in organs}
+    return replace(_other_objects(regions, shape, body, backend, objects), notes=notes)
+
+
+def _other_objects(regions: RegionFinder, shape: tuple[int, int], body: np.ndarray, backend: str,
+                   objects: dict[str, Found]) -> Detections:
+    """:class:`Detections` with the anatomy ``objects`` and the abnormal parts and foreign objects found by
+    ``regions`` (see :func:`detections_from_regions`)."""
+    objects = dict(objects)
     min_pixels = int(MIN_ABNORMAL_FRACTION * shape[0] * shape[1])
     for name in ABNORMAL:
         parts = regions(name, 0.5, min_pixels, None, False)
@@ -256,19 +309,24 @@ def detections_from_regions(regions: RegionFinder, shape: tuple[int, int], body:
     return Detections(tuple(shape), objects, foreign, body, backend)
 
 
-def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, backend: str = "network"
-                                  ) -> Detections:
+def detections_from_probabilities(probabilities: np.ndarray, image: np.ndarray, backend: str = "network",
+                                  priors: bool = True) -> Detections:
     """Regions, boxes and confidences from (len(OBJECTS), rows, cols) probabilities on the image grid (see the
-    module docstring); the network itself goes through :func:`detections_from_logits`."""
+    module docstring and :func:`detections_from_regions` for ``priors``); the network itself goes through
+    :func:`detections_from_logits`."""
 
     def regions(name: str, threshold: float, min_pixels: int, keep: int | None, fill_holes: bool) -> list[Found]:
         return objects_from_probability(name, probabilities[OBJECTS.index(name)], threshold, min_pixels, keep,
                                         fill_holes)
 
-    return detections_from_regions(regions, probabilities.shape[1:], body_mask(image), backend)
+    def values(name: str, box: Box) -> np.ndarray:
+        return probabilities[OBJECTS.index(name), box.top:box.bottom, box.left:box.right]
+
+    return detections_from_regions(regions, probabilities.shape[1:], body_mask(image), backend, priors, values)
 
 
-def detections_from_logits(logits: np.ndarray, image: np.ndarray, backend: str = "network") -> Detections:
+def detections_from_logits(logits: np.ndarray, image: np.ndarray, backend: str = "network", priors: bool = True
+                           ) -> Detections:
     """As :func:`detections_from_probabilities` for the (len(OBJECTS), h, w) network-grid ``logits`` of the
     (rows, cols) ``image``, without full-size probability maps (:func:`objects_from_logits`)."""
     shape = tuple(np.shape(image)[-2:])
@@ -277,16 +335,24 @@ def detections_from_logits(logits: np.ndarray, image: np.ndarray, backend: str =
         return objects_from_logits(name, logits[OBJECTS.index(name)], shape, threshold, min_pixels, keep,
                                    fill_holes)
 
-    return detections_from_regions(regions, shape, body_mask(image), backend)
+    def values(name: str, box: Box) -> np.ndarray:
+        logit = resample_linear(logits[OBJECTS.index(name)], shape, np.arange(box.top, box.bottom),
+                                np.arange(box.left, box.right))
+        return 0.5 * (1.0 + np.tanh(0.5 * logit))  # the sigmoid, without overflow
+
+    return detections_from_regions(regions, shape, body_mask(image), backend, priors, values)
 
 
 class NetworkDetector:
-    """The shipped detection network as a :class:`~scanai.chest.detection.Detector`."""
+    """The shipped detection network as a :class:`~scanai.chest.detection.Detector`; ``priors`` as in
+    :func:`detections_from_regions` (off only to measure what they change). The priors' notes (a spine line moved
+    onto the lungs' midline) travel in ``Detections.notes`` and reach the result's warnings."""
 
     name = "network"
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, priors: bool = True) -> None:
         self.model = model
+        self.priors = priors
 
     def detect(self, image: np.ndarray, progress: Progress | None = None) -> Detections:
         """Detections on the grid of the (rows, cols) radiograph ``image`` (raw intensities, bright = dense)."""
@@ -295,7 +361,7 @@ class NetworkDetector:
         array = check_radiograph_array(image)
         logits = predict_logits(self.model, array)
         progress(0.7, "Extracting objects")
-        detections = detections_from_logits(logits, array, self.name)
+        detections = detections_from_logits(logits, array, self.name, self.priors)
         progress(1.0, "Detection done")
         return detections
 

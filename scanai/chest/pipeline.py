@@ -346,7 +346,7 @@ def analyse_radiograph(radiograph: Radiograph, detector: Detector | str, thresho
     spacing = tuple(float(v) for v in radiograph.spacing_mm) if radiograph.spacing_known else None
     assessment = assess(detections, chosen, spacing)
     progress(1.0, "Done")
-    return ChestResult(radiograph, detections, assessment, tuple(warnings), detector.name,
+    return ChestResult(radiograph, detections, assessment, (*warnings, *detections.notes), detector.name,
                        time.perf_counter() - started)
 
 

@@ -28,6 +28,12 @@ class Thresholds:
     experimental:       False (the default) withholds the objects not validated on real radiographs
                         (:data:`~scanai.chest.detection.EXPERIMENTAL`): no scapula tests C1-C3, no rotation check,
                         no pneumothorax or effusion finding. True shows them, labelled experimental.
+    pneumothorax_min_ratio, pneumothorax_min_confidence, effusion_min_ratio, effusion_min_confidence:
+                        the decision rule of the experimental findings (:mod:`scanai.chest.abnormal`): a region in
+                        the plausible place counts only when its extent |R| / |L ∪ A| and the part's network
+                        confidence exceed these. Defaults written by ``python -m scanai.chest.calibrate_abnormal``:
+                        <= 1 % of the 207 normal Wingspan training radiographs get a finding (the model card's
+                        ``extra.abnormal_calibration`` has the figures).
 
     Our extensions (not in the patent; ``extensions=False`` leaves them out):
     rotation_max:       max |dR - dL| / (dR + dL) of the medial clavicle ends' horizontal distances to the spine
@@ -61,6 +67,10 @@ class Thresholds:
     pneumothorax_low: float = 0.10
     effusion_high: float = 0.40
     effusion_low: float = 0.10
+    pneumothorax_min_ratio: float = 0.015
+    pneumothorax_min_confidence: float = 0.96
+    effusion_min_ratio: float = 0.01
+    effusion_min_confidence: float = 0.991
     experimental: bool = False
     extensions: bool = True
     rotation_max: float = 0.20
@@ -84,6 +94,8 @@ class Thresholds:
             "fo_overlap_min": (0.0, 1.0, False), "ctr": (0.0, 2.0, False),
             "pneumothorax_high": (0.0, 1.0, True), "pneumothorax_low": (0.0, 1.0, True),
             "effusion_high": (0.0, 1.0, True), "effusion_low": (0.0, 1.0, True),
+            "pneumothorax_min_ratio": (0.0, 1.0, True), "pneumothorax_min_confidence": (0.0, 1.0, True),
+            "effusion_min_ratio": (0.0, 1.0, True), "effusion_min_confidence": (0.0, 1.0, True),
             "rotation_max": (0.0, 1.0, True), "inspiration_min": (0.0, 5.0, True),
             "collimation_max_top": (0.0, 1.0, False), "collimation_max_bottom": (0.0, 1.0, False),
             "collimation_max_left": (0.0, 1.0, False), "collimation_max_right": (0.0, 1.0, False),

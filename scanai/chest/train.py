@@ -26,6 +26,7 @@ from scanai.chest import generator
 from scanai.chest.detection import ANATOMY, OBJECTS, body_mask
 from scanai.chest.network import INPUT_SIZE, MODEL_NAME, WIDTHS, build_chest_network, network_input
 from scanai.chest.phantom import ChestPhantom
+from scanai.chest.site_augment import site_augment
 from scanai.chest.wingspan import load_cases
 from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
 from scanai.core.device import import_torch, set_determinism
@@ -132,8 +133,11 @@ def _augment(image: np.ndarray, masks: dict[str, np.ndarray], rng: np.random.Gen
     return np.ascontiguousarray(image), masks
 
 
-def draw_sample(real: list[ChestPhantom], rng: np.random.Generator, real_fraction: float = 0.65) -> Sample:
-    """One augmented sample: a real radiograph (with composites) or a generated one."""
+def draw_sample(real: list[ChestPhantom], rng: np.random.Generator, real_fraction: float = 0.65,
+                site_probability: float = 0.0) -> Sample:
+    """One augmented sample: a real radiograph (with composites) or a generated one; with ``site_probability`` > 0
+    it then goes through :func:`scanai.chest.site_augment.site_augment` (other sites' look; off by default, so the
+    default draws are exactly those that made the shipped weights)."""
     if rng.random() < real_fraction:
         phantom = real[int(rng.integers(len(real)))]
         labelled = frozenset(OBJECTS) - frozenset(UNLABELLED_ON_REAL)
@@ -142,6 +146,8 @@ def draw_sample(real: list[ChestPhantom], rng: np.random.Generator, real_fractio
         labelled = frozenset(OBJECTS)
     phantom = _composite(phantom, rng)
     image, masks = _augment(phantom.image, {k: v for k, v in phantom.masks.items() if k in OBJECTS}, rng)
+    if site_probability > 0:
+        image, masks = site_augment(image, masks, rng, site_probability)
     return Sample(image, masks, labelled)
 
 
@@ -198,9 +204,10 @@ def scenario_scores(model, seeds: range = range(1000, 1020)) -> dict[str, float]
     return {f"generated_dice_{name}_mean": float(np.mean(v)) for name, v in scores.items()}
 
 
-def train(root: Path, steps: int, batch: int, seed: int, threads: int, lr: float = 3e-3, init: Path | None = None):
+def train(root: Path, steps: int, batch: int, seed: int, threads: int, lr: float = 3e-3, init: Path | None = None,
+          site_probability: float = 0.0):
     """Train from scratch, or go on from the weights ``init`` (a second, fine-tuning stage); returns the model
-    (eval mode)."""
+    (eval mode). ``site_probability`` > 0 turns on site augmentation (:mod:`scanai.chest.site_augment`)."""
     torch = import_torch()
     set_determinism(seed, threads)
     rng = np.random.default_rng(seed + 1)
@@ -213,7 +220,8 @@ def train(root: Path, steps: int, batch: int, seed: int, threads: int, lr: float
     model.train()
     start, running = time.time(), 0.0
     for step in range(steps):
-        images, targets, weights = batch_tensors([draw_sample(real, rng) for _ in range(batch)])
+        samples = [draw_sample(real, rng, site_probability=site_probability) for _ in range(batch)]
+        images, targets, weights = batch_tensors(samples)
         loss = loss_function(model(images), targets, weights)
         optimiser.zero_grad()
         loss.backward()
@@ -237,6 +245,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from these weights (the fine-tuning stage) instead of from scratch")
+    parser.add_argument("--site-augment", action="store_true",
+                        help="also reproduce other sites (tone curves, bit depth, grids, noise, markers, collimation, "
+                             "portable AP: scanai.chest.site_augment); off by default")
+    parser.add_argument("--site-probability", type=float, default=0.7,
+                        help="with --site-augment, the chance that a sample goes through the site transforms")
     parser.add_argument("--previous-command", default="",
                         help="the command that made --init (recorded in the model card)")
     return parser.parse_args(argv)
@@ -245,7 +258,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> ModelCard:
     args = parse_args(argv)
     start = time.time()
-    model = train(args.data, args.steps, args.batch, args.seed, args.threads, args.lr, args.init)
+    site_probability = args.site_probability if args.site_augment else 0.0
+    model = train(args.data, args.steps, args.batch, args.seed, args.threads, args.lr, args.init, site_probability)
     seconds = time.time() - start
     metrics = {**validation_scores(model, args.data), **scenario_scores(model)}
     print(metrics)
@@ -262,14 +276,16 @@ def main(argv: list[str] | None = None) -> ModelCard:
         training_command=" && ".join(filter(None, [args.previous_command, (
             f"python -m scanai.chest.train --data ../shared/data/chest/wingspan --steps {args.steps} "
             f"--batch {args.batch} --seed {args.seed} --threads {args.threads} --lr {args.lr}"
-            + (f" --init {args.init}" if args.init else ""))])),
+            + (f" --init {args.init}" if args.init else "")
+            + (f" --site-augment --site-probability {args.site_probability}" if args.site_augment else ""))])),
         metrics={key: round(value, 4) for key, value in metrics.items()}, sha256="",
         notes=("Validation: the 52 Wingspan validation images (never trained on); generated: 20 procedural chests "
                "with unseen seeds. Sides are named by image position for a standard PA display (image left = "
                "patient right). Scapula, clavicle, foreign-object and abnormal-part outputs are trained on "
                "synthetic objects only and have not been validated on real annotations; real devices (ECG leads, "
                "pacemakers) on the Wingspan images were not labelled and count as background."),
-        extra={"training_seconds": round(seconds, 1), "steps": args.steps, "batch": args.batch})
+        extra={"training_seconds": round(seconds, 1), "steps": args.steps, "batch": args.batch,
+               **({"site_probability": args.site_probability} if args.site_augment else {})})
     return save_model(model, card, args.out)
 
 

@@ -308,3 +308,17 @@ def test_write_defaults_and_card_touch_only_their_parts(tmp_path):
     assert {k: v for k, v in after.items() if k != "extra"} == {k: v for k, v in before.items() if k != "extra"}
     assert after["extra"]["abnormal_calibration"]["pneumothorax"]["thresholds"]["pneumothorax_min_ratio"] == 0.085
     assert "pneumothorax_min_ratio = 0.085" in cal.summary_text(report)
+
+
+def test_only_counted_regions_are_shown():
+    """With experimental objects on, the detections handed to overlays and segmentations keep only the regions
+    the finding rests on: a pleural pneumothorax stays, a central blob over the lung is dropped."""
+    from scanai.chest.abnormal import counted_only
+
+    masks = chest()
+    pleural, central = lateral_crescent(masks), disc((0.66, 0.45), 0.04)
+    masks["pneumothorax"] = pleural | central
+    shown = counted_only(found(masks), PLACE_ONLY)
+    np.testing.assert_array_equal(shown.mask("pneumothorax"), pleural)
+    masks["pneumothorax"] = central
+    assert not counted_only(found(masks), PLACE_ONLY).found("pneumothorax")

@@ -252,3 +252,35 @@ def strongest(regions: tuple[Region, ...] | list[Region], place: bool = True) ->
     if not plausible:
         return 0.0, 0.0
     return max(region.ratio for region in plausible), plausible[0].confidence
+
+
+def counted_only(detections: Detections, thresholds) -> Detections:
+    """``detections`` with each abnormal part reduced to the regions that count toward its finding at
+    ``thresholds`` (a :class:`~scanai.chest.thresholds.Thresholds`; the part is dropped when none counts), so that
+    overlays, segmentations and masks show what the finding rests on, not the discarded candidates."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from scanai.chest.detection import Found
+
+    objects = dict(detections.objects)
+    for name in PARTS:
+        if name not in objects:
+            continue
+        decision = decide(detections, name, getattr(thresholds, f"{name}_min_ratio"),
+                          getattr(thresholds, f"{name}_min_confidence"))
+        counted = {(region.box, region.pixels) for region in decision.regions
+                   if region.counts(decision.min_ratio, decision.min_confidence)}
+        labels, _count = ndimage.label(objects[name].mask)
+        keep = np.zeros(detections.shape, dtype=bool)
+        for index, window in enumerate(ndimage.find_objects(labels), start=1):
+            part = labels[window] == index
+            if (Box(window[0].start, window[1].start, window[0].stop, window[1].stop),
+                    int(np.count_nonzero(part))) in counted:
+                keep[window] |= part
+        if keep.any():
+            objects[name] = Found(name, keep, Box.of_mask(keep), objects[name].confidence)
+        else:
+            del objects[name]
+    return replace(detections, objects=objects)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from scanai.chest.abnormal import counted_only
 from scanai.chest.assessment import NOT_ASSESSABLE, Assessment, not_assessable
 from scanai.chest.detection import ABNORMAL, EXPERIMENTAL, Box, Detections, Detector, check_radiograph_array
 from scanai.chest.io import Radiograph, read_radiograph
@@ -345,6 +346,8 @@ def analyse_radiograph(radiograph: Radiograph, detector: Detector | str, thresho
     progress(0.9, "Assessing quality and findings")
     spacing = tuple(float(v) for v in radiograph.spacing_mm) if radiograph.spacing_known else None
     assessment = assess(detections, chosen, spacing)
+    if chosen.experimental:  # show only the abnormal regions the findings rest on
+        detections = counted_only(detections, chosen)
     progress(1.0, "Done")
     return ChestResult(radiograph, detections, assessment, (*warnings, *detections.notes), detector.name,
                        time.perf_counter() - started)

@@ -9,16 +9,15 @@ CRCs, so a flipped bit there gives an error or the same image.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from damage import PIXEL_DATA_TAG, damaged_copies
+from damage import PIXEL_DATA_TAG, damaged_copies, run_cases
 
 from scanai.chest.io import read_radiograph
-from scanai.core.errors import FileFormatError, ScanAIError
+from scanai.core.errors import FileFormatError
 
 REAL_DICOM = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 SEED = 20261208
@@ -48,38 +47,16 @@ def write_dx(path: Path, pixels: np.ndarray | None, sop_class: str = DX_STORAGE)
     return path
 
 
-def read_or_error(path: Path):
-    """The radiograph of ``path``, or the ScanAIError it raised (any other exception fails the test)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return read_radiograph(path)
-    except ScanAIError as error:
-        return error
-
-
-def run_cases(copies: list[tuple[str, bytes]], path: Path, reference: np.ndarray, changed_pixels: int | None
-              ) -> Counter:
-    """Write each copy to ``path`` and read it: a clear error naming the file, the reference image, or, for a
-    flipped bit, an image of the reference's shape with finite values differing in at most ``changed_pixels``
-    pixels (None: any number, for formats whose pixels carry no checksum and whose headers can change values)."""
-    outcomes: Counter = Counter()
-    for label, content in copies:
+def run_radiograph_cases(copies: list[tuple[str, bytes]], path: Path, reference: np.ndarray,
+                         changed_pixels: int | None) -> Counter:
+    """:func:`damage.run_cases` for the radiograph reader: each copy written to ``path`` and read; an error must
+    name the file."""
+    def write(content: bytes) -> Path:
         path.write_bytes(content)
-        outcome = read_or_error(path)
-        kind = label.split()[0]
-        if isinstance(outcome, ScanAIError):
-            message = str(outcome)
-            assert path.name in message and len(message) < 600, f"{label}: {message}"
-            outcomes[f"{kind} error"] += 1
-            continue
-        image = outcome.image.array
-        assert image.shape == reference.shape and np.isfinite(image).all(), f"{label}: image {image.shape}"
-        different = int(np.count_nonzero(image != reference))
-        limit = 0 if kind == "cut" else changed_pixels
-        assert limit is None or different <= limit, f"{label}: {different} pixels differ"
-        outcomes[f"{kind} {'same' if different == 0 else 'changed'}"] += 1
-    return outcomes
+        return path
+
+    return run_cases(copies, write, lambda target: read_radiograph(target).image.array, reference, changed_pixels,
+                     (path.name,))
 
 
 # ------------------------------------------------------------------------------------- 1a: the message
@@ -131,7 +108,7 @@ def test_damaged_real_dicom_radiograph(shared_data, tmp_path):
     rng = np.random.default_rng(SEED)
     header_end = data.find(PIXEL_DATA_TAG)
     copies = damaged_copies(data, rng, 20, 10) + damaged_copies(data, rng, 0, 10, (0, header_end))
-    outcomes = run_cases(copies, tmp_path / "damaged.dcm", reference, None)
+    outcomes = run_radiograph_cases(copies, tmp_path / "damaged.dcm", reference, None)
     assert outcomes["cut error"] == 20, outcomes
 
 
@@ -142,10 +119,10 @@ def test_damaged_generated_dicom_radiograph(tmp_path):
     data = write_dx(tmp_path / "dx.dcm", rng.integers(0, 4096, (40, 48))).read_bytes()
     reference = read_radiograph(tmp_path / "dx.dcm").image.array
     header_end = data.find(PIXEL_DATA_TAG)
-    outcomes = run_cases(damaged_copies(data, rng, 20, 10, (header_end + 12, len(data))), tmp_path / "damaged.dcm",
-                         reference, 1)
-    outcomes += run_cases(damaged_copies(data, rng, 0, 10, (0, header_end)), tmp_path / "damaged.dcm", reference,
-                          None)
+    damaged = tmp_path / "damaged.dcm"
+    outcomes = run_radiograph_cases(damaged_copies(data, rng, 20, 10, (header_end + 12, len(data))), damaged,
+                                    reference, 1)
+    outcomes += run_radiograph_cases(damaged_copies(data, rng, 0, 10, (0, header_end)), damaged, reference, None)
     assert outcomes["cut error"] == 20, outcomes
 
 
@@ -155,8 +132,8 @@ def test_damaged_png_radiograph(shared_data, tmp_path):
     source = shared_data / "chest" / "00000001_000.png"
     data = source.read_bytes()
     reference = read_radiograph(source).image.array
-    outcomes = run_cases(damaged_copies(data, np.random.default_rng(SEED + 2), 20, 20), tmp_path / "damaged.png",
-                         reference, 0)
+    outcomes = run_radiograph_cases(damaged_copies(data, np.random.default_rng(SEED + 2), 20, 20),
+                                    tmp_path / "damaged.png", reference, 0)
     assert outcomes["cut error"] == 20 and outcomes["bit error"] >= 15, outcomes
 
 
@@ -168,6 +145,6 @@ def test_damaged_jpeg_radiograph(shared_data, tmp_path):
     whole = tmp_path / "whole.jpg"
     sitk.WriteImage(sitk.ReadImage(str(shared_data / "chest" / "00027426_000.png")), str(whole))
     reference = read_radiograph(whole).image.array
-    outcomes = run_cases(damaged_copies(whole.read_bytes(), np.random.default_rng(SEED + 3), 20, 20),
-                         tmp_path / "damaged.jpg", reference, None)
+    outcomes = run_radiograph_cases(damaged_copies(whole.read_bytes(), np.random.default_rng(SEED + 3), 20, 20),
+                                    tmp_path / "damaged.jpg", reference, None)
     assert outcomes["cut error"] == 20, outcomes

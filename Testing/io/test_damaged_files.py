@@ -9,14 +9,12 @@ compressed NRRD or MetaImage must give its exact voxels or an error (scanai.io.c
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from damage import PIXEL_DATA_TAG, damaged_copies
+from damage import PIXEL_DATA_TAG, damaged_copies, run_cases
 
 from scanai.core.errors import FileFormatError, ScanAIError
 from scanai.core.image import Geometry, VolumeSequence
@@ -26,31 +24,6 @@ from scanai.io.sequence_file import write_sequence
 
 SEED = 20261209
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def run_cases(copies: list[tuple[str, bytes]], write: Callable[[bytes], Path], read: Callable[[Path], np.ndarray],
-              reference: np.ndarray, changed: int | None, names: tuple[str, ...]) -> Counter:
-    """Write each copy (``write`` returns what to read), read it: a ScanAIError whose message says one of ``names``
-    (the damaged file; for a folder also "slice location"), the reference values, or, for a flipped bit, the
-    reference's shape with finite values differing in at most ``changed`` places (None: any number)."""
-    outcomes: Counter = Counter()
-    for label, content in copies:
-        target = write(content)
-        kind = label.split()[0]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                values = read(target)
-        except ScanAIError as error:
-            assert any(name in str(error) for name in names) and len(str(error)) < 600, f"{label}: {error}"
-            outcomes[f"{kind} error"] += 1
-            continue
-        assert values.shape == reference.shape and np.isfinite(values).all(), f"{label}: {values.shape}"
-        different = int(np.count_nonzero(values != reference))
-        limit = 0 if kind == "cut" else changed
-        assert limit is None or different <= limit, f"{label}: {different} values differ"
-        outcomes[f"{kind} {'same' if different == 0 else 'changed'}"] += 1
-    return outcomes
 
 
 def write_mr(path: Path, pixels: np.ndarray, **attributes) -> Path:

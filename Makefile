@@ -66,7 +66,11 @@ demo: $(VENV)/.installed
 	       && apt-get update -qq && apt-get install -y -qq --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri; }
 	$(PY) Utilities/slicer_screenshots.py --out $(DEMO_OUT)/slicer_views
 
+# The peer tools the benchmarks compare with (not needed by ScanAI or its tests): nifti_dynamic's Patlak needs
+# only nibabel, indexed_gzip and scikit-learn of its requirements (its opencv, rich and typer serve its own CLI).
+BENCH_PEERS := nibabel indexed_gzip scikit-learn
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(BENCH_PEERS) && $(PY) -m pip install --quiet --no-deps nifti_dynamic==0.3.1
 	$(PY) -m pytest -m slow -q -s Testing
 
 clean:

@@ -74,6 +74,31 @@ def test_patlak_speed(feng):
     _record("patlak_kinetic_maps_voxels_per_s", rate)
     _record("patlak_maps_voxels_per_s", legacy)
     assert rate >= 5e6
+    _compare_with_nifti_dynamic(frames, timing, feng, maps.parameters["Ki"].array.reshape(-1), rate)
+
+
+def _compare_with_nifti_dynamic(frames: np.ndarray, timing: FrameTiming, feng: InputFunction, ki: np.ndarray,
+                                rate: float) -> None:
+    """nifti_dynamic's voxelwise Patlak (installed by ``make bench``) on the same (T, voxels) frames, same frames
+    after t* = 20 min, input sampled at the frame mid-times as it expects: voxels/s and our speed as a ratio."""
+    try:
+        from nifti_dynamic.patlak import _voxel_patlak_chunk
+    except ImportError:
+        print("nifti_dynamic not installed (make bench installs it): no peer comparison")
+        return
+    linear = int(np.sum(timing.mid_min >= 20.0))
+    voxels = frames.shape[1]
+    curve = feng.value_at(timing.mid_s)
+    start = time.perf_counter()
+    for first in range(0, voxels, 250_000):  # its own CLI runs chunks of axial slices
+        slopes, _ = _voxel_patlak_chunk(frames[:, first:first + 250_000].T, curve, timing.mid_s, linear)
+    peer = voxels / (time.perf_counter() - start)
+    agreement = float(np.median(np.abs(slopes - ki[first:first + slopes.size]) / np.abs(ki[first:first + slopes.size])))
+    _record("nifti_dynamic_patlak_voxels_per_s", peer)
+    _record("patlak_speed_ratio_vs_nifti_dynamic", rate / peer)
+    _record("patlak_ki_median_relative_difference_vs_nifti_dynamic", agreement)
+    print(f"Patlak: ScanAI {rate:.3g} voxels/s, nifti_dynamic {peer:.3g} voxels/s: x{rate / peer:.2f}; "
+          f"Ki median difference {100 * agreement:.2f} % (its Simpson integral of mid-time samples vs our exact one)")
 
 
 def _baseline_model(timing: FrameTiming, feng: InputFunction, fft: bool = True):

@@ -241,3 +241,91 @@ def test_a_label_map_on_another_grid_is_refused_before_any_fit(study, tmp_path, 
     assert code == 2 and "Traceback" not in err and not (tmp_path / "o").exists()
     assert re.search(r"labels_other.nrrd lies on another grid than the image .*spacing \(1.5, 2, 3(\.0)?\) mm vs "
                      r"\(1.5, 2, 3.25\) mm", err), err
+
+
+def test_regions_are_named_fitted_and_drawn_and_their_medians_skip_unfitted_voxels(study, tmp_path, capsys):
+    phantom, _image, blood, labels, _folder = study
+    frames = np.array(phantom.sequence.frames, dtype=np.float32)
+    region_one = phantom.labels.array == 1
+    emptied = np.argwhere(region_one)[: int(region_one.sum()) * 2 // 3]  # most of region 1 without activity
+    frames[:, emptied[:, 0], emptied[:, 1], emptied[:, 2]] = 0.0
+    image, _sidecar = write_dynamic_pet(DynamicPet(phantom.sequence.__class__(
+        frames, phantom.sequence.geometry, phantom.sequence.index_values), phantom.timing, unit="kBq/mL"),
+        tmp_path / "holes.nii.gz")
+    table = tmp_path / "names.ctbl"
+    table.write_text("# value name r g b a\n1 whiteMatter 200 200 200 255\n2 greyMatter 100 100 100 255\n")
+    out = tmp_path / "o"
+    code, printed, err = _main([str(image), "--input-function", str(blood), "--method", "1tcm", "--regions",
+                                str(labels), "--region-names", str(table), "--out", str(out)], capsys)
+    assert code == 0, err
+    statistics = (out / "1tcm_statistics.csv").read_text().splitlines()
+    header = statistics[0].split(",")
+    first = dict(zip(header, statistics[1].split(","), strict=True))
+    assert first["region"] == "whiteMatter" and statistics[2].startswith("greyMatter,")
+    assert statistics[3].startswith("label 3,")  # not in the colour table
+    assert int(first["fitted_voxels"]) == int(region_one.sum()) - len(emptied)
+    k1 = read_image(out / "1tcm_K1.nrrd").array[region_one]
+    fitted = read_image(out / "1tcm_bound_hit.nrrd").array[region_one] != 2
+    assert fitted.sum() == int(first["fitted_voxels"]) and np.all(k1[~fitted] == 0)
+    assert float(first["K1_median"]) == pytest.approx(float(np.median(k1[fitted])), rel=1e-6)  # not the zeros
+    assert float(first["K1_median"]) > 0.01 and np.median(k1) == 0.0
+    fits = (out / "1tcm_region_fits.csv").read_text().splitlines()
+    assert fits[0].startswith("region,K1,k2,vB,VT,r2,rmse,bound_hit,skipped,delay_s") and len(fits) == 4
+    curves = (out / "1tcm_region_curves.csv").read_text().splitlines()
+    assert "whiteMatter measured,whiteMatter fitted" in curves[0] and len(curves) == 1 + len(phantom.timing)
+    assert (out / "1tcm_region_curves.png").stat().st_size > 10_000
+    assert "1tcm_region_curves.png" in printed
+
+
+def test_segment_names_of_a_segmentation_file_name_the_regions(study, tmp_path):
+    from scanai.pet.regions import region_names
+    from scanai.samples import _write_segmentation_nrrd
+
+    phantom = study[0]
+    path = tmp_path / "labels.seg.nrrd"
+    _write_segmentation_nrrd(phantom.labels.array, phantom.labels.geometry,
+                             {1: ("cortex", (1.0, 0.0, 0.0)), 3: ("tumour", (0.0, 1.0, 0.0))}, path)
+    assert region_names([1, 2, 3], path) == {1: "cortex", 2: "label 2", 3: "tumour"}
+    bad = tmp_path / "bad.ctbl"
+    bad.write_text("white 1 2 3\n")
+    with pytest.raises(Exception, match="does not start with a label value"):
+        region_names([1], None, bad)
+
+
+def test_weights_from_a_frames_column_or_a_file_with_zeros_and_the_fitted_delay(study, bare, tmp_path, capsys):
+    phantom, _image, blood, labels, _folder = study
+    bare_image, frames = bare
+    rows = frames.read_text().strip().splitlines()
+    weights = [0.0, 0.0] + [1.0] * (len(rows) - 3)
+    frames_w = tmp_path / "frames_w.csv"
+    frames_w.write_text("\n".join([rows[0] + ",Weights"] + [f"{r},{w}" for r, w in zip(rows[1:], weights,
+                                                                                        strict=True)]) + "\n")
+    file_w = tmp_path / "w.csv"
+    file_w.write_text("weights\n" + "\n".join(str(w) for w in weights) + "\n")
+    common = [str(bare_image), "--image-unit", "kBq/mL", "--input-function", str(blood), "--input-unit", "kBq/mL",
+              "--method", "1tcm", "--regions", str(labels)]
+    results = []
+    for option in ("Weights", str(file_w)):
+        out = tmp_path / f"o{len(results)}"
+        code, _printed, err = _main([*common, "--frames", str(frames_w), "--weights", option, "--out", str(out)],
+                                    capsys)
+        assert code == 0, err
+        results.append((out / "1tcm_region_fits.csv").read_text())
+    assert results[0] == results[1]
+    code, _printed, err = _main([*common, "--frames", str(frames), "--weights", "Weights", "--out",
+                                 str(tmp_path / "x")], capsys)
+    assert code == 2 and "neither none, duration, counts, an existing file nor a column of the frames table" in err
+    irreversible = [*common[:-4], "--method", "2tcm_irreversible", *common[-2:]]  # the phantom's own model
+    code, printed, err = _main([*irreversible, "--frames", str(frames), "--fit-delay", "-20", "20", "--out",
+                                str(tmp_path / "d")], capsys)
+    assert code == 0, err
+    delay = float(re.search(r"input delay: ([-+0-9.]+) s", printed).group(1))
+    assert abs(delay) < 2.0  # the phantom has none
+
+
+def test_the_unit_conversion_factor_is_printed(study, tmp_path, capsys):
+    phantom, image, _blood, _labels, _folder = study
+    blood = _blood_csv(tmp_path / "blood_bq.csv", phantom, 1000.0)
+    code, printed, _err = _main([str(image), "--input-function", str(blood), "--input-unit", "Bq/mL",
+                                 "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "converted from Bq/mL to the image's kBq/mL (x0.001)" in printed, printed

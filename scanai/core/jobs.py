@@ -49,6 +49,7 @@ JOBS = {
     "kspace.file": "scanai.kspace.pipeline:run_file",
     "kspace.run": "scanai.kspace.pipeline:run",
     "pet.maps": "scanai.pet.analysis:compute_maps",
+    "pet.reference_maps": "scanai.pet.reference_cli:reference_map_result",
     "motion.cine": "scanai.motion.pipeline:analyse_cine",
     "motion.artifact": "scanai.artifact_correction.pipeline:correct_phase_sequence",
 }

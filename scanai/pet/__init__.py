@@ -8,6 +8,7 @@ from scanai.pet.bids import read_bids_sidecar, timing_from_sidecar, write_bids_s
 from scanai.pet.blood import (
     BloodCurves,
     FengFit,
+    correct_dispersion,
     fit_feng,
     image_derived_input,
     population_input,
@@ -22,12 +23,32 @@ from scanai.pet.input_function import (
     feng_input,
     feng_integral,
 )
+from scanai.pet.kinetic_parameters import BOUNDS
 from scanai.pet.kinetics import patlak_ki, tissue_curves_2tcm, two_tissue_tacs
+from scanai.pet.kmap import RegionalStudy, load_kmap_mat, load_tac_table
 from scanai.pet.logan import LoganResult, logan_fit
-from scanai.pet.models import METHODS, PARAMETERS, UNITS, KineticMaps, TacFit, fit_tacs, kinetic_maps, model_tacs
+from scanai.pet.models import (
+    DEFAULT_DELAY_RANGE_S,
+    METHODS,
+    PARAMETERS,
+    UNITS,
+    KineticMaps,
+    TacFit,
+    fit_tacs,
+    kinetic_maps,
+    model_tacs,
+)
 from scanai.pet.network import NetworkMaps, load_network, predict_parametric
 from scanai.pet.patlak import PatlakMaps, PatlakResult, patlak_fit, patlak_maps
 from scanai.pet.phantom import PetPhantom, pet_phantom
+from scanai.pet.reference_models import (
+    REFERENCE_MODELS,
+    REFERENCE_PARAMETERS,
+    ReferenceFit,
+    ReferenceMaps,
+    fit_reference,
+    reference_maps,
+)
 from scanai.pet.study import read_dynamic_pet, write_dynamic_pet
 from scanai.pet.timing import FrameTiming
 from scanai.pet.units import (
@@ -41,6 +62,8 @@ from scanai.pet.units import (
 )
 
 __all__ = [
+    "BOUNDS",
+    "DEFAULT_DELAY_RANGE_S",
     "FENG_FDG_PARAMS",
     "HALF_LIVES_S",
     "BloodCurves",
@@ -58,19 +81,28 @@ __all__ = [
     "PatlakMaps",
     "PatlakResult",
     "PetPhantom",
+    "REFERENCE_MODELS",
+    "REFERENCE_PARAMETERS",
+    "ReferenceFit",
+    "ReferenceMaps",
+    "RegionalStudy",
     "check_compatible_units",
     "check_frames_covered",
+    "correct_dispersion",
     "decay_correct_frames",
     "decay_correct_input",
     "feng_input",
     "feng_integral",
     "fit_tacs",
     "kinetic_maps",
+    "load_kmap_mat",
+    "load_tac_table",
     "load_network",
     "logan_fit",
     "model_tacs",
     "predict_parametric",
     "fit_feng",
+    "fit_reference",
     "frame_decay_factors",
     "half_life_s",
     "image_derived_input",
@@ -82,6 +114,7 @@ __all__ = [
     "read_bids_sidecar",
     "read_blood_table",
     "read_dynamic_pet",
+    "reference_maps",
     "scaled_population_input",
     "suv_factor",
     "timing_from_sidecar",

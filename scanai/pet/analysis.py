@@ -52,6 +52,7 @@ class ParametricResult:
     quality: "R2", "RMSE" (activity units) and "bound_hit" (1 where a parameter sits on a bound), when available.
     units:   parameter name -> unit text.
     mask:    (k, j, i) bool, the voxels analysed.
+    delay_s: the input delay used for every voxel, s (given or fitted; 0 for none).
     """
 
     method: str
@@ -59,6 +60,7 @@ class ParametricResult:
     quality: dict[str, Volume]
     units: dict[str, str]
     mask: np.ndarray
+    delay_s: float = 0.0
 
 
 def in_frame_unit(frames_unit: str, plasma: InputFunction,
@@ -108,6 +110,8 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
                  whole_blood: InputFunction | None = None, mask: Volume | np.ndarray | None = None,
                  t_star_min: float | None = None, weights: np.ndarray | str | None = None, refine: bool = False,
                  vb: float | None = None, window_min: tuple[float, float] = DEFAULT_WINDOW_MIN, device: str = "auto",
+                 bounds: dict[str, tuple[float, float]] | None = None,
+                 delay_s: float | tuple[float, float] | None = None,
                  progress: Progress | None = None) -> ParametricResult:
     """Parametric maps of ``sequence`` (T, k, j, i) with frame ``timing`` and plasma input ``plasma``.
 
@@ -118,6 +122,9 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
     refine:      Levenberg-Marquardt refinement of compartment-model fits.
     vb:          fixed blood volume fraction, or None to fit it.
     window_min:  (start, end) of the late window used by the network, min after injection.
+    bounds:      name -> (lower, upper) of the refined compartment parameters (needs ``refine``).
+    delay_s:     input delay, s, or a (low, high) range to fit one on the mean curve of the mask (compartment
+                 models; see :func:`scanai.pet.models.kinetic_maps`).
     """
     key = method_key(method)
     inside = mask_on_grid(mask, sequence.frames.shape[1:], sequence.geometry)
@@ -134,11 +141,11 @@ def compute_maps(sequence: VolumeSequence, timing: FrameTiming, plasma: InputFun
     from scanai.pet.models import UNITS, kinetic_maps
 
     options = {"t_star_min": t_star_min, "weights": weights, "whole_blood": whole_blood, "vb": vb, "refine": refine,
-               "device": device}
+               "device": device, "bounds": bounds, "delay_s": delay_s}
     result = kinetic_maps(sequence, timing, plasma, key, mask=inside, progress=progress, **options)
     quality = {"R2": result.r2, "RMSE": result.rmse, "bound_hit": result.bound_hit}
     return ParametricResult(key, dict(result.parameters), quality,
-                            {name: UNITS.get(name, "") for name in result.parameters}, result.mask)
+                            {name: UNITS.get(name, "") for name in result.parameters}, result.mask, result.delay_s)
 
 
 # ------------------------------------------------------------------------------------------- fit checks
@@ -154,6 +161,12 @@ EMPTY_FRACTION = 0.9
 MAGNITUDE_RATIO = 100.0
 #: A magnitude ratio within this factor of the ratio of two units is named as their likely mix-up.
 MIX_UP_TOLERANCE = 5.0
+
+
+def bound_voxels(result: ParametricResult) -> np.ndarray | None:
+    """(k, j, i) bool: the voxels whose fit sits on a bound (``bound_hit`` = 1), or None without that map."""
+    flags = result.quality.get("bound_hit")
+    return None if flags is None else result.mask & (np.asarray(flags.array) == 1)
 
 
 def fitted_voxels(result: ParametricResult) -> np.ndarray:
@@ -268,22 +281,34 @@ def region_tacs(sequence: VolumeSequence, regions: Mapping[str, np.ndarray]) -> 
     return curves
 
 
-def region_statistics(maps: Mapping[str, Volume], regions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One row per non-empty region: name, voxel count, volume (mL), and mean / SD / median of each map.
+def region_statistics(maps: Mapping[str, Volume], regions: Mapping[str, np.ndarray],
+                      fitted: np.ndarray | None = None, on_bound: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One row per non-empty region: name, voxel count, fitted voxel count, voxels on a fit bound, volume (mL), and
+    mean / SD / median of each map over the region's fitted voxels (``fitted`` (k, j, i) bool, e.g.
+    :func:`fitted_voxels`; default all: voxels skipped below the area threshold hold 0 without having been fitted and
+    must not count). ``on_bound`` (k, j, i) bool: voxels whose fit sits on a bound (``bound_hit`` = 1). NaN
+    statistics where a region has no fitted voxel.
 
-    Returns columns ``{"region": (R,) str, "voxels", "volume_ml", "<map>_mean", "<map>_sd", "<map>_median"}``.
+    Returns columns ``{"region": (R,) str, "voxels", "fitted_voxels", "bound_hit_voxels", "volume_ml",
+    "<map>_mean", "<map>_sd", "<map>_median"}`` (``bound_hit_voxels`` only with ``on_bound``).
     """
     names = [name for name, inside in regions.items() if np.any(inside)]
-    columns: dict[str, list] = {"region": names, "voxels": [], "volume_ml": []}
+    columns: dict[str, list] = {"region": names, "voxels": [], "fitted_voxels": [], "volume_ml": []}
+    if on_bound is not None:
+        columns["bound_hit_voxels"] = [int(np.count_nonzero(on_bound & np.asarray(regions[n], bool))) for n in names]
     voxel_ml = float(np.prod(next(iter(maps.values())).geometry.spacing_mm)) / 1000.0 if maps else 0.0
     for name in names:
         inside = np.asarray(regions[name], dtype=bool)
+        used = inside if fitted is None else inside & fitted
         columns["voxels"].append(int(inside.sum()))
+        columns["fitted_voxels"].append(int(used.sum()))
         columns["volume_ml"].append(inside.sum() * voxel_ml)
         for map_name, volume in maps.items():
-            values = volume.array[inside].astype(float)
-            for statistic, value in (("mean", values.mean()), ("sd", values.std(ddof=1) if values.size > 1 else 0.0),
-                                     ("median", np.median(values))):
+            values = volume.array[used].astype(float)
+            empty = values.size == 0
+            for statistic, value in (("mean", np.nan if empty else values.mean()),
+                                     ("sd", values.std(ddof=1) if values.size > 1 else (np.nan if empty else 0.0)),
+                                     ("median", np.nan if empty else np.median(values))):
                 columns.setdefault(f"{map_name}_{statistic}", []).append(float(value))
     return {name: np.asarray(values) for name, values in columns.items()}
 

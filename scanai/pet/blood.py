@@ -84,6 +84,25 @@ def read_blood_table(path: str | Path, where: Mapping[str, str] | None = None, u
     return BloodCurves.from_columns(read_pet_table(path, "blood table", where), unit)
 
 
+def correct_dispersion(samples: InputFunction, tau_s: float) -> InputFunction:
+    """Arterial samples corrected for the dispersion of the sampling line: ``C = Cm + τ dCm/dt``.
+
+    The line is modelled as a one-exponential dispersion kernel ``e^{-t/τ}/τ`` (Iida et al. 1986; Meyer 1989), so the
+    true curve is the measured one plus τ times its slope (second-order differences on the sample times; one-sided
+    at the first and last samples). ``tau_s``
+    (s, >= 0; 0 returns the samples) is the line's time constant, measured for the set-up (typically 2-10 s). The
+    derivative amplifies noise, and values it would make negative are set to 0. Returns a new curve.
+    """
+    tau = float(tau_s)
+    if not (np.isfinite(tau) and 0.0 <= tau <= 60.0):
+        raise InputError(f"The dispersion time constant must be 0 to 60 s, got {tau_s!r}.",
+                         "Give the sampling line's time constant in seconds (typically 2-10 s).")
+    if tau == 0.0:
+        return samples
+    slope = np.gradient(samples.activity, samples.t_s)
+    return InputFunction(samples.t_s, np.maximum(samples.activity + tau * slope, 0.0), samples.unit)
+
+
 # ---------------------------------------------------------------------------------------- image-derived
 def mask_frame_means(sequence: VolumeSequence, mask: Volume | np.ndarray, label: int | None = None) -> np.ndarray:
     """(T,) mean activity of each frame of ``sequence`` (T, k, j, i) inside ``mask`` (k, j, i).

@@ -37,9 +37,61 @@ def _unit(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _bound(text: str) -> tuple[str, tuple[float, float]]:
+    """``NAME=LOW,HIGH`` as (name, (low, high)) (argparse reports anything else as a usage error)."""
+    name, equals, values = text.partition("=")
+    parts = values.split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=LOW,HIGH (e.g. vB=0,0.1)") from None
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=LOW,HIGH (e.g. vB=0,0.1)")
+    return name.strip(), (low, high)
+
+
+#: Weighting schemes the fits compute themselves (``--weights``).
+WEIGHT_SCHEMES = ("none", "duration", "counts")
+
+
+def frame_weights_option(text: str, frames_csv: Path | None, frames: int) -> str | np.ndarray | None:
+    """The ``--weights`` option: None, "duration", "counts", or (T,) weights from a CSV file (a ``weights`` column
+    or its only numeric column) or from a column of the frames table ``frames_csv``; InputError naming the choices
+    otherwise, or when the count is not one per frame (``frames``)."""
+    from scanai.pet.tables import read_pet_table
+
+    option = text.strip()
+    if option.lower() in WEIGHT_SCHEMES:
+        return None if option.lower() == "none" else option.lower()
+    path = Path(option)
+    if path.is_file():
+        columns = {name.strip().lower(): values for name, values in read_pet_table(path, "weights table").items()}
+        values = columns.get("weights", columns.get("weight"))
+        if values is None and len(columns) == 1:
+            values = next(iter(columns.values()))
+        if values is None:
+            raise InputError(f"The weights table {path.name} has no 'weights' column (columns: "
+                             f"{', '.join(columns) or 'none'}).", "Name the column 'weights' or keep only it.")
+        source = path.name
+    else:
+        table = {} if frames_csv is None else read_pet_table(frames_csv, "frame timing")
+        found = {name.strip().lower(): values for name, values in table.items()}.get(option.lower())
+        if found is None:
+            where = f" nor a column of the frames table {frames_csv.name}" if frames_csv is not None else (
+                " (and no --frames table was given to take a column from)")
+            raise InputError(f"--weights {option!r} is neither {', '.join(WEIGHT_SCHEMES)}, an existing file{where}.",
+                             "Give a scheme, a CSV file with one weight per frame, or a column of the --frames table.")
+        values, source = found, f"column {option!r} of {frames_csv.name}"
+    weights = np.asarray(values, dtype=float)
+    if weights.size != frames:
+        raise InputError(f"{source} holds {weights.size} weights for {frames} frames.", "Give one weight per frame.")
+    return weights
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai pet``."""
     from scanai.pet.analysis import METHOD_LABELS
+    from scanai.pet.reference_cli import REFERENCE_LABELS
 
     parser.add_argument("image", type=Path,
                         help="dynamic PET: a DICOM folder (or one file of the series), a 4-D NIfTI/NRRD (4th axis = "
@@ -48,12 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="BIDS-PET sidecar (FrameTimesStart, FrameDuration) when not named like the image")
     parser.add_argument("--frames", type=Path, default=None, metavar="CSV",
                         help="frame timing table: columns start_s,duration_s (or start_s,end_s), one row per frame")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--input-function", type=Path, metavar="CSV",
                         help="blood table: a time column (time_s, or time_min) and a plasma column (Cp, plasma, ...), "
                              "optionally whole blood (whole_blood, Cb, ...), in the image's activity unit")
     source.add_argument("--blood-pool", type=Path, metavar="MASK",
                         help="mask image (on the PET grid) of the aorta or left ventricle: image-derived input")
+    source.add_argument("--reference", type=Path, metavar="MASK",
+                        help="reference region without specific binding (e.g. cerebellum; a mask on the PET grid) for "
+                             "the reference-region methods: srtm, srtm2, mrtm, mrtm2, logan_ref, patlak_ref")
     source.add_argument("--population-from", type=Path, metavar="MASK",
                         help="blood-pool mask: the Feng population input scaled to its frames after 20 min")
     parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE", type=_column_value,
@@ -68,22 +123,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "radionuclide (frames are always brought to the injection by the readers)")
     parser.add_argument("--feng-fit", action="store_true",
                         help="replace the blood samples by a Feng model fitted to them (sparse samples)")
-    parser.add_argument("--method", default="patlak", choices=list(METHOD_LABELS),
-                        help="kinetic method (default patlak); 'network' = short-scan Ki network on late frames")
+    parser.add_argument("--method", default="patlak", choices=[*METHOD_LABELS, *REFERENCE_LABELS],
+                        help="kinetic method (default patlak); 'network' = short-scan Ki network on late frames; "
+                             "srtm, srtm2, mrtm, mrtm2, logan_ref, patlak_ref need --reference, not a blood input")
+    parser.add_argument("--k2prime", type=float, default=None, metavar="PER_MIN",
+                        help="reference efflux k2' (1/min) for srtm2, mrtm2 and logan_ref (default: the median of a "
+                             "first SRTM/MRTM pass; logan_ref without it leaves the C_R/k2' term out)")
     parser.add_argument("--t-star-min", type=float, default=None,
                         help=f"start of the linear phase for Patlak / Logan, min (default {DEFAULT_T_STAR_MIN:g} for "
                              "Patlak, the method's default otherwise)")
-    parser.add_argument("--weights", choices=("none", "duration", "counts"), default="none",
-                        help="frame weights of the fits (default none)")
+    parser.add_argument("--weights", default="none", metavar="SCHEME|FILE|COLUMN",
+                        help="frame weights of the fits: none (default), duration, counts, a CSV file with one weight "
+                             "per frame (a 'weights' column, or its only column), or the name of a column of the "
+                             "--frames table (e.g. Weights); weights >= 0, 0 = frame not fitted")
     parser.add_argument("--refine", action="store_true",
-                        help="Levenberg-Marquardt refinement of compartment fits (slower, more exact)")
+                        help="bound-constrained Levenberg-Marquardt refinement of the voxelwise compartment fits "
+                             "(slower, exact; the --regions curves are always refined)")
+    parser.add_argument("--bounds", action="append", default=[], metavar="NAME=LOW,HIGH", type=_bound,
+                        help="bounds of a refined compartment parameter (K1, k2, k3, k4 in their units, vB), e.g. "
+                             "vB=0,0.1; repeat for several; implies --refine")
+    delay = parser.add_mutually_exclusive_group()
+    delay.add_argument("--delay", type=float, default=None, metavar="SECONDS",
+                       help="input delay: the blood curves are shifted later by SECONDS (negative: earlier)")
+    delay.add_argument("--fit-delay", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="fit one input delay within LOW..HIGH s (compartment models; on the --regions curves "
+                            "together, else on the mean curve of the mask), e.g. -30 30")
+    parser.add_argument("--dispersion", type=float, default=0.0, metavar="TAU_S",
+                        help="correct the blood table's samples for the sampling line's dispersion (time constant "
+                             "in s, e.g. 5; default 0: none)")
     parser.add_argument("--vb", type=float, default=None, help="fixed blood volume fraction (default: fitted)")
     parser.add_argument("--window", type=float, nargs=2, default=(30.0, 50.0), metavar=("START", "END"),
                         help="late window of the network, min after injection (default 30 50)")
     parser.add_argument("--mask", type=Path, default=None,
                         help="optional 3-D mask image on the PET grid; only non-zero voxels are fitted")
     parser.add_argument("--regions", type=Path, default=None,
-                        help="optional label image on the PET grid: one statistics row and one fitted curve per label")
+                        help="optional label image or Slicer segmentation (.seg.nrrd, one layer) on the PET grid: per "
+                             "region a statistics row (over the fitted voxels), the mean curve fitted (refined) and "
+                             "drawn, written as <method>_region_fits.csv, <method>_region_curves.csv and .png")
+    parser.add_argument("--region-names", type=Path, default=None, metavar="CTBL",
+                        help="colour table naming the labels (lines 'value name r g b a', Slicer .ctbl or FreeSurfer "
+                             "LUT); default: the segment names of a .seg.nrrd, else 'label N'")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where torch computations run (default auto)")
     parser.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="map file format")
@@ -123,6 +202,11 @@ def blood_curves(args: argparse.Namespace, study) -> tuple[InputFunction, InputF
         where = dict(args.where) if args.where else None
         curves = read_blood_table(args.input_function, where=where, unit=args.input_unit)
         plasma, whole_blood = curves.plasma, curves.whole_blood
+        if args.dispersion:
+            from scanai.pet.blood import correct_dispersion
+
+            plasma = correct_dispersion(plasma, args.dispersion)
+            whole_blood = None if whole_blood is None else correct_dispersion(whole_blood, args.dispersion)
         if args.decay_correct_input:
             if study.half_life_s is None:
                 raise InputError("The study does not name its radionuclide, so the blood table cannot be decay "
@@ -173,40 +257,196 @@ def run(args: argparse.Namespace) -> int:
 
     Every input (image, unit, masks, label map, input function) is read and checked before anything is fitted or
     written; a fit that looks wrong (:func:`scanai.pet.analysis.fit_warning`) gets a warning on stderr."""
-    from scanai.pet.analysis import compute_maps, fit_warning, in_frame_unit, region_statistics
-    from scanai.pet.units import unit_assumption
+    from scanai.pet.analysis import compute_maps, fit_warning, in_frame_unit
+    from scanai.pet.reference_cli import REFERENCE_LABELS
+    from scanai.pet.regions import region_names
+    from scanai.pet.units import check_compatible_units, unit_assumption
 
+    reference_method = args.method in REFERENCE_LABELS
+    check_input_source(args, reference_method)
     with tqdm_progress("Parametric PET") as progress:
         progress(0.0, "Reading the dynamic PET")
         study = read_study(args)
         mask = _mask_on(args.mask, study.sequence) if args.mask is not None else None
         labels = _mask_on(args.regions, study.sequence) if args.regions is not None else None
+        weights = frame_weights_option(args.weights, args.frames, len(study.timing))
+        names = region_names(np.unique(labels[labels != 0]), args.regions, args.region_names) \
+            if labels is not None else {}
+        if reference_method:
+            return _run_reference(args, study, mask, labels, names, weights, progress)
         plasma, whole_blood = blood_curves(args, study)
         _warn(unit_assumption(study.unit, plasma.unit, "state it with --image-unit UNIT"))
         input_unit = plasma.unit
+        scale = check_compatible_units(study.unit, plasma.unit)
+        if scale != 1.0:
+            print(f"note: the input function is converted from {input_unit} to the image's {study.unit} "
+                  f"(x{scale:g}).")
         plasma, whole_blood = in_frame_unit(study.unit, plasma, whole_blood)
+        bounds = dict(args.bounds) or None
+        delay = tuple(args.fit_delay) if args.fit_delay is not None else args.delay
+        region_fit = None
+        if labels is not None and isinstance(delay, tuple) and args.method in PARAMETERS_OF_COMPARTMENTS:
+            region_fit = fit_regions(study, labels, names, plasma, whole_blood, args.method, weights, args, bounds,
+                                     delay)  # the delay fitted on the regional curves, then used for the maps
+            delay = float(np.nan_to_num(region_fit.delay_s[0]))
         result = compute_maps(study.sequence, study.timing, plasma, args.method, whole_blood=whole_blood, mask=mask,
-                              t_star_min=args.t_star_min, weights=None if args.weights == "none" else args.weights,
-                              refine=args.refine, vb=args.vb, window_min=tuple(args.window), device=args.device,
-                              progress=progress.sub(0.05, 0.95))
+                              t_star_min=args.t_star_min, weights=weights, refine=args.refine or bool(bounds),
+                              vb=args.vb, window_min=tuple(args.window), device=args.device, bounds=bounds,
+                              delay_s=delay, progress=progress.sub(0.05, 0.95))
+        if labels is not None and region_fit is None and args.method != "network":
+            region_fit = fit_regions(study, labels, names, plasma, whole_blood, args.method, weights, args, bounds,
+                                     delay)
     warning = fit_warning(result, study.sequence, study.timing, plasma, study.unit, input_unit)
+    paths = _write_outputs(args, study, result, labels, names, mask, region_fit, plasma.unit)
+    paths["input_function"] = _write_csv(Path(args.out) / "input_function.csv", ["time_s", "plasma"],
+                                         [[t, a] for t, a in zip(plasma.t_s, plasma.activity, strict=True)])
+    _report(result, paths)
+    _warn(warning)
+    return 0
+
+
+def check_input_source(args: argparse.Namespace, reference_method: bool) -> None:
+    """InputError unless the input options fit the method: a blood input for the blood-input methods, ``--reference``
+    for the reference-region methods."""
+    blood = args.input_function or args.blood_pool or args.population_from
+    if reference_method and args.reference is None:
+        raise InputError(f"The reference-region method {args.method} needs a reference region.",
+                         "Give --reference MASK (a region without specific binding, on the PET grid) instead of a "
+                         "blood input.")
+    if not reference_method and not blood:
+        raise InputError(f"The method {args.method} needs an arterial input.",
+                         "Give --input-function CSV, --blood-pool MASK or --population-from MASK, or choose a "
+                         "reference-region method (srtm, srtm2, mrtm, mrtm2, logan_ref, patlak_ref) with --reference.")
+
+
+def _run_reference(args: argparse.Namespace, study, mask: np.ndarray | None, labels: np.ndarray | None,
+                   names: dict[int, str], weights, progress: Progress) -> int:
+    """``scanai pet --method srtm ... --reference MASK``: the reference-region maps, statistics and regional fits."""
+    from scanai.pet.reference_cli import reference_analysis, reference_curve
+
+    if isinstance(weights, str) and weights == "counts":
+        raise InputError("The reference-region methods take --weights none, duration, a file or a column, not counts.")
+    reference = reference_curve(study.sequence, _mask_on(args.reference, study.sequence) != 0)
+    regions = {} if labels is None else _regions(labels, names)
+    result, fitted = reference_analysis(study, args.method, reference, mask, regions, weights, args.t_star_min,
+                                        args.k2prime, progress.sub(0.05, 0.95))
+    region_fit = None if fitted is None else RegionFits(*fitted)
+    paths = _write_outputs(args, study, result, labels, names, mask, region_fit, study.unit)
+    paths["reference"] = _write_csv(Path(args.out) / "reference_curve.csv", ["start_s", "duration_s", "reference"],
+                                    [[s, d, a] for s, d, a in zip(study.timing.start_s, study.timing.duration_s,
+                                                                  reference, strict=True)])
+    _report(result, paths)
+    return 0
+
+
+def _regions(labels: np.ndarray, names: dict[int, str]) -> dict[str, np.ndarray]:
+    """Region name -> (k, j, i) bool for each non-zero label."""
+    return {names[int(value)]: labels == value for value in np.unique(labels) if value != 0}
+
+
+def _write_outputs(args: argparse.Namespace, study, result, labels: np.ndarray | None, names: dict[int, str],
+                   mask: np.ndarray | None, region_fit, unit: str) -> dict[str, Path]:
+    """The maps, ``<method>_statistics.csv``, the regional fits (with ``--regions``) and ``frames.csv``."""
+    from scanai.pet.analysis import bound_voxels, fitted_voxels, region_statistics
+
     paths = write_result(result, args.out, args.format)
-    if labels is not None:
-        regions = {f"label {int(value)}": labels == value for value in np.unique(labels) if value != 0}
-    else:
-        regions = {"mask" if mask is not None else "all voxels": result.mask}
-    statistics = region_statistics(result.maps, regions)
+    regions = _regions(labels, names) if labels is not None else {
+        "mask" if mask is not None else "all voxels": result.mask}
+    statistics = region_statistics(result.maps, regions, fitted_voxels(result), bound_voxels(result))
     header = list(statistics)
     rows = [[statistics[name][row] for name in header] for row in range(len(statistics["region"]))]
     paths["statistics"] = _write_csv(Path(args.out) / f"{result.method}_statistics.csv", header, rows)
-    paths["input_function"] = _write_csv(Path(args.out) / "input_function.csv", ["time_s", "plasma"],
-                                         [[t, a] for t, a in zip(plasma.t_s, plasma.activity, strict=True)])
+    if region_fit is not None:
+        paths.update(write_region_fits(region_fit, study.timing, Path(args.out), result.method, unit))
     paths["frames"] = study.timing.to_csv(Path(args.out) / "frames.csv")
+    return paths
+
+
+def _report(result, paths: dict[str, Path]) -> None:
+    """The summary line, the delay used and the output paths, on stdout."""
     print(_summary(result))
+    if result.delay_s:
+        print(f"input delay: {result.delay_s:+.2f} s")
     for path in paths.values():
         print(path)
-    _warn(warning)
-    return 0
+
+
+#: Methods fitted with a compartment model (whose input delay can be fitted).
+PARAMETERS_OF_COMPARTMENTS = ("1tcm", "2tcm_irreversible", "2tcm")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RegionFits:
+    """The regional mean curves of a label image and their fits: ``names`` (R,), ``tacs`` (R, T), ``fit`` a
+    :class:`~scanai.pet.models.TacFit`."""
+
+    names: list[str]
+    tacs: np.ndarray
+    fit: object
+
+    @property
+    def delay_s(self) -> np.ndarray:
+        return self.fit.delay_s
+
+
+def fit_regions(study, labels: np.ndarray, names: dict[int, str], plasma: InputFunction,
+                whole_blood: InputFunction | None, method: str, weights, args: argparse.Namespace,
+                bounds: dict | None, delay) -> RegionFits:
+    """Fit ``method`` to the mean curve of each label (refined compartment fits: the regional optimum)."""
+    from scanai.pet.analysis import region_tacs
+    from scanai.pet.models import fit_tacs
+
+    curves = region_tacs(study.sequence, {names[int(v)]: labels == v for v in np.unique(labels) if v != 0})
+    tacs = np.stack(list(curves.values()))
+    compartmental = method in PARAMETERS_OF_COMPARTMENTS
+    fit = fit_tacs(tacs, study.timing, plasma, method, t_star_min=args.t_star_min, weights=weights,
+                   whole_blood=whole_blood if compartmental else None, vb=args.vb, device=args.device,
+                   bounds=bounds if compartmental else None, delay_s=delay)
+    return RegionFits(list(curves), tacs, fit)
+
+
+def write_region_fits(regions: RegionFits, timing: FrameTiming, out_dir: Path, method: str,
+                      unit: str) -> dict[str, Path]:
+    """``<method>_region_fits.csv`` (one row per region: parameters, R², RMSE, bound hit, delay),
+    ``<method>_region_curves.csv`` (per frame: times, each region's measured and fitted mean) and
+    ``<method>_region_curves.png`` (the curves drawn). Returns name -> path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scanai.pet.analysis import METHOD_LABELS
+    from scanai.pet.reference_cli import REFERENCE_LABELS
+
+    label = {**METHOD_LABELS, **REFERENCE_LABELS}[method]
+    fit = regions.fit
+    names = list(fit.parameters)
+    rows = [[region, *(f"{float(fit.parameters[n][r]):.6g}" for n in names), f"{float(fit.r2[r]):.6g}",
+             f"{float(fit.rmse[r]):.6g}", int(fit.bound_hit[r]), int(fit.skipped[r]),
+             f"{float(fit.delay_s[r]):.3f}"] for r, region in enumerate(regions.names)]
+    paths = {"region_fits": _write_csv(out_dir / f"{method}_region_fits.csv",
+                                       ["region", *names, "r2", "rmse", "bound_hit", "skipped", "delay_s"], rows)}
+    header = ["start_s", "duration_s", "mid_min"]
+    columns = [timing.start_s, timing.duration_s, timing.mid_min]
+    for r, region in enumerate(regions.names):
+        header += [f"{region} measured", f"{region} fitted"]
+        columns += [regions.tacs[r], fit.predicted[r]]
+    paths["region_curves"] = _write_csv(out_dir / f"{method}_region_curves.csv", header,
+                                        [[f"{c[i]:.6g}" for c in columns] for i in range(len(timing))])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r, region in enumerate(regions.names):
+        ax.plot(timing.mid_min, regions.tacs[r], "o", ms=3, color=f"C{r % 10}", label=f"{region} measured")
+        ax.plot(timing.mid_min, fit.predicted[r], "-", color=f"C{r % 10}",
+                label=f"{region} {label} (R² {float(fit.r2[r]):.3f})")
+    ax.set_xlabel("time after injection (min)")
+    ax.set_ylabel(f"activity ({unit or 'image units'})")
+    ax.set_title(f"Regional curves and {label} fits", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    paths["region_figure"] = out_dir / f"{method}_region_curves.png"
+    fig.savefig(paths["region_figure"], dpi=110)
+    plt.close(fig)
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------ demo

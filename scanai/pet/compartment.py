@@ -24,9 +24,9 @@ few operations. The candidate with the least residual among physically valid sol
 the face vB = 0) is found best-first: the unconstrained residual bounds a candidate from below, so only the best
 few candidates of a voxel are solved for their coefficients (branch and bound; exhaustive when that does not
 settle). The search runs coarse (float32, every 4th grid exponent) then fine (float64, around the coarse optimum).
-Optional refinement: batched, bounded Levenberg-Marquardt in torch (float64, CPU or CUDA) on the exact model,
-starting from the basis-function solution, with an exact Jacobian (complex-step derivative of the frame-averaged
-convolution).
+Refinement: batched, bound-constrained (projected, active-set) Levenberg-Marquardt in torch (float64, CPU or CUDA)
+on the exact model, starting from the basis-function solution, with an exact Jacobian (complex-step derivative of
+the frame-averaged convolution); it reaches optima that lie on a bound (vB = 0, k4 = 0, a user bound).
 
 Where each part lives (all re-exported here): :mod:`scanai.pet.frame_convolution` (exact frame averages),
 :mod:`scanai.pet.kinetic_parameters` (names, bounds, micro <-> macro, Ki and VT), :mod:`scanai.pet.basis_fit` (the
@@ -35,8 +35,6 @@ fast fit) and :mod:`scanai.pet.lm_refine` (the refinement); the model curves (:f
 
 from __future__ import annotations
 
-import numpy as np
-
 from scanai.pet.basis_fit import (  # noqa: F401  (re-exported)
     GRID_1D_PER_MIN,
     GRID_PAIRS_PER_MIN,
@@ -44,7 +42,7 @@ from scanai.pet.basis_fit import (  # noqa: F401  (re-exported)
     basis_fit,
     prepare_basis,
 )
-from scanai.pet.frame_convolution import FrameConvolver
+from scanai.pet.frame_convolution import FrameConvolver  # noqa: F401  (re-exported)
 from scanai.pet.kinetic_parameters import (  # noqa: F401  (re-exported)
     BOUNDS,
     KINETIC_PARAMETERS,
@@ -52,20 +50,6 @@ from scanai.pet.kinetic_parameters import (  # noqa: F401  (re-exported)
     derived,
     macro_from_micro,
     micro_from_macro,
+    predict,
 )
 from scanai.pet.lm_refine import refine_lm  # noqa: F401  (re-exported)
-
-
-def predict(method: str, convolver: FrameConvolver, kinetic: np.ndarray, vb: np.ndarray,
-            blood: np.ndarray, block: int = 256) -> np.ndarray:
-    """Frame-averaged model TACs (N, T) from kinetic parameters (N, P) and vB (N,) (numpy; O(N M), in blocks)."""
-    kinetic = np.asarray(kinetic, dtype=float)
-    out = np.empty((kinetic.shape[0], convolver.frame_begin.size))
-    for begin in range(0, kinetic.shape[0], block):
-        part = slice(begin, begin + block)
-        c1, c2, a1, a2 = macro_from_micro(method, kinetic[part])
-        tissue = c1[:, None] * convolver.frame_means(np.asarray(a1, float))
-        if method != "1tcm":
-            tissue = tissue + c2[:, None] * convolver.frame_means(np.asarray(a2, float))
-        out[part] = (1.0 - vb[part, None]) * tissue + vb[part, None] * blood[None, :]
-    return out

@@ -208,6 +208,27 @@ class InputFunction:
                              f"{last_start / 60:.1f} min.",
                              "Provide plasma samples up to the end of the scan (or drop the late frames).")
 
+    def delayed(self, delay_s: float) -> InputFunction:
+        """The curve arriving ``delay_s`` seconds later, ``Cp(t - delay)`` (an earlier one for a negative delay).
+
+        A positive delay keeps every sample (0 before the first shifted sample, which the sampled curve reaches by
+        its ramp from the injection); a negative one drops the samples it moves before the injection and starts at
+        ``Cp(-delay)`` (the curve is held after its last sample, as always).
+        """
+        delay = float(delay_s)
+        if not np.isfinite(delay):
+            raise InputError(f"The input delay must be a number of seconds, got {delay_s!r}.")
+        if delay == 0:
+            return self
+        if delay > 0:
+            head_t, head_a = ([0.0], [0.0]) if self.t_s[0] == 0 else ([0.0, delay], [0.0, 0.0])
+            return InputFunction(np.concatenate([head_t, self.t_s + delay]),
+                                 np.concatenate([head_a, self.activity]), self.unit)
+        keep = self.t_s + delay > 0
+        t = np.concatenate([[0.0], self.t_s[keep] + delay])
+        a = np.concatenate([self.value_at([-delay]), self.activity[keep]])
+        return InputFunction(t, a, self.unit)
+
     def resampled(self, t_s: np.ndarray | Sequence[float]) -> InputFunction:
         """The same curve sampled at new times ``t_s`` (M,) in s."""
         t = np.asarray(t_s, dtype=float)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.pet.frame_convolution import _namespace
+from scanai.pet.frame_convolution import FrameConvolver, _namespace
 
 #: Lower and upper bounds used by the refinement (and reported as bound hits): K1 mL/min/mL, k's 1/min, vB.
 BOUNDS: dict[str, tuple[float, float]] = {"K1": (0.0, 5.0), "k2": (0.0, 5.0), "k3": (0.0, 2.0), "k4": (0.0, 1.0),
@@ -82,3 +82,18 @@ def derived(method: str, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def check_method(method: str) -> None:
     if method not in KINETIC_PARAMETERS:
         raise InputError(f"Unknown compartment model '{method}'.", f"Use one of: {', '.join(KINETIC_PARAMETERS)}.")
+
+
+def predict(method: str, convolver: FrameConvolver, kinetic: np.ndarray, vb: np.ndarray,
+            blood: np.ndarray, block: int = 256) -> np.ndarray:
+    """Frame-averaged model TACs (N, T) from kinetic parameters (N, P) and vB (N,) (numpy; O(N M), in blocks)."""
+    kinetic = np.asarray(kinetic, dtype=float)
+    out = np.empty((kinetic.shape[0], convolver.frame_begin.size))
+    for begin in range(0, kinetic.shape[0], block):
+        part = slice(begin, begin + block)
+        c1, c2, a1, a2 = macro_from_micro(method, kinetic[part])
+        tissue = c1[:, None] * convolver.frame_means(np.asarray(a1, float))
+        if method != "1tcm":
+            tissue = tissue + c2[:, None] * convolver.frame_means(np.asarray(a2, float))
+        out[part] = (1.0 - vb[part, None]) * tissue + vb[part, None] * blood[None, :]
+    return out

@@ -21,12 +21,14 @@ from scanai.pet.timing import FrameTiming
 @dataclass(frozen=True, eq=False)
 class RegionalStudy:
     """Regional TACs of one scan: ``tacs`` maps a region name to its (T,) frame values; ``input_function`` is
-    None when the file holds none (pair the study with a blood table)."""
+    None when the file holds none (pair the study with a blood table); ``weights`` (T,) the table's frame weights
+    (its ``Weights`` column, 0 = frame not fitted) or None when it has none."""
 
     timing: FrameTiming
     input_function: InputFunction | None
     tacs: dict[str, np.ndarray]
     name: str = ""
+    weights: np.ndarray | None = None
 
 
 def load_kmap_mat(path: str | Path) -> RegionalStudy:
@@ -71,9 +73,9 @@ def _check_placeholders(zero_length: np.ndarray, columns: dict[str, tuple[str, n
 
 def load_tac_table(path: str | Path, where: dict[str, str] | None = None) -> RegionalStudy:
     """Regional TACs from a CSV (kinfitr layout): ``StartTime`` and ``Duration`` (s) or ``start_s`` and
-    ``duration_s``, one numeric column per region; other timing columns (``Times``, ``Weights``) are ignored and
-    zero-length all-zero placeholder frames are dropped (a zero-length frame with values is an error). ``where``
-    selects one scan, e.g. ``{"PET": "cgyu_1"}``.
+    ``duration_s``, one numeric column per region; a ``Weights`` column (kinfitr's frame weights, >= 0) is kept as
+    ``weights``, ``Times`` is ignored; zero-length all-zero placeholder frames are dropped (a zero-length frame with
+    values is an error). ``where`` selects one scan, e.g. ``{"PET": "cgyu_1"}``.
     """
     from scanai.pet.tables import read_pet_table
 
@@ -89,4 +91,9 @@ def load_tac_table(path: str | Path, where: dict[str, str] | None = None) -> Reg
     tacs = {name: values[keep] for key, (name, values) in columns.items() if key not in _TIMING_COLUMNS}
     if not tacs:
         raise FileFormatError(f"{Path(path).name} holds no region column.")
-    return RegionalStudy(timing, None, tacs, Path(path).stem if where is None else "_".join(where.values()))
+    weights = columns["weights"][1][keep] if "weights" in columns else None
+    if weights is not None and (not np.all(np.isfinite(weights)) or np.any(weights < 0)):
+        raise FileFormatError(f"The Weights column of {Path(path).name} holds a negative or missing value.",
+                              "Give every frame a weight >= 0 (0: not fitted), or delete the column.")
+    name = Path(path).stem if where is None else "_".join(where.values())
+    return RegionalStudy(timing, None, tacs, name, weights)

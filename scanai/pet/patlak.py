@@ -75,7 +75,7 @@ def patlak_axes(timing: FrameTiming, input_function: InputFunction, t_star_min: 
                 weights: Sequence[float] | np.ndarray | str | None = None) -> PatlakAxes:
     """Select the frames with mid-time >= ``t_star_min`` and compute their Patlak abscissa.
 
-    ``weights``: None (unweighted), "duration" (frame duration), or (T,) positive numbers per frame.
+    ``weights``: None (unweighted), "duration" (frame duration), or (T,) numbers >= 0 per frame (0: not fitted).
     Raises :class:`InputError` when fewer than 2 frames remain, or when Cp is not positive on them.
     """
     if not np.isfinite(t_star_min) or t_star_min < 0:
@@ -108,8 +108,9 @@ def patlak_axes(timing: FrameTiming, input_function: InputFunction, t_star_min: 
             raise InputError(f"{all_w.size} Patlak weights were given for {len(timing)} frames.",
                              "Give one weight per frame.")
         w = all_w[selected]
-        if not np.all(np.isfinite(w)) or np.any(w <= 0):
-            raise InputError("The Patlak weights of the fitted frames must be positive numbers.")
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.count_nonzero(w) < 2:
+            raise InputError("The Patlak weights of the fitted frames must be numbers >= 0, at least two of them "
+                             "positive (0: the frame is not fitted).")
     return PatlakAxes(selected, x_min, cp_mean, w * (w.size / w.sum()))
 
 

@@ -156,9 +156,13 @@ class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
 
     def process(self, path=None, volume=None, simulatedSpikes: int = 20, detector: str = "classical",
                 sensitivity: float = 0.5, method: str = "grappa", detectOnly: bool = False,
-                createLogKSpace: bool = True, prewhiten: bool = False, allowEpi: bool = False, progress=None) -> dict:
+                createLogKSpace: bool = True, prewhiten: bool = False, allowEpi: bool = False, progress=None,
+                axes=None, noisePath=None) -> dict:
         """Read k-space from ``path`` (or simulate it from ``volume`` with ``simulatedSpikes`` spike events),
         detect and correct spikes, and add the results to the scene.
+
+        ``axes`` (e.g. ``"ky,kx,coil"``) names the stored axes of an array file; ``noisePath`` is a noise
+        covariance or noise scan of the same coils (its per-coil noise level reaches the detector).
 
         Returns new nodes: ``original`` and ``corrected`` RSS images, ``difference``, ``logKSpace`` (with
         ``spikeSegmentation`` on its grid), ``spikes`` (one row per flagged sample) and ``slices`` (summary)
@@ -172,7 +176,8 @@ class KSpaceCalibrationLogic(ScriptedLoadableModuleLogic):
         settings = {"detector": detector, "sensitivity": sensitivity, "method": method, "detect_only": detectOnly}
         if path is not None:
             result = mrml.compute("kspace.file", progress, self.runInWorker, path=pathlib.Path(path),
-                                  allow_epi=allowEpi, prewhiten=prewhiten, **settings)
+                                  allow_epi=allowEpi, prewhiten=prewhiten, axes=axes or None,
+                                  noise=pathlib.Path(noisePath) if noisePath else None, **settings)
             name, anchor = pathlib.Path(path).stem, None
         elif volume is not None:
             kspace, truth = self._simulate(volume, simulatedSpikes)

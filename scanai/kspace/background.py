@@ -37,6 +37,12 @@ def _fill_unacquired(values: np.ndarray, acquired: np.ndarray) -> np.ndarray:
     return values[iy, ix]
 
 
+def _excluding(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """float32 copy of ``values`` with NaN where not ``usable``: the median filters leave those samples out
+    (never-acquired samples, zero-filled by partial Fourier or partial echo, and samples already flagged)."""
+    return np.where(usable, values, np.float32(np.nan)).astype(np.float32, copy=False)
+
+
 #: Half extents (rows, columns) of the union of the background footprints.
 _REACH = (max(f.shape[0] for f in _FOOTPRINTS) // 2, max(f.shape[1] for f in _FOOTPRINTS) // 2)
 
@@ -50,12 +56,21 @@ def _median_filter(values: np.ndarray, footprint: np.ndarray) -> np.ndarray:
 
 def _median_of_padded(padded: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     """Median filter of an array already padded by ``footprint.shape // 2`` on every side (the padding is cut
-    off): a partition over a sliding window view."""
+    off): a partition over a sliding window view. NaN samples are left out of every window that holds them (the
+    element of rank ``count // 2`` of the others); NaN where a window holds nothing else."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     windows = sliding_window_view(padded, footprint.shape)[..., footprint]
     rank = int(footprint.sum()) // 2
-    return np.partition(windows, rank, axis=-1)[..., rank]
+    median = np.partition(windows, rank, axis=-1)[..., rank]
+    missing = np.isnan(padded)
+    if missing.any():  # windows holding left-out samples (NaN): the median of the others, NaN when none is left
+        reached = np.any(sliding_window_view(missing, footprint.shape)[..., footprint], axis=-1)
+        ordered = np.sort(windows[reached], axis=-1)  # NaN last
+        count = np.sum(~np.isnan(ordered), axis=-1)
+        median[reached] = np.take_along_axis(ordered, np.minimum(count // 2, ordered.shape[-1] - 1)[:, None],
+                                             axis=-1)[:, 0]
+    return median
 
 
 def _ring_medians_of_padded(padded: np.ndarray) -> np.ndarray:
@@ -64,7 +79,7 @@ def _ring_medians_of_padded(padded: np.ndarray) -> np.ndarray:
     for footprint in _FOOTPRINTS:
         dy, dx = _REACH[0] - footprint.shape[0] // 2, _REACH[1] - footprint.shape[1] // 2
         median = _median_of_padded(padded[dy:padded.shape[0] - dy, dx:padded.shape[1] - dx], footprint)
-        background = median if background is None else np.maximum(background, median, out=background)
+        background = median if background is None else np.fmax(background, median, out=background)
     return background
 
 
@@ -101,12 +116,22 @@ def _with_edge_lines(background: np.ndarray, filled: np.ndarray) -> np.ndarray:
     background = background.copy()
     line = _FOOTPRINTS[1][0]
     for index in (0, -1):
-        np.maximum(background[index, :], _median_filter(filled[index, :], line), out=background[index, :])
-        np.maximum(background[:, index], _median_filter(filled[:, index], line), out=background[:, index])
+        np.fmax(background[index, :], _median_filter(filled[index, :], line), out=background[index, :])
+        np.fmax(background[:, index], _median_filter(filled[:, index], line), out=background[:, index])
     return background
 
 
 def local_background(energy: np.ndarray, acquired: np.ndarray) -> np.ndarray:
-    """(ky, kx) robust local level of ``energy``: the largest of three sample-excluding median filters."""
-    filled = _fill_unacquired(energy, acquired)
-    return _with_edge_lines(_ring_medians(filled), filled)
+    """(ky, kx) robust local level of ``energy``: the largest of three sample-excluding median filters over the
+    ``acquired`` samples only (the others are left out, not filled); where no footprint reaches an acquired sample,
+    the level of the nearest sample that has one."""
+    filled = _excluding(energy, acquired)
+    return _complete(_with_edge_lines(_ring_medians(filled), filled))
+
+
+def _complete(background: np.ndarray) -> np.ndarray:
+    """``background`` with its NaN (no usable sample within reach) set to the nearest finite value (in place)."""
+    missing = np.isnan(background)
+    if missing.any():
+        background[...] = _fill_unacquired(background, ~missing) if (~missing).any() else 1.0
+    return background

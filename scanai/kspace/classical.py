@@ -25,8 +25,16 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
    replacement (which was predicted from it), so the neighbours of flagged samples are also scored as if they were
    re-estimated together with them.
 5. **Centre protection.** Samples within ``centre_radius`` of DC are never flagged (DC is never modified);
-   samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9).
-   Samples that were never acquired (zero in every coil) are left out of every statistic and never flagged.
+   samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9). Where the
+   prediction leaves much of the central signal (few coils), those samples are also judged in the k-space of the
+   image's background, where the object is gone and a spike is not (:mod:`scanai.kspace.centre`).
+6. **Acquisition edges.** Samples that were never acquired (zero in every coil: partial echo, partial Fourier,
+   undersampling masks) are never flagged, are left out of the local background (NaN in its median filters) and
+   of the prediction of their neighbours: a sample beside them is predicted by a kernel of the neighbours it has
+   (:class:`~scanai.kspace.prediction.Predictor`).
+7. **Calibrated tail.** The significances are mapped so that the plane's own clean-looking samples follow the
+   promised law (:func:`scanai.kspace.statistic.calibrate_tail`): one coil's heavier tails do not turn into false
+   detections once a sure spike relaxes the threshold.
 
 :func:`localise` runs steps 1-5 restricted to given target patches with lower thresholds, for a patch-level
 classifier (the network path) that already decided which patches hold spikes.
@@ -45,9 +53,11 @@ import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.kspace.background import local_background  # noqa: F401  (re-exported)
+from scanai.kspace.centre import near_centre_spikes
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
 from scanai.kspace.peeling import Thresholds, _peel
 from scanai.kspace.prediction import (  # noqa: F401  (re-exported)
+    Predictor,
     acquired_mask,
     fill_by_prediction,
     fill_in_place,
@@ -55,7 +65,7 @@ from scanai.kspace.prediction import (  # noqa: F401  (re-exported)
     predict,
     predict_at,
 )
-from scanai.kspace.statistic import _SliceStatistic
+from scanai.kspace.statistic import _SliceStatistic, whitened_energy
 
 
 @dataclass(frozen=True)
@@ -107,11 +117,12 @@ def _check_plane(plane: np.ndarray) -> np.ndarray:
 
 
 def _zones(plane: np.ndarray, centre_radius: float, centre_zone: float
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(core, ring, zone) (ky, kx) bool masks, distances taken to DC or to the k-space peak (searched near DC).
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(core, ring, zone, near) (ky, kx) bool masks, distances taken to DC or to the k-space peak (searched near
+    DC).
 
-    core: within 1.5 samples (never flagged); ring: core < distance <= ``centre_radius``; zone: distance <=
-    ``centre_zone`` or on the outermost rows/columns.
+    core: within 1.5 samples (never flagged); ring: core < distance <= ``centre_radius``; near: distance <=
+    ``centre_zone``; zone: near or on the outermost rows/columns.
     """
     shape = plane.shape[1:]
     distance = centre_distance(shape)
@@ -126,31 +137,91 @@ def _zones(plane: np.ndarray, centre_radius: float, centre_zone: float
     distance = np.minimum(distance, np.hypot(yy - peak[0], xx - peak[1]).astype(np.float32))
     core = distance <= 1.5
     ring = (distance <= centre_radius) & ~core
-    zone = distance <= centre_zone
+    near = distance <= centre_zone
+    zone = near.copy()
     zone[[0, -1], :] = True
     zone[:, [0, -1]] = True
-    return core, ring, zone
+    return core, ring, zone, near
+
+
+#: The background test near DC (:mod:`scanai.kspace.centre`) runs where the cross-coil prediction leaves more than
+#: this many times the plane's median residual energy (median over the samples near DC): 1-2-coil files (4-540x);
+#: not the 16- and 32-coil scanner files (1.1-1.7x).
+NEAR_DC_GATE = 3.0
+#: ... and on planes of at most this many coils: on the 16-coil 256^2 phantom (10x) it found no near-DC spike the
+#: cross-coil residual missed (18/18 either way, 3-125 sigma) and cost 45 ms of the 0.2 s budget.
+NEAR_DC_MAX_COILS = 8
+
+
+def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, energy: np.ndarray,
+                 acquired: np.ndarray, core: np.ndarray, near: np.ndarray, level: float,
+                 noise_power: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(flags, significance) of :func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
+    DC not already ``flagged``, with the flagged samples farther out replaced by their prediction first (so that
+    neither their plane wave in the image nor their spread reaches the test); nothing where the prediction
+    (``predictor``, its whitened residual ``energy``) explains the centre well (:data:`NEAR_DC_GATE`) or the plane
+    has more than :data:`NEAR_DC_MAX_COILS` coils."""
+    region = near & acquired
+    judged = region & ~core
+    nothing = np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32)
+    if not judged.any() or plane.shape[0] > NEAR_DC_MAX_COILS:
+        return nothing
+    ratio = float(np.median(energy[judged])) / max(float(np.median(energy[acquired])), 1e-30)
+    if ratio <= NEAR_DC_GATE:
+        return nothing
+    far = flagged & ~near  # near DC a prediction is poor (it is why this test exists): those stay and are judged
+    if far.any():  # each as its neighbours predict it, adjacent ones jointly (as the peeling replaces them)
+        plane = plane.astype(np.complex64, copy=True)
+        fill_in_place(plane, far, predictor.kernel, neighbours=False)
+        ys, xs = np.nonzero(far & (predictor.codes > 0))
+        if len(ys):  # beside never-acquired samples: the prediction from the neighbours they have
+            plane[:, ys, xs] = predictor.predict_at(plane, ys, xs).T
+    return near_centre_spikes(plane, region, judged & ~flagged, level, noise_power)
+
+
+def near_centre(plane: np.ndarray, flagged: np.ndarray, sensitivity: float = 0.5, centre_radius: float = 4.0,
+                centre_zone: float = 12.0, noise_power: np.ndarray | None = None) -> np.ndarray:
+    """(ky, kx) bool: spikes within ``centre_zone`` of DC found by the background test (:mod:`scanai.kspace.centre`)
+    that are not already ``flagged`` ((ky, kx) bool, e.g. by :func:`localise`), for detectors other than
+    :func:`detect_plane` (which runs it itself). Same levels and gate as :func:`detect_plane`."""
+    plane = _check_plane(plane)
+    acquired = acquired_mask(plane)
+    if plane.shape[0] > NEAR_DC_MAX_COILS:
+        return np.zeros(acquired.shape, dtype=bool)
+    core, _, _, near = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    predictor, energy, _ = whitened_energy(plane.astype(np.complex64, copy=False), acquired)
+    flags, _ = _near_centre(plane, np.asarray(flagged, dtype=bool), predictor, energy, acquired, core, near,
+                            Thresholds.from_sensitivity(sensitivity).near_dc, noise_power)
+    return flags
 
 
 def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = DEFAULT_PATCH_SIZE,
-                 centre_radius: float = 4.0, centre_zone: float = 12.0) -> SliceDetection:
+                 centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None
+                 ) -> SliceDetection:
     """Classical detection on one (coils, ky, kx) complex plane (a (ky, kx) plane is one coil).
 
     sensitivity:   in (0, 1]; see :meth:`Thresholds.from_sensitivity`.
     patch_size:    patch edge in samples (clipped to the plane size).
     centre_radius: samples within this distance (in samples) of DC or of the k-space peak need the ring levels
                    of :class:`Thresholds`; the 1.5-sample core around them (DC included) is never flagged.
-    centre_zone:   samples within this distance need :attr:`Thresholds.centre_factor` times the thresholds.
+    centre_zone:   samples within this distance need :attr:`Thresholds.centre_factor` times the thresholds; where
+                   the prediction leaves much signal there, they are also judged in the background's k-space
+                   (:mod:`scanai.kspace.centre`, level :attr:`Thresholds.near_dc`).
+    noise_power:   (coils,) known noise power ``E|n|^2`` of each coil (a file's noise scans), or None (estimated).
     The input is not modified.
     """
     plane = _check_plane(plane)
     thresholds = Thresholds.from_sensitivity(sensitivity)
     grid = PatchGrid.over(plane.shape[1:], min(int(patch_size), *plane.shape[1:]))
     acquired = acquired_mask(plane)
-    core, ring, zone = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    core, ring, zone, near = _zones(plane, max(centre_radius, 0.0), centre_zone)
     statistic = _SliceStatistic(plane, grid, acquired)
     scores_z = statistic.z.copy()
     mask = _peel(statistic, acquired & ~core, thresholds, zone, ring)
+    centre_flags, centre_scores = _near_centre(plane, mask, statistic.predictor, statistic.energy, acquired, core,
+                                               near, thresholds.near_dc, noise_power)
+    mask |= centre_flags
+    scores_z = np.where(centre_flags, np.maximum(scores_z, centre_scores), scores_z)
     scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)
     return SliceDetection(mask, scores, targets, scores_z, statistic.log_ratio, statistic.kernel)
 
@@ -180,6 +251,6 @@ def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sen
     if not inside.any():
         return inside
     acquired = acquired_mask(plane)
-    core, ring, zone = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    core, ring, zone, _ = _zones(plane, max(centre_radius, 0.0), centre_zone)
     statistic = _SliceStatistic(plane, grid, acquired)
     return _peel(statistic, inside & acquired & ~core, Thresholds.from_sensitivity(sensitivity, True), zone, ring)

@@ -25,7 +25,8 @@ from scanai.kspace.metrics import point_metrics, psnr, ssim
 from scanai.kspace.phantom import make_phantom
 from scanai.kspace.pipeline import DEFAULT_SENSITIVITY, DETECTORS, TABLE_COLUMNS, CalibrationResult
 from scanai.kspace.pipeline import run as run_pipeline
-from scanai.kspace.recon import KSpaceImages, image_stats, reconstruct, rss
+from scanai.kspace.readers.layout import AXES_HELP
+from scanai.kspace.recon import KSpaceImages, image_stats, noise_sigma, reconstruct, rss
 from scanai.kspace.simulate import inject_spikes
 
 # Real raw data used by the demo when the shared data folder is present: (file, short name, description).
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai kspace INPUT --out DIR``."""
     parser.add_argument("input", type=Path,
                         help="raw k-space: Siemens twix .dat, ISMRMRD/MRD or fastMRI .h5, BART .cfl/.hdr, or complex "
-                             ".npy/.npz/.mat ((ky, kx), (coils, ky, kx) or (coils, slices, ky, kx))")
+                             ".npy/.npz/.mat ((ky, kx), (coils, ky, kx) or (coils, slices, ky, kx); other layouts: "
+                             "--axes)")
     parser.add_argument("--out", type=Path, default=Path("kspace_output"), metavar="DIR",
                         help="output folder (default ./kspace_output)")
     parser.add_argument("--detector", choices=DETECTORS, default="classical",
@@ -52,7 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"correction of the flagged samples (default {DEFAULT_METHOD})")
     parser.add_argument("--detect-only", action="store_true", help="find and report spikes, change nothing")
     parser.add_argument("--prewhiten", action="store_true",
-                        help="decorrelate the coils with the file's noise scans before detection")
+                        help="decorrelate the coils before detection, with the noise of --noise or of the file's own "
+                             "noise scans")
+    parser.add_argument("--noise", type=Path, metavar="FILE",
+                        help="the coils' noise: a noise covariance (coils x coils .npy) or a noise scan of the same "
+                             "coils (any k-space file, or a .npy of complex noise samples (coils, samples)); used by "
+                             "--prewhiten and recorded as each coil's noise level")
+    parser.add_argument("--axes", metavar="NAMES",
+                        help=f"what the axes of an array file (.npy, .npz, .mat, .cfl) hold: {AXES_HELP}; e.g. "
+                             "--axes ky,kx,coil for a MATLAB array with the coils last, or --axes x,ky,kz,coil for "
+                             "BART readout-transformed data (default: the format's convention)")
     parser.add_argument("--allow-epi", action="store_true",
                         help="read EPI twix data anyway (reflected lines flipped; no ramp-sampling or ghost "
                              "correction, so the image shows N/2 ghosts)")
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     """Read ``args.input``, detect and correct spikes, and write the images, tables and figure into ``args.out``."""
     with tqdm_progress("k-space") as progress:
         kspace = read_kspace(args.input, allow_epi=args.allow_epi, prewhiten=args.prewhiten,
+                             axes=getattr(args, "axes", None), noise=getattr(args, "noise", None),
                              progress=progress.sub(0, 0.3))
         result = run_pipeline(kspace, detector=getattr(args, "detector", "classical"),
                               sensitivity=getattr(args, "sensitivity", DEFAULT_SENSITIVITY),
@@ -132,6 +144,14 @@ def run(args: argparse.Namespace) -> int:
     coils, n_slices, ky, kx = kspace.data.shape
     print(f"{kspace.source}: {coils} coil(s), {n_slices} slice(s), k-space {ky} x {kx}, readout oversampling "
           f"{kspace.readout_oversampling}, pixel spacing {_spacing_text(kspace)}")
+    if kspace.metadata.get("note"):
+        print(f"{kspace.source}: {kspace.metadata['note']} (axes {', '.join(kspace.metadata['axes'])})")
+    if kspace.noise_covariance is not None:
+        origin = kspace.metadata.get("noise_file") or "the file's noise scans"
+        whitened = "; the coils were pre-whitened with it" if kspace.metadata.get("prewhitened") else ""
+        sigma = noise_sigma(kspace.noise_covariance)
+        print(f"noise level per coil (from {origin}, data as stored): {', '.join(f'{s:.3g}' for s in sigma)}"
+              f"{whitened}")
     print(f"{result.detection.count} spike sample(s) detected ({result.detection.detector} detector, sensitivity "
           f"{result.detection.sensitivity:g}); correction: {result.method}")
     for name, path in paths.items():

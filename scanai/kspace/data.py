@@ -48,9 +48,9 @@ class KSpaceData:
     frames:               None, or complex64 (repetitions, contrasts, coils, slices, ky, kx) when the file holds
                           more than one repetition or contrast (echo); ``frames[0, 0]`` equals ``data``.
     noise_covariance:     None, or the coil noise covariance (coils, coils), complex128 Hermitian, estimated from
-                          the file's noise-only samples, in the units of the data *as stored* (it is kept
-                          unchanged by pre-whitening, after which the noise covariance of ``data`` is the
-                          identity and ``metadata["prewhitened"]`` is True).
+                          the file's noise-only samples or given with ``read_kspace(..., noise=)``, in the units
+                          of the data *as stored* (it is kept unchanged by pre-whitening, after which the noise
+                          covariance of ``data`` is the identity and ``metadata["prewhitened"]`` is True).
     """
 
     data: np.ndarray
@@ -92,6 +92,17 @@ class KSpaceData:
         return int(self.data.shape[1])
 
     @property
+    def noise_sigma(self) -> np.ndarray | None:
+        """(coils,) float64 noise standard deviation of each coil of ``data`` (RMS magnitude of its complex noise,
+        :func:`noise_sigma`), from :attr:`noise_covariance` (a noise scan of the file or one
+        given with ``--noise``); ones after pre-whitening; None when no noise scan is known."""
+        if self.metadata.get("prewhitened"):
+            return np.ones(self.n_coils)
+        if self.noise_covariance is None:
+            return None
+        return noise_sigma(self.noise_covariance)
+
+    @property
     def axes(self) -> tuple[str, str, str, str]:
         """Names of the four axes of ``data``: ("coil", "slice" or "kz", "ky", "kx")."""
         return ("coil", "kz" if self.slices_are_kz else "slice", "ky", "kx")
@@ -128,6 +139,12 @@ def _checked_covariance(covariance: np.ndarray | None, n_coils: int) -> np.ndarr
     return covariance
 
 
+def noise_sigma(covariance: np.ndarray) -> np.ndarray:
+    """(coils,) float64 noise standard deviation of each coil, ``sqrt(Psi[c, c])`` (the RMS magnitude of its
+    complex noise, E|n|^2 convention: the real and imaginary parts each have ``sigma / sqrt(2)``)."""
+    return np.sqrt(np.real(np.diagonal(np.asarray(covariance))).astype(np.float64))
+
+
 def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
     """Check a k-space array and return a complex64 copy of shape (coils, slices, ky, kx).
 
@@ -146,10 +163,12 @@ def as_kspace_array(array: Any, what: str = "The k-space data") -> np.ndarray:
     if array.ndim not in (2, 3, 4):
         raise InputError(f"{what} has {array.ndim} dimensions (shape {array.shape}); k-space must be (ky, kx), "
                          "(coils, ky, kx) or (coils, slices, ky, kx).",
-                         "Reshape or select the data so that it has one of these layouts.")
+                         "Reshape or select the data so that it has one of these layouts, or say what each axis of "
+                         "the file holds with --axes (e.g. --axes ky,kx,coil,echo).")
     if min(array.shape[-2:]) < 2:
         raise InputError(f"{what} has shape {array.shape}: at least 2 phase-encoding lines and 2 readout samples "
-                         "are needed.", "Check the array layout: the last two axes must be (ky, kx).")
+                         "are needed.", "Check the array layout: the last two axes must be (ky, kx); --axes names them "
+                         "otherwise (e.g. --axes ky,kx,coil).")
     if array.ndim == 2:
         array = array[np.newaxis, np.newaxis]
     elif array.ndim == 3:  # coils first

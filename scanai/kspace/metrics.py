@@ -138,3 +138,47 @@ def ideal_sensitivity(kspace: np.ndarray, amplitude_range: tuple[float, float], 
         centrality = 2.0 * (amplitudes * peak) ** 2 * np.mean(1.0 / noise)
         values.append(float(np.mean(ncx2.sf(level, 2 * coils, centrality))))
     return float(np.mean(values))
+
+
+#: Per-coil signal-to-noise bins of spikes (|spike| / sigma of the coil's noise, median over coils): the targets.
+SNR_BINS: tuple[tuple[float, float], ...] = ((0.0, 3.0), (3.0, 5.0), (5.0, float("inf")))
+
+
+def coil_noise_sigma(kspace: np.ndarray, noise_covariance: np.ndarray | None = None, outer: float = 0.8
+                     ) -> np.ndarray:
+    """(coils, slices) noise standard deviation of each coil (complex: ``sqrt(E|n|^2)``), in the data's units.
+
+    From ``noise_covariance`` (coils, coils) when the file has noise scans (the same for every slice), else from
+    the outer k-space: acquired samples beyond ``outer`` of the elliptical radius (1 at the middle of each
+    border), where the signal has died away, as ``sqrt(median |k|^2 / ln 2)`` (the median of an exponential law).
+    """
+    data = np.asarray(kspace)
+    coils, slices, ky, kx = data.shape
+    if noise_covariance is not None:
+        sigma = np.sqrt(np.abs(np.diag(np.asarray(noise_covariance))))
+        return np.repeat(sigma[:, None], slices, axis=1)
+    yy, xx = np.ogrid[:ky, :kx]
+    radius = np.hypot((yy - ky // 2) / (ky / 2), (xx - kx // 2) / (kx / 2))
+    sigma = np.zeros((coils, slices))
+    for index in range(slices):
+        plane = data[:, index]
+        region = (radius > outer) & np.any(plane != 0, axis=0)
+        if region.sum() < 16:  # small or zero-filled periphery: the outermost quarter of what was acquired
+            acquired = np.any(plane != 0, axis=0)
+            region = acquired & (radius >= np.quantile(radius[acquired], 0.75))
+        power = np.abs(plane[:, region]) ** 2
+        sigma[:, index] = np.sqrt(np.median(power, axis=1) / np.log(2.0))
+    return sigma
+
+
+def spike_snr(kspace: np.ndarray, truth, sigma: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a SpikeSet
+    """(n,) per-coil SNR of each injected spike sample: ``median_c |added_c| / sigma_c``.
+
+    kspace: the *clean* (coils, slices, ky, kx) array the spikes were added to (its slice maxima scale them, as
+    in :func:`scanai.kspace.simulate.inject_spikes`); truth: the :class:`~scanai.kspace.simulate.SpikeSet`;
+    sigma: (coils, slices) from :func:`coil_noise_sigma`.
+    """
+    data = np.asarray(kspace)
+    slice_max = np.sqrt((np.abs(data) ** 2).sum(axis=0)).reshape(data.shape[1], -1).max(axis=1)
+    added = np.abs(truth.gains) * (truth.amplitude * slice_max[truth.slice])[:, None]  # (n, coils)
+    return np.median(added / np.maximum(sigma[:, truth.slice].T, 1e-30), axis=1)

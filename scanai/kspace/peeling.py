@@ -25,6 +25,8 @@ class Thresholds:
     ring_factor, ring_log_ratio: the much higher level and minimum contrast (100x the local residual level) in the
                    ring between the untouchable core (1.5 samples around DC and the k-space peak) and
                    ``centre_radius``: only a spike that towers over the central signal is flagged there.
+    near_dc:       level of the background test near DC (:mod:`scanai.kspace.centre`), ``strict - 3``: its noise
+                   model holds there (no clean scanner file scores above 3.5 at default settings).
     """
 
     strict: float
@@ -34,6 +36,11 @@ class Thresholds:
     centre_factor: float = 2.0
     ring_factor: float = 4.0
     ring_log_ratio: float = float(np.log(100.0))
+
+    @property
+    def near_dc(self) -> float:
+        """Level of the background test near DC (see the class docstring)."""
+        return self.strict - 3.0
 
     @classmethod
     def from_sensitivity(cls, sensitivity: float, relaxed: bool = False) -> Thresholds:
@@ -70,7 +77,9 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
           ring: np.ndarray, max_rounds: int = 12) -> np.ndarray:
     """Flag samples round by round (largest residual of its 3 x 3 neighbourhood first); returns (ky, kx) bool.
 
-    Then the neighbours of flagged samples are judged jointly with them (:func:`_flag_hidden_neighbours`), and
+    In the centre ``zone`` and beside never-acquired samples only samples above the level before any replacement
+    can be flagged (no cascade from replaced samples). Then
+    the neighbours of flagged samples are judged jointly with them (:func:`_flag_hidden_neighbours`), and
     finally every flagged sample is judged with all the others replaced (:meth:`_SliceStatistic.explained`); those
     that only looked abnormal because of their neighbours are unflagged.
 
@@ -85,13 +94,18 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
     corrupted = bool(np.any(allowed & ~zone & (statistic.z > thresholds.sure)))
     level = (thresholds.relaxed if corrupted else thresholds.strict) * factor
     flagged = np.zeros(allowed.shape, dtype=bool)
+    # near DC and beside never-acquired samples a sample must stand out before anything was replaced too: a
+    # replacement there (signal-dominated, or predicted from fewer neighbours) is poorer and raises its neighbours'
+    # residuals, which must not feed a cascade of flags
+    fragile = zone | (statistic.predictor.codes > 0)
+    standing = allowed & (~fragile | (statistic.z > level))
     for attempt in range(2):
         if attempt == 1:
             if not flagged.any():
                 break
             statistic.refresh(flagged)
         for _ in range(max_rounds):
-            candidates = allowed & ~flagged & (statistic.z > level) & (statistic.log_ratio > minimum)
+            candidates = standing & ~flagged & (statistic.z > level) & (statistic.log_ratio > minimum)
             if not candidates.any():
                 break
             new = _local_maxima(statistic.energy, flagged, candidates)

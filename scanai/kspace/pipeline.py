@@ -12,6 +12,7 @@ the points inside them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from scanai.core.errors import InputError, ModelError
 from scanai.core.image import Volume
 from scanai.core.progress import Progress
-from scanai.kspace.classical import centre_distance, detect_plane, localise
+from scanai.kspace.classical import centre_distance, detect_plane, localise, near_centre
 from scanai.kspace.correct import DEFAULT_METHOD, correct
 from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
@@ -42,7 +43,8 @@ class Detection:
     table:          one row per flagged sample, columns :data:`TABLE_COLUMNS`: slice, coil (-1: all coils,
                     coil-combined), pe (ky line), ro (kx sample), magnitude (root-sum-of-squares |k| over coils,
                     in the data's units), score (classical: significance -log10 p of the sample; network: the
-                    probability of its patch), patch (index in the patch grid, row-major).
+                    probability of the patch that flagged it), patch (index in the patch grid, row-major, of the
+                    patch that flagged the sample: see :func:`flagging_patch`).
     slices:         per-slice summary: slice, spikes, target_patches, max_score.
     patch_scores:   (slices, P) per-patch score (classical: max sample significance; network: probability).
     target_patches: (slices, P) bool.
@@ -116,8 +118,23 @@ def patch_thresholds(grid: PatchGrid) -> np.ndarray:
     return np.where(central, CENTRE_PATCH_THRESHOLD, EDGE_PATCH_THRESHOLD)
 
 
+def flagging_patch(anchors: np.ndarray, size: int, targets: np.ndarray, scores: np.ndarray, y: int, x: int
+                   ) -> int:
+    """Index of the patch that flagged sample (y, x): among the patches that contain it (several where they
+    overlap), the target patches if any, and of those the one with the highest score (the network's probability,
+    the classical detector's patch significance); ties go to the first in row-major order.
+
+    anchors: (P, 2) upper-left corners (:meth:`PatchGrid.anchors`); targets, scores: (P,) of the sample's slice.
+    """
+    inside = np.flatnonzero((anchors[:, 0] <= y) & (y < anchors[:, 0] + size)
+                            & (anchors[:, 1] <= x) & (x < anchors[:, 1] + size))
+    chosen = inside[targets[inside]] if targets[inside].any() else inside
+    return int(chosen[np.argmax(scores[chosen])])
+
+
 def _network_plane(plane: np.ndarray, grid: PatchGrid, sensitivity: float, centre_radius: float,
-                   network) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+                   network, noise_power: np.ndarray | None = None  # noqa: ANN001
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     probabilities = np.asarray(network.classify_patches(plane, grid), dtype=np.float64).reshape(-1)
     if probabilities.shape != (len(grid),) or not np.all(np.isfinite(probabilities)):
         raise ModelError(f"The patch classifier returned {probabilities.shape} values for {len(grid)} patches.",
@@ -125,6 +142,8 @@ def _network_plane(plane: np.ndarray, grid: PatchGrid, sensitivity: float, centr
     thresholds = getattr(network, "patch_thresholds", patch_thresholds)(grid)
     targets = probabilities > thresholds
     mask = localise(plane, grid, targets, sensitivity=sensitivity, centre_radius=centre_radius)
+    # near DC the classifier's patches are judged at 0.8 and the in-patch residual is signal: the background test
+    mask |= near_centre(plane, mask, sensitivity, centre_radius, noise_power=noise_power)
     return mask, probabilities.astype(np.float32), targets
 
 
@@ -143,7 +162,9 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
         raise InputError(f"Unknown spike detector '{detector}'.", f"Choose one of {', '.join(DETECTORS)}.")
     if int(patch_size) < 4:
         raise InputError(f"The patch size must be at least 4 samples, got {patch_size}.")
-    data = _as_kspace(kspace).data
+    ks = _as_kspace(kspace)
+    data = ks.data
+    noise_power = None if ks.noise_sigma is None else ks.noise_sigma ** 2
     progress = Progress.ensure(progress)
     classify = _network_classifier() if detector == "network" else None
     _, slices, ky, kx = data.shape
@@ -158,18 +179,17 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
     for index, _ in progress.iterate(range(slices), "Detecting spikes in slice"):
         plane = data[:, index]
         if classify is None:
-            found = detect_plane(plane, sensitivity, grid.size, centre_radius)
+            found = detect_plane(plane, sensitivity, grid.size, centre_radius, noise_power=noise_power)
             mask[index], patch_scores[index], targets[index] = found.mask, found.patch_scores, found.target_patches
             sample_score = found.z
             kernels.append(found.kernel)
         else:
             kernels.append(None)
             mask[index], patch_scores[index], targets[index] = _network_plane(plane, grid, sensitivity,
-                                                                              centre_radius, classify)
+                                                                              centre_radius, classify, noise_power)
             sample_score = None
         for y, x in zip(*np.nonzero(mask[index]), strict=True):
-            patch = int(np.flatnonzero((anchors[:, 0] <= y) & (y < anchors[:, 0] + grid.size)
-                                       & (anchors[:, 1] <= x) & (x < anchors[:, 1] + grid.size))[-1])
+            patch = flagging_patch(anchors, grid.size, targets[index], patch_scores[index], int(y), int(x))
             score = float(sample_score[y, x]) if sample_score is not None else float(patch_scores[index, patch])
             table.append({"slice": index, "coil": -1, "pe": int(y), "ro": int(x),
                           "magnitude": float(np.linalg.norm(plane[:, y, x])), "score": score, "patch": patch})
@@ -212,10 +232,17 @@ def run(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensitivit
 
 def run_file(path: str | Path, allow_epi: bool = False, prewhiten: bool = False, detector: str = "classical",
              sensitivity: float = DEFAULT_SENSITIVITY, method: str = DEFAULT_METHOD, detect_only: bool = False,
-             progress: Progress | None = None) -> CalibrationResult:
-    """:func:`~scanai.kspace.io.read_kspace` then :func:`run` in one call (so one worker job reads and corrects)."""
+             progress: Progress | None = None, axes: str | Sequence[str] | None = None,
+             noise: str | Path | np.ndarray | None = None) -> CalibrationResult:
+    """:func:`~scanai.kspace.io.read_kspace` then :func:`run` in one call (so one worker job reads and corrects).
+
+    axes:  stored axis names of an array file (``"ky,kx,coil"``; None: the format's convention).
+    noise: a noise covariance or noise scan of the same coils (a file or an array); its per-coil sigma
+           (:attr:`KSpaceData.noise_sigma`) then sets the detector's noise level near DC.
+    """
     from scanai.kspace.io import read_kspace
 
     progress = Progress.ensure(progress)
-    kspace = read_kspace(path, allow_epi=allow_epi, prewhiten=prewhiten, progress=progress.sub(0.0, 0.3))
+    kspace = read_kspace(path, allow_epi=allow_epi, prewhiten=prewhiten, axes=axes, noise=noise,
+                         progress=progress.sub(0.0, 0.3))
     return run(kspace, detector, sensitivity, method, detect_only, progress=progress.sub(0.3, 1.0))

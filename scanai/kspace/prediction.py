@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
@@ -32,6 +34,13 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     explain spikes and invent new ones). The fit is then repeated once without the targets whose residual energy
     lies above the ``refit_quantile`` quantile (spikes and their neighbours).
     """
+    gram, cross = _normal_equations(plane, usable, max_rows, regularisation, refit_quantile)
+    return _regularised_solve(gram, cross, regularisation)
+
+
+def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | None, regularisation: float,
+                      refit_quantile: float) -> tuple[np.ndarray, np.ndarray]:
+    """(gram, cross) of the kernel fit of :func:`fit_kernel` (complex128, (8 * coils)^2 and (8 * coils, coils))."""
     coils = plane.shape[0]
     n_features = 8 * coils
     from scipy.ndimage import binary_erosion
@@ -41,7 +50,7 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     if len(ys) < n_features + 1:
         ys, xs = np.nonzero(usable)
     if len(ys) == 0:
-        return np.zeros((n_features, coils), dtype=np.complex64)
+        return np.zeros((n_features, n_features), complex), np.zeros((n_features, coils), complex)
     limit = max_rows or max(4096, 12 * n_features)
     step = max(1, len(ys) // limit)
     ys, xs = ys[::step], xs[::step]
@@ -59,8 +68,79 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     if worst.any() and (~worst).sum() > n_features:
         gram -= adjoint[:, worst] @ features[worst]
         cross -= adjoint[:, worst] @ targets[worst]
+    return gram, cross
+
+
+def missing_neighbours(acquired: np.ndarray) -> np.ndarray:
+    """(ky, kx) uint8 code of the never-acquired neighbours of every sample: bit ``o`` is set when the neighbour at
+    ``_OFFSETS[o]`` (periodic) was not acquired; 0 for a full neighbourhood."""
+    code = np.zeros(acquired.shape, dtype=np.uint8)
+    for bit, (dy, dx) in enumerate(_OFFSETS):
+        code |= (~np.roll(acquired, (-dy, -dx), axis=(0, 1))).astype(np.uint8) << bit
+    return code
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Cross-coil prediction of a plane whose acquisition has edges inside k-space (partial Fourier, partial
+    echo, undersampling masks).
+
+    kernel: (8 * coils, coils) the kernel of samples whose 8 neighbours were all acquired (:func:`fit_kernel`).
+    codes:  (ky, kx) uint8 :func:`missing_neighbours` of the plane.
+    edges:  {code: kernel} for the samples beside never-acquired ones: the same least-squares fit restricted to
+            the neighbours they have (the rows of the missing ones are zero), so that a zero-filled neighbour is
+            not taken for a measured zero and the signal it would have carried is not left in the residual.
+    """
+
+    kernel: np.ndarray
+    codes: np.ndarray
+    edges: dict
+
+    @classmethod
+    def fit(cls, plane: np.ndarray, acquired: np.ndarray, regularisation: float = 1e-3, max_patterns: int = 32,
+            min_samples: int = 8) -> Predictor:
+        """Fit on a (coils, ky, kx) plane; ``acquired`` its :func:`acquired_mask`. Edge kernels are fitted for the
+        ``max_patterns`` most frequent neighbourhood codes held by at least ``min_samples`` acquired samples (from
+        the full fit's normal equations, so they cost a small solve each); other samples use :attr:`kernel`."""
+        coils = plane.shape[0]
+        gram, cross = _normal_equations(plane, acquired, None, regularisation, 0.98)
         kernel = _regularised_solve(gram, cross, regularisation)
-    return kernel
+        codes = missing_neighbours(acquired)
+        counts = np.bincount(codes[acquired], minlength=256)
+        counts[0] = 0
+        edges = {}
+        for code in np.argsort(counts)[::-1][:max_patterns]:
+            if counts[code] < min_samples:
+                break
+            present = np.repeat([not (int(code) >> bit) & 1 for bit in range(8)], coils)
+            edge = np.zeros_like(kernel)
+            if present.any():
+                edge[present] = _regularised_solve(gram[np.ix_(present, present)], cross[present], regularisation)
+            edges[int(code)] = edge
+        return cls(kernel, codes, edges)
+
+    def predict(self, plane: np.ndarray) -> np.ndarray:
+        """:func:`predict` of every sample, with the edge kernels beside never-acquired samples."""
+        out = predict(plane, self.kernel)
+        for code, edge in self.edges.items():
+            ys, xs = np.nonzero(self.codes == code)
+            out[:, ys, xs] = (_neighbours_at(plane, ys, xs) @ edge).T
+        return out
+
+    def predict_at(self, plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n, coils) prediction of the samples (ys, xs), with the edge kernels where they apply."""
+        features = _neighbours_at(plane, ys, xs)
+        out = features @ self.kernel
+        if self.edges:
+            codes = self.codes[ys, xs]
+            for code in np.intersect1d(codes, list(self.edges)):
+                rows = codes == code
+                out[rows] = features[rows] @ self.edges[int(code)]
+        return out
+
+    def residual_at(self, plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n, coils) complex128 prediction residual of the samples (ys, xs)."""
+        return plane[:, ys, xs].T.astype(np.complex128) - self.predict_at(plane, ys, xs)
 
 
 def _towering(features: np.ndarray, targets: np.ndarray, ratio: float = 100.0) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from scanai.core.errors import InputError
 from scanai.core.image import Geometry, Volume
 from scanai.core.progress import Progress
-from scanai.kspace.data import KSpaceData
+from scanai.kspace.data import KSpaceData, noise_sigma  # noqa: F401  (re-exported)
 
 _AXES = (-2, -1)
 
@@ -157,6 +157,32 @@ def noise_covariance(noise: np.ndarray, dwell_ratio: float = 1.0) -> np.ndarray:
     return 0.5 * (covariance + covariance.conj().T)
 
 
+def as_noise_covariance(array: np.ndarray) -> np.ndarray:
+    """Coil noise covariance Psi (coils, coils), complex128, from a covariance matrix or from noise-only samples.
+
+    array: a square (coils, coils) Hermitian matrix with a real, non-negative diagonal is taken as the covariance
+           (E|n|^2 convention, :func:`noise_covariance`); any other array is noise samples, coils first: (coils,
+           samples) or (coils, ...), or 1-D (samples,) of a single coil. Samples that are zero in every coil (not
+           acquired: zero-filled lines) are left out. Complex noise samples never form a Hermitian square matrix
+           (and :func:`noise_covariance` needs more samples than coils), so the two cannot be confused.
+    Raises :class:`InputError` for unusable values (see :func:`noise_covariance` and :func:`whitening_matrix`).
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.number) or array.size == 0:
+        raise InputError(f"A noise covariance or noise scan must be a non-empty numeric array, got {array.dtype} "
+                         f"with shape {array.shape}.", "Save the coils x coils covariance or the complex noise "
+                                                       "samples (coils, samples) with numpy.save.")
+    if array.ndim == 2 and array.shape[0] == array.shape[1] and np.isfinite(array).all():
+        diagonal = np.diagonal(array)
+        scale = float(np.abs(array).max())
+        hermitian = np.allclose(array, np.conj(array.T), rtol=1e-6, atol=1e-9 * scale)
+        if hermitian and np.all(diagonal.real >= 0) and np.allclose(diagonal.imag, 0, atol=1e-9 * scale):
+            whitening_matrix(array)  # refuses one that is not positive definite, with the reason
+            return np.array(array, dtype=np.complex128)
+    samples = array.reshape(1, -1) if array.ndim == 1 else array.reshape(array.shape[0], -1)
+    return noise_covariance(samples[:, np.any(samples != 0, axis=0)])
+
+
 def whitening_matrix(covariance: np.ndarray) -> np.ndarray:
     """W = L^-1 with Psi = L L^H (Cholesky), complex128 (coils, coils), lower triangular.
 
@@ -220,7 +246,9 @@ def prewhiten_kspace(ks: KSpaceData, covariance: np.ndarray | None = None) -> KS
     if covariance is None:
         raise InputError(f"{ks.source or 'The k-space'} carries no noise-only samples (no noise adjustment scan "
                          "or noise acquisition), so the coil noise covariance is unknown and the data cannot be "
-                         "pre-whitened.", "Read the file without pre-whitening, or pass a noise covariance.")
+                         "pre-whitened.",
+                         "Give a noise scan or a noise covariance (coils x coils .npy) with --noise FILE (in Python: "
+                         "read_kspace(path, noise=...)), or read the file without pre-whitening.")
     frames = None if ks.frames is None else np.ascontiguousarray(
         prewhiten(ks.frames.swapaxes(0, 2), covariance).swapaxes(0, 2))
     data = frames[0, 0] if frames is not None else prewhiten(ks.data, covariance)

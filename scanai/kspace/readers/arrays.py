@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scanai.core.errors import FileFormatError
+from scanai.core.errors import FileFormatError, InputError
 from scanai.kspace.data import KSpaceData, as_kspace_array
+from scanai.kspace.readers.layout import arrange, check_coils_first
+from scanai.kspace.readers.lines import split_frames
 
 _NPZ_EXTRAS = ("readout_oversampling", "spacing_mm", "frames", "noise", "noise_covariance", "slices_are_kz",
                "prewhitened")
@@ -34,8 +37,29 @@ def _npz_contents(path: Path, loaded: Any) -> tuple[np.ndarray, dict[str, np.nda
     return array, extras
 
 
-def read_numpy(path: Path) -> KSpaceData:
-    """``.npy`` (one complex array) or ``.npz`` (key ``kspace`` or the only array, plus optional extras)."""
+def arranged(array: np.ndarray, axes: Sequence[str] | None, what: str, source: str
+             ) -> tuple[np.ndarray, np.ndarray | None, list[str], bool]:
+    """(data (coils, slices, ky, kx), frames or None, axis names, slices_are_kz) of a stored array.
+
+    axes: the names of its axes (``--axes``, :mod:`scanai.kspace.readers.layout`), or None for the default
+    ``(ky, kx)``, ``(coil, ky, kx)`` or ``(coil, slice, ky, kx)``, refused when that would make more coils than
+    samples along a k-space axis (:func:`~scanai.kspace.readers.layout.check_coils_first`).
+    """
+    if axes is None:
+        if np.iscomplexobj(array):  # a real array gets as_kspace_array's clearer message
+            check_coils_first(np.shape(array), source)
+        return as_kspace_array(array, what), None, ["coil", "slice", "ky", "kx"], False
+    layout = arrange(array, axes, source)
+    data, frames = split_frames(layout.frames)
+    return as_kspace_array(data, what), frames, list(layout.axes), layout.slices_are_kz
+
+
+def read_numpy(path: Path, axes: Sequence[str] | None = None) -> KSpaceData:
+    """``.npy`` (one complex array) or ``.npz`` (key ``kspace`` or the only array, plus optional extras).
+
+    axes: names of the array's axes (see :func:`arranged`); not allowed with an ``.npz`` that holds ``frames``
+    (written by :func:`scanai.kspace.io.write_kspace_npz`, already in ScanAI's layout).
+    """
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as error:  # numpy raises ValueError, SyntaxError, TokenError, BadZipFile, ... on damaged files
@@ -47,20 +71,22 @@ def read_numpy(path: Path) -> KSpaceData:
     else:
         with loaded:
             array, extras = _npz_contents(path, loaded)
-    data = as_kspace_array(array, f"The k-space in {path.name}")
+    if axes is not None and "frames" in extras:
+        raise InputError(f"{path.name} holds k-space frames written by ScanAI, whose axes are known.",
+                         "Read it without --axes.")
+    data, frames, names, kz = arranged(array, axes, f"The k-space in {path.name}", path.name)
     spacing = tuple(float(s) for s in np.ravel(extras["spacing_mm"])) if "spacing_mm" in extras else None
     covariance = extras.get("noise_covariance")
-    metadata: dict[str, Any] = {"format": "numpy", "original_shape": list(np.shape(array)),
-                                "axes": ["coil", "slice", "ky", "kx"], "noise_scans": 0,
-                                "prewhitened": bool(extras.get("prewhitened", False))}
+    metadata: dict[str, Any] = {"format": "numpy", "original_shape": list(np.shape(array)), "axes": names,
+                                "noise_scans": 0, "prewhitened": bool(extras.get("prewhitened", False))}
     if covariance is None and "noise" in extras:
         from scanai.kspace.recon import noise_covariance
 
         covariance = noise_covariance(extras["noise"])
         metadata.update({"noise_scans": 1, "noise_samples": int(np.size(extras["noise"]) // data.shape[0])})
-    frames = extras.get("frames")
-    kz = bool(extras.get("slices_are_kz", False))
-    if kz:
+    frames = extras.get("frames", frames)
+    if extras.get("slices_are_kz", False):
+        kz = True
         metadata["axes"][1] = "kz"
     return KSpaceData(data, readout_oversampling=int(extras.get("readout_oversampling", 1)),
                       spacing_mm=spacing or (1.0, 1.0, 1.0), spacing_from_header=spacing is not None,
@@ -68,8 +94,11 @@ def read_numpy(path: Path) -> KSpaceData:
                       noise_covariance=covariance)
 
 
-def read_mat(path: Path) -> KSpaceData:
-    """MATLAB v5/v7 file: variable ``data``, or the only complex (or only numeric) variable."""
+def read_mat(path: Path, axes: Sequence[str] | None = None) -> KSpaceData:
+    """MATLAB v5/v7 file: variable ``data``, or the only complex (or only numeric) variable.
+
+    axes: names of the variable's axes in MATLAB's order (see :func:`arranged`), or None for the default.
+    """
     import scipy.io
 
     try:
@@ -92,7 +121,7 @@ def read_mat(path: Path) -> KSpaceData:
     else:
         raise FileFormatError(f"{path.name} holds {len(arrays)} numeric variables ({', '.join(arrays) or 'none'}) "
                               "and none is named 'data'.", "Save the complex k-space in a variable named 'data'.")
-    data = as_kspace_array(arrays[key], f"The variable '{key}' in {path.name}")
-    return KSpaceData(data, source=path.name,
+    data, frames, names, kz = arranged(arrays[key], axes, f"The variable '{key}' in {path.name}", path.name)
+    return KSpaceData(data, slices_are_kz=kz, source=path.name, frames=frames,
                       metadata={"format": "matlab", "variable": key, "original_shape": list(arrays[key].shape),
-                                "axes": ["coil", "slice", "ky", "kx"], "noise_scans": 0, "prewhitened": False})
+                                "axes": names, "noise_scans": 0, "prewhitened": False})

@@ -3,11 +3,14 @@
 BART's dimension order is 0 readout, 1 phase encoding 1, 2 phase encoding 2 (kz), 3 coil, 4 maps, 5 echo (TE),
 6-9 coefficients / iterations / shifts, 10 time, 11 time2, 12 level, 13 slice, 14 average, 15 batch. ScanAI maps
 readout -> kx, phase 1 -> ky, kz or slice -> slice axis, coil -> coil, echo -> contrast and time -> repetition.
-BART k-space is centred like ScanAI's (DC at n // 2), so no shift is needed.
+Readout-transformed data (readout size 1, e.g. BART's example ``1 x 230 x 180 x 8``) are a ky-kz plane per readout
+position: the plane's rows are ky, its columns kz. Other layouts are named with ``--axes``
+(:mod:`scanai.kspace.readers.layout`). BART k-space is centred like ScanAI's (DC at n // 2), so no shift is needed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,14 @@ import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
 from scanai.kspace.data import KSpaceData, as_kspace_array
+from scanai.kspace.readers.layout import AXES_HELP, Layout, arrange
 from scanai.kspace.readers.lines import split_frames
 
 READ, PHASE1, PHASE2, COIL, MAPS, TE, TIME, SLICE = 0, 1, 2, 3, 4, 5, 10, 13
 _DIMENSION_NAMES = {4: "maps", 6: "coefficient", 7: "coefficient 2", 8: "iteration", 9: "shift", 11: "time 2",
                     12: "level", 14: "average", 15: "batch"}
+#: BART's dimensions 0-15 as :mod:`scanai.kspace.readers.layout` names them (``_``: no place in raw k-space).
+BART_AXES = ("kx", "ky", "kz", "coil", "_", "echo", "_", "_", "_", "_", "repetition", "_", "_", "slice", "_", "_")
 _AGAIN = "Write the array again with BART (or scanai.kspace.readers.bart.write_cfl)."
 
 
@@ -104,50 +110,59 @@ def kspace_to_bart(kspace: np.ndarray, slices_are_kz: bool = False) -> np.ndarra
     return np.moveaxis(expanded, list(range(6)), targets)
 
 
-def bart_to_kspace(array: np.ndarray, source: str = "the BART array") -> tuple[np.ndarray, bool]:
-    """A BART array -> (frames (repetitions, contrasts, coils, slices, ky, kx), slices_are_kz).
+def bart_to_kspace(array: np.ndarray, source: str = "the BART array",
+                   axes: Sequence[str] | None = None) -> Layout:
+    """A BART array -> its :class:`~scanai.kspace.readers.layout.Layout` (frames (repetitions, contrasts, coils,
+    slices, rows, columns), the axes' names, slices_are_kz).
 
-    Raises :class:`InputError` when an axis that has no place in raw Cartesian k-space (maps, coefficients,
-    iterations, shifts, time 2, levels, averages, batch) holds more than one entry, or when both phase 2 (kz)
-    and slice hold several (multi-slab 3-D).
+    axes: names of BART's dimensions in order (:func:`~scanai.kspace.readers.layout.parse_axes`), or None for
+    BART's conventions: 0 readout (kx), 1 phase 1 (ky), 2 phase 2 (kz), 3 coil, 5 echo, 10 time (repetition),
+    13 slice. With them a readout-transformed array (readout size 1, e.g. ``1 x 230 x 180 x 8``) is a ky-kz plane;
+    readout, phase 1 and phase 2 all > 1 is a 3-D scan. Raises :class:`InputError` when an axis that has no place
+    in raw Cartesian k-space (maps, coefficients, iterations, shifts, time 2, levels, averages, batch) holds more
+    than one entry, when fewer than two k-space axes hold several samples, or when both phase 2 (kz) and slice
+    hold several (multi-slab 3-D); the messages name the axes seen and ``--axes``.
     """
-    dims = list(np.shape(array)) + [1] * max(0, 16 - np.ndim(array))
+    dims = list(np.shape(array))
     if len(dims) > 16:
         raise InputError(f"{source} has {len(dims)} dimensions; BART arrays have at most 16.", _AGAIN)
+    if axes is not None:
+        return arrange(array, axes, source, max_axes=16)
+    dims += [1] * (16 - len(dims))
     extra = [f"{_DIMENSION_NAMES[axis]} ({dims[axis]})" for axis in _DIMENSION_NAMES if dims[axis] > 1]
     if extra:
         raise InputError(f"{source} has dimensions that raw k-space does not have: {', '.join(extra)}.",
-                         "Pass raw multi-coil k-space (readout, phase 1, phase 2 or slice, coil, echo, time).")
-    if dims[PHASE2] > 1 and dims[SLICE] > 1:
-        raise InputError(f"{source} is a multi-slab 3-D acquisition ({dims[SLICE]} slabs x {dims[PHASE2]} "
-                         "partitions), which ScanAI does not assemble.", "Pass one slab at a time.")
-    slices_are_kz = dims[PHASE2] > 1
-    full = np.reshape(array, dims)  # appending size-1 axes keeps every sample where it is
-    ordered = np.moveaxis(full, [READ, PHASE1, PHASE2 if slices_are_kz else SLICE, COIL, TE, TIME], list(range(6)))
-    ordered = ordered.reshape(ordered.shape[:6])
-    return ordered.transpose(5, 4, 3, 2, 1, 0), slices_are_kz
+                         "Pass raw multi-coil k-space (readout, phase 1, phase 2 or slice, coil, echo, time), or "
+                         f"say what the axes hold with --axes ({AXES_HELP}).")
+    return arrange(array, BART_AXES, source, max_axes=16, naming="read by BART's dimension conventions")
 
 
-def read_bart(path: Path) -> KSpaceData:
+def read_bart(path: Path, axes: Sequence[str] | None = None) -> KSpaceData:
     """Read a BART ``.cfl`` + ``.hdr`` k-space array (see the module docstring) into a :class:`KSpaceData`.
 
+    axes: names of the stored dimensions (``--axes``) or None for BART's conventions (:func:`bart_to_kspace`).
     BART files carry no field of view or oversampling: the spacing is 1 mm and the readout oversampling 1.
     """
     header, _ = cfl_pair(path)
     array = read_cfl(path)
-    frames, slices_are_kz = bart_to_kspace(array, header.stem)
-    data, frames = split_frames(np.ascontiguousarray(frames, dtype=np.complex64))
+    layout = bart_to_kspace(array, header.name, axes)
+    data, frames = split_frames(np.ascontiguousarray(layout.frames, dtype=np.complex64))
     data = as_kspace_array(data, f"The k-space in {header.stem}.cfl")
     metadata: dict[str, Any] = {
         "format": "bart",
         "path": str(header.with_suffix(".cfl")),
         "bart_dims": [int(size) for size in array.shape],
-        "axes": ["coil", "kz" if slices_are_kz else "slice", "ky", "kx"],
-        "repetitions": int(array.shape[TIME]) if array.ndim > TIME else 1,
-        "contrasts": int(array.shape[TE]) if array.ndim > TE else 1,
+        "axes": list(layout.axes),
+        "repetitions": int(layout.frames.shape[0]),
+        "contrasts": int(layout.frames.shape[1]),
         "noise_scans": 0,
         "prewhitened": False,
         "spacing_note": "BART files carry no field of view: 1 mm pixels assumed",
     }
-    return KSpaceData(data, slices_are_kz=slices_are_kz, source=header.stem + ".cfl", metadata=metadata,
+    if axes is not None:
+        metadata["axes_given"] = ",".join(axes)
+    if "kx" not in layout.axes:
+        metadata["note"] = (f"readout-transformed data: each slice is a {layout.axes[2]} x {layout.axes[3]} "
+                            "k-space plane at one readout position")
+    return KSpaceData(data, slices_are_kz=layout.slices_are_kz, source=header.stem + ".cfl", metadata=metadata,
                       frames=frames)

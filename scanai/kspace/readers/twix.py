@@ -207,6 +207,13 @@ def _twix_noise(path: Path, scans: list[dict], n_coils: int) -> tuple[np.ndarray
     return noise_covariance(noise, dwell_ratio=ratio), facts
 
 
+def read_twix_noise(path: Path, n_coils: int) -> np.ndarray | None:
+    """Noise covariance (n_coils, n_coils) from the noise adjustment readouts of a twix file (which may hold no
+    imaging lines: a noise-only measurement), or None when it has none with ``n_coils`` coils."""
+    scans, _ = _load_twix_scans(path)
+    return _twix_noise(path, scans, n_coils)[0]
+
+
 def read_twix(path: Path, allow_epi: bool, progress: Progress) -> KSpaceData:
     """Read a Siemens twix file (see the module docstring) into a :class:`KSpaceData`."""
     scans, warnings = _load_twix_scans(path)

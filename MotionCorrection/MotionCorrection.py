@@ -91,6 +91,7 @@ def loadSampleData(source=None) -> list:
     parameterNode = MotionCorrectionLogic().getParameterNode()
     parameterNode.task = "motion"
     parameterNode.referenceFrame = 1
+    parameterNode.segmentationFrame = 0
     for node in nodes:
         if isinstance(node, vtkMRMLSequenceNode):
             parameterNode.inputSequence = node
@@ -107,15 +108,18 @@ def loadSampleData(source=None) -> list:
 @parameterNodeWrapper
 class MotionCorrectionParameterNode:
     """inputSequence: cine / 4D volume sequence. referenceFrame: 1-based frame every frame is related to (ED for
-    strain). inputSegmentation: optional, drawn on the reference frame. myocardiumSegment / bloodPoolSegment:
+    strain), 0 = end-diastole found automatically (the largest LV cavity with a segmentation, else the ECG trigger
+    nearest R, else frame 1). inputSegmentation: optional, drawn on frame segmentationFrame (1-based; 0 = the
+    reference frame; needed when the reference is found automatically). myocardiumSegment / bloodPoolSegment:
     segment names ("" = pick the segment whose name contains "myo" / "blood", "cavity" or "LV"). The artifact task
     uses inputSequence as the phase sequence and the fields from artifactMethod on."""
 
     task: Annotated[str, Choice(TASKS)] = "motion"
     inputSequence: vtkMRMLSequenceNode
-    referenceFrame: Annotated[int, WithinRange(1, 9999)] = 1
+    referenceFrame: Annotated[int, WithinRange(0, 9999)] = 0
     method: Annotated[str, Choice(METHODS)] = "network"
     inputSegmentation: vtkMRMLSegmentationNode
+    segmentationFrame: Annotated[int, WithinRange(0, 9999)] = 0
     myocardiumSegment: str  # "" (the default) = automatic
     bloodPoolSegment: str
     createWarped: bool = True
@@ -179,8 +183,10 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
             return _("The sequence needs at least 2 frames.")
         if p.task == "artifact":
             return ""
-        if p.referenceFrame > frames:
-            return _("The reference frame must be between 1 and {frames}.").format(frames=frames)
+        if p.referenceFrame > frames or p.segmentationFrame > frames:
+            return _("The reference and segmentation frames must be between 1 and {frames}.").format(frames=frames)
+        if p.inputSegmentation and not p.referenceFrame and not p.segmentationFrame:
+            return _("Say on which frame the segmentation was drawn (the reference is found automatically).")
         if not (p.createWarped or p.createTransforms or p.createJacobian or p.createStrain
                 or (p.createPropagated and p.inputSegmentation)):
             return _("Choose at least one output.")
@@ -196,11 +202,16 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
             return outputs["corrected"].GetAttribute("ScanAI.Summary")
         outputs = self.logic.process(
             p.inputSequence, p.referenceFrame, p.method, p.createWarped, p.createTransforms, progress,
-            inputSegmentation=p.inputSegmentation, myocardiumSegment=(p.myocardiumSegment or "").strip(),
+            inputSegmentation=p.inputSegmentation, segmentationFrame=p.segmentationFrame,
+            myocardiumSegment=(p.myocardiumSegment or "").strip(),
             bloodPoolSegment=(p.bloodPoolSegment or "").strip(), createJacobian=p.createJacobian,
             createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device)
         names = ", ".join(node.GetName() for node in outputs.values())
-        summary = _("Registered {n} frames: {names}.").format(n=p.inputSequence.GetNumberOfDataNodes(), names=names)
+        result = self.logic.lastResult
+        rule = result.reference_rule
+        summary = _("Registered {n} frames to frame {reference} ({rule}): {names}.").format(
+            n=p.inputSequence.GetNumberOfDataNodes(), reference=result.fields.reference_index + 1,
+            rule=_("given") if rule == "given" else _("end-diastole by the {rule}").format(rule=rule), names=names)
         table = outputs.get("table")
         if table is not None and table.GetAttribute(PEAK_ATTRIBUTES[0]):
             summary += " " + _("Peak GCS {gcs} % (frame {gcsFrame}), peak GRS {grs} % (frame {grsFrame}).").format(
@@ -285,9 +296,13 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     def process(self, inputSequence, referenceFrame: int = 1, method: str = "network", createWarped: bool = True,
                 createTransforms: bool = True, progress=None, inputSegmentation=None, myocardiumSegment: str = "",
                 bloodPoolSegment: str = "", createJacobian: bool = True, createPropagated: bool = True,
-                createStrain: bool = True, device: str = "auto") -> dict:
-        """Estimate the motion of every frame relative to ``referenceFrame`` (1-based, as in the sequence browser)
-        and add the results beside the input, synchronised with its sequence browser.
+                createStrain: bool = True, device: str = "auto", segmentationFrame: int = 0) -> dict:
+        """Estimate the motion of every frame relative to ``referenceFrame`` (1-based, as in the sequence browser;
+        0 = end-diastole found automatically, :mod:`scanai.motion.end_diastole`) and add the results beside the
+        input, synchronised with its sequence browser. ``inputSegmentation`` is drawn on frame
+        ``segmentationFrame`` (1-based; 0 = the reference frame, which must then be given); a segmentation drawn on
+        another frame is carried onto the reference. ``lastResult.reference_rule`` says how the
+        reference was chosen.
 
         Returns the new nodes: ``"transforms"`` (grid-transform sequence, FromParent = the pull-back field, identity
         at the reference), ``"warped"`` (motion-compensated volume sequence), ``"jacobian"`` (volume sequence of
@@ -310,15 +325,20 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         if count < 2:
             raise InputError(f"Motion estimation needs at least 2 frames; the sequence '{inputSequence.GetName()}' "
                              f"has {count}.", "Select a volume sequence (cine) with several time points.")
-        if not 1 <= int(referenceFrame) <= count:
-            raise InputError(f"Reference frame {referenceFrame} does not exist: the sequence has {count} frames "
-                             f"(1 to {count}).", "Choose a reference frame within that range.")
-        referenceIndex = int(referenceFrame) - 1
+        for frame, what in ((referenceFrame, "Reference frame"), (segmentationFrame, "Segmentation frame")):
+            if not 0 <= int(frame) <= count:
+                raise InputError(f"{what} {frame} does not exist: the sequence has {count} frames (1 to {count}; "
+                                 "0 = automatic).", "Choose a frame within that range.")
+        referenceIndex = int(referenceFrame) - 1 if referenceFrame else None
+        drawnIndex = int(segmentationFrame) - 1 if segmentationFrame else referenceIndex
+        if inputSegmentation is not None and drawnIndex is None:
+            raise InputError("Say on which frame the segmentation was drawn: the reference frame is found "
+                             "automatically.", "Set the segmentation frame, or choose a reference frame.")
 
         masks, colours, layers, order = {}, {}, [], []
         myocardium = bloodPool = None
         if inputSegmentation is not None:
-            masks = self.segmentMasks(inputSegmentation, sequence, referenceIndex)
+            masks = self.segmentMasks(inputSegmentation, sequence, drawnIndex)
             colours = mrml.segment_colours(inputSegmentation)
             myocardium, bloodPool = self.segmentRoles(masks, myocardiumSegment, bloodPoolSegment)
             for role, what in ((myocardium, "myocardium"), (bloodPool, "blood pool")):
@@ -336,10 +356,14 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
 
         propagate = bool(createPropagated) and firstLayer is not None
         result = mrml.compute("motion.cine", progress.sub(0.0, 0.85), self.runInWorker, sequence=sequence,
-                              reference_index=referenceIndex, method=method, labels=firstLayer,
+                              reference_index=referenceIndex, labels_index=drawnIndex, method=method,
+                              labels=firstLayer,
                               myocardium_label=myocardiumLabel, blood_pool_label=bloodPoolLabel,
                               device=device if method.startswith("network") else None, propagate=propagate)
         fields = result.fields
+        if len(layers) > 1 and drawnIndex != fields.reference_index:
+            raise InputError("Overlapping segments can be carried only from the reference frame.",
+                             "Draw the segmentation on the reference frame, or make its segments not overlap.")
         propagated = {}
         if propagate:
             from scanai.motion.propagate import propagate_labels
@@ -450,7 +474,10 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         window = result.output_windows[0]
         where = f"{window.phase_pct:.1f} %" if window.phase_pct is not None else f"{window.mid_s:.3f} s"
         summary = (f"Corrected phase volumes {phases} {sequence.index_unit} (ranked) into one volume at {where} "
-                   f"({window.start_s:.3f}-{window.end_s:.3f} s) with the {method} method in {result.seconds:.2f} s.")
+                   f"({window.start_s:.3f}-{window.end_s:.3f} s) with the {result.method} method in "
+                   f"{result.seconds:.2f} s."
+                   + (f" Registration fusion was used instead of the network: {result.fallback_reason}."
+                      if result.fallback_reason else ""))
         outputs = {}
         with mrml.scene_transaction():
             corrected = result.corrected
@@ -459,7 +486,8 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                                                            beside=anchor)
             else:
                 outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected")
-            for key, value in (("ScanAI.Method", method), ("ScanAI.InputItems", ",".join(
+            for key, value in (("ScanAI.Method", result.method), ("ScanAI.RequestedMethod", method),
+                               ("ScanAI.FallbackReason", result.fallback_reason or ""), ("ScanAI.InputItems", ",".join(
                     str(i + 1) for i in result.selected)), ("ScanAI.OutputWindow_s",
                     ",".join(f"{w.start_s:.4f}-{w.end_s:.4f}" for w in result.output_windows)),
                     ("ScanAI.Summary", summary)):
@@ -653,6 +681,17 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         with self.assertRaisesRegex(InputError, "no segment named 'muscle'"):
             roles(["LV myocardium"], "muscle")
 
+    def test_EndDiastoleIsFoundAutomatically(self):
+        """Reference 0: the largest LV cavity of the segmentation carried through the cycle (the phantom relaxes
+        at frame 1, contracts after), with the segmentation drawn on a later frame."""
+        node, sequence, _truth = self._phantomSequenceNode()
+        segmentation = self._phantomSegmentation(sequence)
+        logic = MotionCorrectionLogic()
+        logic.process(node, referenceFrame=0, segmentationFrame=1, method="demons", inputSegmentation=segmentation,
+                      createWarped=False, createTransforms=False, createJacobian=False)
+        self.assertEqual(logic.lastResult.fields.reference_index, 0)
+        self.assertIn("cavity", logic.lastResult.reference_rule)
+
     def test_BadInputsAreRefusedAndTheSceneIsUnchanged(self):
         import numpy as np
 
@@ -662,11 +701,13 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         node, sequence, _truth = self._phantomSequenceNode(n_frames=3)
         single = mrml.sequence_to_node(VolumeSequence(sequence.frames[:1], sequence.geometry), "one frame")
         elsewhere = self._phantomSegmentation(sequence, "coarse segmentation", Geometry((2.0, 2.0, 1.0)))
+        segmentation = self._phantomSegmentation(sequence)
         before = [slicer.util.arrayFromVolume(node.GetNthDataNode(t)).copy() for t in range(3)]
         count = slicer.mrmlScene.GetNumberOfNodes()
         cases = [((single,), {}, InputError, "at least 2 frames"),
                  ((node,), {"referenceFrame": 4}, InputError, "Reference frame 4"),
-                 ((node,), {"referenceFrame": 0}, InputError, "Reference frame 0"),
+                 ((node,), {"referenceFrame": -1}, InputError, "Reference frame -1"),
+                 ((node,), {"referenceFrame": 0, "inputSegmentation": segmentation}, InputError, "which frame"),
                  ((node,), {"inputSegmentation": elsewhere}, GeometryError, "another grid"),
                  ((node,), {"inputSegmentation": elsewhere, "myocardiumSegment": "muscle"}, GeometryError, "grid"),
                  ((node,), {"method": "optical flow"}, InputError, "Unknown motion estimation method")]
@@ -768,8 +809,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         timing = mrml.table_to_node({"item": [1, 2, 3], "window_start_s": [1.6, 1.65, 1.7],
                                      "window_end_s": [1.75, 1.8, 1.85]}, "timing")
         count = slicer.mrmlScene.GetNumberOfNodes()
-        cases = [({"method": "mean", "rrSeconds": 0.0}, "timing is missing"),
-                 ({"method": "mean", "ecgTable": short, "timingTable": timing}, "cover"),
+        cases = [({"method": "mean", "ecgTable": short, "timingTable": timing}, "cover"),
                  ({"method": "mean", "rrSeconds": 1.0, "phaseCount": 5}, "only 3"),
                  ({"method": "mean", "rrSeconds": 1.0, "selection": "ecg-smallest"}, "ECG"),
                  ({"method": "unknown", "rrSeconds": 1.0}, "Unknown method")]

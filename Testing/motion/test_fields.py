@@ -243,3 +243,62 @@ def test_field_checks():
         invert(bad, geometry)
     with pytest.raises(InputError):
         accumulate(np.zeros((1, 8, 8, 3)), geometry)
+
+
+# ------------------------------------------------------------------- every frame at once = frame by frame
+
+
+def _sequence_fields() -> tuple[np.ndarray, Geometry]:
+    """Smooth fields of 5 frames (one zero) on an oblique 2-D grid, and the grid."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    fields = ndimage.gaussian_filter(rng.normal(size=(5, 1, 40, 48, 3)), (0, 0, 4, 4, 0)) * 15.0
+    fields[..., 2] *= 0.2  # a little through-plane motion, as an oblique 2-D grid gives
+    fields[2] = 0.0
+    return fields, _geometry()
+
+
+def test_batched_inversion_jacobian_and_strain_equal_frame_by_frame(monkeypatch):
+    from scanai.core import device
+    from scanai.motion.fields import invert_frames, jacobian_determinants
+    from scanai.motion.strain import myocardial_strain
+
+    fields, geometry = _sequence_fields()
+    assert np.abs(fields).max() > 1.0
+    frame_by_frame = np.stack([invert(u, geometry) for u in fields])
+    batched = invert_frames(fields, geometry)  # with torch (grid_sample, float32) where installed
+    np.testing.assert_allclose(batched, frame_by_frame, atol=1e-9)
+    assert np.array_equal(batched[2], np.zeros_like(batched[2]))
+    monkeypatch.setattr(device, "torch_available", lambda: False)  # the scipy path (float64): the same to 1e-5 px
+    np.testing.assert_allclose(invert_frames(fields, geometry), batched, atol=1e-4)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(jacobian_determinants(fields, geometry),
+                                  np.stack([jacobian_determinant(u, geometry) for u in fields]))
+    myocardium = np.zeros((1, 40, 48), bool)
+    _k, j, i = np.indices(myocardium.shape)
+    myocardium[(np.hypot(j - 20, i - 24) > 8) & (np.hypot(j - 20, i - 24) < 14)] = True
+    whole = myocardial_strain(fields, geometry, myocardium)
+    for t in range(len(fields)):
+        alone = myocardial_strain(fields[t:t + 1], geometry, myocardium)
+        np.testing.assert_array_equal(whole.radial_pct[t], alone.radial_pct[0])
+        np.testing.assert_array_equal(whole.circumferential_pct[t], alone.circumferential_pct[0])
+
+
+def test_batched_propagation_equals_the_scipy_path(monkeypatch):
+    from scanai.core import device
+    from scanai.motion.propagate import propagate_labels, propagate_points
+
+    fields, geometry = _sequence_fields()
+    labels = np.zeros((1, 40, 48), np.uint8)
+    labels[0, 10:30, 12:36] = 1
+    labels[0, 16:24, 20:28] = 2
+    batched = propagate_labels(labels, fields, geometry)
+    points = geometry.ras_of_ijk(np.array([[5.5, 7.25, 0.0], [30.0, 20.0, 0.0]]))
+    tracked = propagate_points(points, fields, geometry)
+    monkeypatch.setattr(device, "torch_available", lambda: False)
+    scipy_labels = propagate_labels(labels, fields, geometry)
+    assert np.count_nonzero(batched != scipy_labels) <= 2  # ties of equal weights may fall either way
+    np.testing.assert_allclose(propagate_points(points, fields, geometry), tracked, atol=1e-9)
+    np.testing.assert_array_equal(batched[2], labels)
+    assert np.count_nonzero(batched[0] != labels) > 50  # the fields do move the labels

@@ -434,3 +434,78 @@ def test_a_damaged_or_missing_phase_is_not_silently_dropped(shared_data, tmp_pat
         (damaged / first.files[3].name).unlink()
         with pytest.raises(FileFormatError, match=f"has {len(first.files) - 1} phases, but its headers announce"):
             read_dicom_series(damaged)
+
+
+# ------------------------------------------------------------------------------ a new study: list, label maps
+
+
+def test_list_names_every_slice_and_a_run_names_the_slice_it_read(tmp_path, capsys, monkeypatch):
+    from scanai import cli as main_cli
+    from scanai.io.cine import read_cine_described
+
+    positions = [(0.0, 0.0, 0.0), (0.0, 0.0, -10.0), (0.0, 0.0, -20.0)]
+    folder = _cine_folder(tmp_path / "study", positions, phases=3)
+    monkeypatch.chdir(tmp_path)
+    assert main_cli.main(["motion", str(folder), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("slice 0 of 3 (0-based) at 0.0 mm along the slice normal: images 1-3 (1.dcm ... 3.dcm), "
+                        "3 phases, trigger times 0-80 ms every 40.0 ms")
+    assert lines[2].startswith("slice 2 of 3 (0-based) at -20.0 mm along the slice normal: images 7-9 (7.dcm ... ")
+    assert "choose one with --slice N" in lines[3]
+    assert not (tmp_path / "motion_output").exists()  # --list writes nothing
+    sequence, described = read_cine_described(folder, 1)
+    assert sequence.frames.shape == (3, 1, 6, 8)
+    assert described == ("study: slice 1 of 3 (0-based) at -10.0 mm along the slice normal: images 4-6 (4.dcm ... "
+                         "6.dcm), 3 phases, trigger times 0-80 ms every 40.0 ms")
+    assert read_cine_described(folder)[1].startswith("study: all 3 slice locations as one 3-D+t stack")
+    with pytest.raises(InputError, match=r"Slice 3 does not exist.*0 to 2.*--list"):
+        read_cine_described(folder, 3)
+    write_sequence(sequence, tmp_path / "one.seq.nrrd")
+    assert main_cli.main(["motion", str(tmp_path / "one.seq.nrrd"), "--list"]) == 0
+    assert capsys.readouterr().out.startswith("slice 0 of 1 (0-based) at ")
+
+
+def test_sunnybrook_list(shared_data, capsys):
+    from scanai import cli as main_cli
+
+    assert main_cli.main(["motion", str(shared_data / DICOMS), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13
+    assert lines[4] == ("slice 4 of 12 (0-based) at -78.9 mm along the slice normal: images 81-100 (81.dcm ... "
+                        "100.dcm), 20 phases, trigger times 19-741 ms every 38.0 ms")
+
+
+def test_label_maps_on_the_pixel_grid_are_placed_on_the_cine(tmp_path):
+    import SimpleITK as sitk
+
+    from scanai.core.image import Volume
+    from scanai.io.contours import read_label_map
+    from scanai.io.sitk_image import write_image
+    from scanai.motion.pipeline import _label_array
+
+    sequence = VolumeSequence(np.random.default_rng(1).random((3, 1, 12, 16)), _oblique_geometry())
+    labels = np.zeros((12, 16), np.uint8)
+    labels[3:7, 4:9] = 1
+    labels[8, 2] = 2
+    np.save(tmp_path / "labels.npy", labels)
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "labels.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "plain.nrrd"))  # 2-D, no geometry of its own
+    sitk.WriteImage(sitk.GetImageFromArray(np.repeat(labels[..., None], 3, axis=-1), isVector=True),
+                    str(tmp_path / "grey_rgb.png"))
+    for name in ("labels.npy", "labels.png", "plain.nrrd", "grey_rgb.png"):
+        read = read_label_map(tmp_path / name)
+        assert isinstance(read, np.ndarray), name
+        np.testing.assert_array_equal(_label_array(read, sequence), labels[None])
+    placed = write_image(Volume(labels[None], sequence.geometry), tmp_path / "placed.nrrd")
+    assert isinstance(read_label_map(placed), Volume)  # a real geometry is kept, and checked
+    np.testing.assert_array_equal(_label_array(read_label_map(placed), sequence), labels[None])
+    coloured = np.zeros((12, 16, 3), np.uint8)
+    coloured[3:7, 4:9] = (255, 0, 0)
+    sitk.WriteImage(sitk.GetImageFromArray(coloured, isVector=True), str(tmp_path / "colour.png"))
+    with pytest.raises(FileFormatError, match="colour image"):
+        read_label_map(tmp_path / "colour.png")
+    with pytest.raises(GeometryError, match=r"it is 16 x 12 pixels \(rows and columns swapped\? transpose it\)\. "
+                                            r"The cine's grid is 12 x 16 pixels \(rows x columns\) of 1\.25 x 1\.5 mm"):
+        _label_array(labels.T, sequence)
+    with pytest.raises(FileFormatError, match="does not exist"):
+        read_label_map(tmp_path / "missing.png")

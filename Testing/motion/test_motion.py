@@ -245,12 +245,13 @@ def test_cli_run_writes_outputs(tmp_path, capsys):
     source = write_sequence_nrrd(sequence, tmp_path / "in.seq.nrrd")
     parser = argparse.ArgumentParser()
     motion_cli.add_arguments(parser)
-    args = parser.parse_args([str(source), "--reference", "1", "--method", "demons", "--out", str(tmp_path / "out")])
+    args = parser.parse_args([str(source), "--reference", "2", "--method", "demons", "--displacement-folder",
+                              "--out", str(tmp_path / "out")])
     assert motion_cli.run(args) == 0
     out = tmp_path / "out"
     assert (out / "warped.seq.nrrd").is_file() and (out / "motion.csv").is_file()
-    assert sorted(p.name for p in (out / "displacement").iterdir()) == [f"frame_{t:03d}.nrrd" for t in range(3)]
-    assert np.abs(read_displacement_field(out / "displacement" / "frame_001.nrrd")[0]).max() == 0.0
+    assert sorted(p.name for p in (out / "displacement").iterdir()) == [f"frame_{t:03d}.nrrd" for t in (1, 2, 3)]
+    assert np.abs(read_displacement_field(out / "displacement" / "frame_002.nrrd")[0]).max() == 0.0
     assert "warped.seq.nrrd" in capsys.readouterr().out
 
 

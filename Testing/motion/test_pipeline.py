@@ -13,7 +13,7 @@ from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import CancelToken, Progress
 from scanai.io.sequence_file import read_sequence, write_sequence
 from scanai.io.sitk_image import write_image
-from scanai.motion.export import read_displacement_field
+from scanai.motion.export import read_displacement_field, read_displacement_sequence
 from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
 from scanai.motion.pipeline import (
     METHOD_LABELS,
@@ -143,7 +143,10 @@ def test_strain_rows(phantom, analysed):
     rows = strain_rows(analysed, sequence)
     assert [row["frame"] for row in rows] == list(range(1, len(sequence) + 1))
     assert list(rows[0]) == ["frame", "time", "GCS_pct", "GRS_pct", "fold_fraction", "mean_displacement_mm",
-                             "mean_residual"]
+                             "mean_residual", "LV_cavity_mm2"]
+    cavity = np.array([row["LV_cavity_mm2"] for row in rows])  # the blood pool, carried through the cycle
+    assert cavity[0] == pytest.approx(np.count_nonzero(labels == 2) * 1.25**2)
+    assert cavity[END_SYSTOLE] < 0.9 * cavity[0] and np.argmax(cavity) == 0
     np.testing.assert_allclose([row["time"] for row in rows], sequence.index_values)
     assert rows[0]["GCS_pct"] == pytest.approx(0.0, abs=1e-6) and rows[0]["mean_displacement_mm"] == 0.0
     assert rows[0]["mean_residual"] == 0.0
@@ -202,11 +205,15 @@ def test_aha_segments_add_segmental_columns(phantom):
 def test_bad_inputs_are_clear_errors(phantom):
     sequence, _truth, labels = phantom
     frames = sequence.frames.copy()
-    with pytest.raises(GeometryError, match=r"\(1, 32, 32\).*\(1, 64, 64\).*cine's grid"):
+    expected = r"cine's grid is 64 x 64 pixels \(rows x columns\) of 1.25 x 1.25 mm, first voxel at RAS \(-30, 12, 40\)"
+    with pytest.raises(GeometryError, match=r"another grid: it is 32 x 32 pixels\. The " + expected):
         analyse_cine(sequence, 0, "demons", labels=labels[:, ::2, ::2])
     moved = Volume(labels, Geometry((2.0, 2.0, 8.0), PHANTOM["origin_mm"]))
-    with pytest.raises(GeometryError, match="spacing"):
+    with pytest.raises(GeometryError, match=r"its spacing is 2 x 2 mm\. The " + expected):
         analyse_cine(sequence, 0, "demons", labels=moved)
+    shifted = Volume(labels, Geometry(PHANTOM["spacing_mm"], (-30.0, 15.0, 44.0)))
+    with pytest.raises(GeometryError, match=r"origin is 5 mm away \(RAS \(-30, 15, 44\) mm, 0 columns and 2\.4 rows"):
+        analyse_cine(sequence, 0, "demons", labels=shifted)
     with pytest.raises(InputError, match="label 5 does not occur.*1, 2"):
         analyse_cine(sequence, 0, "demons", labels=labels, myocardium_label=5)
     with pytest.raises(InputError, match="without a label map"):
@@ -228,6 +235,10 @@ def test_bad_inputs_are_clear_errors(phantom):
     for reference in (-1, 5):
         with pytest.raises(InputError, match=f"Reference frame {reference} does not exist"):
             analyse_cine(sequence, reference, "demons", labels=labels)
+    with pytest.raises(InputError, match="frame the label map was drawn on is not known"):
+        analyse_cine(sequence, None, "demons", labels=labels)
+    with pytest.raises(InputError, match=r"frame the label map was drawn on \(0-based index 7\) does not exist"):
+        analyse_cine(sequence, 0, "demons", labels=labels, labels_index=7)
     assert np.array_equal(sequence.frames, frames)
 
 
@@ -266,15 +277,29 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
     centre = short.geometry.ras_of_ijk(np.array([31.5, 31.5, 0.0]))
     point = ",".join(f"{v:.3f}" for v in centre + [-12.0, 12.0, 0.0])
     code = main_cli.main(["motion", str(cine), "--method", "network", "--device", "cpu", "--labels", str(labels_path),
-                          "--myocardium-label", "1", "--blood-pool-label", "2", f"--rv-insertion={point}",
-                          "--level", "basal", "--out", str(out)])
+                          "--labels-frame", "1", "--myocardium-label", "1", "--blood-pool-label", "2",
+                          f"--rv-insertion={point}", "--level", "basal", "--displacement-folder", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Peak global circumferential strain" in printed and "strain.png" in printed
-    for name in ("warped.seq.nrrd", "jacobian.seq.nrrd", "labels.seq.nrrd", "motion.csv", "strain.png"):
+    assert "Cine: cine.seq.nrrd: 4 frames of 64 x 64 pixels." in printed
+    # the phantom's largest cavity is its first frame, where the labels were drawn
+    assert "Reference: frame 1 of 4 (end-diastole by the largest LV cavity" in printed
+    for name in ("warped.seq.nrrd", "displacement.seq.nrrd", "jacobian.seq.nrrd", "labels.seq.nrrd", "motion.csv",
+                 "strain_peaks.csv", "strain.png"):
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "displacement").iterdir()) == [f"frame_{t:03d}.nrrd" for t in range(4)]
-    assert np.abs(read_displacement_field(out / "displacement" / "frame_000.nrrd")[0]).max() == 0.0
+    assert sorted(p.name for p in (out / "displacement").iterdir()) == [f"frame_{t:03d}.nrrd" for t in range(1, 5)]
+    assert np.abs(read_displacement_field(out / "displacement" / "frame_001.nrrd")[0]).max() == 0.0
+    fields, geometry, times = read_displacement_sequence(out / "displacement.seq.nrrd")
+    assert fields.shape == (4, 1, 64, 64, 3) and geometry.is_close(short.geometry)
+    np.testing.assert_allclose(times, short.index_values)
+    for t in range(4):  # the sequence file holds the per-frame files' fields (float32)
+        single, _ = read_displacement_field(out / "displacement" / f"frame_{t + 1:03d}.nrrd")
+        np.testing.assert_allclose(fields[t], single, atol=1e-5)
+    with open(out / "strain_peaks.csv") as stream:
+        peaks = list(csv.DictReader(stream))
+    assert [row["region"] for row in peaks][:2] == ["global", "1 basal anterior"] and len(peaks) == 7
+    assert float(peaks[0]["peak_CS_pct"]) < -2.0 and peaks[0]["CS_frame"] in ("2", "3", "4")
     propagated = read_sequence(out / "labels.seq.nrrd")
     assert propagated.frames.shape == short.frames.shape and propagated.geometry.is_close(short.geometry)
     np.testing.assert_array_equal(propagated.frames[0], _labels(short))
@@ -290,17 +315,26 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
 
 def test_cli_without_labels_and_bad_inputs(tmp_path, cine_files, capsys):
     cine, labels_path, _short = cine_files
-    assert main_cli.main(["motion", str(cine), "--method", "demons", "--reference", "1",
+    assert main_cli.main(["motion", str(cine), "--method", "demons", "--reference", "2",
                           "--out", str(tmp_path / "plain")]) == 0
+    printed = capsys.readouterr().out
+    assert "Reference: frame 2 of 4 (given)" in printed and "relative to frame 2" in printed
     assert not (tmp_path / "plain" / "strain.png").exists() and not (tmp_path / "plain" / "labels.seq.nrrd").exists()
+    assert not (tmp_path / "plain" / "displacement").exists()
+    assert np.abs(read_displacement_sequence(tmp_path / "plain" / "displacement.seq.nrrd")[0][1]).max() == 0.0
     with open(tmp_path / "plain" / "motion.csv") as stream:
         assert next(csv.DictReader(stream))["GCS_pct"] == "nan"
     capsys.readouterr()
     other = write_image(Volume(np.ones((1, 20, 20), np.uint8), Geometry()), tmp_path / "other.nrrd")
-    cases = [(["--labels", str(other)], "another grid"), (["--myocardium-label", "1"], "without a label map"),
-             (["--labels", str(labels_path), "--myocardium-label", "7"], "label 7 does not occur"),
+    cases = [(["--labels", str(other), "--reference", "1"], "another grid"),
+             (["--myocardium-label", "1"], "without a label map"),
+             (["--labels", str(labels_path), "--reference", "1", "--myocardium-label", "7"], "label 7 does not occur"),
              (["--scheme", "consecutive"], "--scheme applies to the network"),
-             (["--reference", "9"], "Reference frame 9")]
+             (["--reference", "9"], "Reference frame 9 does not exist: the cine has 4 frames, numbered 1 to 4"),
+             (["--reference", "0"], "Reference frame 0 does not exist"),
+             (["--labels", str(labels_path)], "Say on which frame the label map was drawn"),
+             (["--labels-frame", "2"], "--labels-frame was given without --labels"),
+             (["--labels", str(labels_path), "--labels-frame", "5"], "Labels frame 5 does not exist")]
     for extra, words in cases:
         code = main_cli.main(["motion", str(cine), "--method", "demons", "--out", str(tmp_path / "bad"), *extra])
         error = capsys.readouterr().err
@@ -310,3 +344,31 @@ def test_cli_without_labels_and_bad_inputs(tmp_path, cine_files, capsys):
     assert stop.value.code == 2 and "R,A,S" in capsys.readouterr().err
     code = main_cli.main(["motion", str(tmp_path / "missing.seq.nrrd"), "--method", "demons"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_displacement_sequence_loads_in_slicer_as_a_vector_volume_sequence(tmp_path):
+    """Slicer's own volume-sequence reader (slicer-core) takes displacement.seq.nrrd: one vector volume per frame
+    holding the LPS vectors, with the cine's index name, unit and values."""
+    slicer = pytest.importorskip("slicer")
+    if not hasattr(slicer, "vtkMRMLVolumeSequenceStorageNode"):
+        pytest.skip("slicer-core's Sequences storage node is not available")
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from scanai.motion.export import write_displacement_sequence
+
+    sequence = VolumeSequence(np.zeros((4, 1, 6, 8)), Geometry((1.5, 1.25, 8.0), (3.0, 4.0, 5.0)), (0.0, 0.1, 0.2, 0.3))
+    fields = np.random.default_rng(0).normal(size=(4, 1, 6, 8, 3))
+    path = write_displacement_sequence(fields, sequence, tmp_path / "displacement.seq.nrrd")
+    np.testing.assert_allclose(read_displacement_sequence(path)[0], fields, atol=1e-6)
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSequenceNode")
+    storage = slicer.vtkMRMLVolumeSequenceStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node) == 1
+    assert (node.GetNumberOfDataNodes(), node.GetIndexName(), node.GetIndexUnit()) == (4, "time", "s")
+    np.testing.assert_allclose([float(node.GetNthIndexValue(t)) for t in range(4)], sequence.index_values)
+    frame = node.GetNthDataNode(2)
+    assert frame.GetClassName() == "vtkMRMLVectorVolumeNode"
+    values = vtk_to_numpy(frame.GetImageData().GetPointData().GetScalars()).reshape(1, 6, 8, 3)
+    np.testing.assert_allclose(values, fields[2] * [-1.0, -1.0, 1.0], atol=1e-6)  # LPS, as ITK fields

@@ -31,12 +31,34 @@ class CineSlice:
     files:       the slice's files, ordered by TriggerTime (then InstanceNumber).
     trigger_times_s: TriggerTime of each file in s (None when absent).
     announced:   the phase count its headers announce (CardiacNumberOfImages; None when absent).
+    instance_numbers: InstanceNumber of each file (0 when absent), in the order of ``files``.
     """
 
     position_mm: float
     files: tuple[Path, ...]
     trigger_times_s: tuple[float, ...] | None
     announced: int | None = None
+    instance_numbers: tuple[int, ...] = ()
+
+    def images_text(self) -> str:
+        """The slice's images in words: "images 81-100 (81.dcm ... 100.dcm)" (InstanceNumbers, then files)."""
+        first, last = self.files[0].name, self.files[-1].name
+        files = first if len(self.files) == 1 else f"{first} ... {last}"
+        numbers = sorted(n for n in self.instance_numbers if n)
+        if not numbers:
+            return f"{len(self.files)} images ({files})"
+        span = f"{numbers[0]}-{numbers[-1]}" if numbers[-1] - numbers[0] + 1 == len(numbers) == len(self.files) \
+            else ", ".join(str(n) for n in numbers)
+        return f"images {span} ({files})"
+
+    def times_text(self) -> str:
+        """Trigger times in words: "19-731 ms every 37.5 ms", or "no trigger times"."""
+        if not self.trigger_times_s:
+            return "no trigger times"
+        times = 1000.0 * np.asarray(self.trigger_times_s)
+        if len(times) == 1:
+            return f"{times[0]:.0f} ms"
+        return f"{times[0]:.0f}-{times[-1]:.0f} ms every {float(np.median(np.diff(times))):.1f} ms"
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,9 @@ def _group_slices(headers: list) -> list[CineSlice]:
         first_instance = min(int(header.get("InstanceNumber", 0) or 0) for _, header in members)
         counts = {int(header.CardiacNumberOfImages) for _, header in members if header.get("CardiacNumberOfImages")}
         announced = max(counts) if counts else None
-        slices.append((first_instance, CineSlice(key[2], tuple(path for path, _ in members), times, announced)))
+        numbers = tuple(int(header.get("InstanceNumber", 0) or 0) for _, header in members)
+        slices.append((first_instance, CineSlice(key[2], tuple(path for path, _ in members), times, announced,
+                                                 numbers)))
     slices.sort(key=lambda item: (item[0], item[1].position_mm))
     return [cine_slice for _, cine_slice in slices]
 
@@ -210,10 +234,15 @@ def read_dicom_series(folder: str | Path, slice_index: int | None = None) -> Vol
             raise InputError(f"The folder holds {len(slices)} slice locations; say which one to read "
                              f"(0 to {len(slices) - 1}).")
         slice_index = 0
-    if not 0 <= slice_index < len(slices):
+    return _read_slice(_chosen_slice(slices, slice_index), slice_index)
+
+
+def _chosen_slice(slices: list[CineSlice], slice_index: int) -> CineSlice:
+    """``slices[slice_index]``, or InputError naming the valid range and ``--list``."""
+    if isinstance(slice_index, bool) or not 0 <= slice_index < len(slices):
         raise InputError(f"Slice {slice_index} does not exist: the cine has {len(slices)} slice locations "
-                         f"(0 to {len(slices) - 1}).")
-    return _read_slice(slices[slice_index], slice_index)
+                         f"(0 to {len(slices) - 1}).", "List them with --list (scanai motion FOLDER --list).")
+    return slices[slice_index]
 
 
 def _read_slice(chosen: CineSlice, slice_index: int) -> VolumeSequence:
@@ -262,6 +291,12 @@ SEQUENCE_SUFFIXES = (".seq.nrrd", ".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", "
 
 
 def read_cine(path: str | Path, slice_index: int | None = None) -> VolumeSequence:
+    """Read a cine (a time series of images) for motion estimation: :func:`read_cine_described` without the
+    description."""
+    return read_cine_described(path, slice_index)[0]
+
+
+def read_cine_described(path: str | Path, slice_index: int | None = None) -> tuple[VolumeSequence, str]:
     """Read a cine (a time series of images) for motion estimation, whatever its container.
 
     path: - a folder of DICOM images (one file per image): grouped by slice location and ordered by TriggerTime
@@ -273,12 +308,14 @@ def read_cine(path: str | Path, slice_index: int | None = None) -> VolumeSequenc
             xyzt_units, else frame numbers). ``slice_index`` picks one slice k of a 3-D+t sequence.
           - a multi-frame DICOM file (e.g. an echo cine): :func:`read_multiframe_cine`.
     Returns a :class:`VolumeSequence` (T, K, J, I) with index "time" in s, or "frame" (no unit) when the input
-    has no frame times. Raises :class:`FileFormatError` (missing, unreadable, not an image),
+    has no frame times, and one sentence naming what was read (for a DICOM folder: the slice location and its
+    images, e.g. "slice 4 of 12 at -78.9 mm: images 81-100 (81.dcm ... 100.dcm), 20 phases, trigger times ...").
+    Raises :class:`FileFormatError` (missing, unreadable, not an image),
     :class:`GeometryError` (frames on different grids) or :class:`InputError` (fewer than 2 frames, ...).
     """
     path = Path(path)
     if path.is_dir():
-        sequence = _read_cine_folder(path, slice_index)
+        sequence, described = _read_cine_folder(path, slice_index)
     elif not path.is_file():
         raise FileFormatError(f"The cine {path} does not exist.", "Check the path and the file name.")
     else:
@@ -288,22 +325,41 @@ def read_cine(path: str | Path, slice_index: int | None = None) -> VolumeSequenc
             sequence = read_sequence(path)
         else:
             sequence = read_multiframe_cine(path)
+        count = sequence.frames.shape[1]
+        described = f"{path.name}: {len(sequence)} frames of {_grid_text(sequence.frames.shape[1:])}"
         if slice_index is not None:
             sequence = _slice_of(sequence, slice_index, path.name)
+            described = f"{path.name}: slice {slice_index} of {count} (0-based), {len(sequence)} frames of " \
+                        f"{_grid_text(sequence.frames.shape[1:])}"
     if len(sequence) < 2:
         raise InputError(f"{path.name} holds a single time frame; motion estimation needs at least 2 frames.",
                          "Load a cine (a series of images of the same slice over the cardiac cycle).")
-    return sequence
+    return sequence, described
 
 
-def _read_cine_folder(folder: Path, slice_index: int | None) -> VolumeSequence:
+def _grid_text(shape: tuple[int, ...]) -> str:
+    """(K, J, I) as "256 x 256 pixels" or "12 slices of 256 x 256 pixels"."""
+    plane = f"{shape[1]} x {shape[2]} pixels"
+    return plane if shape[0] == 1 else f"{shape[0]} slices of {plane}"
+
+
+def describe_slice(cine_slice: CineSlice, slice_index: int, count: int) -> str:
+    """One slice location in words: index (0-based, as ``--slice``), location, images, phases, trigger times."""
+    return (f"slice {slice_index} of {count} (0-based) at {cine_slice.position_mm:.1f} mm along the slice normal: "
+            f"{cine_slice.images_text()}, {len(cine_slice.files)} phases, trigger times {cine_slice.times_text()}")
+
+
+def _read_cine_folder(folder: Path, slice_index: int | None) -> tuple[VolumeSequence, str]:
     """A DICOM folder: one slice location, or the whole stack when none is named (see :func:`read_cine`)."""
-    if slice_index is not None:
-        return read_dicom_series(folder, slice_index)
     slices = list_cine_slices(folder)
-    if len(slices) == 1:
-        return _read_slice(slices[0], 0)
-    return _read_stack(slices)
+    if slice_index is None and len(slices) > 1:
+        positions = [cine_slice.position_mm for cine_slice in slices]
+        return _read_stack(slices), (f"{folder.name}: all {len(slices)} slice locations as one 3-D+t stack "
+                                     f"({positions[0]:.1f} to {positions[-1]:.1f} mm along the slice normal, "
+                                     f"{sum(len(c.files) for c in slices)} images)")
+    slice_index = 0 if slice_index is None else slice_index
+    chosen = _chosen_slice(slices, slice_index)
+    return _read_slice(chosen, slice_index), f"{folder.name}: {describe_slice(chosen, slice_index, len(slices))}"
 
 
 def _slice_of(sequence: VolumeSequence, slice_index: int, name: str) -> VolumeSequence:

@@ -6,6 +6,10 @@ lists one point per line as ``x y`` in pixel coordinates of the image whose DICO
 ``i`` files outline the LV endocardium, ``o`` files the LV epicardium. The image number is mapped to the slice
 location and cardiac phase of :func:`scanai.io.cine.read_dicom_series` by reading that image's DICOM header, so
 the mapping holds whatever the number of phases per slice.
+
+:func:`read_label_map` reads a label map drawn on a cine for motion analysis, whether it carries a geometry
+(NRRD, NIfTI, MHA: a :class:`~scanai.core.image.Volume`) or lies on the image's pixel grid (PNG, TIFF, ``.npy``,
+or a 2-D NRRD/NIfTI without a geometry of its own: a plain array that the analysis places on the cine).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scanai.core.errors import FileFormatError, InputError
+from scanai.core.image import Volume
 from scanai.io.cine import list_cine_slices
 
 #: Contour kinds by the letter in the file name.
@@ -201,3 +206,58 @@ def read_sunnybrook_contours(contour_dir: str | Path, dicom_dir: str | Path) -> 
         contours.append(ManualContour(kind, slice_index, phase_index, points, mask, number))
     contours.sort(key=lambda c: (c.slice_index, c.phase_index, c.kind))
     return contours
+
+
+#: Files with no geometry: their pixels are the image's pixels.
+PIXEL_GRID_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+
+
+def _on_pixel_grid(volume: Volume, dimension: int) -> bool:
+    """True for a 2-D image (or one slice) whose geometry is the default of a file without one: unit spacing,
+    origin 0 and axis-aligned axes (as ITK writes an image that never had a geometry)."""
+    geometry = volume.geometry
+    axes = np.abs(np.asarray(geometry.directions))
+    return ((dimension == 2 or volume.array.shape[0] == 1) and np.allclose(geometry.spacing_mm[:2], 1.0)
+            and np.allclose(geometry.origin_mm, 0.0) and np.allclose(axes, np.eye(3)))
+
+
+def read_label_map(path: str | Path) -> Volume | np.ndarray:
+    """A label map drawn on a cine, as the motion analysis takes it.
+
+    - ``.npy``: the array as saved, (J, I) or (K, J, I), on the image's pixel grid.
+    - PNG, TIFF, BMP, JPEG: grey levels (an RGB image whose channels are equal is read as grey), pixel grid.
+    - NRRD, NIfTI, MHA: a :class:`Volume` with the file's geometry, checked against the cine's grid; a 2-D image
+      (or one slice) with unit spacing, origin 0 and axis-aligned axes carries no geometry of its own and is
+      returned as a plain (1, J, I) array on the pixel grid, like a PNG.
+    Returns the Volume or the integer-valued array (not yet checked against the cine: see
+    :func:`scanai.motion.pipeline.analyse_cine`). Raises :class:`FileFormatError` for a missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"The label map {path} does not exist.", "Check the path and the file name.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise FileFormatError(f"{path.name} could not be read as a NumPy array ({error}).",
+                                  "Save the label map with numpy.save, or as a PNG.") from error
+        if array.ndim not in (2, 3):
+            raise FileFormatError(f"{path.name} holds an array of shape {array.shape}; a label map is (rows, "
+                                  "columns) or (slices, rows, columns).")
+        return array
+    import SimpleITK as sitk
+
+    from scanai.io.sitk_image import from_sitk, read_sitk
+
+    image = read_sitk(path, "a label map", "Use PNG, .npy, NRRD or NIfTI.")
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        channels = sitk.GetArrayFromImage(image)
+        if not np.all(channels == channels[..., :1]):
+            raise FileFormatError(f"{path.name} is a colour image; a label map holds one number per pixel.",
+                                  "Save it as a grey-level image (0 = background, 1, 2, ... = structures).")
+        image = sitk.GetImageFromArray(np.ascontiguousarray(channels[..., 0]))
+    volume = from_sitk(image)
+    if suffix in PIXEL_GRID_SUFFIXES or _on_pixel_grid(volume, image.GetDimension()):
+        return volume.array
+    return volume

@@ -36,8 +36,9 @@ def _quoted(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
-    """Write a Slicer sequence NRRD (``.seq.nrrd``): axes (frame, i, j, k), LPS space, gzip.
+def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path, compress: bool = True) -> Path:
+    """Write a Slicer sequence NRRD (``.seq.nrrd``): axes (frame, i, j, k), LPS space, gzip (raw when ``compress``
+    is False: larger, but written several times faster).
 
     The header keeps the index values (``axis 0 index values``) and the index name and unit in the list axis's
     standard ``labels`` and ``units`` fields, where Slicer's sequence reader takes them, so Slicer loads the file
@@ -64,7 +65,7 @@ def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
         f"labels: {_quoted(sequence.index_name)} \"\" \"\" \"\"",
         f"units: {_quoted(sequence.index_unit)} \"\" \"\" \"\"",
         "endian: little",
-        "encoding: gzip",
+        f"encoding: {'gzip' if compress else 'raw'}",
         "space origin: " + _vector_text(LPS_TO_RAS @ np.asarray(geometry.origin_mm)),
         "DataNodeClassName:=vtkMRMLScalarVolumeNode",
         "axis 0 index type:=numeric",
@@ -75,7 +76,7 @@ def write_sequence_nrrd(sequence: VolumeSequence, path: str | Path) -> Path:
     little = data.astype(data.dtype.newbyteorder("<"), copy=False)
     with open(path, "wb") as stream:
         stream.write(("\n".join(header) + "\n\n").encode("ascii"))
-        stream.write(gzip.compress(little.tobytes(), compresslevel=1))
+        stream.write(gzip.compress(little.tobytes(), compresslevel=1) if compress else little.tobytes())
     return path
 
 

@@ -1,16 +1,24 @@
 """``scanai motion``: dense motion over a cine, with Jacobian maps, label propagation and strain; and the demo.
 
-Input: a cine (see :func:`scanai.io.cine.read_cine`): a DICOM cine folder (``--slice N`` chooses the slice
-location), a multi-frame DICOM file, a Slicer ``.seq.nrrd`` or a 4-D NRRD/NIfTI whose last axis is time.
-Optional ``--labels``: a label map on the reference frame's grid (0 = background); with ``--myocardium-label``
-strain is computed. Output folder:
+Input: a cine (see :func:`scanai.io.cine.read_cine`): a DICOM cine folder (``--list`` shows its slice locations,
+``--slice N`` chooses one), a multi-frame DICOM file, a Slicer ``.seq.nrrd`` or a 4-D NRRD/NIfTI whose last axis is
+time. Optional ``--labels``: a label map drawn on one frame (PNG, ``.npy``, 2-D or 3-D NRRD/NIfTI on the cine's
+grid; 0 = background); with ``--myocardium-label`` strain is computed.
+
+Frames are numbered from 1 everywhere (``--reference``, ``--labels-frame``, ``motion.csv``'s ``frame``, the summary,
+Slicer's sequence browser). The reference is end-diastole, found automatically unless ``--reference`` is given
+(:mod:`scanai.motion.end_diastole`). Output folder:
 
 - ``warped.seq.nrrd``: the frames resampled onto the reference (motion-compensated cine);
-- ``displacement/frame_NNN.nrrd``: one ITK displacement field per frame (LPS vectors in mm, pull-back
-  convention, zero at the reference; loaded into Slicer it is a grid transform);
+- ``displacement.seq.nrrd``: the displacement field of every frame as one vector-volume sequence (LPS vectors in
+  mm, pull-back convention, zero at the reference); with ``--displacement-folder`` also
+  ``displacement/frame_NNN.nrrd`` (NNN = frame, from 001), one ITK displacement field per frame, which Slicer
+  loads as a grid transform;
 - ``jacobian.seq.nrrd``: det(I + grad u) per frame (<= 0 = folding);
 - ``labels.seq.nrrd``: the label map carried to every frame (with ``--labels``);
-- ``motion.csv``: per frame (1-based) time, GCS_pct, GRS_pct, fold_fraction, mean_displacement_mm, mean_residual;
+- ``motion.csv``: per frame time, GCS_pct, GRS_pct, fold_fraction, mean_displacement_mm, mean_residual, the LV
+  cavity size and, with AHA segments, segmental strain;
+- ``strain_peaks.csv``: peak circumferential and radial strain, global and per AHA segment, with their frames;
 - ``strain.png``: global circumferential and radial strain over the cycle (with a myocardium label).
 """
 
@@ -26,6 +34,7 @@ from scanai.core.image import VolumeSequence
 from scanai.core.progress import tqdm_progress
 
 SUNNYBROOK_CASE = Path("cardiac") / "sunnybrook" / "dicoms" / "SCD0000101"
+FRAMES_FROM_ONE = "frames are numbered from 1, as in Slicer's sequence browser and motion.csv"
 
 
 def _ras_point(text: str) -> tuple[float, float, float]:
@@ -46,11 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path,
                         help="cine: DICOM folder or multi-frame DICOM file, Slicer .seq.nrrd, or 4-D NRRD/NIfTI "
                              "(last axis time)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the cine's slice locations (slice number for --slice, location, images, phases, "
+                             "trigger times) and stop; writes nothing")
     parser.add_argument("--slice", type=int, default=None,
-                        help="slice to use (0-based): a slice location of a DICOM cine folder, or slice k of a 3-D+t "
-                             "file (default: every slice, as a 3-D+t stack)")
-    parser.add_argument("--reference", type=int, default=0,
-                        help="reference frame (0-based), normally end-diastole: strain is relative to it; default 0")
+                        help="slice to use, as --list numbers them (from 0): a slice location of a DICOM cine folder, "
+                             "or slice k of a 3-D+t file (default: every slice, as a 3-D+t stack)")
+    parser.add_argument("--reference", type=int, default=None, metavar="FRAME",
+                        help=f"reference frame ({FRAMES_FROM_ONE}); strain is relative to it. Default: end-diastole "
+                             "found automatically: the largest LV cavity of --labels (blood pool, or the "
+                             "myocardium's hole), else the ECG trigger time nearest the R wave, else frame 1")
     parser.add_argument("--method", choices=METHODS, default="network",
                         help="motion estimator: " + "; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items())
                              + " (default: network)")
@@ -58,11 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image pairs of the network methods: (reference, t) or consecutive (t-1, t) around "
                              "the closed cycle, composed (default reference)")
     parser.add_argument("--labels", type=Path, default=None, metavar="LABELMAP",
-                        help="label map (.nrrd/.nii) drawn on the reference frame's grid; carried to every frame")
+                        help="label map drawn on one frame of the cine, on its pixel grid: PNG, .npy, 2-D NRRD/NIfTI, "
+                             "or a NRRD/NIfTI with the cine's geometry; carried to every frame")
+    parser.add_argument("--labels-frame", type=int, default=None, metavar="FRAME",
+                        help=f"frame the label map was drawn on ({FRAMES_FROM_ONE}); default: the reference frame. "
+                             "Needed with --labels when --reference is left out")
     parser.add_argument("--myocardium-label", type=int, default=None, metavar="N",
                         help="label of the LV myocardium in --labels: enables strain")
     parser.add_argument("--blood-pool-label", type=int, default=None, metavar="N",
-                        help="label of the LV blood pool in --labels (its centroid is the LV centre)")
+                        help="label of the LV blood pool in --labels (its centroid is the LV centre; its size "
+                             "finds end-diastole)")
     parser.add_argument("--rv-insertion", type=_ras_point, default=None, metavar="R,A,S",
                         help="anterior RV insertion point in RAS mm: AHA segmental strain (with --level); write "
                              "--rv-insertion=-12,30,4 when the first coordinate is negative")
@@ -70,15 +89,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="short-axis level of the slice, for AHA segments")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the network runs (default auto)")
+    parser.add_argument("--displacement-folder", action="store_true",
+                        help="also write one ITK displacement field per frame (displacement/frame_001.nrrd, ...), "
+                             "each loadable in Slicer as a grid transform (default: only displacement.seq.nrrd)")
     parser.add_argument("--out", type=Path, default=Path("motion_output"), metavar="DIR",
                         help="output folder (default ./motion_output)")
 
 
-def load_input(path: Path, slice_index: int | None) -> VolumeSequence:
-    """A cine (DICOM folder or file, ``.seq.nrrd``, 4-D NRRD/NIfTI) as a :class:`VolumeSequence`."""
-    from scanai.io.cine import read_cine
+def list_slices(path: Path) -> list[str]:
+    """``--list``: one line per slice location of the cine (a DICOM folder's locations, or the k slices of a file)."""
+    from scanai.io.cine import describe_slice, list_cine_slices, read_cine
 
-    return read_cine(path, slice_index=slice_index)
+    if Path(path).is_dir():
+        slices = list_cine_slices(path)
+        lines = [describe_slice(cine_slice, number, len(slices)) for number, cine_slice in enumerate(slices)]
+        return lines + [f"{len(slices)} slice location(s); choose one with --slice N (N as listed, from 0), or leave "
+                        "--slice out to use all of them as one 3-D+t stack."]
+    sequence = read_cine(path)
+    geometry, count = sequence.geometry, sequence.frames.shape[1]
+    normal = np.asarray(geometry.directions)[:, 2]
+    times = np.asarray(sequence.index_values)
+    unit = f" {sequence.index_unit}" if sequence.index_unit else ""
+    lines = [f"slice {k} of {count} (0-based) at {float(normal @ geometry.ras_of_ijk(np.array([0.0, 0.0, k]))):.1f} "
+             f"mm along the slice normal: {len(sequence)} frames, {sequence.index_name} {times[0]:.4g}-"
+             f"{times[-1]:.4g}{unit}" for k in range(count)]
+    return lines + [f"{count} slice(s) in {Path(path).name}; choose one with --slice N."]
 
 
 def _labels_dtype(labels: np.ndarray) -> np.ndarray:
@@ -104,22 +139,23 @@ def strain_figure(rows: list[dict[str, float]], sequence: VolumeSequence, path: 
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.12, right=0.97, bottom=0.14, top=0.9)  # fixed margins: tight_layout costs 0.2 s
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
 
 
-def write_outputs(sequence: VolumeSequence, result, out_dir: Path) -> dict[str, Path]:
+def write_outputs(sequence: VolumeSequence, result, out_dir: Path,
+                  displacement_folder: bool = False) -> dict[str, Path]:
     """Write a :class:`~scanai.motion.pipeline.CineMotion` into ``out_dir`` (files listed in the module doc).
 
-    Returns the paths: "warped", "displacement" (folder), "jacobian", "table", and "labels" / "strain_plot" when
-    the result has them.
+    Returns the paths: "warped", "displacement", "jacobian", "table", and "displacement_folder", "labels", "peaks"
+    and "strain_plot" when written.
     """
     from scanai.io.sequence_file import write_sequence_nrrd
-    from scanai.motion.export import write_displacement_field, write_table
-    from scanai.motion.pipeline import strain_rows
+    from scanai.motion.export import write_displacement_field, write_displacement_sequence, write_table
+    from scanai.motion.pipeline import peak_strain_rows, strain_rows
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,58 +165,100 @@ def write_outputs(sequence: VolumeSequence, result, out_dir: Path) -> dict[str, 
         return VolumeSequence(frames, sequence.geometry, sequence.index_values, sequence.index_name,
                               sequence.index_unit)
 
-    paths = {"warped": write_sequence_nrrd(fields.warped, out_dir / "warped.seq.nrrd")}
-    for frame in range(len(sequence)):
-        write_displacement_field(fields.displacement_mm[frame], sequence.geometry,
-                                 out_dir / "displacement" / f"frame_{frame:03d}.nrrd")
-    paths["displacement"] = out_dir / "displacement"
-    paths["jacobian"] = write_sequence_nrrd(like_input(result.jacobian), out_dir / "jacobian.seq.nrrd")
+    # float sequences uncompressed: gzip would take as long as the whole analysis and save little on float data
+    paths = {"warped": write_sequence_nrrd(fields.warped, out_dir / "warped.seq.nrrd", compress=False),
+             "displacement": write_displacement_sequence(fields.displacement_mm, sequence,
+                                                         out_dir / "displacement.seq.nrrd")}
+    if displacement_folder:
+        for frame in range(len(sequence)):
+            write_displacement_field(fields.displacement_mm[frame], sequence.geometry,
+                                     out_dir / "displacement" / f"frame_{frame + 1:03d}.nrrd")
+        paths["displacement_folder"] = out_dir / "displacement"
+    paths["jacobian"] = write_sequence_nrrd(like_input(result.jacobian), out_dir / "jacobian.seq.nrrd",
+                                            compress=False)
     if result.labels is not None:
         paths["labels"] = write_sequence_nrrd(like_input(_labels_dtype(result.labels)), out_dir / "labels.seq.nrrd")
     rows = strain_rows(result, sequence)
     paths["table"] = write_table(rows, out_dir / "motion.csv")
     if result.strain is not None:
+        paths["peaks"] = write_table(peak_strain_rows(result), out_dir / "strain_peaks.csv")
         paths["strain_plot"] = strain_figure(rows, sequence, out_dir / "strain.png",
-                                             f"Myocardial strain ({fields.method}, reference frame "
-                                             f"{fields.reference_index})")
+                                             f"Myocardial strain ({fields.method}), relative to frame "
+                                             f"{fields.reference_index + 1} (end-diastole)")
     return paths
+
+
+def _one_based(value: int | None, count: int, what: str, flag: str) -> int | None:
+    """A 1-based frame number from the command line as a 0-based index; InputError when out of range."""
+    from scanai.core.errors import InputError
+
+    if value is None:
+        return None
+    if not 1 <= value <= count:
+        raise InputError(f"{what.capitalize()} {value} does not exist: the cine has {count} frames, numbered 1 to "
+                         f"{count}.", f"Give {flag} between 1 and {count}.")
+    return value - 1
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scanai motion``; prints a summary and the written paths, returns 0 (errors raise ScanAIError)."""
     from scanai.core.errors import InputError
-    from scanai.io.sitk_image import read_image
+    from scanai.io.cine import read_cine_described
+    from scanai.io.contours import read_label_map
     from scanai.motion.pipeline import METHOD_LABELS, analyse_cine
 
+    if args.list:
+        print("\n".join(list_slices(args.input)))
+        return 0
     network = args.method.startswith("network")
     if args.scheme is not None and not network:
         raise InputError(f"--scheme applies to the network methods, not to {args.method}.",
                          "Leave --scheme out or choose --method network.")
-    sequence = load_input(args.input, args.slice)
-    labels = read_image(args.labels) if args.labels is not None else None
+    if args.labels_frame is not None and args.labels is None:
+        raise InputError("--labels-frame was given without --labels.", "Give the label map with --labels.")
+    if args.labels is not None and args.reference is None and args.labels_frame is None:
+        raise InputError("Say on which frame the label map was drawn: the reference frame is found automatically, so "
+                         "it is not known in advance.",
+                         f"Add --labels-frame N ({FRAMES_FROM_ONE}), or give --reference N.")
+    sequence, described = read_cine_described(args.input, args.slice)
+    reference = _one_based(args.reference, len(sequence), "reference frame", "--reference")
+    labels_index = _one_based(args.labels_frame, len(sequence), "labels frame", "--labels-frame")
+    labels = read_label_map(args.labels) if args.labels is not None else None
     options = {"scheme": args.scheme} if args.scheme is not None else {}
+    print(f"Cine: {described}.", flush=True)
     with tqdm_progress(f"Motion ({args.method})") as progress:
-        result = analyse_cine(sequence, args.reference, args.method, labels=labels,
+        result = analyse_cine(sequence, reference, args.method, labels=labels, labels_index=labels_index,
                               myocardium_label=args.myocardium_label, blood_pool_label=args.blood_pool_label,
                               rv_insertion_ras=np.asarray(args.rv_insertion) if args.rv_insertion else None,
                               level=args.level, progress=progress, device=args.device if network else None,
                               **options)
-    paths = write_outputs(sequence, result, args.out)
+    paths = write_outputs(sequence, result, args.out, args.displacement_folder)
+    for line in summary_lines(result, len(sequence), METHOD_LABELS[args.method]):
+        print(line)
+    names = {"warped": "warped sequence", "displacement": "displacement fields",
+             "displacement_folder": "one field per frame", "jacobian": "Jacobian maps", "labels": "propagated labels",
+             "table": "per-frame table", "peaks": "peak strain table", "strain_plot": "strain curves"}
+    for key, path in paths.items():
+        shown = f"{path}/frame_NNN.nrrd" if key == "displacement_folder" else str(path)
+        print(f"{names[key] + ':':21s}{shown}")
+    return 0
+
+
+def summary_lines(result, count: int, method_label: str) -> list[str]:
+    """The run's summary: reference frame and how it was chosen, time, folding, peak strain (frames from 1)."""
     fields = result.fields
-    print(f"{METHOD_LABELS[args.method]}: {len(sequence)} frames relative to frame {fields.reference_index} in "
-          f"{result.seconds:.1f} s; folding (det J <= 0) at most {100 * result.fold_fraction.max():.3f} % of "
-          f"{'myocardial' if result.myocardium is not None else 'all'} voxels.")
+    how = "given" if result.reference_rule == "given" else f"end-diastole by the {result.reference_rule}"
+    lines = [f"Reference: frame {fields.reference_index + 1} of {count} ({how}); {FRAMES_FROM_ONE}.",
+             f"{method_label}: {count} frames relative to frame {fields.reference_index + 1} in "
+             f"{result.seconds:.1f} s; "
+             f"folding (det J <= 0) at most {100 * result.fold_fraction.max():.3f} % of "
+             f"{'myocardial' if result.myocardium is not None else 'all'} voxels."]
     if result.strain is not None:
         gcs, gcs_frame = result.strain.peak_circumferential()
         grs, grs_frame = result.strain.peak_radial()
-        print(f"Peak global circumferential strain {gcs:.1f} % (frame {int(gcs_frame)}), peak global radial strain "
-              f"{grs:.1f} % (frame {int(grs_frame)}).")
-    names = {"warped": "warped sequence", "displacement": "displacement fields", "jacobian": "Jacobian maps",
-             "labels": "propagated labels", "table": "per-frame table", "strain_plot": "strain curves"}
-    for key, path in paths.items():
-        shown = f"{path}/frame_NNN.nrrd" if key == "displacement" else str(path)
-        print(f"{names[key] + ':':21s}{shown}")
-    return 0
+        lines.append(f"Peak global circumferential strain {gcs:.1f} % (frame {gcs_frame + 1}), peak global radial "
+                     f"strain {grs:.1f} % (frame {grs_frame + 1}).")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------- demo
@@ -207,8 +285,9 @@ def _panel_figure(sequence: VolumeSequence, fields, frame: int, path: Path, titl
     difference_max = np.percentile(before, 99.5)
     panels = 7 if error_px is not None else 6
     figure, axes = plt.subplots(1, panels, figsize=(3.0 * panels, 3.4))
-    images = [(reference, f"reference (frame {fields.reference_index})", "gray", low, high),
-              (moving, f"frame {frame}", "gray", low, high), (warped, f"frame {frame} warped", "gray", low, high),
+    images = [(reference, f"reference (frame {fields.reference_index + 1})", "gray", low, high),
+              (moving, f"frame {frame + 1}", "gray", low, high),
+              (warped, f"frame {frame + 1} warped", "gray", low, high),
               (before, "|difference| before", "magma", 0, difference_max),
               (after, "|difference| after", "magma", 0, difference_max)]
     for axis, (image, label, colours, vmin, vmax) in zip(axes, images, strict=False):
@@ -258,7 +337,7 @@ def _phantom_demo(out_dir: Path) -> tuple[list[str], list[dict[str, float]]]:
             for t in range(len(sequence))]
     end_systole = int(np.argmax(truth_px.reshape(len(sequence), -1).mean(axis=1)))
     lines = ["**Phantom** (96 x 96 px, 1 mm, 20 frames over 1 s, 5 px endocardial contraction, 6 deg twist, "
-             f"noise 0.01; peak motion at frame {end_systole}: mean {truth_px[end_systole].mean():.2f} px, "
+             f"noise 0.01; peak motion at frame {end_systole + 1}: mean {truth_px[end_systole].mean():.2f} px, "
              f"max {truth_px[end_systole].max():.2f} px). Endpoint error over the whole image, all moving frames:",
              "", "| method | mean EPE (px) | 95th pct EPE (px) | s per frame |", "|---|---|---|---|"]
     for method in _demo_methods():
@@ -273,7 +352,7 @@ def _phantom_demo(out_dir: Path) -> tuple[list[str], list[dict[str, float]]]:
                      f"{fields.seconds_per_frame:.2f} |")
         write_motion_fields(sequence, fields, out_dir / f"phantom_{method}")
         _panel_figure(sequence, fields, end_systole, out_dir / f"phantom_{method}.png",
-                      f"Phantom, {method}: frame {end_systole} registered to frame 0", error[end_systole, 0])
+                      f"Phantom, {method}: frame {end_systole + 1} registered to frame 1", error[end_systole, 0])
     lines += [line for method in _demo_methods() for line in ("", f"![phantom {method}](motion/phantom_{method}.png)")]
     return lines + [""], rows
 
@@ -301,14 +380,14 @@ def _sunnybrook_demo(out_dir: Path, data_dir: Path) -> list[str]:
     after = np.mean([row["mean_abs_difference_after"] for row in rows[1:]])
     peak = int(np.argmax([row["mean_abs_difference_before"] for row in rows]))
     _panel_figure(sequence, fields, peak, out_dir / f"sunnybrook_{method}.png",
-                  f"Sunnybrook SCD0000101 slice {slice_index}, {method}: frame {peak} registered to frame 0")
+                  f"Sunnybrook SCD0000101 slice {slice_index}, {method}: frame {peak + 1} registered to frame 1")
     spacing = sequence.geometry.spacing_mm
     return [f"**Sunnybrook cine** (SCD0000101, short-axis SSFP, slice {slice_index} of "
             f"{len(list_cine_slices(folder))}, {len(sequence)} phases, {sequence.frames.shape[3]} x "
             f"{sequence.frames.shape[2]} px at {spacing[0]:.2f} mm; reference = first phase). The {method} reduced the "
             f"mean absolute intensity difference to the reference from {before:.1f} to {after:.1f} "
             f"({100 * (1 - after / before):.0f} % lower), {fields.seconds_per_frame:.1f} s per frame "
-            f"({elapsed:.0f} s in all); mean |u| at the most different phase ({peak}): "
+            f"({elapsed:.0f} s in all); mean |u| at the most different frame ({peak + 1}): "
             f"{rows[peak]['mean_displacement_mm']:.2f} mm over the whole image.",
             "", f"![sunnybrook {method}](motion/sunnybrook_{method}.png)", ""]
 

@@ -47,27 +47,69 @@ def _index_grid(shape: tuple[int, int, int]) -> np.ndarray:
     return np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij"), axis=-1)
 
 
+def _sample_frames(values: np.ndarray, points_kji: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every frame at once.
+
+    values:     (T, K, J, I, C) one vector field per frame, or (1, K, J, I, C) shared by every frame.
+    points_kji: (T, ..., 3) continuous indices in (k, j, i) order, one set per frame.
+    Returns (T, ..., C) float64. Points outside the grid take the nearest edge value; with K == 1 the k
+    coordinate is ignored (in-plane bilinear interpolation): ``scipy.ndimage.map_coordinates(order=1,
+    mode="nearest")`` per frame and channel. With PyTorch installed all frames and channels go through one
+    ``grid_sample`` call in float64 (the same numbers, about 3x faster on a CPU); without it, scipy frame by frame.
+    """
+    from scanai.core.device import torch_available
+
+    values = np.asarray(values, dtype=np.float64)
+    points = np.asarray(points_kji, dtype=np.float64)
+    count, channels = points.shape[0], values.shape[-1]
+    flat = points.reshape(count, -1, 3)
+    out = _grid_sample(values, flat) if torch_available() else _map_coordinates(values, flat)
+    return out.reshape(*points.shape[:-1], channels)
+
+
+def _map_coordinates(values: np.ndarray, flat_kji: np.ndarray) -> np.ndarray:
+    """:func:`_sample_frames` with scipy, frame by frame and channel by channel: values (T or 1, K, J, I, C),
+    points (T, P, 3) -> (T, P, C) float64 (exact at the grid points)."""
+    from scipy import ndimage
+
+    count, channels = flat_kji.shape[0], values.shape[-1]
+    out = np.empty((count, flat_kji.shape[1], channels))
+    for t in range(count):
+        source = values[t if values.shape[0] == count else 0]
+        coordinates = flat_kji[t, :, 1:].T if source.shape[0] == 1 else flat_kji[t].T
+        for c in range(channels):
+            plane = source[0, ..., c] if source.shape[0] == 1 else source[..., c]
+            out[t, :, c] = ndimage.map_coordinates(plane, coordinates, order=1, mode="nearest")
+    return out
+
+
+def _grid_sample(values: np.ndarray, flat_kji: np.ndarray) -> np.ndarray:
+    """:func:`_sample_frames` with torch: values (T or 1, K, J, I, C), points (T, P, 3) -> (T, P, C) float64."""
+    from scanai.nn.backend import functional, torch
+
+    count, grid = flat_kji.shape[0], values.shape[1:4]
+    two_d = grid[0] == 1
+    kept = (2, 1) if two_d else (2, 1, 0)  # grid_sample wants (x, y[, z]) = (i, j[, k])
+    normalised = np.stack([2.0 * flat_kji[..., axis] / (grid[axis] - 1) - 1.0 if grid[axis] > 1
+                           else np.zeros(flat_kji.shape[:2]) for axis in kept], axis=-1)
+    source = torch.from_numpy(np.ascontiguousarray(np.moveaxis(values, -1, 1)))  # (T, C, K, J, I)
+    if two_d:
+        source = source[:, :, 0]
+    source = source.expand(count, *source.shape[1:])
+    where = torch.from_numpy(normalised).reshape(count, *([1] * (len(kept) - 1)), -1, len(kept))
+    sampled = functional.grid_sample(source, where, mode="bilinear", padding_mode="border", align_corners=True)
+    return sampled.reshape(count, values.shape[-1], -1).permute(0, 2, 1).numpy()
+
+
 def _sample(values: np.ndarray, points_kji: np.ndarray) -> np.ndarray:
     """Linear interpolation of ``values`` (K, J, I, C) at continuous indices ``points_kji`` (..., 3) -> (..., C).
 
     Points outside the grid take the nearest edge value; with K == 1 the k coordinate is ignored (in-plane
-    bilinear interpolation).
+    bilinear interpolation). One frame, with scipy (exact at the grid points, as the composition needs).
     """
-    from scipy import ndimage
-
     points = np.asarray(points_kji, dtype=np.float64)
-    flat = points.reshape(-1, 3)
-    channels = values.shape[-1]
-    out = np.empty((flat.shape[0], channels), dtype=np.float64)
-    if values.shape[0] == 1:
-        coordinates = flat[:, 1:].T
-        for c in range(channels):
-            out[:, c] = ndimage.map_coordinates(values[0, ..., c], coordinates, order=1, mode="nearest")
-    else:
-        coordinates = flat.T
-        for c in range(channels):
-            out[:, c] = ndimage.map_coordinates(values[..., c], coordinates, order=1, mode="nearest")
-    return out.reshape(*points.shape[:-1], channels)
+    flat = points.reshape(1, -1, 3)
+    return _map_coordinates(np.asarray(values, dtype=np.float64)[None], flat)[0].reshape(*points.shape[:-1], -1)
 
 
 # ------------------------------------------------------------------------------------------- conversions
@@ -166,21 +208,84 @@ def invert(displacement_mm: np.ndarray, geometry: Geometry, iterations: int = 50
     Returns v with v(y) = -u(y + v(y)), so that x + u(x) = y  <=>  y + v(y) = x (v lives on the grid of the
     frame that u points into; all frames share one grid). Starts from v = -u and stops after ``iterations``
     or when the largest update is below ``tolerance_px`` voxels. Converges where |grad u| < 1 (no folding).
+    One frame of :func:`invert_frames`.
     """
-    field = _checked_field(displacement_mm)
+    return invert_frames(_checked_field(displacement_mm)[None], geometry, iterations, tolerance_px)[0]
+
+
+def invert_frames(displacement_mm: np.ndarray, geometry: Geometry, iterations: int = 50,
+                  tolerance_px: float = 1e-3) -> np.ndarray:
+    """:func:`invert` of every frame at once: (T, K, J, I, 3) RAS mm -> (T, K, J, I, 3) RAS mm.
+
+    All frames iterate together; a frame stops on its own once its largest update is below ``tolerance_px``
+    voxels (so each frame's result is what :func:`invert` gives it alone). Zero fields stay zero. With PyTorch
+    the iteration runs in float32 tensors with ``grid_sample``, all frames in one call (several times faster on a
+    CPU than scipy frame by frame in float64; the two agree to about 1e-5 voxel, far below the 1e-3 voxel
+    tolerance of the iteration).
+    """
+    from scanai.core.device import torch_available
+
+    fields = _checked_field(displacement_mm, "sequence of displacement fields", ndim=5)
     if iterations < 1:
         raise InputError(f"The inversion needs at least one iteration, got {iterations}.")
-    matrix = _voxel_matrix(geometry)
-    u_voxels = np.ascontiguousarray((field @ matrix.T)[..., ::-1])
-    grid = _index_grid(field.shape[:3])
-    v_voxels = -u_voxels
-    for _ in range(int(iterations)):
-        updated = -_sample(u_voxels, grid + v_voxels)
-        change = float(np.sqrt(((updated - v_voxels) ** 2).sum(axis=-1)).max())
-        v_voxels = updated
-        if change < tolerance_px:
-            break
-    return to_mm_displacement(v_voxels, geometry)
+    u_voxels = np.ascontiguousarray((fields @ _voxel_matrix(geometry).T)[..., ::-1])
+    active = np.flatnonzero(fields.reshape(len(fields), -1).any(axis=1))
+    if torch_available():
+        v_voxels = _invert_voxels_torch(u_voxels, active, int(iterations), float(tolerance_px))
+    else:
+        grid = _index_grid(fields.shape[1:4])
+        v_voxels = -u_voxels
+        for _ in range(int(iterations)):
+            if active.size == 0:
+                break
+            updated = -_sample_frames(u_voxels[active], grid + v_voxels[active])
+            change = np.sqrt(((updated - v_voxels[active]) ** 2).sum(axis=-1)).reshape(active.size, -1).max(axis=1)
+            v_voxels[active] = updated
+            active = active[change >= tolerance_px]
+    return to_mm_displacement(v_voxels, geometry) + 0.0  # + 0.0: no negative zeros
+
+
+def _invert_voxels_torch(u_voxels: np.ndarray, active: np.ndarray, iterations: int, tolerance_px: float) -> np.ndarray:
+    """The fixed-point iteration of :func:`invert_frames` in torch, float32: u (T, K, J, I, 3) voxels (k, j, i) -> v,
+    same shape, float64; only the frames in ``active`` iterate (the others keep v = -u)."""
+    from scanai.nn.backend import functional, torch
+
+    shape = u_voxels.shape[1:4]
+    two_d = shape[0] == 1
+    u = torch.from_numpy(u_voxels.astype(np.float32)).movedim(-1, 1)  # (T, 3, K, J, I), channels (k, j, i)
+    through = None
+    if two_d:  # in-plane sampling ignores k, so the k channel iterates with nothing: sampled once at the end
+        through, u = u[:, :1, 0].contiguous(), u[:, 1:, 0]
+    u = u.contiguous()
+    spatial = shape[1:] if two_d else shape
+    coordinates = [1, 0] if two_d else [2, 1, 0]  # channels of u giving grid_sample's (x, y[, z]) = (i, j[, k])
+    sizes = spatial  # (J, I) or (K, J, I): the axis of channel c of u has sizes[c] voxels
+    scale = torch.tensor([2.0 / (sizes[c] - 1) if sizes[c] > 1 else 0.0 for c in coordinates], dtype=torch.float32)
+    axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in spatial), indexing="ij")
+    base = torch.stack([axes[c] for c in coordinates], dim=-1) * scale - (scale != 0).float()
+    v = -u
+    remaining = torch.from_numpy(active)
+    with torch.no_grad():
+        for _ in range(iterations):
+            if remaining.numel() == 0:
+                break
+            every = remaining.numel() == len(v)  # views instead of copies while every frame still iterates
+            current, field = (v, u) if every else (v[remaining], u[remaining])
+            where = torch.addcmul(base, current[:, coordinates].movedim(1, -1), scale)
+            updated = functional.grid_sample(field, where, mode="bilinear", padding_mode="border",
+                                             align_corners=True).neg_()
+            change = (updated - current).square_().sum(dim=1).flatten(1).amax(dim=1)
+            if every:
+                v = updated
+            else:
+                v[remaining] = updated
+            remaining = remaining[change >= tolerance_px**2]
+        if through is not None:
+            where = torch.addcmul(base, v[:, coordinates].movedim(1, -1), scale)
+            v = torch.cat([functional.grid_sample(through, where, mode="bilinear", padding_mode="border",
+                                                  align_corners=True).neg_(), v], dim=1)
+    out = v.movedim(1, -1).double()
+    return (out[:, None] if two_d else out).numpy().copy()
 
 
 def consecutive_from_lagrangian(lagrangian_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -212,22 +317,28 @@ def deformation_gradient(displacement_mm: np.ndarray, geometry: Geometry) -> np.
     """F = I + grad u in the grid's axis frame, (K, J, I, n, n) with n = 2 (K == 1, in-plane) or 3.
 
     F[..., a, b] = delta_ab + d u_a / d X_b, a, b over (i, j[, k]); central differences (np.gradient, one-sided
-    at the border) with the voxel spacing, so gradients are dimensionless (mm per mm).
+    at the border) with the voxel spacing, so gradients are dimensionless (mm per mm). One frame of
+    :func:`deformation_gradients`.
     """
-    field = _checked_field(displacement_mm)
-    two_d = field.shape[0] == 1
-    if min(field.shape[1:3]) < 2 or (not two_d and field.shape[0] < 2):
-        raise InputError(f"The grid {field.shape[:3]} is too small for spatial derivatives (2 voxels per axis).")
+    return deformation_gradients(_checked_field(displacement_mm)[None], geometry)[0]
+
+
+def deformation_gradients(displacement_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """:func:`deformation_gradient` of every frame at once: (T, K, J, I, 3) RAS mm -> (T, K, J, I, n, n)."""
+    field = _checked_field(displacement_mm, "sequence of displacement fields", ndim=5)
+    two_d = field.shape[1] == 1
+    if min(field.shape[2:4]) < 2 or (not two_d and field.shape[1] < 2):
+        raise InputError(f"The grid {field.shape[1:4]} is too small for spatial derivatives (2 voxels per axis).")
     axes = axis_frame_field(field, geometry)
     si, sj, sk = geometry.spacing_mm
     n = 2 if two_d else 3
-    out = np.zeros((*field.shape[:3], n, n), dtype=np.float64)
+    out = np.empty((*field.shape[:4], n, n), dtype=np.float64)
     for a in range(n):
         if two_d:
-            d_dj, d_di = np.gradient(axes[0, ..., a], sj, si)
-            derivatives = [d_di[None], d_dj[None]]
+            d_dj, d_di = np.gradient(axes[..., a], sj, si, axis=(2, 3))
+            derivatives = [d_di, d_dj]
         else:
-            d_dk, d_dj, d_di = np.gradient(axes[..., a], sk, sj, si)
+            d_dk, d_dj, d_di = np.gradient(axes[..., a], sk, sj, si, axis=(1, 2, 3))
             derivatives = [d_di, d_dj, d_dk]
         for b in range(n):
             out[..., a, b] = derivatives[b] + (1.0 if a == b else 0.0)
@@ -240,7 +351,17 @@ def jacobian_determinant(displacement_mm: np.ndarray, geometry: Geometry) -> np.
     Gradients in mm by central differences in the grid's axis frame (RAS vectors rotated with the direction
     matrix first), so the result does not depend on the grid's orientation.
     """
-    return np.linalg.det(deformation_gradient(displacement_mm, geometry)).astype(np.float32)
+    return jacobian_determinants(_checked_field(displacement_mm)[None], geometry)[0]
+
+
+def jacobian_determinants(displacement_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """:func:`jacobian_determinant` of every frame at once: (T, K, J, I, 3) RAS mm -> (T, K, J, I) float32."""
+    gradient = deformation_gradients(displacement_mm, geometry)
+    if gradient.shape[-1] == 2:  # closed form: no LU factorisation per voxel
+        determinant = gradient[..., 0, 0] * gradient[..., 1, 1] - gradient[..., 0, 1] * gradient[..., 1, 0]
+    else:
+        determinant = np.linalg.det(gradient)
+    return determinant.astype(np.float32)
 
 
 def folding_fraction(displacement_mm: np.ndarray, geometry: Geometry, mask: np.ndarray | None = None) -> float:

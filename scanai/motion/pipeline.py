@@ -99,13 +99,17 @@ class CineMotion:
                    (1 = volume kept, < 1 compression, <= 0 folding); 1 at the reference frame.
     fold_fraction: (T,) fraction of voxels with a Jacobian <= 0, inside the myocardium when a myocardium label
                    was given, else over the whole grid.
-    labels:        (T, K, J, I) the label map drawn on the reference frame carried to every frame (None when no
-                   label map was given); equal to the input at the reference frame.
+    labels:        (T, K, J, I) the label map carried to every frame (None when no label map was given); at the
+                   frame it was drawn on it equals the input.
     strain:        myocardial strain (radial / circumferential, pixel maps, global and segmental curves,
                    relative to the reference frame) when a myocardium label was given, else None.
     seconds:       wall-clock time of the whole analysis.
     myocardium:    (K, J, I) bool myocardium on the reference frame (None without a myocardium label): the region
                    of ``fold_fraction`` and of the per-frame means of :func:`strain_rows`.
+    reference_rule: how the reference frame was chosen ("given", or the end-diastole rule of
+                   :mod:`scanai.motion.end_diastole`, frames 1-based).
+    cavity_size:   (T,) LV cavity area (mm², one slice) or volume (mm³) in every frame, from the blood pool or the
+                   myocardium's hole carried through the cycle (None without either).
     """
 
     fields: MotionFields
@@ -115,19 +119,67 @@ class CineMotion:
     strain: StrainResult | None
     seconds: float
     myocardium: np.ndarray | None = None
+    reference_rule: str = "given"
+    cavity_size: np.ndarray | None = None
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """(K, J, I) as "J x I pixels" (one slice) or "K x J x I voxels"."""
+    return f"{shape[-2]} x {shape[-1]} pixels" if len(shape) < 3 or shape[0] == 1 else \
+        f"{shape[0]} x {shape[1]} x {shape[2]} voxels (slices x rows x columns)"
+
+
+def expected_grid(sequence: VolumeSequence) -> str:
+    """The cine's grid in words, for messages: size, spacing and origin (RAS mm)."""
+    geometry = sequence.geometry
+    spacing = " x ".join(f"{v:.4g}" for v in geometry.spacing_mm[:2 if sequence.frames.shape[1] == 1 else 3])
+    origin = ", ".join(f"{v:.4g}" for v in geometry.origin_mm)
+    return (f"{_shape_text(sequence.frames.shape[1:])} (rows x columns) of {spacing} mm, first voxel at RAS "
+            f"({origin}) mm")
+
+
+def _grid_offsets(volume: Volume, sequence: VolumeSequence) -> str:
+    """How far the label map's grid is from the cine's: origin distance (mm), spacing and direction changes."""
+    mine, theirs = volume.geometry, sequence.geometry
+    found = []
+    offset = np.asarray(mine.origin_mm) - np.asarray(theirs.origin_mm)
+    distance = float(np.linalg.norm(offset))
+    if distance > 1e-4 * min(theirs.spacing_mm):
+        pixels = np.abs(np.linalg.inv(theirs.ijk_to_ras()[:3, :3]) @ offset)
+        found.append(f"its origin is {distance:.3g} mm away (RAS ({', '.join(f'{v:.4g}' for v in mine.origin_mm)}) "
+                     f"mm, {pixels[0]:.3g} columns and {pixels[1]:.3g} rows off)")
+    count = 2 if sequence.frames.shape[1] == 1 else 3
+    if not np.allclose(mine.spacing_mm[:count], theirs.spacing_mm[:count], rtol=1e-4):
+        found.append(f"its spacing is {' x '.join(f'{v:.4g}' for v in mine.spacing_mm[:count])} mm")
+    directions = np.asarray(mine.directions)[:, :count], np.asarray(theirs.directions)[:, :count]
+    if not np.allclose(*directions, atol=1e-4):
+        cosine = np.clip(np.sum(directions[0] * directions[1], axis=0), -1.0, 1.0)
+        found.append(f"its axes are turned by up to {np.degrees(np.arccos(cosine)).max():.1f} degrees")
+    return "; ".join(found)
 
 
 def _label_array(labels: Volume | np.ndarray, sequence: VolumeSequence) -> np.ndarray:
-    """The label map as an integer (K, J, I) copy, checked to lie on the cine's grid."""
+    """The label map as an integer (K, J, I) copy, checked to lie on the cine's grid.
+
+    A plain array (a PNG, ``.npy`` or other file without geometry: see :func:`scanai.io.contours.read_label_map`)
+    is on the cine's pixel grid when its size matches; (J, I) is taken as (1, J, I). A :class:`Volume` must also
+    have the cine's spacing, origin and orientation (in-plane only for a single slice).
+    """
     frame_shape = tuple(sequence.frames.shape[1:])
     array = np.asarray(labels.array if isinstance(labels, Volume) else labels)
-    action = ("Draw the segmentation on the cine's grid (e.g. on the reference frame), or resample it onto that "
-              "grid first.")
+    if array.ndim == 2 and frame_shape[0] == 1:
+        array = array[None]
+    action = ("Draw the segmentation on the cine (any frame, e.g. end-diastole), save it on the image's pixel grid "
+              "(PNG, .npy, 2-D NRRD/NIfTI), or resample it onto that grid first.")
+    expected = f"The cine's grid is {expected_grid(sequence)}"
     if array.shape != frame_shape:
-        raise GeometryError(f"The label map has shape {array.shape} but the cine's frames have shape {frame_shape} "
-                            "(slices, rows, columns): it lies on another grid.", action)
+        swapped = array.shape[-2:] == frame_shape[:0:-1] and array.shape[-2:] != frame_shape[1:]
+        hint = " (rows and columns swapped? transpose it)" if swapped else ""
+        raise GeometryError(f"The label map lies on another grid: it is {_shape_text(array.shape)}{hint}. "
+                            f"{expected}.", action)
     if isinstance(labels, Volume) and not _same_grid(labels, sequence):
-        raise GeometryError("The label map has the cine's size but another spacing, origin or orientation.", action)
+        raise GeometryError(f"The label map has the cine's size but lies on another grid: "
+                            f"{_grid_offsets(labels, sequence)}. {expected}.", action)
     if array.dtype.kind == "b":
         return array.astype(np.uint8)
     if array.dtype.kind not in "iuf":
@@ -159,7 +211,7 @@ def _label_mask(labels: np.ndarray | None, value: int | None, what: str) -> np.n
         return None
     if labels is None:
         raise InputError(f"A {what} label ({value}) was given without a label map.",
-                         "Give the label map drawn on the reference frame as well.")
+                         "Give the label map drawn on the cine as well.")
     if isinstance(value, bool) or int(value) != value or int(value) <= 0:
         raise InputError(f"The {what} label must be a whole number of at least 1, got {value!r}.")
     mask = labels == int(value)
@@ -168,6 +220,18 @@ def _label_mask(labels: np.ndarray | None, value: int | None, what: str) -> np.n
         raise InputError(f"The {what} label {int(value)} does not occur in the label map (labels present: {present}).",
                          f"Choose the label of the {what}.")
     return mask
+
+
+def _cavity(myocardium: np.ndarray | None, blood_pool: np.ndarray | None) -> np.ndarray | None:
+    """The LV cavity (K, J, I) bool: the blood pool, else the hole of the myocardium (per slice), else None."""
+    if blood_pool is not None:
+        return blood_pool
+    if myocardium is None:
+        return None
+    from scipy import ndimage
+
+    hole = np.stack([ndimage.binary_fill_holes(plane) & ~plane for plane in myocardium])
+    return hole if hole.any() else None
 
 
 def _checked_segments(rv_insertion_ras, level: str | None, has_myocardium: bool) -> np.ndarray | None:
@@ -185,72 +249,111 @@ def _checked_segments(rv_insertion_ras, level: str | None, has_myocardium: bool)
     return point
 
 
-def analyse_cine(sequence: VolumeSequence, reference_index: int = 0, method: str = "network",
+def _checked_frame(index, count: int, what: str) -> int:
+    """A 0-based frame index in range, else :class:`InputError` naming the frame 1-based."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise InputError(f"The {what} must be a whole number, got {index!r}.")
+    if not 0 <= int(index) < count:
+        raise InputError(f"The {what} (0-based index {index}) does not exist: the sequence has {count} frames.",
+                         "Choose a frame within that range.")
+    return int(index)
+
+
+def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, method: str = "network",
                  labels: Volume | np.ndarray | None = None, myocardium_label: int | None = None,
                  blood_pool_label: int | None = None, rv_insertion_ras: np.ndarray | None = None,
                  level: str | None = None, progress: Progress | None = None, device: str | None = None,
-                 propagate: bool = True, **options: Any) -> CineMotion:
+                 propagate: bool = True, labels_index: int | None = None, **options: Any) -> CineMotion:
     """Motion over a cine plus its downstream tasks: Jacobian maps, label propagation and strain.
 
     sequence:         frames (T, K, J, I); never modified.
-    reference_index:  0-based reference frame. Strain is measured relative to this frame, so it should be
-                      end-diastole (the frame where the ventricle is largest) for the usual Lagrangian strain.
+    reference_index:  0-based reference frame, or None: end-diastole found automatically
+                      (:mod:`scanai.motion.end_diastole`: the largest LV cavity when the label map has a blood
+                      pool or a myocardium, else the ECG trigger time nearest the R wave, else frame 0). Strain is
+                      measured relative to this frame, so it should be end-diastole.
     method:           one of :data:`METHODS` (see :func:`estimate_motion`); ``device`` and ``options`` go to it.
-    labels:           optional label map (K, J, I) drawn on the reference frame (a :class:`Volume` is also
-                      checked for spacing, origin and orientation): 0 = background, 1, 2, ... = structures.
-                      Every label is carried through the cycle.
+    labels:           optional label map (K, J, I) drawn on frame ``labels_index`` (a :class:`Volume` is also
+                      checked for spacing, origin and orientation; a plain array only for its size):
+                      0 = background, 1, 2, ... = structures. Every label is carried through the cycle.
+    labels_index:     0-based frame the label map was drawn on (default: the reference frame; needed when the
+                      reference is found automatically). A label map drawn on another frame than the reference
+                      is carried onto the reference by the motion to its frame.
     myocardium_label: label of the LV myocardium: enables strain; folding is then measured in it.
-    blood_pool_label: label of the LV blood pool (its centroid is the LV centre for strain).
+    blood_pool_label: label of the LV blood pool (its centroid is the LV centre for strain; its size finds ED).
     rv_insertion_ras: (3,) RAS mm anterior RV insertion point for AHA segments; ``level``: "basal", "mid" or
                       "apical" short-axis level (segments need both).
     progress:         optional :class:`Progress`; Cancel raises :class:`~scanai.core.errors.Cancelled`.
     propagate:        carry the label map through the cycle (False: labels only define the myocardium and
                       blood pool; ``CineMotion.labels`` is then None).
 
-    Raises :class:`InputError` for an unusable cine, reference or label, :class:`GeometryError` for a label
-    map on another grid. Returns :class:`CineMotion`.
+    Jacobians, label propagation (field inversion) and strain run on every frame at once. Raises
+    :class:`InputError` for an unusable cine, reference or label, :class:`GeometryError` for a label map on
+    another grid (the message states the cine's grid and how far off the label map is). Returns
+    :class:`CineMotion`.
     """
+    from scanai.motion import end_diastole
+    from scanai.motion.fields import jacobian_determinants
+    from scanai.motion.propagate import propagate_labels, pull_labels
+
     started = time.perf_counter()
     progress = Progress.ensure(progress)
     if method not in METHODS:
         raise InputError(f"Unknown motion estimation method {method!r}.", f"Use one of: {', '.join(METHODS)}.")
-    _validate_sequence(sequence, reference_index)
+    count, geometry = len(sequence), sequence.geometry
+    _validate_sequence(sequence, 0 if reference_index is None else reference_index)
     label_array = _label_array(labels, sequence) if labels is not None else None
     if label_array is not None and not label_array.any():
         raise InputError("The label map is empty (every voxel is background).",
-                         "Draw the structures to follow on the reference frame.")
+                         "Draw the structures to follow on a frame of the cine.")
+    drawn = labels_index if labels_index is not None else reference_index
+    if label_array is not None and drawn is None:
+        raise InputError("The frame the label map was drawn on is not known (the reference frame is found "
+                         "automatically).", "Say which frame the label map was drawn on, or give the reference frame.")
+    if drawn is not None:
+        drawn = _checked_frame(drawn, count, "frame the label map was drawn on")
     myocardium = _label_mask(label_array, myocardium_label, "myocardium")
     blood_pool = _label_mask(label_array, blood_pool_label, "blood-pool")
     if myocardium is not None and blood_pool is not None and int(myocardium_label) == int(blood_pool_label):
         raise InputError("The myocardium and the blood pool have the same label.", "Give two different labels.")
     rv_insertion_ras = _checked_segments(rv_insertion_ras, level, myocardium is not None)
-    geometry = sequence.geometry
+    cavity = _cavity(myocardium, blood_pool)
 
     propagate = bool(propagate) and label_array is not None
     after_estimate = 0.75 if propagate else 0.9
-    fields = estimate_motion(sequence, reference_index, method, progress=progress.sub(0.0, after_estimate),
-                             device=device, **options)
-
-    from scanai.motion.fields import jacobian_determinant
-
-    count = len(sequence)
-    after_jacobian = after_estimate + 0.05
-    jacobian = np.empty(sequence.frames.shape, dtype=np.float32)
-    fold = np.empty(count, dtype=np.float64)
-    part = progress.sub(after_estimate, after_jacobian)
-    for t in range(count):
-        part(t / count, f"Jacobian of frame {t + 1} of {count}")
-        jacobian[t] = jacobian_determinant(fields.displacement_mm[t], geometry)
-        inside = jacobian[t] if myocardium is None else jacobian[t][myocardium]
-        fold[t] = np.count_nonzero(inside <= 0.0) / inside.size  # as scanai.motion.fields.folding_fraction
+    rule = "given"
+    if reference_index is None and cavity is None:
+        chosen = end_diastole.from_trigger_times(sequence)
+        reference_index, rule = chosen.index, chosen.rule
+    start = drawn if reference_index is None else reference_index
+    fields = estimate_motion(sequence, start, method, progress=progress.sub(0.0, after_estimate), device=device,
+                             **options)
+    progress(after_estimate, "Jacobian maps of every frame")
+    jacobian = jacobian_determinants(fields.displacement_mm, geometry)
+    if reference_index is None:  # the largest cavity, measured with the motion relative to the drawn frame
+        chosen = end_diastole.largest_cavity(end_diastole.cavity_sizes(jacobian, cavity, geometry), drawn,
+                                             "mm²" if sequence.frames.shape[1] == 1 else "mm³")
+        reference_index, rule = chosen.index, chosen.rule
+        if reference_index != drawn:
+            progress(after_estimate, f"End-diastole is frame {reference_index + 1}: estimating relative to it")
+            fields = estimate_motion(sequence, reference_index, method, progress=progress.sub(0.0, after_estimate),
+                                     device=device, **options)
+            jacobian = jacobian_determinants(fields.displacement_mm, geometry)
+    drawn_labels = label_array
+    if label_array is not None and drawn != reference_index:  # onto the reference: labels(y + u_drawn(y))
+        label_array = pull_labels(label_array, fields.displacement_mm[drawn:drawn + 1], geometry)[0]
+        myocardium = _label_mask(label_array, myocardium_label, "myocardium")
+        blood_pool = _label_mask(label_array, blood_pool_label, "blood-pool")
+        cavity = _cavity(myocardium, blood_pool)
+    inside = jacobian.reshape(count, -1) if myocardium is None else jacobian[:, myocardium]
+    fold = np.count_nonzero(inside <= 0.0, axis=1) / inside.shape[1]  # as scanai.motion.fields.folding_fraction
+    sizes = None if cavity is None else end_diastole.cavity_sizes(jacobian, cavity, geometry)
 
     propagated = None
     if propagate:
-        from scanai.motion.propagate import propagate_labels
-
-        part = progress.sub(after_jacobian, 0.95)
+        part = progress.sub(after_estimate + 0.05, 0.95)
         part(0.0, "Carrying the segmentation through the cycle")
         propagated = np.asarray(propagate_labels(label_array, fields.displacement_mm, geometry, progress=part))
+        propagated[drawn] = drawn_labels  # the drawn frame keeps the outline as drawn
 
     strain = None
     if myocardium is not None:
@@ -260,7 +363,8 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int = 0, method: str
         strain = myocardial_strain(fields.displacement_mm, geometry, myocardium, blood_pool=blood_pool,
                                    rv_insertion_ras=rv_insertion_ras, level=level)
     progress(1.0, "Motion analysis done")
-    return CineMotion(fields, jacobian, fold, propagated, strain, time.perf_counter() - started, myocardium)
+    return CineMotion(fields, jacobian, fold, propagated, strain, time.perf_counter() - started, myocardium, rule,
+                      sizes)
 
 
 # ---------------------------------------------------------------------------------------------------- table
@@ -273,8 +377,10 @@ def strain_rows(result: CineMotion, sequence: VolumeSequence) -> list[dict[str, 
     sequence's index unit), ``GCS_pct`` and ``GRS_pct`` (global circumferential / radial strain in %, NaN
     without strain), ``fold_fraction`` (voxels with det J <= 0), ``mean_displacement_mm`` (mean |u_t|) and
     ``mean_residual`` (mean |warped_t - reference|, in image units); the means run over the myocardium when one
-    was given, else over the whole grid. With AHA segments (an RV insertion point), two more columns per segment:
-    ``"<segment> CS_pct"`` and ``"<segment> RS_pct"`` (segmental circumferential / radial strain).
+    was given, else over the whole grid. With a cavity (blood pool or the myocardium's hole): ``LV_cavity_mm2``
+    (one slice) or ``LV_cavity_mm3``, its size carried through the cycle. With AHA segments (an RV insertion
+    point), two more columns per segment: ``"<segment> CS_pct"`` and ``"<segment> RS_pct"`` (segmental
+    circumferential / radial strain).
     """
     fields = result.fields
     if len(sequence) != len(fields.displacement_mm):
@@ -296,10 +402,39 @@ def strain_rows(result: CineMotion, sequence: VolumeSequence) -> list[dict[str, 
             "mean_displacement_mm": float(magnitude[t][region].mean()),
             "mean_residual": float(residual[region].mean()),
         })
+        if result.cavity_size is not None:
+            rows[-1]["LV_cavity_mm2" if sequence.frames.shape[1] == 1 else "LV_cavity_mm3"] = \
+                float(result.cavity_size[t])
         if strain is not None:
             for number, segment in enumerate(strain.segment_names):
                 rows[-1][f"{segment} CS_pct"] = float(strain.segmental_circumferential_pct[t, number])
                 rows[-1][f"{segment} RS_pct"] = float(strain.segmental_radial_pct[t, number])
+    return rows
+
+
+def peak_strain_rows(result: CineMotion) -> list[dict[str, float | str]]:
+    """Peak strain relative to the reference (end-diastole), global and per AHA segment, one row each.
+
+    Columns: ``region`` ("global", or the segment's name such as "7 mid anterior"), ``peak_CS_pct`` (the most
+    negative circumferential strain), ``CS_frame`` (its frame, from 1), ``peak_RS_pct`` (the largest radial strain)
+    and ``RS_frame``. A segment without myocardium gives NaN and frame 0. Raises InputError without strain.
+    """
+    strain = result.strain
+    if strain is None:
+        raise InputError("Peak strain needs strain, which needs a myocardium label.",
+                         "Give the label map with the myocardium label.")
+    curves = [("global", strain.global_circumferential_pct, strain.global_radial_pct)]
+    curves += [(name, strain.segmental_circumferential_pct[:, s], strain.segmental_radial_pct[:, s])
+               for s, name in enumerate(strain.segment_names)]
+    rows: list[dict[str, float | str]] = []
+    for region, circumferential, radial in curves:
+        if np.isnan(circumferential).all():
+            rows.append({"region": region, "peak_CS_pct": float("nan"), "CS_frame": 0,
+                         "peak_RS_pct": float("nan"), "RS_frame": 0})
+            continue
+        cs, rs = int(np.nanargmin(circumferential)), int(np.nanargmax(radial))
+        rows.append({"region": region, "peak_CS_pct": round(float(circumferential[cs]), 2), "CS_frame": cs + 1,
+                     "peak_RS_pct": round(float(radial[rs]), 2), "RS_frame": rs + 1})
     return rows
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from scanai.core.errors import InputError
 from scanai.core.image import Geometry
 from scanai.core.progress import Progress
-from scanai.motion.fields import _checked_field, _index_grid, _sample, invert, to_voxel_displacement
+from scanai.motion.fields import _checked_field, _index_grid, _sample_frames, invert_frames, to_voxel_displacement
 
 
 def _checked_sequence(displacement_mm: np.ndarray, grid_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -32,7 +32,8 @@ def propagate_labels(labels: np.ndarray, displacement_mm: np.ndarray, geometry: 
     Returns (T, K, J, I) with the labels' dtype: S_t(y) = S_ref(y + v_t(y)), v_t = invert(u_t). Every label
     value (background included) is a one-hot channel, interpolated linearly; each voxel takes the channel with
     the largest weight (ties go to the smaller label value), so only existing label values appear. A frame
-    whose field is exactly zero returns the labels unchanged. ``progress`` is called per frame (Cancel).
+    whose field is exactly zero returns the labels unchanged. All frames are inverted and sampled at once
+    (:func:`~scanai.motion.fields.invert_frames`); ``progress`` is called between the steps (Cancel).
     """
     progress = Progress.ensure(progress)
     source = np.asarray(labels)
@@ -42,26 +43,34 @@ def propagate_labels(labels: np.ndarray, displacement_mm: np.ndarray, geometry: 
         raise InputError(f"The label map must hold whole numbers, got {source.dtype}.",
                          "Pass a label map (segmentation), not a scalar image.")
     fields = _checked_sequence(displacement_mm, source.shape)
-    values = np.unique(source)
-    channels = [(source == value).astype(np.float64)[..., None] for value in values]
-    grid = _index_grid(source.shape)
     out = np.empty((fields.shape[0], *source.shape), dtype=source.dtype)
-    for t in range(fields.shape[0]):
-        progress(t / fields.shape[0], f"Propagating labels to frame {t + 1} of {fields.shape[0]}")
-        if not fields[t].any():
-            out[t] = source
-            continue
-        points = grid + to_voxel_displacement(invert(fields[t], geometry), geometry)
-        best = np.full(source.shape, -np.inf)
-        chosen = np.zeros(source.shape, dtype=np.intp)
-        for index, channel in enumerate(channels):
-            weight = _sample(channel, points)[..., 0]
-            better = weight > best
-            best[better] = weight[better]
-            chosen[better] = index
-        out[t] = values[chosen]
+    moving = np.flatnonzero(fields.reshape(len(fields), -1).any(axis=1))
+    out[:] = source  # frames whose field is zero keep the labels
+    if moving.size:
+        progress(0.0, f"Inverting the motion of {moving.size} frame(s)")
+        inverse = invert_frames(fields[moving], geometry)
+        progress(0.7, f"Pulling the labels into {moving.size} frame(s)")
+        out[moving] = pull_labels(source, inverse, geometry)
     progress(1.0, "Labels propagated")
     return out
+
+
+def pull_labels(labels: np.ndarray, displacement_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Labels resampled through pull-back fields: out_t(y) = labels(y + d_t(y)).
+
+    labels: (K, J, I) integer label map; displacement_mm: (T, K, J, I, 3) RAS mm on the same grid.
+    Every label value (background included) is a one-hot channel, interpolated linearly; each voxel takes the
+    channel with the largest weight (ties go to the smaller label value). Returns (T, K, J, I), labels' dtype.
+    With the inverse fields this is :func:`propagate_labels`; with the Lagrangian field u_L of frame L it carries
+    a label map drawn on frame L onto the reference frame.
+    """
+    source = np.asarray(labels)
+    fields = _checked_sequence(displacement_mm, source.shape)
+    values = np.unique(source)
+    points = _index_grid(source.shape) + to_voxel_displacement(fields, geometry)
+    channels = np.stack([source == value for value in values], axis=-1).astype(np.float64)[None]
+    weights = _sample_frames(channels, points)  # (T, K, J, I, C)
+    return values[np.argmax(weights, axis=-1)].astype(source.dtype)
 
 
 def propagate_points(points_ras: np.ndarray, displacement_mm: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -77,7 +86,7 @@ def propagate_points(points_ras: np.ndarray, displacement_mm: np.ndarray, geomet
         raise InputError("Some points have missing coordinates (NaN or infinity).")
     fields = _checked_sequence(displacement_mm)
     positions = geometry.ijk_of_ras(points)[:, ::-1]  # (P, 3) in (k, j, i) order
-    return np.stack([points + _sample(fields[t], positions) for t in range(fields.shape[0])])
+    return points + _sample_frames(fields, np.broadcast_to(positions, (fields.shape[0], *positions.shape)))
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

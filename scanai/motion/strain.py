@@ -250,16 +250,12 @@ def myocardial_strain(displacement_mm: np.ndarray, geometry: Geometry, myocardiu
 
     axes = field @ np.linalg.inv(directions).T  # (T, K, J, I, 3) in the axis frame (i, j, k), mm
     count = field.shape[0]
-    radial = np.full((count, *grid_shape), np.nan)
-    circumferential = np.full((count, *grid_shape), np.nan)
-    for t in range(count):
-        dui_dj, dui_di = np.gradient(axes[t, ..., 0], spacing[1], spacing[0], axis=(1, 2))
-        duj_dj, duj_di = np.gradient(axes[t, ..., 1], spacing[1], spacing[0], axis=(1, 2))
-        gradient = (dui_di, dui_dj, duj_di, duj_dj)
-        err = _stretch_minus_one(gradient, er_i, er_j)
-        ecc = _stretch_minus_one(gradient, ec_i, ec_j)
-        radial[t][mask] = 100.0 * err[mask]
-        circumferential[t][mask] = 100.0 * ecc[mask]
+    # every frame at once: in-plane gradients of the axis-frame components along j (axis 2) and i (axis 3)
+    dui_dj, dui_di = np.gradient(axes[..., 0], spacing[1], spacing[0], axis=(2, 3))
+    duj_dj, duj_di = np.gradient(axes[..., 1], spacing[1], spacing[0], axis=(2, 3))
+    gradient = (dui_di, dui_dj, duj_di, duj_dj)
+    radial = np.where(mask, 100.0 * _stretch_minus_one(gradient, er_i, er_j), np.nan)
+    circumferential = np.where(mask, 100.0 * _stretch_minus_one(gradient, ec_i, ec_j), np.nan)
     global_radial = radial[:, mask].mean(axis=1)
     global_circumferential = circumferential[:, mask].mean(axis=1)
 

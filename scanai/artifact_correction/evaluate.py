@@ -3,8 +3,10 @@
 For each :class:`~scanai.artifact_correction.simulator.SimulatedCase` and method: RMSE to the truth (HU, whole slice and
 inside the heart), SSIM in the cardiac window (¶87: a case is positive when SSIM > 0.90), the relative error of
 the coronary widths (FWHM vs the noise-free reconstruction of the frozen phantom) and the run time. The "centre
-phase" reference is the better of the two inner input phases (the stricter comparison). ``network-shuffled`` feeds
-the network the same phase volumes in a random order (¶65: the order must matter).
+phase" reference is the better of the two inner input phases (the stricter comparison). ``network`` is the raw
+network, ``network-guarded`` its identity-preserving guarded correction (:mod:`scanai.artifact_correction.guard`,
+what the pipeline delivers when it does not fall back). ``network-shuffled`` feeds the network the same phase
+volumes in a random order (¶65: the order must matter).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from scanai.artifact_correction.simulator import SimulatedCase, heart_mask
 from scanai.core.progress import Progress
 
 #: The methods scored, in table order ("centre" = the better inner input phase, no correction).
-METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean", "centre", "network-shuffled")
+METHODS = ("network", "network-guarded", "registration-fusion", "halfway", "best-phase", "mean", "centre",
+           "network-shuffled")
 SSIM_POSITIVE = 0.90
 
 
@@ -38,6 +41,10 @@ def method_outputs(corrector=None, seed: int = 0) -> dict[str, Callable[[Simulat
         phases = [w.phase_pct for w in case.windows]
         order = list(range(len(phases))) if order is None else list(order)
         return corrector.correct(_inputs(case)[order], [phases[k] for k in order])[0, 0]
+
+    def guarded(case: SimulatedCase) -> np.ndarray:
+        phases = [w.phase_pct for w in case.windows]
+        return corrector.correct_guarded(_inputs(case), phases, (case.pixel_mm, case.pixel_mm)).output[0, 0]
 
     def shuffled(case: SimulatedCase) -> np.ndarray:
         order = list(range(len(case.windows)))
@@ -61,7 +68,7 @@ def method_outputs(corrector=None, seed: int = 0) -> dict[str, Callable[[Simulat
         "centre": centre,
     }
     if corrector is not None:
-        outputs = {"network": network, **outputs, "network-shuffled": shuffled}
+        outputs = {"network": network, "network-guarded": guarded, **outputs, "network-shuffled": shuffled}
     return outputs
 
 

@@ -240,7 +240,6 @@ class ArtifactCorrector:
         progress(1.0, "Motion artifacts corrected")
         return out
 
-
     @property
     def pixel_mm(self) -> float:
         """In-plane pixel size (mm) of the training slices."""
@@ -270,6 +269,34 @@ class ArtifactCorrector:
         back = (1, 1, phases.shape[2] / small.shape[2], phases.shape[3] / small.shape[3])
         correction = ndimage.zoom(correction, back, order=1, grid_mode=True, mode="nearest")
         return (np.stack([phases[g].mean(axis=0) for g in groups]) + correction).astype(np.float32)
+
+
+    @property
+    def training_ranges(self) -> dict[str, list[float]]:
+        """{feature: [min, max]} of :func:`scanai.artifact_correction.guard.input_features` over the training
+        cases (model card ``input_contract.training_ranges``; empty for a card that does not record them)."""
+        return dict(self.card.input_contract.get("training_ranges", {}))
+
+    def correct_guarded(self, phases_hu: np.ndarray, phase_pct: Sequence[float], pixel_mm: tuple[float, float],
+                        progress: Progress | None = None):
+        """The guarded correction (:func:`scanai.artifact_correction.guard.guarded_correction`): the network
+        (:meth:`correct_on_grid`) on the slices and their flips, let through only where the (N, K, J, I) phase
+        volumes disagree and bounded by their values. Returns a :class:`~scanai.artifact_correction.guard.Guarded`
+        with (M, K, J, I) float32 HU on the input grid and the correction's uncertainty."""
+        from scanai.artifact_correction.guard import VARIANTS, guarded_correction
+
+        progress = Progress.ensure(progress)
+        phases, _pct = self.check_input(phases_hu, phase_pct)
+        calls = [0]
+
+        def correct(phases: np.ndarray) -> np.ndarray:
+            part = progress.sub(calls[0] / len(VARIANTS), (calls[0] + 1) / len(VARIANTS))
+            calls[0] += 1
+            return self.correct_on_grid(phases, phase_pct, pixel_mm, part)
+
+        guarded = guarded_correction(correct, phases, self.n_outputs)
+        progress(1.0, "Motion artifacts corrected")
+        return guarded
 
 
 def load_artifact_corrector(device: str = "auto", models_dir: Path = MODELS_DIR) -> ArtifactCorrector:

@@ -10,7 +10,10 @@ sequence", digest §1.3). :func:`correct_phase_sequence` follows process 500:
 3. selection of N phase volumes (¶55-¶57: successive, N smallest image or ECG amplitude, below a threshold);
 4. ranking (¶63-¶64, claims 7-9) and the output window (¶68-¶70: M < N, between the inputs);
 5. correction by the trained network (the patent's model) or a classical baseline (best phase, plain mean,
-   half-way warping, registration-based fusion, digest §7.2).
+   half-way warping, registration-based fusion, digest §7.2). The network's correction is guarded
+   (:mod:`scanai.artifact_correction.guard`: the phases' mean where they agree, the bounded network where they
+   disagree) and falls back to registration fusion, with a warning and the reason in the result, on inputs
+   outside its training ranges or an uncertain correction (:func:`run_network_or_fallback`).
 
 The result lies on the input grid exactly (same geometry, same scalar type) and is never written over the input.
 """
@@ -18,6 +21,7 @@ The result lies on the input grid exactly (same geometry, same scalar type) and 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +44,10 @@ METHOD_LABELS = {"network": "trained multi-phase network (the patent's model)",
 SELECTIONS = ("successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below")
 #: Phase volumes used by the classical methods when the network does not fix the count.
 DEFAULT_COUNT = 4
+#: A phase-indexed sequence given without an ECG needs no scan timing: selection by image motion, ranking, the
+#: network and the output phase use the phases only. Its windows are then placed on a nominal 1 s cycle with
+#: 10 ms windows, and their times are not reported (:func:`timing_is_nominal`).
+NOMINAL_RR_S, NOMINAL_WINDOW_S = 1.0, 0.01
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,12 @@ class ArtifactCorrection:
     image_amplitude:  (T,) image-based motion amplitude of every input phase volume (image units, ¶56).
     ecg_amplitude:    (T,) ECG-based amplitude (per second, ¶57), or None without an ECG.
     selected:         indices of the chosen phase volumes, in ranked order (the order fed to the method).
-    method:           the correction method; seconds: its run time.
+    method:           the correction method actually used; seconds: its run time.
+    requested_method: the method asked for (``method`` differs when the network fell back to registration
+                      fusion).
+    fallback_reason:  why the network's correction was not used, in words (None when it was, or not asked for).
+    uncertainty:      the network's relative correction uncertainty over test-time variants (NaN when it did not
+                      run or had nothing to correct).
     """
 
     corrected: VolumeSequence
@@ -64,6 +77,9 @@ class ArtifactCorrection:
     selected: list[int]
     method: str
     seconds: float
+    requested_method: str | None = None
+    fallback_reason: str | None = None
+    uncertainty: float = float("nan")
 
     def table_rows(self) -> list[dict[str, object]]:
         """One row per input phase volume: item (1-based), window, cycle, phase, amplitudes, selected, rank."""
@@ -86,7 +102,9 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
     timing: windows from a timing table (:func:`scanai.artifact_correction.tables.read_timing_table`), one per phase
     volume;
     otherwise the sequence index values ("%" phase or "s" window centre) with windows of ``window_s`` seconds.
-    With ``r_peaks`` (or a regular ``rr_s``) the cycle and phase of every window are filled in.
+    With ``r_peaks`` (or a regular ``rr_s``) the cycle and phase of every window are filled in. A sequence indexed
+    by phase (%) needs neither ``window_s`` nor ``rr_s`` unless an ECG is given (its motion amplitude integrates
+    over the window): without them the windows are nominal (:data:`NOMINAL_RR_S`, :data:`NOMINAL_WINDOW_S`).
     """
     if timing is not None:
         windows = list(timing)
@@ -98,11 +116,23 @@ def phase_windows(sequence: VolumeSequence, window_s: float | None = None, r_pea
         if rr_s is not None:
             return win.assign_phases(windows, win.regular_peaks_covering(windows, rr_s))
         return windows
+    if timing_is_nominal(sequence, window_s, r_peaks, rr_s, timing):
+        return win.windows_from_index(sequence.index_values, sequence.index_unit, NOMINAL_WINDOW_S, None,
+                                      NOMINAL_RR_S)
     if window_s is None:
         raise InputError("The acquisition window length of the phase volumes is not known.",
                          "Give the window length in seconds (e.g. 0.15 s for a half-scan at 0.3 s rotation) or "
                          "a timing table with window_start_s and window_end_s.")
     return win.windows_from_index(sequence.index_values, sequence.index_unit, window_s, r_peaks, rr_s)
+
+
+def timing_is_nominal(sequence: VolumeSequence, window_s: float | None, r_peaks: RPeaks | None,
+                      rr_s: float | None, timing: Sequence[PhaseWindow] | None) -> bool:
+    """True when :func:`phase_windows` places the windows on a nominal cycle: a phase-indexed (%) sequence without
+    a timing table or ECG, and without the window length or the R-R interval (so no window time can be known)."""
+    if timing is not None or r_peaks is not None or not win.is_phase_index(sequence.index_unit):
+        return False
+    return window_s is None or rr_s is None
 
 
 def phase_volume_problem(volume: np.ndarray) -> str | None:
@@ -181,14 +211,64 @@ def select_phases(windows: Sequence[PhaseWindow], count: int, selection: str, im
     return sorted(win.select_smallest(amplitude, count))
 
 
+@dataclass(frozen=True)
+class NetworkOutcome:
+    """What :func:`run_network_or_fallback` did: the (M, K, J, I) volumes, the method used ("network" or
+    "registration-fusion"), why it fell back (None when it did not) and the network's uncertainty (NaN when it
+    did not run or had nothing to correct)."""
+
+    volumes: np.ndarray
+    method: str
+    fallback_reason: str | None
+    uncertainty: float
+
+
+def run_network_or_fallback(phases: np.ndarray, phase_pct: Sequence[float], spacing_mm: Sequence[float], corrector,
+                            progress: Progress | None = None) -> NetworkOutcome:
+    """The network's guarded correction of ranked (N, K, J, I) phase volumes, or registration fusion (its
+    classical twin) when the input lies outside the network's training ranges or its correction is uncertain
+    (:mod:`scanai.artifact_correction.guard`); a fallback is announced by a ``UserWarning`` naming the reason.
+
+    spacing_mm: (i, j, k) voxel size in mm; phase_pct: (N,) phases (%).
+    """
+    from scanai.artifact_correction import baselines as baselines
+    from scanai.artifact_correction import guard
+
+    progress = Progress.ensure(progress)
+    pixel_mm = (float(spacing_mm[1]), float(spacing_mm[0]))
+    problems = guard.out_of_distribution(guard.input_features(phases, pixel_mm), corrector.training_ranges)
+    uncertainty = float("nan")
+    if not problems:
+        guarded = corrector.correct_guarded(phases, phase_pct, pixel_mm, progress.sub(0.0, 0.5))
+        uncertainty = guarded.uncertainty
+        if not uncertainty > guard.MAX_UNCERTAINTY:
+            progress(1.0, "Motion artifacts corrected by the network")
+            return NetworkOutcome(guarded.output, "network", None, uncertainty)
+        problems = [f"the network's correction is uncertain (its flipped variants differ by {uncertainty:.0%} of "
+                    f"the correction; at most {guard.MAX_UNCERTAINTY:.0%} is trusted)"]
+    else:
+        problems = ["the input lies outside what the network was trained on: " + "; ".join(problems)]
+    reason = problems[0]
+    warnings.warn(f"Registration fusion was used instead of the network: {reason}.", UserWarning, stacklevel=2)
+    progress(0.5, "Falling back to registration fusion")
+    fused = baselines.registration_fusion(phases, spacing_mm, progress.sub(0.5, 1.0))[None]
+    return NetworkOutcome(np.repeat(fused, corrector.n_outputs, axis=0), "registration-fusion", reason, uncertainty)
+
+
 def _run_method(method: str, phases: np.ndarray, phase_pct: list[float], spacing_mm: tuple[float, ...],
-                corrector, roi: np.ndarray | None, progress: Progress) -> np.ndarray:
-    """(M, K, J, I) corrected volumes from ranked (N, K, J, I) phase volumes (``corrector``: the network, for
-    method "network"; ``roi``: for best-phase)."""
+                corrector, roi: np.ndarray | None, progress: Progress) -> NetworkOutcome:
+    """The corrected (M, K, J, I) volumes of ranked (N, K, J, I) phase volumes, with the method used
+    (``corrector``: the network, for method "network"; ``roi``: for best-phase)."""
+    if method == "network":
+        return run_network_or_fallback(phases, phase_pct, spacing_mm, corrector, progress)
+    return NetworkOutcome(_classical(method, phases, spacing_mm, roi, progress), method, None, float("nan"))
+
+
+def _classical(method: str, phases: np.ndarray, spacing_mm: tuple[float, ...], roi: np.ndarray | None,
+               progress: Progress) -> np.ndarray:
+    """(1, K, J, I) volume of a classical method from ranked (N, K, J, I) phase volumes."""
     from scanai.artifact_correction import baselines as baselines
 
-    if method == "network":
-        return corrector.correct_on_grid(phases, phase_pct, (spacing_mm[1], spacing_mm[0]), progress)
     if method == "registration-fusion":
         return baselines.registration_fusion(phases, spacing_mm, progress)[None]
     if method == "halfway" and phases.shape[0] % 2 == 0:
@@ -260,12 +340,14 @@ def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWind
                          "Give the R-R interval or an ECG / R-peak table, or index the phase sequence by phase (%).")
     progress(0.1, f"Correcting with the {METHOD_LABELS[method]}")
     start = time.perf_counter()
-    corrected = _run_method(method, frames[ranked], phase_pct, sequence.geometry.spacing_mm, corrector, mask,
-                            progress.sub(0.1, 0.98))
+    outcome = _run_method(method, frames[ranked], phase_pct, sequence.geometry.spacing_mm, corrector, mask,
+                          progress.sub(0.1, 0.98))
     seconds = time.perf_counter() - start
+    corrected = outcome.volumes
     index = [w.phase_pct if w.phase_pct is not None else w.mid_s for w in outputs]
     unit = "%" if all(w.phase_pct is not None for w in outputs) else "s"
     result = VolumeSequence(_like_input(corrected, sequence.frames.dtype), sequence.geometry, tuple(index),
                             "phase" if unit == "%" else "time", unit)
     progress(1.0, "Motion-artifact correction done")
-    return ArtifactCorrection(result, outputs, windows, image_amplitude, ecg_amplitude, ranked, method, seconds)
+    return ArtifactCorrection(result, outputs, windows, image_amplitude, ecg_amplitude, ranked, outcome.method,
+                              seconds, method, outcome.fallback_reason, outcome.uncertainty)

@@ -19,6 +19,10 @@ the mean
 RMSE of the model, of the centre (inner) input phases, of the plain mean and of the best single input phase, go
 into the model card with the training command.
 
+The card also records the training ranges of the inputs' features (pixel size, field of view, noise, HU-band
+fractions; :func:`training_ranges`), which inference checks; ``--record-ranges`` recomputes them for a shipped card
+from its own seeded training cases without retraining.
+
 Loss: L1 (HU / 1000) + 0.2 (1 - SSIM in the cardiac window); Adam with cosine decay; batches of random D4
 symmetries (flips and quarter turns: other gantry start angles and directions) of whole slices.
 """
@@ -29,7 +33,7 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +296,32 @@ def evaluate(model, architecture: dict, cases: list[Case]) -> dict[str, float]:
     return metrics
 
 
+def training_ranges(cases: list[Case], pixel_mm: float) -> dict[str, list[float]]:
+    """{feature: [min, max]} of :func:`scanai.artifact_correction.guard.input_features` over ``cases`` (the
+    training portion): what the network has seen, for the out-of-distribution check at inference."""
+    from scanai.artifact_correction.guard import feature_ranges, input_features
+
+    return feature_ranges([input_features(case.inputs[:, None], (pixel_mm, pixel_mm)) for case in cases])
+
+
+def record_ranges(args: argparse.Namespace) -> ModelCard:
+    """``--record-ranges``: recompute the training ranges from the card's own seeded training cases and write them
+    into the shipped card (weights unchanged), for a card trained before the ranges were recorded."""
+    from scanai.core.catalog import card_path, load_card
+
+    card = load_card(MODEL_NAME, args.out)
+    seed, count = int(card.extra["seed"]), int(card.extra["cases"])
+    cases = [c for c in simulate_cases(seed, count, args.cache, args.workers) if not is_test_case(c.index)]
+    contract = {**card.input_contract, "training_ranges": training_ranges(cases, float(card.input_contract.get(
+        "pixel_mm", 1.0)))}
+    updated = replace(card, input_contract=contract, extra={
+        **card.extra, "training_ranges_recorded_by": f"python -m scanai.artifact_correction.train --record-ranges "
+                                                     f"(seed {seed}, {len(cases)} training cases)"})
+    updated.to_json(card_path(MODEL_NAME, args.out))
+    print(json.dumps(contract["training_ranges"], indent=1))
+    return updated
+
+
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the multi-phase cardiac CT motion correction model.")
@@ -310,6 +340,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes simulating the cases")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="simulated-case cache (npz)")
+    parser.add_argument("--record-ranges", action="store_true",
+                        help="only recompute the training ranges (input features seen in training) into the card")
     return parser.parse_args(argv)
 
 
@@ -324,6 +356,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
     from scanai.artifact_correction.simulator import ScanProtocol
 
     args = parse_args(argv)
+    if args.record_ranges:
+        return record_ranges(args)
     started = time.perf_counter()
     cases = simulate_cases(args.seed, args.cases, args.cache, args.workers)
     simulation_seconds = time.perf_counter() - started
@@ -344,7 +378,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
         input_contract={"n_inputs": N_INPUTS, "n_outputs": N_OUTPUTS, "order": "ascending_phase",
                         "output_window_rule": "centre", "time_channels": args.time_channels,
                         "normalisation": {"clip_hu": [HU_MIN, HU_MAX], "scale": "(HU + 1024) / 4095"},
-                        "dims": "2D", "pixel_mm": protocol.pixel_mm, "min_size": MIN_SIZE},
+                        "dims": "2D", "pixel_mm": protocol.pixel_mm, "min_size": MIN_SIZE,
+                        "training_ranges": training_ranges(train_cases, protocol.pixel_mm)},
         training_data=(
             f"{len(train_cases)} simulated cardiac CT slices (cases with index % 5 != 4 of "
             f"{args.cases}, seed {args.seed}; {sum(c.static for c in train_cases)} zero-motion) from "

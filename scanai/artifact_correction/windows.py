@@ -179,6 +179,12 @@ def to_one_cycle(windows: Sequence[PhaseWindow], rhythm: RPeaks | float, cycle_i
     return [window_at_phase(w.phase_pct, w.duration_s, rhythm, cycle_index) for w in windows]  # type: ignore[arg-type]
 
 
+def is_phase_index(index_unit: str) -> bool:
+    """True when a phase sequence's index unit is a cardiac phase (%), False for a time unit; InputError for
+    anything else."""
+    return _index_kind(index_unit) == "%"
+
+
 def _index_kind(index_unit: str) -> str:
     """'%' for a phase index, else the key of :data:`TIME_UNITS`."""
     unit = str(index_unit or "").strip().lower()

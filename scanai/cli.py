@@ -2,7 +2,8 @@
 Slicer modules' job protocol, :mod:`scanai.core.jobs`).
 
 Each domain package provides ``scanai.<domain>.cli`` with ``add_arguments(parser)``, ``run(args) -> int`` and
-``demo(out_dir, data_dir) -> str`` (a Markdown section); this file only dispatches to them.
+``demo(out_dir, data_dir) -> str`` (a Markdown section); this file only dispatches to them. ``scanai batch``
+(:mod:`scanai.batch`) runs one of these commands per study of a manifest, on local processes or a Dask cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from scanai import __version__
+from scanai.batch import cli as batch_cli
 from scanai.core.errors import ScanAIError
 from scanai.core.paths import shared_data_dir
 
@@ -38,10 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scanai {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, (_package, module, summary) in DOMAINS.items():
-        sub = commands.add_parser(command, help=f"{summary} ({module})", description=f"{module}: {summary}.")
-        _domain(command).add_arguments(sub)
-        sub.add_argument("--overwrite", action="store_true",
-                         help="replace the output folder whole when it already holds results (default: refuse)")
+        _add_command_arguments(commands.add_parser(command, help=f"{summary} ({module})",
+                                                   description=f"{module}: {summary}."), command)
+    batch = commands.add_parser("batch", help="run a command once per study of a manifest CSV, on local processes "
+                                              "or a Dask cluster, resumable, with one report",
+                                description="Run a command once per study of a manifest (scanai.batch).")
+    batch_cli.add_arguments(batch, list(DOMAINS))
     demo = commands.add_parser("demo", help="run every module's job on real data (or phantoms) and write a report")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     demo.add_argument("--data", type=Path, default=None,
@@ -50,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     job = commands.add_parser("job", help="run one job folder (the Slicer modules' worker protocol, "
                                           "scanai.core.jobs): progress as JSON lines, the result beside the job")
     job.add_argument("folder", type=Path, help="a folder holding job.json + job.npz (scanai.core.jobs.write_job)")
+    return parser
+
+
+def _add_command_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    _domain(command).add_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output folder whole when it already holds results (default: refuse)")
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one module command's arguments (what ``scanai COMMAND`` takes after its name)."""
+    parser = argparse.ArgumentParser(prog=f"scanai {command}")
+    _add_command_arguments(parser, command)
     return parser
 
 
@@ -106,6 +123,8 @@ def run_command(args: argparse.Namespace) -> int:
     into place when the command succeeds."""
     from scanai.core.outputs import check_output_folder, printed_as, results_folder
 
+    if getattr(args, "list", False):  # a command that only lists its input (scanai motion DIR --list) writes nothing
+        return _domain(args.command).run(args)
     out = check_output_folder(args.out, args.overwrite)
     with results_folder(out) as partial, printed_as(partial, out):
         args.out = partial
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 report = run_demo(args.out, data_dir, args.only)
                 print(f"Demo results are in {args.out.resolve()}; report: {report.resolve()}")
                 return 0
+            if args.command == "batch":
+                return batch_cli.run(args, command_parser, main)
             if args.command == "job":
                 from scanai.core.jobs import work
 

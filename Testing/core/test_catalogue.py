@@ -213,11 +213,16 @@ MOTION = [
     Case("motion", "a real DICOM cine with one phase file missing", lambda i, o: _real_cine(i, "missing"),
          r"19 .*20|20 .*19|missing"),
     Case("motion", "--labels on another grid",
-         lambda i, o: [str(_copy(o, "cine", i)), "--labels", str(_shifted(_copy(o, "labels", i, "labels.nrrd")))],
-         r"origin"),
+         lambda i, o: [str(_copy(o, "cine", i)), "--labels", str(_shifted(_copy(o, "labels", i, "labels.nrrd"))),
+                       "--labels-frame", "1"],
+         r"origin is [\d.]+ mm away.*cine's grid is"),
     Case("motion", "--labels file cut in half",
-         lambda i, o: [str(_copy(o, "cine", i)), "--labels", str(_cut(_copy(o, "labels", i)))],
+         lambda i, o: [str(_copy(o, "cine", i)), "--labels", str(_cut(_copy(o, "labels", i))), "--labels-frame", "1"],
          r"incomplete|truncated|cut|read"),
+    Case("motion", "--labels without saying the frame it was drawn on",
+         lambda i, o: [str(_copy(o, "cine", i)), "--labels", str(_copy(o, "labels", i))], r"--labels-frame"),
+    Case("motion", "--reference 0 (frames are numbered from 1)",
+         lambda i, o: [str(_copy(o, "cine", i)), "--reference", "0"], r"numbered 1 to"),
     Case("motion", "--slice beyond the stack", lambda i, o: [str(_copy(o, "cine", i)), "--slice", "5"], r"slice"),
     Case("motion", "--reference beyond the last frame",
          lambda i, o: [str(_copy(o, "cine", i)), "--reference", "40"], r"reference|frame"),
@@ -264,6 +269,8 @@ MOTION_CORRECT = [
     Case("motion-correct", "--overwrite over an earlier run (mean of phases)",
          lambda i, o: _phases(i, o, "--method", "mean", "--out", str(_earlier_results(i)), "--overwrite"),
          result=True),
+    Case("motion-correct", "a phase-indexed sequence without --window or --rr (mean of phases)",
+         lambda i, o: [str(_copy(o, "phases", i)), "--method", "mean"], r"corrected:", result=True),
 ]
 
 
@@ -312,6 +319,16 @@ PET = [
          r"furlongs.*(Bq|Ci)"),
     Case("pet", "--image-unit not understood", lambda i, o: _pet(i, o, "--image-unit", "becquerels"),
          r"becquerels.*Bq"),
+    Case("pet", "--weights neither a scheme, a file nor a frames column",
+         lambda i, o: _pet(i, o, "--weights", "kinfitr"), r"kinfitr.*neither none, duration, counts"),
+    Case("pet", "--weights file with a negative weight",
+         lambda i, o: _pet(i, o, "--weights", str(_blood_text(i, "weights\n" + "1\n" * 31 + "-1\n"))),
+         r"weights|frames"),
+    Case("pet", "--bounds not NAME=LOW,HIGH", lambda i, o: _pet(i, o, "--bounds", "vB=0.1"), r"NAME=LOW,HIGH"),
+    Case("pet", "--bounds of a parameter the method lacks",
+         lambda i, o: _pet(i, o, "--method", "1tcm", "--bounds", "k4=0,1"), r"k4.*not a parameter of 1tcm"),
+    Case("pet", "--fit-delay with Patlak", lambda i, o: _pet(i, o, "--fit-delay", "-20", "20"),
+         r"delay.*compartment model"),
     Case("pet", "input function in Bq/mL against an image in kBq/mL (a result, with a warning naming x1000)",
          lambda i, o: _pet(i, o, "--image-unit", "kBq/mL", blood=_scaled_blood(i, o, 1000.0)),
          r"x1000|1000 times", result=True),
@@ -367,7 +384,33 @@ KSPACE = [
          lambda i, o: [str(_copy(o, "kspace", i)), "--out", str(_earlier_results(i))], r"already holds"),
     Case("kspace", "--overwrite over an earlier run",
          lambda i, o: [str(_copy(o, "kspace", i)), "--out", str(_earlier_results(i)), "--overwrite"], result=True),
+    Case("kspace", "a coils-last (ky, kx, coil) array without --axes",
+         lambda i, o: [str(_npz(i, "last.npz", np.moveaxis(_kspace_array(o)[:, 0], 0, -1)))], r"--axes ky,kx,coil"),
+    Case("kspace", "--axes naming more axes than the array has",
+         lambda i, o: [str(_copy(o, "kspace", i)), "--axes", "coil,slice,ky,kx,echo"], r"names 5 axes.*has 4"),
+    Case("kspace", "a BART readout-transformed array (1 x ky x kz x coils, BART's example layout)",
+         lambda i, o: [str(_bart(i, _kspace_array(o)[:, 0].transpose(1, 2, 0)[np.newaxis]))], r"spike",
+         result=True),
+    Case("kspace", "a BART array with one k-space axis (readout x coils x time)",
+         lambda i, o: [str(_bart(i, _kspace_array(o)[:, 0, 0].T[:, None, None, :, None, None, None, None, None, None,
+                                                                 None].repeat(3, axis=10)))], r"only kx.*--axes"),
+    Case("kspace", "--prewhiten on a file without noise scans", lambda i, o: [str(_copy(o, "kspace", i)),
+                                                                           "--prewhiten"], r"--noise"),
+    Case("kspace", "--noise of another coil count",
+         lambda i, o: [str(_copy(o, "kspace", i)), "--noise", str(_npy(i, "psi.npy", np.eye(3, dtype=complex)))],
+         r"3 coil.*has 8"),
 ]
+
+
+def _bart(inputs: Path, array: np.ndarray) -> Path:
+    from scanai.kspace import write_cfl
+
+    return write_cfl(inputs / "bart", array)[1]
+
+
+def _npy(inputs: Path, name: str, array: np.ndarray) -> Path:
+    np.save(inputs / name, array)
+    return inputs / name
 
 
 def _flipped(kspace: np.ndarray) -> np.ndarray:

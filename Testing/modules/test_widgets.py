@@ -169,6 +169,13 @@ def test_pet_apply_needs_a_pet_input(open_widget):
     p.method = "Network (short scan)"
     p.windowStartMin, p.windowEndMin = 30.0, 20.0
     assert "window must end after it starts" in widget.ui.applyButton.toolTip
+    p.windowStartMin, p.windowEndMin = 30.0, 50.0
+    widget.ui.methodComboBox.currentText = "SRTM"  # a reference-region model: a reference segment, no blood input
+    assert p.method == "SRTM" and "reference region" in widget.ui.applyButton.toolTip
+    reference = mrml.segmentation_from_labels(phantom.labels.array, phantom.labels.geometry,
+                                              {1: ("cerebellum", (0.2, 0.6, 0.9))}, "reference")
+    widget.ui.referenceRegionSelector.setCurrentNode(reference)
+    assert p.referenceSegmentation is reference and widget.ui.applyButton.enabled
 
 
 def test_motion_apply_reasons_and_volume_sequences_only(open_widget):
@@ -186,6 +193,11 @@ def test_motion_apply_reasons_and_volume_sequences_only(open_widget):
     p.inputSequence = cine
     p.referenceFrame = 5
     assert "between 1 and 3" in widget.ui.applyButton.toolTip
+    p.referenceFrame = 0  # end-diastole found automatically: the segmentation's frame must be said
+    p.inputSegmentation = mrml.segmentation_from_labels(np.ones((1, 32, 32), dtype=np.uint8), sequence.geometry,
+                                                        {1: ("LV blood pool", (0.9, 0.1, 0.1))}, "cavity")
+    assert "which frame the segmentation was drawn" in widget.ui.applyButton.toolTip
+    p.inputSegmentation = None
     p.referenceFrame = 1
     for output in ("createWarped", "createTransforms", "createJacobian", "createStrain", "createPropagated"):
         setattr(p, output, False)
@@ -327,9 +339,10 @@ def test_motion_strain_and_artifact_tasks_from_the_gui(open_widget):
     widget = open_widget("MotionCorrection")
     p = widget._parameterNode
     assert p.inputSequence is cine and mrml.first_volume_sequence() is cine  # a volume sequence is picked
-    p.method, p.inputSegmentation = "demons", segmentation
+    p.method, p.inputSegmentation, p.segmentationFrame = "demons", segmentation, 1  # reference: found automatically
     widget.ui.applyButton.click()
     assert "Peak GCS" in widget.ui.statusLabel.text, widget.ui.statusLabel.text
+    assert "end-diastole by the largest LV cavity" in widget.ui.statusLabel.text, widget.ui.statusLabel.text
     phases, ecg, _sequence, _truth = slicer_harness.load_module("MotionCorrection").MotionCorrectionTest(
     )._phaseSequenceNode()
     p.task, p.inputSequence, p.ecgTable, p.artifactMethod, p.windowSeconds = "artifact", phases, ecg, "mean", 0.15

@@ -548,6 +548,18 @@ def test_prewhitening_without_noise_data_is_an_input_error(tmp_path):
 # --------------------------------------------------------------------------------------------- twix
 
 
+def noise_readouts(template, samples: np.ndarray, count: int) -> list:
+    """``count`` twix noise adjustment readouts (NOISEADJSCAN) like the readout ``template``, holding ``samples``
+    (coils, count x readout samples) in order."""
+    readouts = []
+    for part in np.split(samples, count, axis=1):
+        block = template.convert_to_local()
+        block.data = part
+        block.set_flags(["NOISEADJSCAN"])
+        readouts.append(block)
+    return readouts
+
+
 def twix_with_noise_and_repetition(source: Path, target: Path, rng: np.random.Generator
                                    ) -> tuple[np.ndarray, np.ndarray]:
     """gre.dat plus 16 noise adjustment readouts of correlated noise and a second repetition (lines x 2)."""
@@ -558,12 +570,7 @@ def twix_with_noise_and_repetition(source: Path, target: Path, rng: np.random.Ge
     template = next(b for b in blocks if b.is_image_scan())
     n_coils, n_samples = np.asarray(template.data).shape
     noise, truth = correlated_noise(n_coils, 16 * n_samples, rng)
-    added = []
-    for part in np.split(noise, 16, axis=1):
-        block = template.convert_to_local()
-        block.data = part
-        block.set_flags(["NOISEADJSCAN"])
-        added.append(block)
+    added = noise_readouts(template, noise, 16)
     for block in [b for b in blocks if b.is_image_scan()]:
         copy = block.convert_to_local()
         copy.data = 2 * np.asarray(block.data)

@@ -18,6 +18,8 @@ from scanai.kspace import (
     write_cfl,
 )
 
+from .test_io import noise_readouts
+
 COILS = 4
 
 
@@ -119,12 +121,7 @@ def test_twix_noise_scan_file(shared_data, tmp_path, rng):
     template = next(b for b in blocks if b.is_image_scan())
     n_coils, n_samples = np.asarray(template.data).shape
     samples = noise(rng, mixing(rng, n_coils), (16 * n_samples,))
-    readouts = []
-    for part in np.split(samples, 16, axis=1):
-        block = template.convert_to_local()
-        block.data = part
-        block.set_flags(["NOISEADJSCAN"])
-        readouts.append(block)
+    readouts = noise_readouts(template, samples, 16)
     readouts[-1].set_flags(["NOISEADJSCAN", "LASTSCANINMEAS"])
     scans[-1]["mdb"] = readouts
     twixtools.write_twix(scans, str(tmp_path / "noise.dat"))

@@ -82,6 +82,8 @@ class KSpaceCalibrationParameterNode:
     """inputPath: raw k-space file; or inputVolume (demonstration) with simulatedSpikes spike events added.
 
     detector: trained patch classifier ("network") or robust statistics ("classical"); sensitivity in (0, 1].
+    noisePath: optional noise scan or coil noise covariance (pre-whitening, the noise level); axes: optional names of
+    an array file's stored axes ("" = from the file), as ``scanai kspace --noise`` and ``--axes``.
     """
 
     inputPath: pathlib.Path
@@ -93,6 +95,8 @@ class KSpaceCalibrationParameterNode:
     sensitivity: Annotated[float, WithinRange(0.05, 1.0)] = 0.5
     correctionMethod: Annotated[str, Choice(["grappa", "zero", "conjugate", "neighbours"])] = "grappa"
     prewhiten: bool = False
+    noisePath: pathlib.Path
+    axes: str
     allowEpi: bool = False
 
 
@@ -133,7 +137,8 @@ class KSpaceCalibrationWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidg
         path = mrml.selected_file(p.inputPath)
         outputs = self.logic.process(path, p.inputVolume if path is None else None, p.simulatedSpikes, p.detector,
                                      p.sensitivity, p.correctionMethod, p.detectOnly, p.createLogKSpace,
-                                     p.prewhiten, p.allowEpi, progress)
+                                     p.prewhiten, p.allowEpi, progress, axes=(p.axes or "").strip() or None,
+                                     noisePath=mrml.selected_file(p.noisePath))
         slicer.util.setSliceViewerLayers(background=outputs.get("corrected", outputs["original"]), fit=True)
         return outputs["spikes"].GetAttribute("ScanAI.Summary")
 

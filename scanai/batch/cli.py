@@ -14,6 +14,7 @@ interrupted (the studies done are kept; run the command again to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -67,22 +68,26 @@ def _client(args: argparse.Namespace):
     return cluster_client(args.scheduler, security)
 
 
-def _progress(total: int, done: int, command: str) -> tuple[Any, Callable[[dict[str, Any]], None]]:
-    """A progress bar over the studies and the callback that advances it (non-ok studies: one line each, study id
-    and status only)."""
-    from tqdm import tqdm
+def _progress(total: int, done: int, command: str) -> tuple[contextlib.ExitStack, Callable[[dict[str, Any]], None]]:
+    """Progress over the studies (a bar on a terminal, a plain line per 10 % in a log:
+    :func:`scanai.core.progress.tqdm_progress`) and the callback that advances it (non-ok studies: one line each,
+    study id and status only). Close the returned stack to end it."""
+    from scanai.core.progress import tqdm_progress
 
-    bar = tqdm(total=total, initial=done, desc=f"scanai batch {command}", unit="study", file=sys.stderr)
+    stack = contextlib.ExitStack()
+    progress = stack.enter_context(tqdm_progress(f"scanai batch {command}"))
     counts = {"ok": 0, "failed": 0, "error": 0}
+    finished = [done]
 
     def advance(record: dict[str, Any]) -> None:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
+        finished[0] += 1
         if record["status"] != "ok":
-            bar.write(f"{record['study_id']}: {record['status']} (see report.csv)", file=sys.stderr)
-        bar.set_postfix(counts, refresh=False)
-        bar.update(1)
+            print(f"{record['study_id']}: {record['status']} (see report.csv)", file=sys.stderr)
+        progress(finished[0] / max(total, 1), f"{finished[0]}/{total} studies ("
+                 + ", ".join(f"{status} {count}" for status, count in counts.items()) + ")")
 
-    return bar, advance
+    return stack, advance
 
 
 def run(args: argparse.Namespace, command_parser: Callable[[str], argparse.ArgumentParser],
@@ -107,13 +112,13 @@ def run(args: argparse.Namespace, command_parser: Callable[[str], argparse.Argum
     with connection as client:
         print(f"scanai batch {command}: {len(studies)} studies ({done} done earlier, skipped); "
               f"{describe_workers(client)}", file=sys.stderr)
-        bar, advance = _progress(len(studies), done, command)
+        shown, advance = _progress(len(studies), done, command)
         try:
             summary = run_batch(studies, command, out, client, entry, args.retries, advance)
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            bar.close()
+            shown.close()
     results = records(out, studies)
     report = write_report(results, out / "report.csv")
     counts = status_counts(results)

@@ -101,10 +101,12 @@ def _read_header(path: Path):
         if not named_dicom:
             return None
         return Damaged(dicom_damage(path) or f"is damaged ({type(error).__name__})")
-    if not all(name in dataset for name in GEOMETRY_NUMBERS):
-        damage = (dicom_damage(path) or header_stops_early(dataset)) if named_dicom else None
-        return Damaged(damage) if damage else None  # whole but no image with geometry (e.g. a report): skipped
-    problem = header_numbers_problem(dataset, _OPTIONAL_NUMBERS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about non-conformant values (UIDs), common in research data
+        if not all(name in dataset for name in GEOMETRY_NUMBERS):
+            damage = (dicom_damage(path) or header_stops_early(dataset)) if named_dicom else None
+            return Damaged(damage) if damage else None  # whole but no image with geometry (e.g. a report): skipped
+        problem = header_numbers_problem(dataset, _OPTIONAL_NUMBERS)
     return Damaged(problem) if problem else dataset
 
 

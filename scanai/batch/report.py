@@ -131,6 +131,7 @@ def write_summary_figure(records: Sequence[Mapping[str, Any]], path: Path, title
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     counts = status_counts(records)
     seconds = [float(r["seconds"]) for r in records if r.get("status") in ("ok", "failed") and r.get("seconds")]
@@ -140,6 +141,7 @@ def write_summary_figure(records: Sequence[Mapping[str, Any]], path: Path, title
     left.bar_label(bars)
     left.set_ylim(0, 1.15 * max(max(counts.values()), 1))
     left.set_ylabel("studies")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_title(f"{len(records)} studies by status")
     if seconds:
         right.hist(seconds, bins=min(30, max(5, len(seconds) // 5)), color="#1565c0")
@@ -148,6 +150,7 @@ def write_summary_figure(records: Sequence[Mapping[str, Any]], path: Path, title
         right.set_title("no study finished")
     right.set_xlabel("seconds in the worker")
     right.set_ylabel("studies")
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(title)
     figure.tight_layout()
 

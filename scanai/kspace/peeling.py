@@ -80,8 +80,10 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
     In the centre ``zone`` and beside never-acquired samples only samples above the level before any replacement
     can be flagged (no cascade from replaced samples). Then
     the neighbours of flagged samples are judged jointly with them (:func:`_flag_hidden_neighbours`), and
-    finally every flagged sample is judged with all the others replaced (:meth:`_SliceStatistic.explained`); those
-    that only looked abnormal because of their neighbours are unflagged.
+    finally every flagged sample is judged with all the others replaced (:meth:`_SliceStatistic.explained`), against
+    a local background measured again without the flagged samples away from DC and the acquisition's edges
+    (:meth:`_SliceStatistic.remeasure_background`); those that only looked abnormal because of their neighbours
+    are unflagged.
 
     The level is ``thresholds.relaxed`` when some allowed sample already exceeds ``thresholds.sure``, else
     ``thresholds.strict``; both are multiplied by ``centre_factor`` inside ``zone`` and by ``ring_factor`` in
@@ -114,6 +116,8 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
             flagged |= new
             statistic.replace(flagged, new)
     _flag_hidden_neighbours(statistic, flagged, allowed, level, minimum)  # once: repeated, it can feed on itself
+    if flagged.any():
+        statistic.remeasure_background(flagged, ~fragile)
     for _ in range(3):
         if not flagged.any():
             break

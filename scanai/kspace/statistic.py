@@ -161,6 +161,20 @@ class _SliceStatistic:
         self.z = np.where(acquired, old_z, np.float32(-np.inf))
         self.z[rescore] = self.score_at(log_ratio[rescore], rescore)
 
+    def remeasure_background(self, flagged: np.ndarray, where: np.ndarray) -> None:
+        """:meth:`refresh` with the ``flagged`` samples left out, keeping at the samples ``where`` ((ky, kx) bool)
+        the lower of the old and the new local background, elsewhere the old.
+
+        The background of a sample flagged in the first pass was measured before the second pass flagged its
+        neighbours, often around a strong run whose leakage inflated it 100-400x: a weak member of the run then
+        looked explained by its neighbours (:meth:`explained`) and was unflagged. The lower level is kept because a
+        new one measured from the few samples left beside a long flagged stretch can be inflated in turn; the
+        peeling keeps the old one near DC and beside never-acquired samples (poorer predictions there).
+        """
+        stale = self.background
+        self.refresh(flagged)
+        self.background = np.where(where, np.minimum(self.background, stale), stale)
+
     def score_at(self, log_ratio: np.ndarray, where) -> np.ndarray:
         """:meth:`score` of ``log_ratio`` at the samples ``where`` (a bool mask or an index tuple) with their
         patches' noise model, its tail calibrated on this plane (:func:`calibrate_tail`)."""

@@ -356,6 +356,19 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         return outputs
 
     @staticmethod
+    def _curveOutputs(name, label, regions, tacs, predicted, timing, anchor) -> dict:
+        """``regionCurves`` (table: time, each region's mean TAC (R, T) ``tacs`` and its ``predicted`` fit) and
+        ``regionCurvesChart``."""
+        columns = {"time_min": timing.mid_min}
+        for number, region in enumerate(regions):
+            columns[region] = tacs[number]
+            columns[f"{region} fit"] = predicted[number]
+        table = mrml.table_to_node(columns, f"{name} region curves", beside=anchor, units={"time_min": "min"})
+        chart = mrml.plot_chart(table, "time_min", list(columns)[1:], f"{name} region curves ({label} fit)",
+                                "time after injection (min)", "activity")
+        return {"regionCurves": table, "regionCurvesChart": chart}
+
+    @staticmethod
     def referenceCurve(segmentation, sequence, reference):
         """(T,) mean curve of the first segment of ``segmentation`` (the reference region) on the PET grid of
         ``reference`` (a volume node)."""
@@ -397,16 +410,7 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
                 names, tacs, fit = fitted
                 fits = {"region": names, **fit.parameters, "R2": fit.r2, "bound_hit": fit.bound_hit.astype(int)}
                 outputs["regionFits"] = mrml.table_to_node(fits, f"{name} {label} region fits", beside=inputSequence)
-                columns = {"time_min": timing.mid_min}
-                for number, region in enumerate(names):
-                    columns[region] = tacs[number]
-                    columns[f"{region} fit"] = fit.predicted[number]
-                curveTable = mrml.table_to_node(columns, f"{name} region curves", beside=inputSequence,
-                                                units={"time_min": "min"})
-                outputs["regionCurves"] = curveTable
-                outputs["regionCurvesChart"] = mrml.plot_chart(curveTable, "time_min", list(columns)[1:],
-                                                               f"{name} region curves ({label} fit)",
-                                                               "time after injection (min)", "activity")
+                outputs.update(self._curveOutputs(name, label, names, tacs, fit.predicted, timing, inputSequence))
         progress(1.0, "Done")
         return outputs
 
@@ -442,15 +446,8 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
                 "R2": fit.r2, "bound_hit": fit.bound_hit.astype(int), "delay_s": fit.delay_s}
         outputs["regionFits"] = mrml.table_to_node(fits, f"{name} {self._label(fitMethod)} region fits",
                                                    beside=anchor, units={"delay_s": "s"})
-        columns = {"time_min": timing.mid_min}
-        for number, region in enumerate(curves):
-            columns[region] = tacs[number]
-            columns[f"{region} fit"] = fit.predicted[number]
-        curveTable = mrml.table_to_node(columns, f"{name} region curves", beside=anchor, units={"time_min": "min"})
-        outputs["regionCurves"] = curveTable
-        outputs["regionCurvesChart"] = mrml.plot_chart(curveTable, "time_min", list(columns)[1:],
-                                                       f"{name} region curves ({self._label(fitMethod)} fit)",
-                                                       "time after injection (min)", "activity")
+        outputs.update(self._curveOutputs(name, self._label(fitMethod), list(curves), tacs, fit.predicted, timing,
+                                          anchor))
         x, y, xLabel, yLabel = graphical_axes(fitMethod, tacs, timing, plasma)
         plotColumns = {}
         for number, region in enumerate(curves):

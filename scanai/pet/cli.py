@@ -396,7 +396,7 @@ def fit_regions(study, labels: np.ndarray, names: dict[int, str], plasma: InputF
     from scanai.pet.analysis import region_tacs
     from scanai.pet.models import fit_tacs
 
-    curves = region_tacs(study.sequence, {names[int(v)]: labels == v for v in np.unique(labels) if v != 0})
+    curves = region_tacs(study.sequence, _regions(labels, names))
     tacs = np.stack(list(curves.values()))
     compartmental = method in PARAMETERS_OF_COMPARTMENTS
     fit = fit_tacs(tacs, study.timing, plasma, method, t_star_min=args.t_star_min, weights=weights,

@@ -111,11 +111,11 @@ def test_fbp_equals_skimage_iradon(monkeypatch):
         assert np.max(np.abs(recon._fbp(sinogram, protocol) - reference)) < 0.01
     # grids too large for the cached matrix use iradon itself
     monkeypatch.setattr(recon, "_MAX_MATRIX_NONZEROS", 0)
-    recon._backprojector.cache_clear()
+    recon._backprojection_matrix.cache_clear()
     try:
         assert np.max(np.abs(recon._fbp(sinogram, protocol) - reference)) < 0.01
     finally:
-        recon._backprojector.cache_clear()
+        recon._backprojection_matrix.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------------------------

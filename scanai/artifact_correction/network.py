@@ -113,6 +113,23 @@ def baseline_indices(n_inputs: int, n_outputs: int) -> list[tuple[int, ...]]:
     return [((gap - 1) // 2 + m, (gap + 1) // 2 + m) for m in range(n_outputs)]
 
 
+def needs_resampling(pixel_mm: Sequence[float], model_pixel_mm: float) -> bool:
+    """Whether slices of in-plane pixels ``pixel_mm`` (row, column) mm differ by more than 10 % from the model's."""
+    return max(abs(float(p) / model_pixel_mm - 1.0) for p in pixel_mm) > 0.1
+
+
+def to_pixel_size(images: np.ndarray, pixel_mm: Sequence[float], new_pixel_mm: float) -> np.ndarray:
+    """Images (..., J, I) with in-plane pixels ``pixel_mm`` (row, column) mm resampled to square pixels of
+    ``new_pixel_mm`` (anti-aliased: Gaussian smoothing where they get coarser, then linear), edge values outside."""
+    from scipy import ndimage
+
+    images = np.asarray(images, dtype=np.float32)
+    factors = [float(p) / new_pixel_mm for p in pixel_mm]
+    smooth = (0.0,) * (images.ndim - 2) + tuple(max(0.0, 0.5 / f - 0.5) for f in factors)
+    return ndimage.zoom(ndimage.gaussian_filter(images, smooth), (1,) * (images.ndim - 2) + tuple(factors), order=1,
+                        grid_mode=True, mode="nearest")
+
+
 def build_artifact_network(config: dict[str, Any] | None = None):
     """An untrained :class:`~scanai.artifact_correction.layers.ResidualUNet2D` from a model card's ``architecture``
     (see DEFAULT_ARCHITECTURE)."""
@@ -257,13 +274,10 @@ class ArtifactCorrector:
         """
         from scipy import ndimage
 
-        factors = (float(pixel_mm[0]) / self.pixel_mm, float(pixel_mm[1]) / self.pixel_mm)
-        if max(abs(f - 1.0) for f in factors) <= 0.1:
+        if not needs_resampling(pixel_mm, self.pixel_mm):
             return self.correct(phases_hu, phase_pct, progress)
         phases = np.asarray(phases_hu, dtype=np.float32)
-        smooth = [max(0.0, 0.5 / f - 0.5) for f in factors]
-        small = ndimage.zoom(ndimage.gaussian_filter(phases, (0, 0, *smooth)), (1, 1, *factors), order=1,
-                             grid_mode=True, mode="nearest")
+        small = to_pixel_size(phases, pixel_mm, self.pixel_mm)
         groups = [list(group) for group in baseline_indices(self.n_inputs, self.n_outputs)]
         correction = self.correct(small, phase_pct, progress) - np.stack([small[g].mean(axis=0) for g in groups])
         back = (1, 1, phases.shape[2] / small.shape[2], phases.shape[3] / small.shape[3])

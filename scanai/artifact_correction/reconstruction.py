@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -14,18 +14,30 @@ from scanai.core.errors import InputError
 AIR_HU = -1000.0
 #: Width (mm) of the field of view the mini thorax needs: pixels * pixel_mm must be at least this.
 MIN_FIELD_OF_VIEW_MM = 128.0
+#: Linear attenuation of water at about 70 keV (1/mm): line integrals in attenuation units for photon noise.
+MU_WATER_PER_MM = 0.0192
+#: FBP filters of :func:`skimage.transform.iradon`, sharpest first.
+FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
+#: Sinogram noise models of :class:`ScanProtocol`.
+NOISE_MODELS = ("white", "photon")
 
 
 
 @dataclass(frozen=True)
 class ScanProtocol:
-    """Parallel-beam acquisition and reconstruction.
+    """Acquisition and reconstruction: parallel beam, or a fan-beam half-scan rebinned to parallel rays.
 
     pixels / pixel_mm: the square reconstruction grid (pixels * pixel_mm >= 128 mm for the mini thorax).
-    views: projections per window, at angles ``pi k / views`` (a half-scan, digest ¶53: 240).
-    rotation_s: gantry rotation time; a half-scan window lasts ``rotation_s / 2``.
+    views: parallel projections per window, at angles ``pi k / views`` (a half-scan, digest ¶53: 240).
+    rotation_s: gantry rotation time; a window lasts ``rotation_s * (180 deg + fan_deg) / 360 deg``.
     noise_hu: standard deviation of the image noise that the sinogram noise produces (0 = none).
     filter_name: FBP filter of :func:`skimage.transform.iradon`.
+    fan_deg: fan angle (0 = parallel beam: every ray of a view at one time). With a fan, the parallel ray at angle
+        ``theta`` and detector offset ``s`` was measured when the source stood at ``theta - asin(s / R)``, so each
+        ray has its own time (``R = source_radius_mm``).
+    noise_model: "white" (the same sinogram noise on every ray) or "photon" (variance growing as ``exp(p)`` with the
+        ray's line integral ``p`` in attenuation units, as photon counting gives; ``noise_hu`` then holds for the
+        median ray through the object).
     """
 
     pixels: int = 128
@@ -34,6 +46,9 @@ class ScanProtocol:
     rotation_s: float = 0.3
     noise_hu: float = 15.0
     filter_name: str = "shepp-logan"
+    fan_deg: float = 0.0
+    source_radius_mm: float = 570.0
+    noise_model: str = "white"
 
     def __post_init__(self) -> None:
         if self.pixels < 32 or self.views < 16 or self.pixel_mm <= 0 or self.rotation_s <= 0 or self.noise_hu < 0:
@@ -47,14 +62,18 @@ class ScanProtocol:
                 f"The field of view {self.pixels * self.pixel_mm:g} mm is smaller than the simulated thorax needs.",
                 f"Use pixels * pixel_mm >= {MIN_FIELD_OF_VIEW_MM:g} mm (e.g. 128 pixels of 1 mm or 256 of 0.5 mm).",
             )
-        if self.filter_name not in ("ramp", "shepp-logan", "cosine", "hamming", "hann"):
-            raise InputError(f"Unknown FBP filter {self.filter_name!r}.",
-                             "Use ramp, shepp-logan, cosine, hamming or hann.")
+        if self.filter_name not in FILTERS:
+            raise InputError(f"Unknown FBP filter {self.filter_name!r}.", f"Use one of {', '.join(FILTERS)}.")
+        if not 0.0 <= self.fan_deg < 90.0 or self.source_radius_mm <= self.pixels * self.pixel_mm / 2.0:
+            raise InputError(f"Unusable fan beam (fan {self.fan_deg} deg, source radius {self.source_radius_mm} mm).",
+                             "Use a fan angle in [0, 90) degrees and a source outside the field of view.")
+        if self.noise_model not in NOISE_MODELS:
+            raise InputError(f"Unknown noise model {self.noise_model!r}.", f"Use one of {', '.join(NOISE_MODELS)}.")
 
     @property
     def half_scan_s(self) -> float:
-        """Duration of one half-scan window, seconds."""
-        return self.rotation_s / 2.0
+        """Duration of one half-scan window, seconds: ``rotation_s * (180 + fan_deg) / 360``."""
+        return self.rotation_s * (180.0 + self.fan_deg) / 360.0
 
     def view_angles_deg(self) -> np.ndarray:
         """(views,) projection angles in degrees, ``180 k / views``."""
@@ -73,9 +92,10 @@ def _skimage_transform():
 
 
 #: Largest backprojection matrix (non-zeros) kept in memory; larger grids use skimage's iradon loop.
-_MAX_MATRIX_NONZEROS = 16_000_000
+_MAX_MATRIX_NONZEROS = 32_000_000
 
 
+@lru_cache(maxsize=16)
 def _fourier_filter(size: int, filter_name: str) -> np.ndarray:
     """(size,) FBP frequency response as in :func:`skimage.transform.iradon`: the ramp built from its sampled
     spatial kernel (Kak & Slaney ch. 3 eq. 61: h(0) = 1/4, h(odd n) = -1/(pi n)^2), then apodised."""
@@ -111,11 +131,11 @@ class _Backprojector:
     matrix: object | None
 
 
-@lru_cache(maxsize=4)
-def _backprojector(pixels: int, views: int, filter_name: str) -> _Backprojector:
+@lru_cache(maxsize=8)
+def _backprojection_matrix(pixels: int, views: int) -> _Backprojector:
     bins = int(np.ceil(np.sqrt(2.0) * pixels))
     fft_size = max(64, int(2 ** np.ceil(np.log2(2 * bins))))
-    response = _fourier_filter(fft_size, filter_name)
+    response = np.empty(0)
     radius = pixels // 2
     rows, cols = np.mgrid[:pixels, :pixels] - radius
     inside = np.flatnonzero((rows**2 + cols**2 <= radius**2).ravel())
@@ -136,6 +156,12 @@ def _backprojector(pixels: int, views: int, filter_name: str) -> _Backprojector:
         (weights.astype(np.float32), (np.concatenate([pixel.ravel(), pixel.ravel()]), columns)),
         shape=(pixels * pixels, bins * views))
     return _Backprojector(pixels, views, bins, fft_size, response, matrix)
+
+
+def _backprojector(pixels: int, views: int, filter_name: str) -> _Backprojector:
+    """The cached back-projection of a (pixels, views) grid with the frequency response of ``filter_name``."""
+    matrix = _backprojection_matrix(pixels, views)
+    return replace(matrix, response=_fourier_filter(matrix.fft_size, filter_name))
 
 
 def _fbp(sinograms: np.ndarray, protocol: ScanProtocol) -> np.ndarray:
@@ -165,7 +191,7 @@ def _fbp(sinograms: np.ndarray, protocol: ScanProtocol) -> np.ndarray:
     return images[0] if single else images
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _noise_gain(pixels: int, views: int, filter_name: str) -> float:
     """Image noise std (central disk) that unit-variance white sinogram noise gives after FBP (measured once)."""
     protocol = ScanProtocol(pixels=pixels, pixel_mm=MIN_FIELD_OF_VIEW_MM / pixels, views=views,

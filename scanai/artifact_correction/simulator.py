@@ -33,6 +33,7 @@ import numpy as np
 from scanai.artifact_correction.cardiac_cycle import contraction
 from scanai.artifact_correction.reconstruction import (
     AIR_HU,
+    MU_WATER_PER_MM,
     ScanProtocol,
     _check_protocol,
     _fbp,
@@ -53,11 +54,33 @@ CORONARY_HU = 400.0
 CALCIUM_HU = 800.0
 
 
-# The static mini thorax, (centre x, centre y, semi-axis along x, semi-axis along y, HU), in mm; y points to the
-# image bottom (posterior). The heart stays inside |x| < 38 mm, -44.5 < y < 35 mm, clear of all of these.
-_BODY = (0.0, 0.0, 61.0, 52.0, SOFT_TISSUE_HU)
-_LUNGS = ((-47.0, -2.0, 9.0, 26.0, LUNG_HU), (47.0, -2.0, 9.0, 26.0, LUNG_HU))
-_BONES = ((0.0, 42.0, 7.0, 7.0, BONE_HU), (0.0, -47.0, 6.0, 2.5, BONE_HU))  # vertebral body, sternum
+FAT_HU = -95.0
+RV_BLOOD_HU = 250.0
+STENT_HU = 1500.0
+
+
+@dataclass(frozen=True)
+class Thorax:
+    """The still anatomy around the heart: ellipses (centre x, centre y, semi-axis along x, semi-axis along y, HU,
+    HU of the part it lies in), in mm from the rotation centre, y towards the image bottom (posterior), each lying
+    wholly inside one earlier part (or in air) and overlapping no other; ``heart_in_hu`` is the HU of the part the
+    heart lies in. ``extent_mm`` is the largest distance of any part from the centre."""
+
+    parts: tuple[tuple[float, float, float, float, float, float], ...]
+    heart_in_hu: float = SOFT_TISSUE_HU
+
+    @property
+    def extent_mm(self) -> float:
+        return max(float(np.hypot(cx, cy)) + max(a, b) for cx, cy, a, b, _hu, _in in self.parts)
+
+
+# The mini thorax of the digest's simulator: the heart stays inside |x| < 38 mm, -44.5 < y < 35 mm, clear of all
+# of these.
+MINI_THORAX = Thorax((
+    (0.0, 0.0, 61.0, 52.0, SOFT_TISSUE_HU, AIR_HU),  # body
+    (-47.0, -2.0, 9.0, 26.0, LUNG_HU, SOFT_TISSUE_HU), (47.0, -2.0, 9.0, 26.0, LUNG_HU, SOFT_TISSUE_HU),  # lungs
+    (0.0, 42.0, 7.0, 7.0, BONE_HU, SOFT_TISSUE_HU), (0.0, -47.0, 6.0, 2.5, BONE_HU, SOFT_TISSUE_HU),  # spine, sternum
+))
 
 _CORONARY_GAP_MM = 0.5  # gap between the epicardium and the vessel wall
 _CORONARY_TWIST_RAD_PER_MM = 0.012  # the vessels run obliquely: their angle on the epicardium changes with z
@@ -81,6 +104,13 @@ class HeartPhantom:
         (0 = breath-hold).
     long_axis_mm: LV half-length along z; an axial slice at height z cuts the LV at ``sqrt(1 - (z / L)^2)``
         times its mid-ventricular radii.
+    twist_deg: the heart turns by ``twist_deg * c`` about the LV centre.
+    pericardial_fat_mm: a fat layer (-95 HU) this thick around the epicardium and its coronaries (0 = none).
+    rv_mm: semi-axes (along the LV's axis a, across) of a right ventricle beside the LV, outside the fat, on the
+        LV's -a side (3 mm wall of myocardium around 250 HU blood; it contracts half as much); None = no RV.
+    papillary: a papillary muscle (myocardium) inside the blood pool.
+    stent: a metal stent (1500 HU ring) in the second coronary.
+    thorax: the still anatomy (:data:`MINI_THORAX` by default); the heart must lie inside its ``heart_in_hu`` part.
     """
 
     centre_mm: tuple[float, float] = (1.0, -1.0)
@@ -97,6 +127,12 @@ class HeartPhantom:
     breathing_offset_s: float = 0.0
     long_axis_mm: float = 45.0
     coronary_diameter_mm: float = 3.0
+    twist_deg: float = 0.0
+    pericardial_fat_mm: float = 0.0
+    rv_mm: tuple[float, float] | None = None
+    papillary: bool = False
+    stent: bool = False
+    thorax: Thorax = MINI_THORAX
 
     def __post_init__(self) -> None:
         a, b = (float(r) for r in self.lv_radii_mm)
@@ -113,8 +149,8 @@ class HeartPhantom:
         object.__setattr__(self, "coronary_angles_deg", tuple(float(v) for v in self.coronary_angles_deg))
 
     def frozen(self) -> HeartPhantom:
-        """The same subject without any motion (no contraction, no shift, no breathing)."""
-        return replace(self, contraction_amplitude=0.0, coronary_shift_mm=0.0, breathing_mm=0.0)
+        """The same subject without any motion (no contraction, shift, twist or breathing)."""
+        return replace(self, contraction_amplitude=0.0, coronary_shift_mm=0.0, breathing_mm=0.0, twist_deg=0.0)
 
 
 def random_phantom(rng: np.random.Generator, static: bool = False, breathing_probability: float = 0.25) -> HeartPhantom:
@@ -185,7 +221,7 @@ def _breathing_mm(phantom: HeartPhantom, times_s: np.ndarray) -> np.ndarray:
 def _heart_state(phantom: HeartPhantom, times_s: np.ndarray, r_peaks: RPeaks | None, z_mm: float) -> _Ellipses:
     """The phantom's ellipses at the times (K,); ``r_peaks`` may be None only for a motionless phantom."""
     times = np.atleast_1d(np.asarray(times_s, dtype=np.float64))
-    moving = phantom.contraction_amplitude > 0 or phantom.coronary_shift_mm != 0
+    moving = phantom.contraction_amplitude > 0 or phantom.coronary_shift_mm != 0 or phantom.twist_deg != 0
     if moving:
         if r_peaks is None:
             raise InputError("A moving phantom needs R-peak times to know its cardiac phase.")
@@ -208,57 +244,66 @@ def _heart_state(phantom: HeartPhantom, times_s: np.ndarray, r_peaks: RPeaks | N
     direction = np.deg2rad(phantom.coronary_direction_deg)
     hx = phantom.centre_mm[0] + phantom.coronary_shift_mm * c * np.cos(direction)
     hy = phantom.centre_mm[1] + phantom.coronary_shift_mm * c * np.sin(direction) - _BREATHING_ANTERIOR * breathing
-    rotation = np.deg2rad(phantom.rotation_deg)
+    rotation = np.deg2rad(phantom.rotation_deg + phantom.twist_deg * c)
     cos_r, sin_r = np.cos(rotation), np.sin(rotation)
 
+    def at(u: np.ndarray | float, v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Image (x, y) of the LV-frame point (u along axis a, v along axis b)."""
+        return hx + cos_r * u - sin_r * v, hy + sin_r * u + cos_r * v
+
+    parts: list[tuple] = []  # (cx, cy, a, b, angle, hu, increment), arrays (K,) or scalars
+
+    def add(cx, cy, a, b, angle, hu: float, inside_hu: float) -> None:
+        parts.append((cx, cy, a, b, angle, hu, hu - inside_hu))
+
+    for cx, cy, a, b, hu, inside_hu in phantom.thorax.parts:
+        add(cx, cy, a, b, 0.0, hu, inside_hu)
+    around = phantom.thorax.heart_in_hu
     radius_v = phantom.coronary_diameter_mm / 2.0
+    vessel_reach = radius_v * 2.0 + _CORONARY_GAP_MM
+    fat = phantom.pericardial_fat_mm
+    if fat > 0:
+        add(hx, hy, epi_a + vessel_reach + fat, epi_b + vessel_reach + fat, rotation, FAT_HU, around)
+        around = FAT_HU
+    if phantom.rv_mm is not None:
+        rv_shrink = 1.0 - 0.5 * phantom.contraction_amplitude * c
+        rv_a, rv_b = phantom.rv_mm[0] * rv_shrink * cut, phantom.rv_mm[1] * rv_shrink * cut
+        # beyond the LV's fat (or vessels) on its -a side, with a 1.5 mm gap: the two never overlap
+        distance = epi_a + vessel_reach + fat + 1.5 + rv_a
+        rx, ry = at(-distance, 0.0)
+        add(rx, ry, rv_a, rv_b, rotation, MYOCARDIUM_HU, phantom.thorax.heart_in_hu)
+        add(rx, ry, np.maximum(rv_a - 3.0, 0.5), np.maximum(rv_b - 3.0, 0.5), rotation, RV_BLOOD_HU, MYOCARDIUM_HU)
+    add(hx, hy, epi_a, epi_b, rotation, MYOCARDIUM_HU, around)
+    add(hx, hy, endo_a, endo_b, rotation, BLOOD_POOL_HU, MYOCARDIUM_HU)
+    if phantom.papillary:
+        px, py = at(0.45 * endo_a, 0.45 * endo_b)
+        size = np.minimum(3.0, 0.35 * np.minimum(endo_a, endo_b))
+        add(px, py, size, size * 0.8, rotation, MYOCARDIUM_HU, BLOOD_POOL_HU)
+
     vessels = []
     for angle_deg in phantom.coronary_angles_deg:
         theta = np.deg2rad(angle_deg) + _CORONARY_TWIST_RAD_PER_MM * z_eff
-        u = (epi_a + radius_v + _CORONARY_GAP_MM) * np.cos(theta)
-        v = (epi_b + radius_v + _CORONARY_GAP_MM) * np.sin(theta)
-        vessels.append((hx + cos_r * u - sin_r * v, hy + sin_r * u + cos_r * v, theta))
-
-    parts_static = [_BODY, *_LUNGS, *_BONES]
-    cx = [np.full(k, p[0]) for p in parts_static]
-    cy = [np.full(k, p[1]) for p in parts_static]
-    sa = [np.full(k, p[2]) for p in parts_static]
-    sb = [np.full(k, p[3]) for p in parts_static]
-    ang = [np.zeros(k) for _ in parts_static]
-    hu = [p[4] for p in parts_static]
-    inc = [SOFT_TISSUE_HU - AIR_HU] + [p[4] - SOFT_TISSUE_HU for p in (*_LUNGS, *_BONES)]
-
-    for a_, b_, value, parent in ((epi_a, epi_b, MYOCARDIUM_HU, SOFT_TISSUE_HU),
-                                  (endo_a, endo_b, BLOOD_POOL_HU, MYOCARDIUM_HU)):
-        cx.append(hx)
-        cy.append(hy)
-        sa.append(a_)
-        sb.append(b_)
-        ang.append(np.full(k, rotation))
-        hu.append(value)
-        inc.append(value - parent)
-    for x, y, _theta in vessels:
-        cx.append(x)
-        cy.append(y)
-        sa.append(np.full(k, radius_v))
-        sb.append(np.full(k, radius_v))
-        ang.append(np.zeros(k))
-        hu.append(CORONARY_HU)
-        inc.append(CORONARY_HU - SOFT_TISSUE_HU)
+        x, y = at((epi_a + radius_v + _CORONARY_GAP_MM) * np.cos(theta),
+                  (epi_b + radius_v + _CORONARY_GAP_MM) * np.sin(theta))
+        vessels.append((x, y, theta))
+        add(x, y, radius_v, radius_v, 0.0, CORONARY_HU, around)
     if phantom.calcium:
         x, y, theta = vessels[0]
         offset = radius_v - _CALCIUM_RADIUS_MM - 0.1  # an eccentric plaque against the outer vessel wall
         normal = np.arctan2(np.sin(theta) * (epi_a + 1e-9), np.cos(theta) * (epi_b + 1e-9)) + rotation
-        cx.append(x + offset * np.cos(normal))
-        cy.append(y + offset * np.sin(normal))
-        sa.append(np.full(k, _CALCIUM_RADIUS_MM))
-        sb.append(np.full(k, _CALCIUM_RADIUS_MM))
-        ang.append(np.zeros(k))
-        hu.append(CALCIUM_HU)
-        inc.append(CALCIUM_HU - CORONARY_HU)
+        add(x + offset * np.cos(normal), y + offset * np.sin(normal), _CALCIUM_RADIUS_MM, _CALCIUM_RADIUS_MM, 0.0,
+            CALCIUM_HU, CORONARY_HU)
+    if phantom.stent:
+        x, y, _theta = vessels[1 % len(vessels)]
+        add(x, y, radius_v - 0.2, radius_v - 0.2, 0.0, STENT_HU, CORONARY_HU)
+        add(x, y, radius_v - 0.6, radius_v - 0.6, 0.0, CORONARY_HU, STENT_HU)
     coronaries = np.stack([np.stack([x, y], axis=-1) for x, y, _ in vessels], axis=1)
-    return _Ellipses(np.stack(cx, 1), np.stack(cy, 1), np.stack(sa, 1), np.stack(sb, 1), np.stack(ang, 1),
-                     np.asarray(hu), np.asarray(inc), coronaries)
+
+    def column(index: int) -> np.ndarray:
+        return np.stack([np.broadcast_to(np.asarray(part[index], dtype=np.float64), (k,)) for part in parts], 1)
+
+    return _Ellipses(column(0), column(1), column(2), column(3), column(4),
+                     np.array([part[5] for part in parts]), np.array([part[6] for part in parts]), coronaries)
 
 
 def _pixel_axis_mm(protocol: ScanProtocol) -> np.ndarray:
@@ -286,41 +331,45 @@ def _render(state: _Ellipses, index: int, x: np.ndarray, y: np.ndarray, additive
     return image
 
 
+def _detector_samples_mm(protocol: ScanProtocol) -> np.ndarray:
+    """(2 * pixels,) detector positions (mm) sampled per view: two per bin, a quarter bin either side of its centre
+    (all the first samples, then all the second ones)."""
+    offsets = np.array([-0.25, 0.25]) * protocol.pixel_mm
+    return (_pixel_axis_mm(protocol)[None, :] + offsets[:, None]).ravel()
+
+
 def _sinogram(state: _Ellipses, protocol: ScanProtocol) -> np.ndarray:
-    """Analytic parallel-beam sinogram (pixels, views) of attenuation ``HU + 1000`` in pixel units, view k from the
-    phantom at time index k (or the single time index 0 for every view). Detector bin p sits at
-    ``(p - pixels // 2) * pixel_mm`` and view k at ``theta = pi k / views`` integrates along the lines
+    """Analytic parallel-beam sinogram (pixels, views) of attenuation ``HU + 1000`` in pixel units. The phantom is
+    taken at one time index per ray (K = views * 2 * pixels, ordered as ``(view, detector sample)`` of
+    :func:`_detector_samples_mm`: a fan beam), per view (K = views) or the same for all (K = 1). Detector bin p
+    sits at ``(p - pixels // 2) * pixel_mm`` and view k at ``theta = pi k / views`` integrates along the lines
     ``x cos(theta) - y sin(theta) = s``, as :func:`skimage.transform.radon` does; each bin averages two samples."""
-    theta = np.deg2rad(protocol.view_angles_deg())[:, None]  # (V, 1)
-    pick = slice(None) if state.cx.shape[0] == protocol.views else np.zeros(protocol.views, dtype=int)
-    cx, cy, a, b, angle = (getattr(state, name)[pick] for name in ("cx", "cy", "a", "b", "angle"))  # (V, E)
+    samples = _detector_samples_mm(protocol)
+    views, count = protocol.views, samples.size
+    times = state.cx.shape[0]
+    shape = (views, count, -1) if times == views * count else (views, 1, -1) if times == views else (1, 1, -1)
+    cx, cy, a, b, angle = (getattr(state, name).reshape(shape) for name in ("cx", "cy", "a", "b", "angle"))
+    theta = np.deg2rad(protocol.view_angles_deg())[:, None, None]  # (V, 1, 1)
     centre = cx * np.cos(theta) - cy * np.sin(theta)
     r2 = (a * np.cos(theta + angle)) ** 2 + (b * np.sin(theta + angle)) ** 2
-    weight = 2.0 * a * b / r2 * state.increment / protocol.pixel_mm  # (V, E)
-    detector = _pixel_axis_mm(protocol)
-    offsets = np.array([-0.25, 0.25]) * protocol.pixel_mm
-    samples = (detector[None, :] + offsets[:, None]).ravel()  # (2P,)
-    t = samples[None, None, :] - centre[:, :, None]  # (V, E, 2P)
-    chord = np.sqrt(np.maximum(r2[:, :, None] - t * t, 0.0))
-    projection = np.einsum("ve,vep->vp", weight, chord)  # (V, 2P)
-    projection = projection.reshape(protocol.views, offsets.size, protocol.pixels).mean(axis=1)
+    weight = 2.0 * a * b / r2 * state.increment / protocol.pixel_mm  # (V, 1 or S, E)
+    t = samples[None, :, None] - centre  # (V, S, E)
+    chord = np.sqrt(np.maximum(r2 - t * t, 0.0))
+    projection = np.sum(weight * chord, axis=2)  # (V, S)
+    projection = projection.reshape(views, 2, protocol.pixels).mean(axis=1)
     return projection.T.copy()
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+def _add_noise(sinogram: np.ndarray, protocol: ScanProtocol, rng: np.random.Generator) -> np.ndarray:
+    """The sinogram with noise of image standard deviation ``protocol.noise_hu``: the same on every ray ("white"),
+    or ("photon") with variance ``exp(p - p_median)`` times that, ``p`` the ray's line integral in attenuation units
+    (water 0.0192 / mm) and ``p_median`` its median over the rays through the object."""
+    sigma = protocol.noise_hu / _noise_gain(protocol.pixels, protocol.views, protocol.filter_name)
+    if protocol.noise_model == "photon":
+        p = MU_WATER_PER_MM * protocol.pixel_mm * sinogram / 1000.0
+        through = p > 0.1 * p.max()
+        sigma = sigma * np.exp((p - np.median(p[through])) / 2.0) if through.any() else sigma
+    return sinogram + rng.normal(0.0, 1.0, size=sinogram.shape) * sigma
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,55 +400,72 @@ def coronary_points(phantom: HeartPhantom, time_s: float, r_peaks: RPeaks | None
 
 def heart_mask(phantom: HeartPhantom, time_s: float, r_peaks: RPeaks | None,
                protocol: ScanProtocol = ScanProtocol(), margin_mm: float = 8.0, z_mm: float = 0.0) -> np.ndarray:
-    """(pixels, pixels) bool: the heart at ``time_s`` (inside the epicardium grown by ``margin_mm`` on each
-    semi-axis, which covers the coronaries), e.g. to measure errors where the motion is rather than over the
-    whole, mostly static and noise-dominated, slice."""
+    """(pixels, pixels) bool: the heart at ``time_s`` (inside the epicardium, and the right ventricle where there is
+    one, grown by ``margin_mm`` on each semi-axis, which covers the coronaries), e.g. to measure errors where the
+    motion is rather than over the whole, mostly static and noise-dominated, slice."""
     _check_protocol(protocol)
     state = _heart_state(phantom, np.array([time_s]), r_peaks, z_mm)
-    epicardium = 5  # body, two lungs, two bones, then the epicardium
+    first = len(phantom.thorax.parts) + (phantom.pericardial_fat_mm > 0)  # the RV wall or the epicardium
+    outlines = [first, first + 2] if phantom.rv_mm is not None else [first]  # RV wall and epicardium
     grown = replace(state, a=state.a + margin_mm, b=state.b + margin_mm)
     axis = _pixel_axis_mm(protocol)
-    return _inside(grown, 0, epicardium, axis[None, :], axis[:, None])
+    return np.logical_or.reduce([_inside(grown, 0, part, axis[None, :], axis[:, None]) for part in outlines])
 
 
 def view_times(window: PhaseWindow, protocol: ScanProtocol) -> np.ndarray:
-    """(views,) acquisition time (s) of each view: spread evenly over the window, ``start + (k + 1/2) * d / views``."""
+    """Acquisition time (s) of each parallel view (views,), or with a fan beam of each ray (views * 2 * pixels,
+    ordered as :func:`_sinogram` reads them).
+
+    The source turns at ``omega = (pi + fan) / d`` over the window of duration ``d``; the parallel ray at angle
+    ``theta_k = pi (k + 1/2) / views`` and detector offset ``s`` was measured when the source stood at
+    ``theta_k - asin(s / R)``: ``t = start + (theta_k - asin(s / R) + fan / 2) / omega``. Without a fan this is
+    ``start + (k + 1/2) * d / views``.
+    """
     duration = window.end_s - window.start_s
     if not duration > 0:
         raise InputError(f"The time window {window.start_s:g}-{window.end_s:g} s is empty.",
                          "Give a window whose end is after its start.")
-    return window.start_s + (np.arange(protocol.views) + 0.5) * (duration / protocol.views)
+    if protocol.fan_deg == 0:
+        return window.start_s + (np.arange(protocol.views) + 0.5) * (duration / protocol.views)
+    fan = np.deg2rad(protocol.fan_deg)
+    omega = (np.pi + fan) / duration
+    theta = np.pi * (np.arange(protocol.views) + 0.5) / protocol.views
+    gamma = np.arcsin(np.clip(_detector_samples_mm(protocol) / protocol.source_radius_mm, -1.0, 1.0))
+    return (window.start_s + (theta[:, None] - gamma[None, :] + fan / 2.0) / omega).ravel()
 
 
 def reconstruct_window(phantom: HeartPhantom, window: PhaseWindow, r_peaks: RPeaks | None,
                        protocol: ScanProtocol = ScanProtocol(), rng: np.random.Generator | None = None,
-                       z_mm: float = 0.0) -> np.ndarray:
+                       z_mm: float = 0.0, still_sinogram: np.ndarray | None = None) -> np.ndarray:
     """One phase volume (2-D slice): (pixels, pixels) HU reconstructed from the views acquired during ``window``.
 
-    View k is taken at ``view_times(window)[k]`` and angle ``pi k / views`` with the phantom frozen at that
-    time's cardiac phase; Gaussian noise (image std ``protocol.noise_hu``) is added to the sinogram when ``rng``
-    is given (None = noise-free); FBP with :func:`skimage.transform.iradon`.
+    Each view (each ray with a fan beam) is taken at its :func:`view_times` with the phantom frozen at that time's
+    cardiac phase; ``still_sinogram`` (pixels, views), e.g. the projection of a still texture, is added; noise
+    (image std ``protocol.noise_hu``, :func:`_add_noise`) is added when ``rng`` is given (None = noise-free); FBP
+    with :func:`skimage.transform.iradon`.
     """
     _check_protocol(protocol)
     times = view_times(window, protocol)
     if r_peaks is not None:
-        r_peaks.check_covers(float(times[0]), float(times[-1]))
-    state = _heart_state(phantom, times, r_peaks, z_mm)
-    sinogram = _sinogram(state, protocol)
+        r_peaks.check_covers(float(times.min()), float(times.max()))
+    sinogram = _sinogram(_heart_state(phantom, times, r_peaks, z_mm), protocol)
+    if still_sinogram is not None:
+        sinogram = sinogram + still_sinogram
     if rng is not None and protocol.noise_hu > 0:
-        sigma = protocol.noise_hu / _noise_gain(protocol.pixels, protocol.views, protocol.filter_name)
-        sinogram = sinogram + rng.normal(0.0, sigma, size=sinogram.shape)
+        sinogram = _add_noise(sinogram, protocol, rng)
     return _fbp(sinogram, protocol)
 
 
 def ground_truth(phantom: HeartPhantom, time_s: float, r_peaks: RPeaks | None,
-                 protocol: ScanProtocol = ScanProtocol(), z_mm: float = 0.0) -> np.ndarray:
-    """The phantom frozen at ``time_s``, projected and reconstructed like a phase volume, without noise:
-    (pixels, pixels) HU."""
+                 protocol: ScanProtocol = ScanProtocol(), z_mm: float = 0.0,
+                 still_sinogram: np.ndarray | None = None) -> np.ndarray:
+    """The phantom frozen at ``time_s`` (plus ``still_sinogram``), projected and reconstructed like a phase volume,
+    without noise: (pixels, pixels) HU."""
     _check_protocol(protocol)
     if r_peaks is not None:
         r_peaks.check_covers(float(time_s), float(time_s))
-    return _fbp(_sinogram(_heart_state(phantom, np.array([time_s]), r_peaks, z_mm), protocol), protocol)
+    sinogram = _sinogram(_heart_state(phantom, np.array([time_s]), r_peaks, z_mm), protocol)
+    return _fbp(sinogram if still_sinogram is None else sinogram + still_sinogram, protocol)
 
 
 def random_r_peaks(rng: np.random.Generator, count: int = 6, rr_range_s: tuple[float, float] = (0.6, 1.1),
@@ -434,7 +500,7 @@ class SimulatedCase:
 def simulate_case(rng: np.random.Generator, n_inputs: int = 4, n_outputs: int = 1,
                   protocol: ScanProtocol = ScanProtocol(), centre_phase_pct: float | None = None,
                   spacing_s: float | None = None, static: bool = False, phantom: HeartPhantom | None = None,
-                  r_peaks: RPeaks | None = None) -> SimulatedCase:
+                  r_peaks: RPeaks | None = None, still_sinogram: np.ndarray | None = None) -> SimulatedCase:
     """A random subject scanned in ``n_inputs`` consecutive half-scan windows and its ground truth.
 
     The window mid-points are ``spacing_s`` apart (default 0.03 s, ¶91) and centred on ``centre_phase_pct`` of
@@ -442,7 +508,8 @@ def simulate_case(rng: np.random.Generator, n_inputs: int = 4, n_outputs: int = 
     :func:`random_r_peaks` (RR 0.6-1.1 s, half the cases with +-10 % arrhythmia) unless ``r_peaks`` is given. The
     target windows follow the ¶68-¶70 rule (:func:`scanai.artifact_correction.windows.output_windows`); each target
     is the noise-free :func:`ground_truth` at its window's mid-time. The subject is :func:`random_phantom` unless
-    ``phantom`` is given; ``static`` freezes it (zero-motion case). Deterministic for a seeded ``rng``.
+    ``phantom`` is given; ``static`` freezes it (zero-motion case); ``still_sinogram`` is a still part's projection
+    added to every window and to the truth. Deterministic for a seeded ``rng``.
     """
     if n_inputs < 2 or not 1 <= n_outputs < n_inputs:
         raise InputError(f"A case needs at least 2 inputs and 1 <= outputs < inputs, got {n_inputs} -> {n_outputs}.",
@@ -459,9 +526,11 @@ def simulate_case(rng: np.random.Generator, n_inputs: int = 4, n_outputs: int = 
     half = protocol.half_scan_s / 2.0
     mids = centre_s + (np.arange(n_inputs) - (n_inputs - 1) / 2.0) * spacing
     windows = assign_phases([PhaseWindow(float(m - half), float(m + half)) for m in mids], r_peaks)
-    inputs = np.stack([reconstruct_window(phantom, w, r_peaks, protocol, rng) for w in windows])
+    inputs = np.stack([reconstruct_window(phantom, w, r_peaks, protocol, rng, still_sinogram=still_sinogram)
+                       for w in windows])
     target_windows = assign_phases(list(output_windows(windows, n_outputs)), r_peaks)
-    target = np.stack([ground_truth(phantom, w.mid_s, r_peaks, protocol) for w in target_windows])
+    target = np.stack([ground_truth(phantom, w.mid_s, r_peaks, protocol, still_sinogram=still_sinogram)
+                       for w in target_windows])
     points = coronary_points(phantom, target_windows[0].mid_s, r_peaks, protocol)
     return SimulatedCase(inputs, windows, target, target_windows, r_peaks, points, phantom, protocol.pixel_mm)
 

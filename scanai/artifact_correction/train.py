@@ -54,6 +54,14 @@ from scanai.artifact_correction.network import (
 from scanai.core.catalog import MODELS_DIR, ModelCard, save_model
 
 N_INPUTS, N_OUTPUTS = 4, 1
+#: "mini": the digest's simulator (one thorax, one protocol, 128² of 1 mm); "randomised":
+#: :mod:`scanai.artifact_correction.domain` (physics and anatomy drawn per case), resampled to the model's 1 mm grid
+#: and cropped to CROP² around the heart; training draws TRAIN_SIZE² windows from the crops.
+DOMAINS = ("mini", "randomised")
+MODEL_PIXEL_MM = 1.0
+CROP, TRAIN_SIZE = 144, 128
+#: HU augmentation of the randomised domain: (HU + 1000) scaled by 1 +- HU_SCALE_JITTER, shifted by +- HU_OFFSET_JITTER.
+HU_SCALE_JITTER, HU_OFFSET_JITTER = 0.03, 15.0
 STATIC_FRACTION = 0.1
 TEST_EVERY = 5  # index % TEST_EVERY == TEST_EVERY - 1 -> test portion (8:2)
 WINDOW_HU = (-200.0, 800.0)
@@ -82,69 +90,124 @@ class Case:
     target: np.ndarray
     static: bool
     index: int
+    features: dict[str, float] | None = None  # guard.input_features of the inputs on their acquisition grid
 
 
-def simulated_case(seed: int, index: int):
-    """(the :class:`~scanai.artifact_correction.simulator.SimulatedCase`, static) of case ``index`` of seed ``seed``."""
+def simulated_case(seed: int, index: int, domain: str = "mini", held_out: bool = False):
+    """(the :class:`~scanai.artifact_correction.simulator.SimulatedCase` on its acquisition grid, static) of case
+    ``index`` of seed ``seed`` in ``domain``; ``held_out`` (randomised domain only) draws the held-out settings."""
+    from scanai.artifact_correction.domain import simulate_domain_case
     from scanai.artifact_correction.simulator import simulate_case
 
     rng = case_rng(seed, index)
     static = bool(rng.random() < STATIC_FRACTION)
+    if domain == "randomised":
+        return simulate_domain_case(rng, held_out, static, N_INPUTS, N_OUTPUTS)[0], static
     return simulate_case(rng, n_inputs=N_INPUTS, n_outputs=N_OUTPUTS, static=static), static
 
 
-def held_out_cases(count: int, seed: int = 0) -> list:
+def held_out_cases(count: int, seed: int = 0, domain: str = "mini", held_out: bool = False) -> list:
     """The first ``count`` cases of the test portion of training seed ``seed`` (never trained on), as
-    (SimulatedCase, static) pairs with their coronaries and phantom for evaluation."""
+    (SimulatedCase, static) pairs with their coronaries and phantom for evaluation; ``held_out`` draws them from
+    the randomised domain's held-out settings instead."""
     indices = [index for index in range(TEST_EVERY * count) if is_test_case(index)][:count]
-    return [simulated_case(seed, index) for index in indices]
+    return [simulated_case(seed, index, domain, held_out) for index in indices]
 
 
-def make_case(seed: int, index: int) -> Case:
-    """Case ``index`` of seed ``seed`` (see the module docstring); the same (seed, index) gives the same case."""
-    case, static = simulated_case(seed, index)
+def heart_crop(images: np.ndarray, case, size: int = CROP) -> np.ndarray:
+    """(..., size, size) window of images (..., H, W) on the model's grid, centred on the heart of ``case`` (a
+    SimulatedCase of pixel size ``case.pixel_mm`` resampled by :func:`to_model_grid`), air outside the image."""
+    factor = case.pixel_mm / MODEL_PIXEL_MM
+    middle = case.inputs.shape[-1] // 2  # the rotation centre's pixel on the acquisition grid
+    x_mm, y_mm = case.phantom.centre_mm
+    centre = np.array([(middle + y_mm / case.pixel_mm + 0.5) * factor - 0.5,
+                       (middle + x_mm / case.pixel_mm + 0.5) * factor - 0.5])
+    start = np.round(centre).astype(int) - size // 2
+    pad = max(0, -int(start.min()), int((start + size - np.array(images.shape[-2:])).max()))
+    padded = np.pad(images, [(0, 0)] * (images.ndim - 2) + [(pad, pad)] * 2, constant_values=-1000.0)
+    rows, columns = start + pad
+    return padded[..., rows:rows + size, columns:columns + size]
+
+
+def to_model_grid(images: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """Images (..., H, W) of square pixels ``pixel_mm`` as the network sees them (the inference rule of
+    :meth:`~scanai.artifact_correction.network.ArtifactCorrector.correct_on_grid`)."""
+    from scanai.artifact_correction.network import needs_resampling, to_pixel_size
+
+    if not needs_resampling((pixel_mm, pixel_mm), MODEL_PIXEL_MM):
+        return np.asarray(images, np.float32)
+    return to_pixel_size(images, (pixel_mm, pixel_mm), MODEL_PIXEL_MM)
+
+
+def make_case(seed: int, index: int, domain: str = "mini", held_out: bool = False) -> Case:
+    """Case ``index`` of seed ``seed`` (see the module docstring); the same (seed, index) gives the same case. In the
+    randomised domain the slices are resampled to the model's grid and cropped around the heart; ``held_out`` draws
+    the held-out settings."""
+    from scanai.artifact_correction.guard import input_features
+
+    case, static = simulated_case(seed, index, domain, held_out)
     phases = np.array([w.phase_pct for w in case.windows], dtype=np.float64)
-    return Case(np.asarray(case.inputs, np.float32), phases, np.asarray(case.target, np.float32), static, index)
+    features = input_features(case.inputs[:, None], (case.pixel_mm, case.pixel_mm))
+    inputs, target = np.asarray(case.inputs, np.float32), np.asarray(case.target, np.float32)
+    if domain == "randomised":
+        inputs = heart_crop(to_model_grid(inputs, case.pixel_mm), case)
+        target = heart_crop(to_model_grid(target, case.pixel_mm), case)
+    return Case(inputs, phases, target, static, index, features)
 
 
-def _make_case_arrays(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+def _make_case_arrays(job: tuple[int, int, str, bool]) -> tuple:
     case = make_case(*job)
-    return case.inputs, case.phase_pct, case.target, case.static
+    return case.inputs, case.phase_pct, case.target, case.static, case.features
 
 
-def simulate_cases(seed: int, count: int, cache: Path | None = DEFAULT_CACHE, workers: int = 2) -> list[Case]:
-    """Cases 0..count-1 of ``seed``, read from ``cache`` when it holds them (same seed), else simulated in
-    ``workers`` processes and written there."""
+def simulate_cases(seed: int, count: int, cache: Path | None = DEFAULT_CACHE, workers: int = 2,
+                   domain: str = "mini") -> list[Case]:
+    """Cases 0..count-1 of ``seed`` in ``domain``, read from ``cache`` when it holds them (same seed and domain),
+    else simulated in ``workers`` processes and written there."""
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as data:
             meta = json.loads(str(data["meta"]))
-            if meta.get("seed") == seed and meta.get("count", 0) >= count:
+            if meta.get("seed") == seed and meta.get("count", 0) >= count and meta.get("domain", "mini") == domain:
                 inputs, phases, targets, static = (data[key][:count] for key in ("inputs", "phases", "targets",
                                                                                  "static"))
-                return [Case(inputs[i], phases[i], targets[i], bool(static[i]), i) for i in range(count)]
+                features = meta.get("features") or [None] * count
+                return [Case(inputs[i], phases[i], targets[i], bool(static[i]), i, features[i]) for i in range(count)]
     started = time.perf_counter()
-    jobs = [(seed, index) for index in range(count)]
+    jobs = [(seed, index, domain, False) for index in range(count)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             arrays = list(pool.map(_make_case_arrays, jobs, chunksize=4))
     else:
         arrays = [_make_case_arrays(job) for job in jobs]
     print(f"simulated {count} cases in {time.perf_counter() - started:.0f} s", flush=True)
-    cases = [Case(a[0], a[1], a[2], a[3], i) for i, a in enumerate(arrays)]
+    cases = [Case(a[0], a[1], a[2], a[3], i, a[4]) for i, a in enumerate(arrays)]
     if cache is not None:
         np.savez(cache, inputs=np.stack([c.inputs for c in cases]), phases=np.stack([c.phase_pct for c in cases]),
                  targets=np.stack([c.target for c in cases]), static=np.array([c.static for c in cases]),
-                 meta=json.dumps({"seed": seed, "count": count}))
+                 meta=json.dumps({"seed": seed, "count": count, "domain": domain,
+                                  "features": [c.features for c in cases]}))
     return cases
 
 
-def augment(inputs: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random D4 symmetry (quarter turns, mirror) of (N, H, W) inputs and (M, H, W) target."""
+def augment(inputs: np.ndarray, target: np.ndarray, rng: np.random.Generator, size: int | None = None,
+            hu_jitter: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The same random D4 symmetry (quarter turns, mirror), ``size``² window (None = whole) and, with ``hu_jitter``,
+    HU scale and offset (:data:`HU_SCALE_JITTER`, :data:`HU_OFFSET_JITTER`) of (N, H, W) inputs and (M, H, W)
+    target."""
     turns, mirror = int(rng.integers(4)), bool(rng.random() < 0.5)
+    rows, columns = inputs.shape[-2:]
+    top = int(rng.integers(rows - size + 1)) if size else 0
+    left = int(rng.integers(columns - size + 1)) if size else 0
+    scale = 1.0 + rng.uniform(-HU_SCALE_JITTER, HU_SCALE_JITTER) if hu_jitter else 1.0
+    offset = rng.uniform(-HU_OFFSET_JITTER, HU_OFFSET_JITTER) if hu_jitter else 0.0
 
     def apply(array: np.ndarray) -> np.ndarray:
+        if size:
+            array = array[:, top:top + size, left:left + size]
+        if hu_jitter:
+            array = (array + 1000.0) * scale - 1000.0 + offset
         array = np.rot90(array, turns, axes=(1, 2))
-        return np.ascontiguousarray(array[:, :, ::-1] if mirror else array)
+        return np.ascontiguousarray(array[:, :, ::-1] if mirror else array, dtype=np.float32)
 
     return apply(inputs), apply(target)
 
@@ -213,7 +276,8 @@ def train(cases: list[Case], args: argparse.Namespace, architecture: dict) -> tu
         inputs, targets = [], []
         for pick in picks:
             case = cases[int(pick)]
-            phases, target = augment(case.inputs, case.target, rng)
+            randomised = args.domain == "randomised"
+            phases, target = augment(case.inputs, case.target, rng, TRAIN_SIZE if randomised else None, randomised)
             inputs.append(network_input(phases, case.phase_pct, time_channels))
             targets.append(np.clip((target - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0).astype(np.float32))
         loss = loss_function(model(torch.from_numpy(np.stack(inputs))), torch.from_numpy(np.stack(targets)))
@@ -296,12 +360,13 @@ def evaluate(model, architecture: dict, cases: list[Case]) -> dict[str, float]:
     return metrics
 
 
-def training_ranges(cases: list[Case], pixel_mm: float) -> dict[str, list[float]]:
-    """{feature: [min, max]} of :func:`scanai.artifact_correction.guard.input_features` over ``cases`` (the
-    training portion): what the network has seen, for the out-of-distribution check at inference."""
-    from scanai.artifact_correction.guard import feature_ranges, input_features
+def training_ranges(cases: list[Case]) -> dict[str, list[float]]:
+    """{feature: [min, max]} of :func:`scanai.artifact_correction.guard.input_features` of ``cases`` (the training
+    portion) on their acquisition grids: what the network has seen, for the out-of-distribution check at
+    inference."""
+    from scanai.artifact_correction.guard import feature_ranges
 
-    return feature_ranges([input_features(case.inputs[:, None], (pixel_mm, pixel_mm)) for case in cases])
+    return feature_ranges([case.features for case in cases])
 
 
 def record_ranges(args: argparse.Namespace) -> ModelCard:
@@ -311,9 +376,9 @@ def record_ranges(args: argparse.Namespace) -> ModelCard:
 
     card = load_card(MODEL_NAME, args.out)
     seed, count = int(card.extra["seed"]), int(card.extra["cases"])
-    cases = [c for c in simulate_cases(seed, count, args.cache, args.workers) if not is_test_case(c.index)]
-    contract = {**card.input_contract, "training_ranges": training_ranges(cases, float(card.input_contract.get(
-        "pixel_mm", 1.0)))}
+    domain = card.extra.get("domain", "mini")
+    cases = [c for c in simulate_cases(seed, count, args.cache, args.workers, domain) if not is_test_case(c.index)]
+    contract = {**card.input_contract, "training_ranges": training_ranges(cases)}
     updated = replace(card, input_contract=contract, extra={
         **card.extra, "training_ranges_recorded_by": f"python -m scanai.artifact_correction.train --record-ranges "
                                                      f"(seed {seed}, {len(cases)} training cases)"})
@@ -340,16 +405,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes simulating the cases")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="simulated-case cache (npz)")
+    parser.add_argument("--domain", default="randomised", choices=DOMAINS,
+                        help="training simulation: the digest's mini thorax, or physics and anatomy drawn per case")
+    parser.add_argument("--held-out", type=int, default=40,
+                        help="cases of the held-out settings (randomised domain) to evaluate after training")
     parser.add_argument("--record-ranges", action="store_true",
                         help="only recompute the training ranges (input features seen in training) into the card")
     return parser.parse_args(argv)
+
+
+def training_data_text(args: argparse.Namespace, train_cases: list[Case]) -> str:
+    """The model card's description of the training data."""
+    from scanai.artifact_correction.simulator import ScanProtocol
+
+    head = (f"{len(train_cases)} simulated cardiac CT slices (cases with index % 5 != 4 of {args.cases}, seed "
+            f"{args.seed}; {sum(c.static for c in train_cases)} zero-motion), 4 consecutive half-scan windows each; "
+            "target = the noise-free FBP of the phantom frozen at the centred window. ")
+    if args.domain == "randomised":
+        return head + (
+            "Domain-randomised (scanai.artifact_correction.domain): parallel or fan-beam (20-48 deg, each ray at its "
+            "own time) half-scans, rotation 0.25-0.35 s, 144/240 views, FBP kernels ramp/shepp-logan/cosine/hamming, "
+            "white or photon-like noise 6-42 HU, 128-256 pixels of 0.75-1.9 mm resampled to 1 mm and cropped to "
+            f"{CROP}² around the heart; 50-110 bpm, half arrhythmic, windows 15-40 ms apart; the mini thorax in one "
+            "case in five, else a thorax built around the heart (subcutaneous fat, muscle, lungs, spine, sternum, "
+            "ribs, aorta) and a heart with optional pericardial fat, RV, papillary muscle, calcium, twist and "
+            "breathing; real CT texture (pydicom's CT_small.dcm detail) on the still anatomy in half the cases; HU "
+            f"scale +-{HU_SCALE_JITTER:g} and offset +-{HU_OFFSET_JITTER:g} HU jitter. Held out (validation "
+            "only): the hann kernel, 48-60 HU noise, 52-60 deg fans, coronary stents.")
+    protocol = ScanProtocol()
+    return head + (
+        "The digest's simulator (scanai.artifact_correction.simulator.simulate_case): mini thorax, random heart "
+        "phantom (LV, myocardium, coronaries, optional calcium and breathing), RR 0.6-1.1 s with arrhythmia, "
+        f"windows 30 ms apart, FBP from {protocol.views} views with {protocol.noise_hu} HU sinogram noise, "
+        f"{protocol.pixels}² at {protocol.pixel_mm} mm.")
 
 
 def training_command(args: argparse.Namespace) -> str:
     return (f"python -m scanai.artifact_correction.train --cases {args.cases} --steps {args.steps} --seed {args.seed} "
             f"--out scanai/models --batch {args.batch} --lr {args.lr} --widths {args.widths} "
             f"--time-channels {args.time_channels} --eval-every {args.eval_every} --tolerance {args.tolerance} "
-            f"--threads {args.threads}")
+            f"--threads {args.threads} --domain {args.domain} --held-out {args.held_out}")
 
 
 def main(argv: list[str] | None = None) -> ModelCard:
@@ -359,7 +454,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
     if args.record_ranges:
         return record_ranges(args)
     started = time.perf_counter()
-    cases = simulate_cases(args.seed, args.cases, args.cache, args.workers)
+    cases = simulate_cases(args.seed, args.cases, args.cache, args.workers, args.domain)
     simulation_seconds = time.perf_counter() - started
     train_cases = [c for c in cases if not is_test_case(c.index)]
     test_cases = [c for c in cases if is_test_case(c.index)]
@@ -367,6 +462,11 @@ def main(argv: list[str] | None = None) -> ModelCard:
                     "time_channels": args.time_channels, "widths": [int(w) for w in args.widths.split(",")]}
     model, facts = train(train_cases, args, architecture)
     metrics = evaluate(model, architecture, test_cases)
+    if args.domain == "randomised" and args.held_out > 0:
+        held_out = [make_case(args.seed, index, args.domain, held_out=True)
+                    for index in filter(is_test_case, range(TEST_EVERY * args.held_out))]
+        metrics.update({f"held_out_settings_{key}": value
+                        for key, value in evaluate(model, architecture, held_out).items()})
     print(json.dumps(metrics, indent=1))
     protocol = ScanProtocol()
     accepted = metrics["accuracy_rate_ssim_gt_0.90"] >= 0.90
@@ -379,16 +479,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
                         "output_window_rule": "centre", "time_channels": args.time_channels,
                         "normalisation": {"clip_hu": [HU_MIN, HU_MAX], "scale": "(HU + 1024) / 4095"},
                         "dims": "2D", "pixel_mm": protocol.pixel_mm, "min_size": MIN_SIZE,
-                        "training_ranges": training_ranges(train_cases, protocol.pixel_mm)},
-        training_data=(
-            f"{len(train_cases)} simulated cardiac CT slices (cases with index % 5 != 4 of "
-            f"{args.cases}, seed {args.seed}; {sum(c.static for c in train_cases)} zero-motion) from "
-            "scanai.artifact_correction.simulator.simulate_case: random heart phantom (LV, myocardium, coronaries, "
-            "optional "
-            "calcium and breathing), RR 0.6-1.1 s with arrhythmia, 4 consecutive half-scan windows (mid-points "
-            f"30 ms apart) reconstructed by FBP from {protocol.views} views of the moving phantom with "
-            f"{protocol.noise_hu} HU sinogram noise, {protocol.pixels}² at {protocol.pixel_mm} mm; target = the "
-            "noise-free FBP of the phantom frozen at the centred window."),
+                        "training_ranges": training_ranges(train_cases)},
+        training_data=training_data_text(args, train_cases),
         training_command=training_command(args),
         metrics={key: round(value, 4) for key, value in metrics.items()}, sha256="",
         notes=(f"Test portion: the {len(test_cases)} held-out cases (index % 5 == 4, never trained on). ¶87 "
@@ -400,7 +492,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
                "(hindsight); best phase = least image motion amplitude. Trained on simulated data only."),
         extra={**facts, "simulation_seconds": round(simulation_seconds, 1), "seed": args.seed, "cases": args.cases,
                "test_rule": "index % 5 == 4", "static_fraction": STATIC_FRACTION, "batch": args.batch,
-               "accepted_p87": accepted})
+               "accepted_p87": accepted, "domain": args.domain})
     final = save_model(model, card, args.out)
     print(f"saved {args.out / (MODEL_NAME + '.pt')} sha256 {final.sha256[:12]} in "
           f"{time.perf_counter() - started:.0f} s")

@@ -81,7 +81,8 @@ def loadSampleData(source=None) -> list:
 class KSpaceCalibrationParameterNode:
     """inputPath: raw k-space file; or inputVolume (demonstration) with simulatedSpikes spike events added.
 
-    detector: trained patch classifier ("network") or robust statistics ("classical"); sensitivity in (0, 1].
+    detector: robust statistics ("classical"), trained patch classifier ("network"), or the classical levels set by
+    the classifier's patch probabilities ("combined"); sensitivity in (0, 1].
     noisePath: optional noise scan or coil noise covariance (pre-whitening, the noise level); axes: optional names of
     an array file's stored axes ("" = from the file), as ``scanai kspace --noise`` and ``--axes``.
     """
@@ -91,7 +92,7 @@ class KSpaceCalibrationParameterNode:
     simulatedSpikes: Annotated[int, WithinRange(0, 500)] = 20
     detectOnly: bool = False
     createLogKSpace: bool = True
-    detector: Annotated[str, Choice(["classical", "network"])] = "classical"  # classical measures better (README)
+    detector: Annotated[str, Choice(["classical", "network", "combined"])] = "classical"  # measured: README
     sensitivity: Annotated[float, WithinRange(0.05, 1.0)] = 0.5
     correctionMethod: Annotated[str, Choice(["grappa", "zero", "conjugate", "neighbours"])] = "grappa"
     prewhiten: bool = False
@@ -125,7 +126,7 @@ class KSpaceCalibrationWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidg
         return self.readerPackages.get(path.suffix.lower(), ()) if path else ()
 
     def classicalAlternative(self, parameterNode: KSpaceCalibrationParameterNode) -> tuple[str, str] | None:
-        return ("detector", "classical") if parameterNode.detector == "network" else None
+        return ("detector", "classical") if parameterNode.detector in ("network", "combined") else None
 
     def missingInputs(self, parameterNode: KSpaceCalibrationParameterNode) -> str:
         if not mrml.selected_file(parameterNode.inputPath) and not parameterNode.inputVolume:
@@ -279,7 +280,8 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
         # Spike amplitudes span 0.005-1 x max|k|; the network misses more of the weakest (its model card).
         from scanai.core.device import torch_available
 
-        detectors = (("classical", 0.9), ("network", 0.8)) if torch_available() else (("classical", 0.9),)
+        detectors = ((("classical", 0.9), ("network", 0.8), ("combined", 0.9)) if torch_available()
+                     else (("classical", 0.9),))
         if not torch_available():
             logging.info("KSpaceCalibration: PyTorch is not installed, so the network detector is not tested.")
         for detector, share in detectors:

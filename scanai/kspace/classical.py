@@ -196,8 +196,8 @@ def near_centre(plane: np.ndarray, flagged: np.ndarray, sensitivity: float = 0.5
 
 
 def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = DEFAULT_PATCH_SIZE,
-                 centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None
-                 ) -> SliceDetection:
+                 centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None,
+                 prior: np.ndarray | None = None) -> SliceDetection:
     """Classical detection on one (coils, ky, kx) complex plane (a (ky, kx) plane is one coil).
 
     sensitivity:   in (0, 1]; see :meth:`Thresholds.from_sensitivity`.
@@ -208,6 +208,8 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
                    the prediction leaves much signal there, they are also judged in the background's k-space
                    (:mod:`scanai.kspace.centre`, level :attr:`Thresholds.near_dc`).
     noise_power:   (coils,) known noise power ``E|n|^2`` of each coil (a file's noise scans), or None (estimated).
+    prior:         (ky, kx) int8 opinion of a patch classifier (1: a spike here, -1: none here, 0: no opinion), which
+                   sets the level sample by sample (:func:`scanai.kspace.peeling.prior_levels`); None: classical.
     The input is not modified.
     """
     plane = _check_plane(plane)
@@ -217,7 +219,7 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
     core, ring, zone, near = _zones(plane, max(centre_radius, 0.0), centre_zone)
     statistic = _SliceStatistic(plane, grid, acquired)
     scores_z = statistic.z.copy()
-    mask = _peel(statistic, acquired & ~core, thresholds, zone, ring)
+    mask = _peel(statistic, acquired & ~core, thresholds, zone, ring, prior=prior)
     centre_flags, centre_scores = _near_centre(plane, mask, statistic.predictor, statistic.energy, acquired, core,
                                                near, thresholds.near_dc, noise_power)
     mask |= centre_flags

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("kspace_output"), metavar="DIR",
                         help="output folder (default ./kspace_output)")
     parser.add_argument("--detector", choices=DETECTORS, default="classical",
-                        help="spike detector: classical statistics (default) or the trained patch network")
+                        help="spike detector: classical statistics (default), the trained patch network, or "
+                             "combined (classical levels set by the network's patch probabilities; needs torch)")
     parser.add_argument("--sensitivity", type=float, default=DEFAULT_SENSITIVITY,
                         help=f"detection sensitivity in (0, 1] (default {DEFAULT_SENSITIVITY}; higher finds weaker "
                              "spikes and risks false detections)")

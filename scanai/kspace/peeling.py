@@ -10,6 +10,10 @@ from scanai.core.errors import InputError
 from scanai.kspace.prediction import _OFFSETS
 from scanai.kspace.statistic import _SliceStatistic
 
+#: How far above its level (at most the strict level) a sample must score where the combined detector's classifier
+#: rules a spike out (:func:`prior_levels`): one decade of significance.
+VETO_RAISE = 1.0
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -57,6 +61,24 @@ class Thresholds:
         return cls(strict, relaxed_level, strict + 3.0)
 
 
+def prior_levels(thresholds: Thresholds, corrupted: bool, prior: np.ndarray | None = None) -> np.ndarray | float:
+    """The level of every sample before the zone factors: ``relaxed`` in a corrupted slice, else ``strict``.
+
+    With a patch classifier's ``prior`` ((ky, kx) int8: 1 inside its target patches, -1 where it rules a spike out,
+    0 no opinion; :func:`scanai.kspace.pipeline.classifier_prior`) the combined detector's levels: ``relaxed`` inside
+    the target patches even in a slice with no sure spike (the classifier's agreement replaces the sure spike as the
+    gate), and :data:`VETO_RAISE` above the level (at most ``strict``) where it rules a spike out, so that a
+    borderline sample there needs more than the relaxed level.
+    """
+    base = thresholds.relaxed if corrupted else thresholds.strict
+    if prior is None:
+        return base
+    level = np.full(prior.shape, base, dtype=np.float32)
+    level[prior > 0] = min(base, thresholds.relaxed)
+    level[prior < 0] = min(thresholds.strict, base + VETO_RAISE)
+    return level
+
+
 def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(ky, kx) bool: the ``candidates`` whose energy is the largest of their 3 x 3 neighbourhood (edges repeated),
     with the ``flagged`` samples counted as zero; only the candidates' neighbourhoods are read."""
@@ -74,7 +96,7 @@ def _local_maxima(energy: np.ndarray, flagged: np.ndarray, candidates: np.ndarra
 
 
 def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Thresholds, zone: np.ndarray,
-          ring: np.ndarray, max_rounds: int = 12) -> np.ndarray:
+          ring: np.ndarray, max_rounds: int = 12, prior: np.ndarray | None = None) -> np.ndarray:
     """Flag samples round by round (largest residual of its 3 x 3 neighbourhood first); returns (ky, kx) bool.
 
     In the centre ``zone`` and beside never-acquired samples only samples above the level before any replacement
@@ -87,14 +109,15 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
 
     The level is ``thresholds.relaxed`` when some allowed sample already exceeds ``thresholds.sure``, else
     ``thresholds.strict``; both are multiplied by ``centre_factor`` inside ``zone`` and by ``ring_factor`` in
-    the ``ring`` around the centre, where the contrast must also exceed ``ring_log_ratio``.
+    the ``ring`` around the centre, where the contrast must also exceed ``ring_log_ratio``. ``prior``: a
+    patch classifier's opinion, (ky, kx) int8 (see :func:`prior_levels`), sets the level sample by sample.
     """
 
     factor = np.where(zone, thresholds.centre_factor, 1.0).astype(np.float32)
     factor[ring] = thresholds.ring_factor
     minimum = np.where(ring, thresholds.ring_log_ratio, thresholds.log_ratio).astype(np.float32)
     corrupted = bool(np.any(allowed & ~zone & (statistic.z > thresholds.sure)))
-    level = (thresholds.relaxed if corrupted else thresholds.strict) * factor
+    level = prior_levels(thresholds, corrupted, prior) * factor
     flagged = np.zeros(allowed.shape, dtype=bool)
     # near DC and beside never-acquired samples a sample must stand out before anything was replaced too: a
     # replacement there (signal-dominated, or predicted from fewer neighbours) is poorer and raises its neighbours'

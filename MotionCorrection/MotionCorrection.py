@@ -23,10 +23,12 @@ if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sit
 from scanai import REPOSITORY_URL, mrml
 
 #: Motion estimators (= scanai.motion.pipeline.METHODS; repeated so that loading the module stays light).
-METHODS = ["network", "network-pairwise", "demons", "bspline"]
+METHODS = ["network", "network-pairwise", "demons", "bspline", "svf3d"]
 #: What the method box shows for each of METHODS (= scanai.motion.pipeline.METHOD_LABELS).
 METHOD_LABELS = ["Multi-pair network (joint)", "Network, pairs independently (ablation)", "Demons (SimpleITK)",
-                 "B-spline (SimpleITK)"]
+                 "B-spline (SimpleITK)", "Multi-pair SVF optimisation, 3-D (classical)"]
+#: Motion in 2-D slice by slice or in 3-D volumes (= scanai.motion.pipeline.DIMS).
+DIMS = ["2d", "3d"]
 #: Tasks: motion estimation over a cine, or artifact correction of a phase sequence.
 TASKS = ["motion", "artifact"]
 #: Artifact-correction methods and phase selections (= scanai.artifact_correction.pipeline.METHODS / SELECTIONS).
@@ -52,7 +54,9 @@ class MotionCorrection(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Estimates dense motion over a cardiac cine or 4D sequence relative to a reference frame (normally "
             "end-diastole): with the multi-pair network (all image pairs of the cine estimated jointly), the same "
-            "network pair by pair, or classical demons / B-spline registration. Outputs, synchronised with the "
+            "network pair by pair, or classical demons / B-spline registration; 'Motion in' chooses 2-D (every slice "
+            "on its own) or 3-D (a whole stack or 3-D cine as one volume per frame, through-plane motion included: "
+            "the multi-pair SVF optimisation, demons or B-spline). Outputs, synchronised with the "
             "input's sequence browser: a sequence of displacement-field transforms, the motion-compensated sequence, "
             "Jacobian-determinant maps (folding where <= 0), and with a segmentation drawn on the reference frame, "
             "the segmentation carried through the cycle and, with a myocardium segment, global circumferential and "
@@ -118,6 +122,7 @@ class MotionCorrectionParameterNode:
     inputSequence: vtkMRMLSequenceNode
     referenceFrame: Annotated[int, WithinRange(0, 9999)] = 0
     method: Annotated[str, Choice(METHODS)] = "network"
+    dims: Annotated[str, Choice(DIMS)] = "2d"
     inputSegmentation: vtkMRMLSegmentationNode
     segmentationFrame: Annotated[int, WithinRange(0, 9999)] = 0
     myocardiumSegment: str  # "" (the default) = automatic
@@ -158,7 +163,8 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
     def classicalAlternative(self, parameterNode: MotionCorrectionParameterNode) -> tuple[str, str] | None:
         if parameterNode.task == "artifact":
             return ("artifactMethod", "registration-fusion") if parameterNode.artifactMethod == "network" else None
-        return ("method", "demons") if parameterNode.method.startswith("network") else None
+        onTorch = parameterNode.method.startswith("network") or parameterNode.method == "svf3d"
+        return ("method", "demons") if onTorch else None
 
     def initializeParameterNode(self) -> None:
         mrml.ModuleWidgetMixin.initializeParameterNode(self)
@@ -168,7 +174,8 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
     def setParameterNode(self, parameterNode) -> None:
         mrml.ModuleWidgetMixin.setParameterNode(self, parameterNode)
         for boxName, labels in (("methodComboBox", METHOD_LABELS), ("artifactMethodComboBox", ARTIFACT_METHOD_LABELS),
-                                ("taskComboBox", [_("Motion estimation (cine)"), _("Artifact correction (phases)")])):
+                                ("taskComboBox", [_("Motion estimation (cine)"), _("Artifact correction (phases)")]),
+                                ("dimsComboBox", [_("2-D, slice by slice"), _("3-D, one volume per frame")])):
             box = getattr(self.ui, boxName, None)
             if parameterNode and box is not None and hasattr(box, "setItemText"):
                 for index, label in enumerate(labels):  # the box keeps the order of the parameter's choices
@@ -205,7 +212,7 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
             inputSegmentation=p.inputSegmentation, segmentationFrame=p.segmentationFrame,
             myocardiumSegment=(p.myocardiumSegment or "").strip(),
             bloodPoolSegment=(p.bloodPoolSegment or "").strip(), createJacobian=p.createJacobian,
-            createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device)
+            createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device, dims=p.dims)
         names = ", ".join(node.GetName() for node in outputs.values())
         result = self.logic.lastResult
         rule = result.reference_rule
@@ -296,13 +303,14 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     def process(self, inputSequence, referenceFrame: int = 1, method: str = "network", createWarped: bool = True,
                 createTransforms: bool = True, progress=None, inputSegmentation=None, myocardiumSegment: str = "",
                 bloodPoolSegment: str = "", createJacobian: bool = True, createPropagated: bool = True,
-                createStrain: bool = True, device: str = "auto", segmentationFrame: int = 0) -> dict:
+                createStrain: bool = True, device: str = "auto", segmentationFrame: int = 0, dims: str = "2d") -> dict:
         """Estimate the motion of every frame relative to ``referenceFrame`` (1-based, as in the sequence browser;
         0 = end-diastole found automatically, :mod:`scanai.motion.end_diastole`) and add the results beside the
         input, synchronised with its sequence browser. ``inputSegmentation`` is drawn on frame
         ``segmentationFrame`` (1-based; 0 = the reference frame, which must then be given); a segmentation drawn on
         another frame is carried onto the reference. ``lastResult.reference_rule`` says how the
-        reference was chosen.
+        reference was chosen. ``dims``: "2d" = every slice on its own, "3d" = one volume per frame (a stack of at
+        least 4 slices; methods svf3d, demons, bspline: :func:`scanai.motion.pipeline.checked_dims`).
 
         Returns the new nodes: ``"transforms"`` (grid-transform sequence, FromParent = the pull-back field, identity
         at the reference), ``"warped"`` (motion-compensated volume sequence), ``"jacobian"`` (volume sequence of
@@ -359,7 +367,9 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                               reference_index=referenceIndex, labels_index=drawnIndex, method=method,
                               labels=firstLayer,
                               myocardium_label=myocardiumLabel, blood_pool_label=bloodPoolLabel,
-                              device=device if method.startswith("network") else None, propagate=propagate)
+                              device=device if method.startswith("network") or method == "svf3d" else None,
+                              propagate=propagate,
+                              dims=dims)
         fields = result.fields
         if len(layers) > 1 and drawnIndex != fields.reference_index:
             raise InputError("Overlapping segments can be carried only from the reference frame.",
@@ -710,7 +720,8 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
                  ((node,), {"referenceFrame": 0, "inputSegmentation": segmentation}, InputError, "which frame"),
                  ((node,), {"inputSegmentation": elsewhere}, GeometryError, "another grid"),
                  ((node,), {"inputSegmentation": elsewhere, "myocardiumSegment": "muscle"}, GeometryError, "grid"),
-                 ((node,), {"method": "optical flow"}, InputError, "Unknown motion estimation method")]
+                 ((node,), {"method": "optical flow"}, InputError, "Unknown motion estimation method"),
+                 ((node,), {"dims": "3d"}, InputError, "3-D motion needs one volume per frame")]
         for args, kwargs, error, words in cases:
             with self.assertRaisesRegex(error, words):
                 MotionCorrectionLogic().process(*args, **{"method": "demons", **kwargs})
@@ -718,6 +729,29 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         for t in range(3):
             np.testing.assert_array_equal(slicer.util.arrayFromVolume(node.GetNthDataNode(t)), before[t])
         self.assertEqual(node.GetNumberOfDataNodes(), 3)
+
+    def test_ThreeDimensionalMotion(self):
+        """A 3-D+t cine in 3-D (the SVF optimisation): through-plane motion recovered, the network refused in 3-D."""
+        import numpy as np
+
+        from scanai.core.errors import InputError
+        from scanai.motion.phantom3d import beating_ventricle_phantom
+
+        phantom = beating_ventricle_phantom(n_frames=2, shape=(20, 24, 24), endo_radius_px=4.0, wall_px=2.5,
+                                            amplitude_px=1.5, noise=0.0)
+        node = mrml.sequence_to_node(phantom.sequence, "3-D cine")
+        with self.assertRaisesRegex(InputError, "no 3-D motion network"):
+            MotionCorrectionLogic().process(node, method="network", dims="3d")
+        logic = MotionCorrectionLogic()
+        outputs = logic.process(node, referenceFrame=1, method="svf3d", dims="3d", createWarped=False)
+        self.assertIn("transforms", outputs)
+        fields = logic.lastResult.fields
+        self.assertEqual(fields.method, "svf3d")
+        wall = phantom.myocardium
+        error = np.linalg.norm(fields.displacement_mm[1] - phantom.displacement_mm[1], axis=-1)[wall].mean()
+        still = np.linalg.norm(phantom.displacement_mm[1], axis=-1)[wall].mean()
+        self.assertLess(error, 0.5 * still)
+        self.assertGreater(np.abs(fields.displacement_mm[1][wall][:, 2]).max(), 1.0)  # through-plane motion
 
     def test_CancelLeavesTheSceneUnchanged(self):
         from scanai.core.errors import Cancelled

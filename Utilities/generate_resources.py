@@ -25,7 +25,12 @@ MODULES = {
             ("int", "referenceFrameSpinBox", "Reference frame (end-diastole):", "referenceFrame",
              {"minimum": 0, "maximum": 9999, "specialValueText": "end-diastole, found automatically"}),
             ("combo", "methodComboBox", "Motion estimation:", "method",
-             {"items": ["network", "network-pairwise", "demons", "bspline"]}),
+             {"items": ["network", "network-pairwise", "demons", "bspline", "svf3d"]}),
+            ("combo", "dimsComboBox", "Motion in:", "dims",
+             {"items": ["2d", "3d"],
+              "toolTip": "2-D: every slice on its own (in-plane motion; the networks, demons, B-spline); 3-D: one "
+                         "volume per frame of a stack or 3-D cine, through-plane motion included (SVF "
+                         "optimisation, demons, B-spline)"}),
             ("node", "inputSegmentationSelector", "Segmentation (optional):",
              "inputSegmentation", {"nodeTypes": "vtkMRMLSegmentationNode", "noneEnabled": True}),
             ("int", "segmentationFrameSpinBox", "Segmentation drawn on frame:", "segmentationFrame",
@@ -133,7 +138,7 @@ MODULES = {
              "createLogKSpace", {}),
         ],
         "Advanced": [
-            ("combo", "detectorComboBox", "Detector:", "detector", {"items": ["classical", "network"]}),
+            ("combo", "detectorComboBox", "Detector:", "detector", {"items": ["classical", "network", "combined"]}),
             ("double", "sensitivitySpinBox", "Sensitivity:", "sensitivity",
              {"minimum": 0.05, "maximum": 1.0, "singleStep": 0.05}),
             ("combo", "correctionMethodComboBox", "Correction:", "correctionMethod",

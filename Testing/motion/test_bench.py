@@ -10,10 +10,17 @@ import time
 import numpy as np
 import pytest
 from bench_results import SCREENSHOTS, write_result
+from sunnybrook_cases import contoured_slices
 
 pytest.importorskip("torch")
 
-from scanai.motion.network import _lagrangian_from_pairs, load_motion_network, normalise_video, predict_pair_fields
+from scanai.motion.network import (
+    NETWORK_PASSES,
+    _lagrangian_from_pairs,
+    load_motion_network,
+    normalise_video,
+    predict_pair_fields,
+)
 from scanai.motion.pairs import make_pairs
 from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
 from scanai.motion.pipeline import analyse_cine, estimate_motion
@@ -104,31 +111,9 @@ def test_joint_beats_pairwise_table() -> None:
         assert joint["temporal_roughness_px"] < alone["temporal_roughness_px"]
 
 
-def contoured_slices(shared_data):
-    """Each contoured slice of the shared Sunnybrook cine: (slice index, its cine, the (1, rows, columns) label map
-    drawn on the ED frame (1 = cavity, 2 = myocardium), the ED and the ES endocardium contours)."""
-    from scanai.io.cine import read_sunnybrook_cine
-    from scanai.io.contours import read_sunnybrook_contours
-
-    root = shared_data / "cardiac" / "sunnybrook"
-    dicoms = root / "dicoms" / "SCD0000101"
-    contours = read_sunnybrook_contours(root / "contourfiles" / "SC-HF-I-1", dicoms)
-    for slice_index in sorted({c.slice_index for c in contours}):
-        mine = [c for c in contours if c.slice_index == slice_index]
-        epicardium = next(c for c in mine if c.kind == "epicardium")
-        ed = epicardium.phase_index
-        endo_ed = next(c for c in mine if c.kind == "endocardium" and c.phase_index == ed)
-        endo_es = next(c for c in mine if c.kind == "endocardium" and c.phase_index != ed)
-        sequence = read_sunnybrook_cine(dicoms, slice_index=slice_index)
-        labels = np.zeros(sequence.frames.shape[1:], dtype=np.uint8)
-        labels[0][epicardium.mask] = 2
-        labels[0][endo_ed.mask] = 1
-        yield slice_index, sequence, labels, endo_ed, endo_es
-
-
 def test_sunnybrook_figure_and_numbers(shared_data) -> None:
-    """Every contoured Sunnybrook slice: ED endocardium propagated to ES (Dice) by the network and by demons,
-    peak global circumferential strain; figure of one slice."""
+    """Every contoured Sunnybrook slice: ED endocardium propagated to ES (Dice) by the network (with its instance
+    refinement, and alone) and by demons, peak global circumferential strain; figure of one slice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,7 +133,14 @@ def test_sunnybrook_figure_and_numbers(shared_data) -> None:
             row[f"{method}_seconds"] = round(result.seconds, 2)
             if method == "network" and slice_index == 6:
                 shown = (sequence, ed, endo_es, endo_ed, result)
+        for key, passes in (("network_alone_dice", NETWORK_PASSES), ("network_alone_one_pass_dice", 1)):
+            alone = analyse_cine(sequence, ed, "network", labels=labels, myocardium_label=2, blood_pool_label=1,
+                                 device="cpu", refine_steps=0, passes=passes)  # one pass: the whole cine at 128²
+            row[key] = round(dice(alone.labels[endo_es.phase_index][0] == 1, endo_es.mask), 3)
         results[str(slice_index)] = row
+    results["mean"] = {key: round(float(np.mean([row[key] for row in results.values()])), 3)
+                       for key in ("dice_without_motion", "network_dice", "network_alone_dice",
+                                   "network_alone_one_pass_dice", "demons_dice")}
     _write("sunnybrook", results)
     print(json.dumps(results, indent=1))
 
@@ -180,7 +172,7 @@ def test_sunnybrook_figure_and_numbers(shared_data) -> None:
     plt.close(figure)
     # the acceptance asks 0.85 (tested on the mid-ventricular slices 4 and 6 in CI); the apex (slice 10), with its
     # through-plane motion, is the hardest: held to 0.80, and the mean over the nine slices to 0.90
-    dices = [row["network_dice"] for row in results.values()]
+    dices = [row["network_dice"] for key, row in results.items() if key != "mean"]
     assert min(dices) >= 0.80 and np.mean(dices) >= 0.90
 
 
@@ -248,29 +240,50 @@ def test_end_to_end_at_the_network_speed(tmp_path) -> None:
 
 
 def test_sunnybrook_end_diastole_on_every_contoured_slice(shared_data) -> None:
-    """The reference found automatically on each contoured Sunnybrook slice: from the experts' end-diastolic
-    contours (myocardium + cavity, drawn on their ED frame) it must be that frame; from the end-systolic cavity
-    alone, the frame where it is largest must lie on the ED plateau, within two frames of it (frames 19, 20 and 1
-    differ by about 1 %); and the
-    peak global strain relative to it, against the published ranges quoted in the README."""
-    results = {}
+    """The reference found automatically on the contoured Sunnybrook stack (the largest LV volume over its nine
+    slices, :func:`~scanai.motion.end_diastole.largest_stack_cavity`): from the experts' end-diastolic contours
+    (myocardium + cavity, drawn on their ED frame) it must be that frame; from the end-systolic cavities alone
+    (drawn on frame 8) it must lie on the ED plateau, within one frame of it. Beside it, each slice's own largest
+    cavity (the single-slice rule), and the peak global strain relative to the ED frame, against the published
+    ranges quoted in the README."""
+    from scanai.motion.end_diastole import largest_cavity, largest_stack_cavity
+
+    results, from_ed, from_es, spacings = {}, [], [], []
     for slice_index, sequence, labels, endo_ed, endo_es in contoured_slices(shared_data):
-        ed = endo_ed.phase_index
-        from_ed = analyse_cine(sequence, None, "network", labels=labels, labels_index=ed, myocardium_label=2,
+        ed, es = endo_ed.phase_index, endo_es.phase_index
+        with_ed = analyse_cine(sequence, ed, "network", labels=labels, myocardium_label=2, blood_pool_label=1,
+                               device="cpu", propagate=False)
+        with_es = analyse_cine(sequence, es, "network", labels=endo_es.mask[None].astype(np.uint8),
                                blood_pool_label=1, device="cpu", propagate=False)
-        from_es = analyse_cine(sequence, None, "network", labels=endo_es.mask[None].astype(np.uint8),
-                               labels_index=endo_es.phase_index, blood_pool_label=1, device="cpu", propagate=False)
+        from_ed.append(with_ed.cavity_size)
+        from_es.append(with_es.cavity_size)
+        spacings.append(sequence.geometry.spacing_mm[2])
         results[str(slice_index)] = {
-            "contoured_ed_frame": ed + 1, "auto_from_ed_contours": from_ed.fields.reference_index + 1,
-            "auto_from_es_cavity": from_es.fields.reference_index + 1,
-            "peak_gcs_pct": round(from_ed.strain.peak_circumferential()[0], 2),
-            "peak_grs_pct": round(from_ed.strain.peak_radial()[0], 2)}
+            "contoured_ed_frame": ed + 1, "contoured_es_frame": es + 1,
+            "slice_alone_from_ed_contours": largest_cavity(with_ed.cavity_size, ed).index + 1,
+            "slice_alone_from_es_cavity": largest_cavity(with_es.cavity_size, es).index + 1,
+            "peak_gcs_pct": round(with_ed.strain.peak_circumferential()[0], 2),
+            "peak_grs_pct": round(with_ed.strain.peak_radial()[0], 2)}
+    contoured = {row["contoured_ed_frame"] for row in results.values()}
+    stack_ed = largest_stack_cavity(from_ed, spacings, drawn_index=min(contoured) - 1)
+    stack_es = largest_stack_cavity(from_es, spacings)
+    results["stack"] = {"from_ed_contours": stack_ed.index + 1, "from_ed_contours_rule": stack_ed.rule,
+                        "from_es_cavities": stack_es.index + 1, "from_es_cavities_rule": stack_es.rule}
+    # the same in one run: the whole stack as one 3-D+t cine with the contours in one label map (its cavity is a
+    # volume, so analyse_cine's own rule is the stack's)
+    from scanai.io.cine import read_cine_stack
+
+    stack = read_cine_stack(shared_data / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101")
+    stack_labels = np.zeros(stack.frames.shape[1:], dtype=np.uint8)
+    for slice_index, sequence, labels, _endo_ed, _endo_es in contoured_slices(shared_data):
+        assert np.array_equal(stack.frames[0, slice_index], sequence.frames[0, 0])  # the stack's slice order
+        stack_labels[slice_index] = labels[0]
+    whole = analyse_cine(stack, None, "network", labels=stack_labels, labels_index=min(contoured) - 1,
+                         myocardium_label=2, blood_pool_label=1, device="cpu", propagate=False)
+    results["stack"]["3d_t_run"] = whole.fields.reference_index + 1
+    results["stack"]["3d_t_run_rule"] = whole.reference_rule
     _write("sunnybrook_end_diastole", results)
     print(json.dumps(results, indent=1))
-    exact = [row["auto_from_ed_contours"] == row["contoured_ed_frame"] for row in results.values()]
-    plateau = [abs((row["auto_from_es_cavity"] - row["contoured_ed_frame"] + 10) % 20 - 10) <= 2
-               for row in results.values()]
-    # measured: both hold on the seven basal to mid slices (2-8); on the two apical slices (9, 10) the network does
-    # not follow the through-plane motion (its cavity is smallest 3-4 frames after the experts' end-systole, frame
-    # 8) and the cavity it carries is largest at frames 2-3
-    assert sum(exact) >= 7 and sum(plateau) >= 7, results
+    assert len(contoured) == 1 and stack_ed.index + 1 in contoured and whole.fields.reference_index + 1 in contoured, \
+        results
+    assert abs((stack_es.index + 1 - min(contoured) + 10) % 20 - 10) <= 1, results

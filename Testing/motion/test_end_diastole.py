@@ -1,15 +1,17 @@
 """End-diastole found automatically (the default reference of ``scanai motion``): the largest LV cavity of a
-segmentation drawn on any frame, else the ECG trigger time nearest the R wave, else frame 1; the label map carried
-onto it; and progress readable in a log."""
+segmentation drawn on any frame, else the ECG trigger time nearest the R wave, else frame 1; for a stack, the
+largest LV volume over its slices; the label map carried onto it; and progress readable in a log."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sunnybrook_cases import contoured_slices
 
+from scanai.core.errors import InputError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import tqdm_progress
-from scanai.motion.end_diastole import TIE_FRACTION, from_trigger_times, largest_cavity
+from scanai.motion.end_diastole import TIE_FRACTION, from_trigger_times, largest_cavity, largest_stack_cavity
 from scanai.motion.phantom import contraction_profile, myocardium_mask, smooth_motion_phantom
 from scanai.motion.pipeline import analyse_cine
 from scanai.motion.propagate import dice
@@ -38,6 +40,26 @@ def test_largest_cavity_and_its_tie_rule():
     near[1] = sizes.max() * (1 - TIE_FRACTION / 2)  # within the tie: the drawn (exact) outline wins
     assert largest_cavity(near, drawn_index=1).index == 1
     assert "1000 mm² at frame 5, 600 mm² at its smallest, frame 3" in largest_cavity(sizes, 2).rule
+    assert largest_cavity(1000 * sizes, 2, "mm³").rule == ("largest LV cavity volume of the segmentation carried "
+                                                            "through the cycle (1000.0 mL at frame 5, 600.0 mL at its "
+                                                            "smallest, frame 3)")
+
+
+def test_largest_stack_volume_outvotes_a_slice_whose_own_area_peaks_elsewhere():
+    """Three slices of one cycle (T = 6, ED at frame 4): two large mid slices peak at ED, a small apical one, where
+    through-plane motion moves more cavity into the slice in early systole, peaks at frame 1 by itself."""
+    mid = np.array([800.0, 700.0, 600.0, 750.0, 900.0, 890.0])
+    apex = np.array([150.0, 240.0, 200.0, 160.0, 170.0, 160.0])
+    assert largest_cavity(apex, drawn_index=4).index == 1  # the slice alone is misled
+    chosen = largest_stack_cavity([mid, 0.9 * mid, apex], 10.0)
+    assert chosen.index == 4
+    assert chosen.rule == ("largest LV volume of the stack, summed over the cavities of 3 slices carried through the "
+                           "cycle (18.8 mL at frame 5, 13.4 mL at its smallest, frame 3)")
+    # the frame drawn on wins a tie (frame 6 is within TIE_FRACTION of frame 5), per-slice spacings weight the areas
+    assert largest_stack_cavity([mid, 0.9 * mid, apex], [10.0, 10.0, 8.0], drawn_index=5).index == 5
+    assert largest_stack_cavity([mid, apex], [10.0, 200.0]).index == 1  # a thick apical disc would outweigh
+    with pytest.raises(InputError, match="at least one slice"):
+        largest_stack_cavity([], 10.0)
 
 
 @pytest.fixture(scope="module")
@@ -79,32 +101,30 @@ def test_progress_in_a_log_is_plain_lines_every_ten_percent(capsys):
     assert len(lines) == 11 and lines[3] == "Motion (test):  30% step 30"
 
 
-def _sunnybrook_slice(shared_data, slice_index: int):
-    from scanai.io.cine import read_sunnybrook_cine
-    from scanai.io.contours import read_sunnybrook_contours
-
-    root = shared_data / "cardiac" / "sunnybrook"
-    dicoms = root / "dicoms" / "SCD0000101"
-    contours = [c for c in read_sunnybrook_contours(root / "contourfiles" / "SC-HF-I-1", dicoms)
-                if c.slice_index == slice_index]
-    epicardium = next(c for c in contours if c.kind == "epicardium")  # drawn at end-diastole only
-    endo_es = next(c for c in contours if c.kind == "endocardium" and c.phase_index != epicardium.phase_index)
-    endo_ed = next(c for c in contours if c.kind == "endocardium" and c.phase_index == epicardium.phase_index)
-    return read_sunnybrook_cine(dicoms, slice_index=slice_index), epicardium.phase_index, endo_es, epicardium, endo_ed
-
-
-def test_sunnybrook_reference_is_the_contoured_end_diastole(shared_data):
+def test_sunnybrook_reference_is_the_contoured_end_diastole_on_every_slice(shared_data):
     """Acceptance: with the Sunnybrook contours (myocardium and LV cavity drawn on the experts' end-diastolic frame,
-    phase 19 of 20, where the trigger time would say phase 1), the reference chosen automatically is that frame.
-    (From the end-systolic cavity alone, on every contoured slice: the slow bench.)"""
+    phase 19 of 20, on nine slices; the trigger time would say phase 1), the reference chosen automatically is
+    that frame on every slice: the largest LV volume of the stack. A slice's own area is not enough: on the two
+    apical slices it peaks at frames 2-3 (through-plane motion)."""
     pytest.importorskip("torch")
-    sequence, ed, endo_es, epicardium, endo_ed = _sunnybrook_slice(shared_data, 6)
-    assert ed == 18 and from_trigger_times(sequence).index == 0
-    labels = np.zeros(sequence.frames.shape[1:], np.uint8)
-    labels[0][epicardium.mask] = 2
-    labels[0][endo_ed.mask] = 1
-    result = analyse_cine(sequence, None, "network", labels=labels, labels_index=ed, myocardium_label=2,
-                          blood_pool_label=1, device="cpu", propagate=False)
-    assert result.fields.reference_index == ed, (result.reference_rule, result.cavity_size.round())
-    assert np.argmin(result.cavity_size) in (endo_es.phase_index - 1, endo_es.phase_index, endo_es.phase_index + 1)
+    sizes, spacings, contoured, own, mid = [], [], [], [], None
+    for slice_index, sequence, labels, endo_ed, endo_es in contoured_slices(shared_data):
+        ed = endo_ed.phase_index
+        result = analyse_cine(sequence, ed, "network", labels=labels, blood_pool_label=1, device="cpu",
+                              propagate=False, myocardium_label=2 if slice_index == 6 else None)  # strain: one
+        sizes.append(result.cavity_size)
+        spacings.append(sequence.geometry.spacing_mm[2])
+        contoured.append(ed)
+        own.append(largest_cavity(result.cavity_size, ed).index)
+        if slice_index == 6:
+            assert from_trigger_times(sequence).index == 0
+            mid = result, endo_es
+    assert len(sizes) == 9 and set(contoured) == {18}
+    chosen = largest_stack_cavity(sizes, spacings, drawn_index=18)
+    assert chosen.index == 18, chosen.rule
+    assert largest_stack_cavity(sizes, spacings).index == 18, chosen.rule  # the largest outright, not by the tie
+    assert chosen.rule.startswith("largest LV volume of the stack, summed over the cavities of 9 slices")
+    assert sum(index == 18 for index in own) >= 7, own  # slices 2-8; the apex needs the stack
+    result, endo_es = mid  # the mid-ventricular slice: smallest near the experts' end-systole, strain relative to ED
+    assert abs(int(np.argmin(result.cavity_size)) - endo_es.phase_index) <= 2
     assert result.strain.global_circumferential_pct[endo_es.phase_index] < -3.0

@@ -3,7 +3,9 @@
 Input: a cine (see :func:`scanai.io.cine.read_cine`): a DICOM cine folder (``--list`` shows its slice locations,
 ``--slice N`` chooses one), a multi-frame DICOM file, a Slicer ``.seq.nrrd`` or a 4-D NRRD/NIfTI whose last axis is
 time. Optional ``--labels``: a label map drawn on one frame (PNG, ``.npy``, 2-D or 3-D NRRD/NIfTI on the cine's
-grid; 0 = background); with ``--myocardium-label`` strain is computed.
+grid; 0 = background); with ``--myocardium-label`` strain is computed. ``--dims 2d`` (the default) estimates every
+slice on its own; ``--dims 3d`` takes the whole stack (or a 3-D+t file) as one volume per frame and follows the
+through-plane motion too (method ``svf3d`` by default, see :mod:`scanai.motion.svf3d`; or demons / bspline in 3-D).
 
 Frames are numbered from 1 everywhere (``--reference``, ``--labels-frame``, ``motion.csv``'s ``frame``, the summary,
 Slicer's sequence browser). The reference is end-diastole, found automatically unless ``--reference`` is given
@@ -50,7 +52,7 @@ def _ras_point(text: str) -> tuple[float, float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai motion``."""
-    from scanai.motion.pipeline import METHOD_LABELS, METHODS
+    from scanai.motion.pipeline import DIMS_METHODS, METHOD_LABELS, METHODS
 
     parser.add_argument("input", type=Path,
                         help="cine: DICOM folder or multi-frame DICOM file, Slicer .seq.nrrd, or 4-D NRRD/NIfTI "
@@ -65,9 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"reference frame ({FRAMES_FROM_ONE}); strain is relative to it. Default: end-diastole "
                              "found automatically: the largest LV cavity of --labels (blood pool, or the "
                              "myocardium's hole), else the ECG trigger time nearest the R wave, else frame 1")
-    parser.add_argument("--method", choices=METHODS, default="network",
+    parser.add_argument("--method", choices=METHODS, default=None,
                         help="motion estimator: " + "; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items())
-                             + " (default: network)")
+                             + " (default: network in 2-D, svf3d in 3-D)")
+    parser.add_argument("--dims", choices=("2d", "3d"), default="2d",
+                        help="2d (default) = every slice on its own (in-plane motion; methods "
+                             f"{', '.join(DIMS_METHODS['2d'])}); 3d = one volume per frame, through-plane motion "
+                             "included (a multi-slice cine or 3-D+t file, at least 4 slices, without --slice; "
+                             f"methods {', '.join(DIMS_METHODS['3d'])})")
     parser.add_argument("--scheme", choices=("reference", "consecutive"), default=None,
                         help="image pairs of the network methods: (reference, t) or consecutive (t-1, t) around "
                              "the closed cycle, composed (default reference)")
@@ -88,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", choices=("basal", "mid", "apical"), default=None,
                         help="short-axis level of the slice, for AHA segments")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the network runs (default auto)")
+                        help="where the network or svf3d runs (default auto: a GPU when present)")
     parser.add_argument("--displacement-folder", action="store_true",
                         help="also write one ITK displacement field per frame (displacement/frame_001.nrrd, ...), "
                              "each loadable in Slicer as a grid transform (default: only displacement.seq.nrrd)")
@@ -210,7 +217,13 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(list_slices(args.input)))
         return 0
+    if args.method is None:
+        args.method = "svf3d" if args.dims == "3d" else "network"
+    if args.dims == "3d" and args.slice is not None:
+        raise InputError("--dims 3d uses every slice as one volume per frame, but --slice picks one.",
+                         "Leave --slice out, or use --dims 2d.")
     network = args.method.startswith("network")
+    on_torch = network or args.method == "svf3d"  # the methods that take --device
     if args.scheme is not None and not network:
         raise InputError(f"--scheme applies to the network methods, not to {args.method}.",
                          "Leave --scheme out or choose --method network.")
@@ -230,10 +243,11 @@ def run(args: argparse.Namespace) -> int:
         result = analyse_cine(sequence, reference, args.method, labels=labels, labels_index=labels_index,
                               myocardium_label=args.myocardium_label, blood_pool_label=args.blood_pool_label,
                               rv_insertion_ras=np.asarray(args.rv_insertion) if args.rv_insertion else None,
-                              level=args.level, progress=progress, device=args.device if network else None,
-                              **options)
+                              level=args.level, progress=progress, device=args.device if on_torch else None,
+                              dims=args.dims, **options)
     paths = write_outputs(sequence, result, args.out, args.displacement_folder)
-    for line in summary_lines(result, len(sequence), METHOD_LABELS[args.method]):
+    label = f"{METHOD_LABELS[args.method]}, {'3-D volumes' if args.dims == '3d' else '2-D slice by slice'}"
+    for line in summary_lines(result, len(sequence), label):
         print(line)
     names = {"warped": "warped sequence", "displacement": "displacement fields",
              "displacement_folder": "one field per frame", "jacobian": "Jacobian maps", "labels": "propagated labels",

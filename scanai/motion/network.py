@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from scanai.core.catalog import MODELS_DIR, load_shipped_model
-from scanai.core.errors import ModelError
+from scanai.core.errors import InputError, ModelError
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
 from scanai.motion.pairs import Scheme, make_pairs
@@ -54,6 +54,9 @@ SIZE_MULTIPLE = 16
 #: The network sees frames of at most this many pixels; larger cines are shrunk for it (their fields are
 #: interpolated back, then refined on the full cine by :func:`refine_fields`).
 WORKING_SIZE = 128
+#: Network passes per cine without the instance refinement (:func:`predict_fields`): the whole cine, then
+#: residual passes on the heart's window. With the refinement one pass (see :func:`estimate_with_network`).
+NETWORK_PASSES = 3
 REFINE_STEPS = 30  # default instance-optimisation steps after the network (see refine_fields)
 
 
@@ -121,6 +124,103 @@ def predict_pair_fields(model, video: np.ndarray, pairs: list[tuple[int, int]], 
             fields[:, 0] *= (height - 1) / (rows - 1)
             fields[:, 1] *= (width - 1) / (columns - 1)
     return fields.permute(0, 2, 3, 1).cpu().numpy()
+
+
+#: Pixels over which a field predicted on the heart's window fades to zero at the window's inner edges.
+TAPER_PX = 16
+#: The heart's window holds the pixels whose intensity changes most over the cycle: the connected region, about
+#: the strongest change, where the (3-px smoothed) temporal standard deviation exceeds this share of its peak.
+MOTION_SHARE = 0.3
+
+
+def heart_window(video: np.ndarray, working_size: int = WORKING_SIZE) -> tuple[slice, slice]:
+    """The square window of a cine slice that holds the heart and its motion, for :func:`predict_fields`.
+
+    video (T, H, W) normalised. The heart is where the images change over the cycle: the connected region of
+    large temporal standard deviation (:data:`MOTION_SHARE`) about its peak, padded on every side by
+    :data:`TAPER_PX` + 8 px; the window is the square about it of at least ``working_size`` pixels (a multiple
+    of 16), moved inside the image. Returns (rows, columns) slices; the whole image when the window would not
+    be smaller than it.
+    """
+    from scipy import ndimage
+
+    height, width = video.shape[-2:]
+    change = ndimage.gaussian_filter(np.asarray(video, dtype=np.float32).std(axis=0), 3.0)
+    regions, _count = ndimage.label(change > MOTION_SHARE * float(change.max()))
+    rows, columns = np.nonzero(regions == regions[np.unravel_index(np.argmax(change), change.shape)])
+    extent = max(rows.max() - rows.min(), columns.max() - columns.min()) + 1 + 2 * (TAPER_PX + 8)
+    side = max(working_size, -(-extent // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    if side >= min(height, width):
+        return slice(0, height), slice(0, width)
+    top = int(np.clip(round((rows.min() + rows.max()) / 2) - side // 2, 0, height - side))
+    left = int(np.clip(round((columns.min() + columns.max()) / 2) - side // 2, 0, width - side))
+    return slice(top, top + side), slice(left, left + side)
+
+
+def _taper(shape: tuple[int, int], window: tuple[slice, slice], margin: int = TAPER_PX) -> np.ndarray:
+    """(h, w) weights of a window of an image of ``shape``: 1 inside, falling linearly to 0 over ``margin`` px
+    towards each edge of the window that lies inside the image (an edge on the image border keeps 1)."""
+    weights = []
+    for length, part in zip(shape, window, strict=True):
+        inside = np.arange(part.stop - part.start, dtype=np.float32)
+        ramp = np.ones_like(inside)
+        if part.start > 0:
+            ramp = np.minimum(ramp, (inside + 0.5) / margin)
+        if part.stop < length:
+            ramp = np.minimum(ramp, (inside[::-1] + 0.5) / margin)
+        weights.append(np.clip(ramp, 0.0, 1.0))
+    return weights[0][:, None] * weights[1][None, :]
+
+
+def _aligned_pairs(video: np.ndarray, pairs: list[tuple[int, int]],
+                   warped: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The cine for a residual pass: each pair's second frame replaced by ``warped`` (K, H, W), its frame pulled
+    back by the fields so far. When no frame is both a first and a second frame (reference pairs) the warped
+    frames take the place of the second frames; otherwise (consecutive pairs) every pair gets its own two
+    frames, (2K, H, W) with pairs (2k, 2k + 1). Returns (video, pairs)."""
+    firsts, seconds = {a for a, _ in pairs}, [b for _, b in pairs]
+    if firsts.isdisjoint(seconds) and len(set(seconds)) == len(seconds):
+        out = np.array(video, dtype=np.float32, copy=True)
+        out[seconds] = warped
+        return out, pairs
+    out = np.empty((2 * len(pairs), *video.shape[-2:]), dtype=np.float32)
+    out[0::2] = video[[a for a, _ in pairs]]
+    out[1::2] = warped
+    return out, [(2 * k, 2 * k + 1) for k in range(len(pairs))]
+
+
+def predict_fields(model, video: np.ndarray, pairs: list[tuple[int, int]], joint: bool = True, device=None,
+                   passes: int = NETWORK_PASSES, working_size: int = WORKING_SIZE) -> np.ndarray:
+    """Run the network on one slice's cine, coarse to fine: the whole cine, then the heart at full resolution.
+
+    video (T, H, W) normalised to [0, 1]; pairs: feeding-order (first, second) frame indices.
+    Pass 1 is :func:`predict_pair_fields` on the whole cine (shrunk to ``working_size``: a 256² cine's LV is then
+    about 20 px across, and large motions are caught). Each further pass runs the network on the window of
+    :func:`heart_window` (the cine's own resolution when the heart and its motion fit in ``working_size``² pixels,
+    as in a 256² cine) with every pair's second frame pulled back by the fields so far (:func:`_aligned_pairs`);
+    the residual fields it finds, fading to zero over :data:`TAPER_PX` px at the window's inner edges, are
+    composed with them (``u = r + u(x + r)``, :func:`~scanai.motion.layers.compose`). On the nine contoured
+    Sunnybrook slices 3 passes raised the network alone from 0.889 to 0.914 ED -> ES Dice (see the README).
+    Returns (K, H, W, 2) float32 pull-back displacements in pixels, (dy, dx).
+    """
+    from scanai.motion.layers import compose, warp
+    from scanai.nn.backend import torch
+
+    fields = predict_pair_fields(model, video, pairs, joint, device, working_size)
+    if passes <= 1:
+        return fields
+    rows, columns = heart_window(video, working_size)
+    taper = torch.from_numpy(_taper(video.shape[-2:], (rows, columns)))
+    seconds = torch.from_numpy(np.ascontiguousarray(video[[b for _, b in pairs]], dtype=np.float32))[:, None]
+    total = torch.from_numpy(fields).permute(0, 3, 1, 2)
+    for _ in range(passes - 1):
+        aligned, aligned_pairs = _aligned_pairs(video, pairs, warp(seconds, total)[:, 0].numpy())
+        window = np.ascontiguousarray(aligned[:, rows, columns])
+        residual = torch.zeros_like(total)
+        inside = predict_pair_fields(model, window, aligned_pairs, joint, device, working_size)
+        residual[:, :, rows, columns] = torch.from_numpy(inside).permute(0, 3, 1, 2) * taper
+        total = compose(residual, total)
+    return total.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _lagrangian_from_pairs(pair_fields: np.ndarray, pairs: list[tuple[int, int]], count: int,
@@ -235,7 +335,7 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
 
 def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, scheme: Scheme = "reference",
                           joint: bool = True, device: str | None = None, refine_steps: int = REFINE_STEPS,
-                          progress: Progress | None = None):
+                          progress: Progress | None = None, passes: int | None = None):
     """Motion of every frame relative to ``reference_index`` with the shipped multi-pair network.
 
     sequence: frames (T, K, J, I); K == 1 is a 2-D cine, K > 1 runs slice by slice (in-plane motion only).
@@ -244,6 +344,11 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
     joint:    True = pairs refined jointly (the patent's method); False = the same network pair by pair.
     refine_steps: Adam steps of instance optimisation on this cine after the network (:func:`refine_fields`,
               about 0.3 s for 20 frames of 256²); 0 = the network alone.
+    passes:   network passes (:func:`predict_fields`): 1 = the whole cine only; each further pass refines the
+              fields on the heart at full resolution (about the cost of the first). None: :data:`NETWORK_PASSES`
+              for the network alone (``refine_steps`` 0), 1 with the refinement, which does the same fine work
+              (on the nine contoured Sunnybrook slices, ED -> ES Dice: alone 0.889 in one pass, 0.914 in three;
+              refined 0.921 after one pass, 0.917 after three).
     Returns :class:`~scanai.motion.registration.MotionFields` (pull-back fields in RAS mm, warped frames),
     method "network" or "network-pairwise".
     """
@@ -251,6 +356,11 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
 
     progress = Progress.ensure(progress)
     _validate_sequence(sequence, reference_index)
+    if passes is None:
+        passes = NETWORK_PASSES if refine_steps <= 0 else 1
+    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 1:
+        raise InputError(f"The number of network passes must be a whole number of at least 1, got {passes!r}.",
+                         f"Use {NETWORK_PASSES} (the default), or 1 for the whole cine only.")
     reference_index = int(reference_index)
     model, _card = load_motion_network(device or "auto")
     frames = normalise_video(sequence.frames)
@@ -260,7 +370,7 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
     pixels = np.zeros((*frames.shape, 3), dtype=np.float64)  # (T, K, J, I, 3) in array order (k, j, i)
     for k in range(slices):
         progress(k / (slices + 1), f"Estimating motion in slice {k + 1} of {slices}")
-        pair_fields = predict_pair_fields(model, frames[:, k], pairs, joint=joint)
+        pair_fields = predict_fields(model, frames[:, k], pairs, joint=joint, passes=passes)
         lagrangian = _lagrangian_from_pairs(pair_fields, pairs, count, scheme)
         pixels[:, k, ..., 1:] = refine_fields(frames[:, k], lagrangian, reference_index, refine_steps)
     seconds = time.perf_counter() - started
@@ -276,4 +386,4 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
                                      sequence.index_unit)
     return MotionFields(displacement, warped_sequence, reference_index, "network" if joint else "network-pairwise",
                         seconds / max(count - 1, 1), {"scheme": scheme, "joint": joint,
-                                                                     "refine_steps": refine_steps})
+                                                      "refine_steps": refine_steps, "passes": passes})

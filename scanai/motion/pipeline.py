@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scanai.core.errors import GeometryError, InputError, ModelError
-from scanai.core.image import Volume, VolumeSequence
+from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import Progress
 from scanai.motion.registration import MotionFields, _validate_sequence, register_to_reference
 
@@ -27,16 +27,21 @@ if TYPE_CHECKING:  # heavy or parallel modules are imported when used
     from scanai.motion.strain import StrainResult
 
 #: Motion estimators, in the order the UI lists them.
-METHODS = ("network", "network-pairwise", "demons", "bspline")
+METHODS = ("network", "network-pairwise", "demons", "bspline", "svf3d")
 #: Human labels of :data:`METHODS` for menus and reports.
 METHOD_LABELS = {
     "network": "Multi-pair network (joint)",
     "network-pairwise": "Network, pairs independently (ablation)",
     "demons": "Demons (SimpleITK)",
     "bspline": "B-spline (SimpleITK)",
+    "svf3d": "Multi-pair SVF optimisation, 3-D (classical)",
 }
+#: How a stack of slices is handled: "2d" = each slice on its own (in-plane motion), "3d" = one volume per frame.
+DIMS = ("2d", "3d")
+#: Methods per :data:`DIMS` (the shipped networks are 2-D; the SVF optimisation is 3-D only).
+DIMS_METHODS = {"2d": ("network", "network-pairwise", "demons", "bspline"), "3d": ("svf3d", "demons", "bspline")}
 #: Options the network estimators accept besides ``device`` (the classical ones take registration options).
-NETWORK_OPTIONS = ("scheme", "refine_steps")
+NETWORK_OPTIONS = ("scheme", "refine_steps", "passes")
 
 
 # ------------------------------------------------------------------------------------------------ estimation
@@ -49,8 +54,51 @@ def _device(device: str | None) -> str | None:
     return str(device).strip().lower()
 
 
+def checked_dims(sequence: VolumeSequence, method: str, dims: str | None) -> str:
+    """The dimensionality a run uses: ``dims`` checked against the cine and the method, or, when None, the
+    method's own (the networks per slice, "svf3d" in 3-D, the classical registrations 3-D on a stack of at least
+    4 slices as they always were). Raises :class:`InputError` naming what to choose instead."""
+    slices = sequence.frames.shape[1]
+    if dims is None:
+        dims = "3d" if method == "svf3d" or (method in ("demons", "bspline") and slices >= 4) else "2d"
+    if dims not in DIMS:
+        raise InputError(f"Unknown motion dimensionality {dims!r}.", "Use '2d' (slice by slice) or '3d' (volumes).")
+    if dims == "3d" and slices < 4:
+        raise InputError(f"3-D motion needs one volume per frame (a multi-slice cine or a 3-D+t sequence, at least "
+                         f"4 slices); this cine has {slices} slice(s).",
+                         "Choose 2-D (slice by slice), or load the whole short-axis stack / 3-D cine.")
+    if method not in DIMS_METHODS[dims]:
+        other = "3d" if dims == "2d" else "2d"
+        raise InputError(f"The {METHOD_LABELS[method]} does not run in {dims.upper()} (no 3-D motion network is "
+                         "shipped; the SVF optimisation is 3-D only).",
+                         f"In {dims.upper()} choose one of: {', '.join(DIMS_METHODS[dims])}; or choose "
+                         f"{other.upper()}.")
+    return dims
+
+
+def _per_slice(sequence: VolumeSequence, reference_index: int, method: str, progress: Progress,
+               **options: Any) -> MotionFields:
+    """A classical registration run on every slice of a stack on its own (in-plane motion), fields stacked."""
+    slices = sequence.frames.shape[1]
+    geometry = sequence.geometry
+    results = []
+    for k in range(slices):
+        plane = Geometry(geometry.spacing_mm, tuple(geometry.ras_of_ijk(np.array([0.0, 0.0, float(k)]))),
+                         geometry.directions)
+        single = VolumeSequence(sequence.frames[:, k:k + 1], plane, sequence.index_values, sequence.index_name,
+                                sequence.index_unit)
+        results.append(register_to_reference(single, reference_index, method,
+                                             progress=progress.sub(k / slices, (k + 1) / slices), **options))
+    warped = VolumeSequence(np.concatenate([r.warped.frames for r in results], axis=1), geometry,
+                            sequence.index_values, sequence.index_name, sequence.index_unit)
+    first = results[0]
+    return MotionFields(np.concatenate([r.displacement_mm for r in results], axis=1), warped, first.reference_index,
+                        first.method, sum(r.seconds_per_frame for r in results), first.options)
+
+
 def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: str = "network",
-                    progress: Progress | None = None, device: str | None = None, **options: Any) -> MotionFields:
+                    progress: Progress | None = None, device: str | None = None, dims: str | None = None,
+                    **options: Any) -> MotionFields:
     """Dense motion of every frame of ``sequence`` relative to frame ``reference_index``.
 
     sequence:        frames (T, K, J, I) on one grid (K == 1: a 2-D cine slice).
@@ -58,9 +106,15 @@ def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: 
     method:          one of :data:`METHODS`: "network" (the joint multi-pair network), "network-pairwise" (the
                      same network with every pair on its own: the ablation), "demons" or "bspline" (SimpleITK
                      registration to the reference, warm-started from the neighbouring frame).
-    device:          "cpu", "cuda" or "auto"/None for the networks; ignored by the classical methods.
-    options:         ``scheme`` ("reference" or "consecutive") and ``refine_steps`` (instance optimisation after the
-                     network, default 30; 0 = the network alone) for the networks; registration options of
+                     "svf3d" is the joint multi-pair stationary-velocity-field optimisation in 3-D
+                     (:mod:`scanai.motion.svf3d`, no training; the shipped networks are 2-D).
+    device:          "cpu", "cuda" or "auto"/None for the networks and svf3d; ignored by the SimpleITK methods.
+    dims:            "2d" (every slice on its own, in-plane motion), "3d" (one volume per frame: through-plane
+                     motion; needs at least 4 slices) or None (the method's own, see :func:`checked_dims`).
+    options:         ``scheme`` ("reference" or "consecutive"), ``refine_steps`` (instance optimisation after the
+                     network, default 30; 0 = the network alone) and ``passes`` (network passes: the whole cine,
+                     then the heart at full resolution; default 3 without the refinement, 1 with it) for the
+                     networks; registration options of
                      :func:`~scanai.motion.registration.register_to_reference` for the classical methods.
 
     Returns :class:`MotionFields`: pull-back fields (T, K, J, I, 3) in RAS mm on the reference grid, zero at
@@ -70,7 +124,14 @@ def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: 
         raise InputError(f"Unknown motion estimation method {method!r}.",
                          f"Use one of: {', '.join(METHODS)}.")
     _validate_sequence(sequence, reference_index)
+    dims = checked_dims(sequence, method, dims)
+    if method == "svf3d":
+        from scanai.motion.svf3d import estimate_svf_3d
+
+        return estimate_svf_3d(sequence, int(reference_index), progress=progress, device=_device(device), **options)
     if method in ("demons", "bspline"):
+        if dims == "2d" and sequence.frames.shape[1] > 1:
+            return _per_slice(sequence, int(reference_index), method, Progress.ensure(progress), **options)
         return register_to_reference(sequence, int(reference_index), method, progress=progress, **options)
     unknown = sorted(set(options) - set(NETWORK_OPTIONS))
     if unknown:
@@ -263,7 +324,8 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, m
                  labels: Volume | np.ndarray | None = None, myocardium_label: int | None = None,
                  blood_pool_label: int | None = None, rv_insertion_ras: np.ndarray | None = None,
                  level: str | None = None, progress: Progress | None = None, device: str | None = None,
-                 propagate: bool = True, labels_index: int | None = None, **options: Any) -> CineMotion:
+                 propagate: bool = True, labels_index: int | None = None, dims: str | None = None,
+                 **options: Any) -> CineMotion:
     """Motion over a cine plus its downstream tasks: Jacobian maps, label propagation and strain.
 
     sequence:         frames (T, K, J, I); never modified.
@@ -271,7 +333,8 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, m
                       (:mod:`scanai.motion.end_diastole`: the largest LV cavity when the label map has a blood
                       pool or a myocardium, else the ECG trigger time nearest the R wave, else frame 0). Strain is
                       measured relative to this frame, so it should be end-diastole.
-    method:           one of :data:`METHODS` (see :func:`estimate_motion`); ``device`` and ``options`` go to it.
+    method:           one of :data:`METHODS` (see :func:`estimate_motion`); ``device``, ``dims`` ("2d" slice by
+                      slice, "3d" volumes, None the method's own) and ``options`` go to it.
     labels:           optional label map (K, J, I) drawn on frame ``labels_index`` (a :class:`Volume` is also
                       checked for spacing, origin and orientation; a plain array only for its size):
                       0 = background, 1, 2, ... = structures. Every label is carried through the cycle.
@@ -301,6 +364,7 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, m
         raise InputError(f"Unknown motion estimation method {method!r}.", f"Use one of: {', '.join(METHODS)}.")
     count, geometry = len(sequence), sequence.geometry
     _validate_sequence(sequence, 0 if reference_index is None else reference_index)
+    checked_dims(sequence, method, dims)  # before the long estimation
     label_array = _label_array(labels, sequence) if labels is not None else None
     if label_array is not None and not label_array.any():
         raise InputError("The label map is empty (every voxel is background).",
@@ -326,7 +390,7 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, m
         reference_index, rule = chosen.index, chosen.rule
     start = drawn if reference_index is None else reference_index
     fields = estimate_motion(sequence, start, method, progress=progress.sub(0.0, after_estimate), device=device,
-                             **options)
+                             dims=dims, **options)
     progress(after_estimate, "Jacobian maps of every frame")
     jacobian = jacobian_determinants(fields.displacement_mm, geometry)
     if reference_index is None:  # the largest cavity, measured with the motion relative to the drawn frame
@@ -336,7 +400,7 @@ def analyse_cine(sequence: VolumeSequence, reference_index: int | None = None, m
         if reference_index != drawn:
             progress(after_estimate, f"End-diastole is frame {reference_index + 1}: estimating relative to it")
             fields = estimate_motion(sequence, reference_index, method, progress=progress.sub(0.0, after_estimate),
-                                     device=device, **options)
+                                     device=device, dims=dims, **options)
             jacobian = jacobian_determinants(fields.displacement_mm, geometry)
     drawn_labels = label_array
     if label_array is not None and drawn != reference_index:  # onto the reference: labels(y + u_drawn(y))

@@ -11,7 +11,10 @@ ED, so u_ED = 0); each slice k is a short-axis slice. Per slice, in the grid's o
 Strain is evaluated on the ED myocardium mask eroded by ``erode_px`` pixels in-plane (4-connected cross): a
 field that is smooth in the wall but kinked at the blood/myocardium border would otherwise bias the border
 pixels' central differences (the cross is exactly the stencil of the central differences). For 2-D cine the
-strain is *in-plane* strain: through-plane motion is not seen.
+strain is *in-plane* strain: through-plane motion is not seen. On a stack whose fields move through the plane
+(3-D motion, K > 1) the stretch takes the through-plane displacement's in-plane gradient too: F e is then the
+3-D vector (I + grad u) e with e in the slice plane (cylindrical strain about the long axis, the convention of
+:mod:`scanai.motion.phantom3d`); in-plane fields give the 2-D result.
 
 AHA segments (optional, needs the anterior right-ventricular insertion point): the standard bull's-eye is a
 short-axis slice viewed from the apex towards the base, anterior up, septum left (the same picture as a
@@ -183,13 +186,16 @@ def aha_segment_map(mask: np.ndarray, geometry: Geometry, centre_ras: np.ndarray
 
 
 def _stretch_minus_one(gradient: tuple[np.ndarray, ...], e_i: np.ndarray, e_j: np.ndarray) -> np.ndarray:
-    """|F e| - 1 for unit vectors e = (e_i, e_j), F = I + G, G = (dui/di, dui/dj, duj/di, duj/dj) in-plane.
+    """|F e| - 1 for unit vectors e = (e_i, e_j), F = I + G, G = (dui/di, dui/dj, duj/di, duj/dj) in-plane,
+    optionally followed by (duk/di, duk/dj): the through-plane component's change along e.
 
     Written as (2 e.Ge + |Ge|^2) / (|F e| + 1): no cancellation for small strain, exactly 0 for a zero field.
     """
     g_i = gradient[0] * e_i + gradient[1] * e_j
     g_j = gradient[2] * e_i + gradient[3] * e_j
     squared_change = 2.0 * (e_i * g_i + e_j * g_j) + g_i**2 + g_j**2
+    if len(gradient) == 6:
+        squared_change = squared_change + (gradient[4] * e_i + gradient[5] * e_j) ** 2
     return squared_change / (np.sqrt(np.maximum(1.0 + squared_change, 0.0)) + 1.0)
 
 
@@ -254,6 +260,9 @@ def myocardial_strain(displacement_mm: np.ndarray, geometry: Geometry, myocardiu
     dui_dj, dui_di = np.gradient(axes[..., 0], spacing[1], spacing[0], axis=(2, 3))
     duj_dj, duj_di = np.gradient(axes[..., 1], spacing[1], spacing[0], axis=(2, 3))
     gradient = (dui_di, dui_dj, duj_di, duj_dj)
+    if grid_shape[0] > 1 and np.abs(axes[..., 2]).max() > 0:  # through-plane motion of a 3-D field
+        duk_dj, duk_di = np.gradient(axes[..., 2], spacing[1], spacing[0], axis=(2, 3))
+        gradient = (*gradient, duk_di, duk_dj)
     radial = np.where(mask, 100.0 * _stretch_minus_one(gradient, er_i, er_j), np.nan)
     circumferential = np.where(mask, 100.0 * _stretch_minus_one(gradient, ec_i, ec_j), np.nan)
     global_radial = radial[:, mask].mean(axis=1)

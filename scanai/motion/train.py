@@ -8,10 +8,17 @@ Training data
   half of the clips one or two frames are corrupted (strong noise, blur or an intensity drop): there only the
   other pairs can tell the motion, which is what the joint refinement is for.
 - **Real-texture videos** (:func:`real_texture_video`): a frame of a real cine moved by the same analytic
-  heart motion about a point near the image centre, at the cine's resolution or halved (as the network sees a
-  256² cine): real anatomy and noise with an exact field, since the phantoms alone did not carry over.
-- **Real cine MR**: every slice of the Sunnybrook case in ``../shared/data/cardiac/sunnybrook`` (images only;
-  the manual contours are never used for training, they are the test of propagation).
+  heart motion about the LV found in that frame (:func:`find_heart`: a bright round blood pool whose response
+  changes over the cycle, voted over the whole short-axis stack), with the ring's size taken from it and a
+  shift of the whole heart over the cycle, mostly at half the cine's resolution (as the network's first pass
+  sees a 256² cine; with ``--native`` mostly at its own, as its passes on the heart see it), and with the signal
+  changes that through-plane motion brings (:func:`through_plane_change`: blood-pool and myocardial intensity
+  changing over the cycle, new structure entering the cavity, slight blur): real anatomy and noise with an exact
+  field.
+- **Real cine MR**: every slice of every cine folder in ``../shared/data/cardiac/sunnybrook/dicoms`` (today the
+  one case SCD0000101, the only real cine the shared data holds; images only: the manual contours are never used
+  for training, they are the test of propagation), cropped about the heart found in it, at its own resolution and
+  at half of it (``--native``: its own only).
 
 Loss per clip (digest §4.2): local NCC between each pair's first image and its warped second image
 (¶0043 similarity), + smoothness of the field, + temporal consistency (the acceleration of each point's
@@ -47,17 +54,23 @@ from scanai.motion.pairs import make_pairs
 from scanai.motion.phantom import contraction_profile, heart_motion_on_image, myocardium_mask, smooth_motion_phantom
 
 TRAINING_COMMAND = "python -m scanai.motion.train --out scanai/models --seed 0"
+#: Share of the real-texture videos made at half the cine's resolution (as the network's first pass sees a 256²
+#: cine); the rest are at its own (as the heart passes see it). ``--native`` uses NATIVE_HALVED_SHARE.
+HALVED_SHARE = 0.7
+NATIVE_HALVED_SHARE = 0.3
 
 
 @dataclass(frozen=True)
 class Video:
     """One cine slice for training. frames (T, H, W) float32 raw; truth (T, H, W, 2) pull-back pixels (dy, dx)
-    relative to ``reference`` or None; masks (T, H, W) bool myocardium or None."""
+    relative to ``reference`` or None; masks (T, H, W) bool myocardium or None; centre (row, column) pixels of
+    the heart (real cines: crops are taken about it) or None (the image centre)."""
 
     frames: np.ndarray
     truth: np.ndarray | None
     masks: np.ndarray | None
     reference: int
+    centre: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,28 +109,147 @@ def random_phantom(rng: np.random.Generator, size: int, n_frames: int | None = N
     return Video(frames.astype(np.float32), pixels, masks[(slice(None), *window)], reference)
 
 
-def real_texture_video(frames: np.ndarray, rng: np.random.Generator, size: int = 96) -> Video:
-    """One frame of a real cine, moved by the analytic heart motion about a point near the image centre (where
-    a short-axis LV usually is), at its own resolution or halved: real-image texture with exact truth. Cropped
-    to size² about the ring."""
+#: Scales (pixels) of the blob filter that finds the LV blood pool: radii of about 7-18 px at a 256² cine's 1.4 mm.
+HEART_SCALES_PX = (5.0, 7.0, 9.0, 11.0, 13.0)
+
+
+def find_heart(stack: list[np.ndarray]) -> list[np.ndarray]:
+    """The LV blood pool in every frame of every slice of one short-axis stack, from the images alone.
+
+    stack: slices (T, H, W) on one grid. The pool is a bright disc in a darker ring (the myocardium): the
+    scale-normalised Laplacian of Gaussian (scales :data:`HEART_SCALES_PX`) answers it most, and its answer
+    changes over the cycle as the pool fills and empties (the chest wall and the liver do not beat). Each slice
+    scores every pixel by the mean response over the cycle times its standard deviation; the slices' scores are
+    summed (the LV axis crosses every slice near one point), each slice takes its best point within 16 px of the
+    stack's, and each frame its strongest response within 6 px of that. Returns per slice (T, 3): row, column
+    and radius (pixels, sqrt(2) x the best scale).
+    """
+    from scipy import ndimage
+
+    scales = np.asarray(HEART_SCALES_PX)
+    responses, scores = [], []
+    for frames in stack:
+        scaled = np.asarray(frames, dtype=np.float64) / max(float(np.percentile(frames, 99)), 1e-6)
+        response = np.stack([[-s * s * ndimage.gaussian_laplace(frame, s) for s in scales] for frame in scaled])
+        best = response.max(axis=1)  # (T, H, W)
+        score = ndimage.gaussian_filter(np.clip(best.mean(axis=0), 0.0, None) * best.std(axis=0), 2.0)
+        responses.append(response)
+        scores.append(score / max(float(score.max()), 1e-12))
+    axis = np.unravel_index(np.argmax(np.sum(scores, axis=0)), scores[0].shape)
+    tracks = []
+    for response, score in zip(responses, scores, strict=True):
+        centre = _best_near(score[None], axis, 16)[1:]
+        track = []
+        for frame_response in response:
+            scale, row, column = _best_near(frame_response, centre, 6)
+            track.append((row, column, float(np.sqrt(2.0) * scales[scale])))
+        tracks.append(np.asarray(track, dtype=np.float64))
+    return tracks
+
+
+def _best_near(maps: np.ndarray, point, radius: int) -> tuple[int, int, int]:
+    """(map, row, column) of the largest value of ``maps`` (N, H, W) within ``radius`` px of ``point`` (a
+    square window, clipped to the image)."""
+    rows = slice(max(int(point[0]) - radius, 0), int(point[0]) + radius + 1)
+    columns = slice(max(int(point[1]) - radius, 0), int(point[1]) + radius + 1)
+    window = maps[:, rows, columns]
+    k, i, j = np.unravel_index(np.argmax(window), window.shape)
+    return int(k), rows.start + int(i), columns.start + int(j)
+
+
+def _reduced(image: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) -> (H // factor, W // factor) by factor x factor block averages (factor 1: the image itself)."""
+    if factor == 1:
+        return image
+    image = image[: image.shape[0] // factor * factor, : image.shape[1] // factor * factor]
+    return image.reshape(image.shape[0] // factor, factor, image.shape[1] // factor, factor).mean(axis=(1, 3))
+
+
+def real_texture_video(frames: np.ndarray, rng: np.random.Generator, size: int = 96,
+                       heart: np.ndarray | None = None, halved_share: float = HALVED_SHARE) -> Video:
+    """One frame of a real cine, moved by the analytic heart motion about the LV found in it: real-image texture
+    with exact truth.
+
+    frames (T, H, W); heart (T, 3) row, column, radius in pixels from :func:`find_heart` (None: a point near the
+    image centre with a random radius). The ring's endocardium is the found pool's radius (x 0.8-1.2), it
+    contracts by 12-42 % of it while the whole heart shifts by up to 30 % of it (:func:`_translated`), with the
+    signal changes of :func:`through_plane_change`; in ``halved_share`` of the videos at half the cine's
+    resolution (2 x 2 averages, as the network's first pass sees a 256² cine; not when the cine is no larger
+    than :data:`~scanai.motion.network.WORKING_SIZE`), else at its own (as its passes on
+    the heart see it, :func:`~scanai.motion.network.predict_fields`). Cropped to size² about the
+    ring (at most the image).
+    """
     from scanai.motion.network import WORKING_SIZE
 
-    image = frames[int(rng.integers(len(frames)))].astype(np.float64)
-    if rng.random() < 0.5 and max(image.shape) > WORKING_SIZE:
-        image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
-        image = image.reshape(image.shape[0] // 2, 2, image.shape[1] // 2, 2).mean(axis=(1, 3))
+    t = int(rng.integers(len(frames)))
+    image = frames[t].astype(np.float64)
+    factor = 2 if rng.random() < halved_share and max(image.shape) > WORKING_SIZE else 1
+    image = _reduced(image, factor)
     height, width = image.shape
-    centre = (height / 2 + rng.uniform(-0.1, 0.1) * height, width / 2 + rng.uniform(-0.1, 0.1) * width)
-    r_endo = float(rng.uniform(8.0, 20.0))
+    if heart is not None:
+        centre = (heart[t, 0] / factor + rng.uniform(-1.0, 1.0), heart[t, 1] / factor + rng.uniform(-1.0, 1.0))
+        r_endo = float(heart[t, 2] / factor * rng.uniform(0.8, 1.2))
+    else:
+        centre = (height / 2 + rng.uniform(-0.1, 0.1) * height, width / 2 + rng.uniform(-0.1, 0.1) * width)
+        r_endo = float(rng.uniform(8.0, 20.0)) / factor
+    r_endo = max(r_endo, 4.0)
     n_frames = int(rng.integers(12, 25))
     moved, truth, masks = heart_motion_on_image(image, n_frames, centre, r_endo, rng.uniform(0.12, 0.42) * r_endo,
                                                 rng.uniform(-10.0, 10.0))
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    moved, truth, masks = _translated(moved, truth, masks, rng.uniform(0.0, 0.3 * r_endo) * np.array(
+        [np.sin(angle), np.cos(angle)]))
+    moved = through_plane_change(moved, masks, rng)
+    size = min(size, height, width) // 16 * 16
     top = int(np.clip(round(centre[0]) - size // 2 + rng.integers(-12, 13), 0, height - size))
     left = int(np.clip(round(centre[1]) - size // 2 + rng.integers(-12, 13), 0, width - size))
     window = (slice(None), slice(top, top + size), slice(left, left + size))
     moved = moved[window] + rng.normal(0.0, rng.uniform(0.0, 0.02) * float(np.percentile(image, 99)),
                                        size=moved[window].shape)
     return Video(moved.astype(np.float32), truth[window], masks[window], 0)
+
+
+def _translated(frames: np.ndarray, truth: np.ndarray, masks: np.ndarray,
+                shift_px: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole heart moved in the slice with the contraction, as real hearts are (by 0 at end-diastole, frame 0,
+    up to ``shift_px`` (dy, dx) at end-systole): frames (T, H, W) and masks (T, H, W) shifted, the pull-back truth
+    (T, H, W, 2) pixels gaining the shift (``frame_t(x + u_t(x) + d_t) = frame_0(x)``). Returns new arrays."""
+    from scipy import ndimage
+
+    frames, truth, masks = frames.copy(), truth.copy(), masks.copy()
+    for t, s in enumerate(contraction_profile(len(frames))):
+        if s > 0:
+            shift = s * np.asarray(shift_px, dtype=np.float64)
+            frames[t] = ndimage.shift(frames[t], shift, order=3, mode="mirror")
+            masks[t] = ndimage.shift(masks[t].astype(np.float32), shift, order=1) > 0.5
+            truth[t] += shift.astype(np.float32)
+    return frames, truth, masks
+
+
+def through_plane_change(frames: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The signal changes that through-plane motion and inflow bring to a short-axis slice, growing with the
+    contraction (none at end-diastole, frame 0, most at end-systole): the blood pool's intensity changes by
+    -25..+15 % and the myocardium's by ±15 %, structure with its own texture (papillary muscles, trabeculae,
+    the wall moving into the plane) appears in the cavity with up to 20 % contrast, and the frame blurs by up to
+    0.8 px (partial volume). The geometry, and so the exact field, is unchanged.
+
+    frames (T, H, W) moved images; masks (T, H, W) bool the ring (myocardium) in each frame. Returns (T, H, W).
+    """
+    from scipy import ndimage
+
+    profile = contraction_profile(len(frames))  # 0 at ED -> 1 at ES -> 0
+    level = float(np.percentile(frames[0], 99))
+    cavity = np.stack([ndimage.binary_fill_holes(mask) & ~mask for mask in masks])
+    pool = ndimage.gaussian_filter(cavity.astype(np.float64), (0.0, 1.0, 1.0))
+    wall = ndimage.gaussian_filter(masks.astype(np.float64), (0.0, 1.0, 1.0))
+    texture = ndimage.gaussian_filter(rng.normal(size=frames.shape[1:]), rng.uniform(1.0, 3.0))
+    texture *= rng.uniform(0.0, 0.2) * level / (np.abs(texture).max() + 1e-12)
+    pool_gain, wall_gain, blur = rng.uniform(-0.25, 0.15), rng.uniform(-0.15, 0.15), rng.uniform(0.0, 0.8)
+    out = np.empty(frames.shape, dtype=np.float64)
+    for t, s in enumerate(profile):
+        frame = frames[t] * (1.0 + s * (pool_gain * pool[t] + wall_gain * wall[t])) - s * pool[t] * texture
+        out[t] = ndimage.gaussian_filter(frame, blur * s) if blur * s > 0.05 else frame
+    return out.astype(np.float32)
 
 
 def _intensity_transform(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -147,20 +279,40 @@ def _corrupt_frames(frames: np.ndarray, reference: int, rng: np.random.Generator
     return out
 
 
-def real_videos(data_dir: Path | None) -> list[Video]:
-    """Every slice of the Sunnybrook cine (images only), or [] without the data folder."""
+def real_cines(data_dir: Path | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every slice of every cine folder under ``data_dir/cardiac/sunnybrook/dicoms`` (images only) with
+    the heart found in it: [(frames (T, H, W) float32, heart (T, 3) from :func:`find_heart`)], [] without the
+    data folder."""
     from scanai.io.cine import list_cine_slices, read_sunnybrook_cine
 
     if data_dir is None:
         return []
-    folder = data_dir / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101"
-    slices = len(list_cine_slices(folder))
-    return [Video(read_sunnybrook_cine(folder, slice_index=s).frames[:, 0].astype(np.float32), None, None, 0)
-            for s in range(slices)]
+    cines: list[tuple[np.ndarray, np.ndarray]] = []
+    for folder in sorted((data_dir / "cardiac" / "sunnybrook" / "dicoms").glob("*")):
+        stack = [read_sunnybrook_cine(folder, slice_index=s).frames[:, 0].astype(np.float32)
+                 for s in range(len(list_cine_slices(folder)))]
+        cines += list(zip(stack, find_heart(stack), strict=True))
+    return cines
+
+
+def real_videos(cines: list[tuple[np.ndarray, np.ndarray]], halved: bool = True) -> list[Video]:
+    """The real cines as unsupervised training videos centred on their heart, at their own resolution and, with
+    ``halved``, also at half of it (as the network's first pass sees a 256² cine)."""
+    from scanai.motion.network import WORKING_SIZE
+
+    videos = []
+    for frames, heart in cines:
+        centre = (float(heart[:, 0].mean()), float(heart[:, 1].mean()))
+        videos.append(Video(frames, None, None, 0, centre))
+        if halved and max(frames.shape[1:]) > WORKING_SIZE:
+            videos.append(Video(np.stack([_reduced(f, 2) for f in frames]).astype(np.float32), None, None, 0,
+                                (centre[0] / 2, centre[1] / 2)))
+    return videos
 
 
 def make_clip(video: Video, rng: np.random.Generator, max_frames: int, crop: int | None, closed: bool) -> Clip:
-    """Frames of ``video`` from its reference in cyclic order with a random stride; a random crop (real data)."""
+    """Frames of ``video`` from its reference in cyclic order with a random stride; a crop (real data) about the
+    heart (``video.centre``, else the image centre) ± 16 px."""
     count = len(video.frames)
     if closed:
         strides = [s for s in (1, 2, 3) if count % s == 0 and count // s <= max_frames] or [count // 4]
@@ -173,8 +325,10 @@ def make_clip(video: Video, rng: np.random.Generator, max_frames: int, crop: int
     frames = video.frames[order]
     if crop is not None:
         height, width = frames.shape[1:]
-        top = (height - crop) // 2 + int(rng.integers(-16, 17))
-        left = (width - crop) // 2 + int(rng.integers(-16, 17))
+        crop = min(crop, height, width) // 16 * 16
+        centre = video.centre or (height / 2, width / 2)
+        top = int(np.clip(round(centre[0]) - crop // 2 + int(rng.integers(-16, 17)), 0, height - crop))
+        left = int(np.clip(round(centre[1]) - crop // 2 + int(rng.integers(-16, 17)), 0, width - crop))
         frames = frames[:, top:top + crop, left:left + crop]
     truth = video.truth[order] if video.truth is not None else None
     masks = video.masks[order].astype(np.float32) if video.masks is not None else None
@@ -281,6 +435,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=9000)
     parser.add_argument("--pool", type=int, default=120, help="phantom videos generated for training")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--native", action="store_true",
+                        help=f"real-texture videos {round(100 * (1 - NATIVE_HALVED_SHARE))}%% at the cine's own "
+                             "resolution (as the network's passes on the heart see it) instead of "
+                             f"{round(100 * (1 - HALVED_SHARE))}%%, real cines at their own resolution only")
     return parser.parse_args(argv)
 
 
@@ -295,9 +453,13 @@ def main(argv: list[str] | None = None) -> ModelCard:
     started = time.perf_counter()
     phantoms = [random_phantom(rng, int(rng.choice([64, 80])), corrupt=bool(rng.random() < 0.5))
                 for _ in range(args.pool)]
-    real = real_videos(shared_data_dir())
-    textured = [real_texture_video(real[int(rng.integers(len(real)))].frames, rng) for _ in range(args.pool)
-                if real]
+    cines = real_cines(shared_data_dir())
+    halved_share = NATIVE_HALVED_SHARE if args.native else HALVED_SHARE
+    real = real_videos(cines, halved=not args.native)
+    textured = []
+    for _ in range(args.pool if cines else 0):
+        frames, heart = cines[int(rng.integers(len(cines)))]
+        textured.append(real_texture_video(frames, rng, heart=heart, halved_share=halved_share))
     print(f"{len(phantoms)} phantom videos, {len(real)} real cine slices, {len(textured)} real-texture videos "
           f"({time.perf_counter() - started:.0f} s)")
     model = build_motion_network(DEFAULT_ARCHITECTURE)
@@ -341,9 +503,17 @@ def main(argv: list[str] | None = None) -> ModelCard:
         training_data=(f"{args.pool} textured analytic beating-ring phantoms (64-80 px, 12-24 frames, random "
                        "contraction, twist, texture, noise, intensity transform; half with 1-2 corrupted frames), "
                        f"{len(textured)} real-texture videos (a Sunnybrook frame moved by the same analytic motion "
-                       f"about a point near the image centre, exact truth) and {len(real)} real Sunnybrook "
-                       "SCD0000101 cine slices (images only, unsupervised; contours never used)."),
-        training_command=TRAINING_COMMAND, metrics=metrics, sha256="",
+                       "about the LV blood pool found in that frame, ring sized from it, whole-heart shift up to "
+                       f"30 % of its radius, {halved_share:.0%} at half the cine's resolution, the rest at its "
+                       "own, with through-plane signal "
+                       "change: pool and myocardial intensity, "
+                       "structure entering the cavity, blur; exact truth) and the "
+                       f"{len(cines)} real Sunnybrook SCD0000101 cine slices ({len(real)} videos: "
+                       f"{'own resolution' if args.native else 'own and half resolution'}, cropped about the "
+                       "heart found in them; images only, unsupervised; "
+                       "contours never used)."),
+        training_command=TRAINING_COMMAND + (" --native" if args.native else "") + f" --threads {args.threads}",
+        metrics=metrics, sha256="",
         notes=(f"{args.steps} Adam steps, one clip per step, seed {args.seed}; metrics on 8 + 8 held-out phantoms "
                "(96², 20 frames, 3-6 px, ±8° twist; the second set with 1-2 corrupted frames), myocardial end-point "
                f"error in pixels. Trained in {time.perf_counter() - started:.0f} s on {args.threads} CPU threads."))

@@ -731,10 +731,12 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         self.assertEqual(node.GetNumberOfDataNodes(), 3)
 
     def test_ThreeDimensionalMotion(self):
-        """A 3-D+t cine in 3-D (the SVF optimisation): through-plane motion recovered, the network refused in 3-D."""
+        """A 3-D+t cine in 3-D (the SVF optimisation): through-plane motion recovered, the network refused in 3-D;
+        without PyTorch svf3d says what to install."""
         import numpy as np
 
-        from scanai.core.errors import InputError
+        from scanai.core.device import torch_available
+        from scanai.core.errors import InputError, ModelError
         from scanai.motion.phantom3d import beating_ventricle_phantom
 
         phantom = beating_ventricle_phantom(n_frames=2, shape=(20, 24, 24), endo_radius_px=4.0, wall_px=2.5,
@@ -742,6 +744,10 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         node = mrml.sequence_to_node(phantom.sequence, "3-D cine")
         with self.assertRaisesRegex(InputError, "no 3-D motion network"):
             MotionCorrectionLogic().process(node, method="network", dims="3d")
+        if not torch_available():
+            with self.assertRaisesRegex(ModelError, "PyTorch is not installed"):
+                MotionCorrectionLogic().process(node, referenceFrame=1, method="svf3d", dims="3d")
+            return
         logic = MotionCorrectionLogic()
         outputs = logic.process(node, referenceFrame=1, method="svf3d", dims="3d", createWarped=False)
         self.assertIn("transforms", outputs)

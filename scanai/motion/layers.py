@@ -21,24 +21,28 @@ def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def warp(image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """image [N, C, H, W] sampled at x + u(x); displacement [N, 2, H, W] (dy, dx) in pixels; border values
-    outside the grid."""
-    height, width = image.shape[-2:]
-    rows = torch.arange(height, device=image.device, dtype=image.dtype).view(1, height, 1)
-    columns = torch.arange(width, device=image.device, dtype=image.dtype).view(1, 1, width)
-    y = (rows + displacement[:, 0]) * (2.0 / max(height - 1, 1)) - 1.0
-    x = (columns + displacement[:, 1]) * (2.0 / max(width - 1, 1)) - 1.0
-    return functional.grid_sample(image, torch.stack([x, y], dim=-1), mode="bilinear",
+    """image [N, C, H, W] (or [N, C, K, J, I]) sampled at x + u(x), (tri)linearly; displacement [N, 2, H, W]
+    (dy, dx) (or [N, 3, K, J, I], (dk, dj, di)) in pixels; border values outside the grid."""
+    sizes = image.shape[2:]
+    coordinates = []
+    for axis, size in enumerate(sizes):
+        shape = [1] * (len(sizes) + 1)
+        shape[axis + 1] = size
+        index = torch.arange(size, device=image.device, dtype=image.dtype).view(shape)
+        coordinates.append((index + displacement[:, axis]) * (2.0 / max(size - 1, 1)) - 1.0)
+    # grid_sample takes the coordinates fastest axis first: (x, y) or (i, j, k)
+    return functional.grid_sample(image, torch.stack(coordinates[::-1], dim=-1), mode="bilinear",
                                   padding_mode="border", align_corners=True)
 
 
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Field of 'first, then second' for pull-back fields [N, 2, H, W]: u(x) = first(x) + second(x + first(x))."""
+    """Field of 'first, then second' for pull-back fields [N, D, *S] (D = 2 or 3 spatial axes S):
+    u(x) = first(x) + second(x + first(x))."""
     return first + warp(second, first)
 
 
 def integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
-    """Scaling and squaring of a stationary velocity field [N, 2, H, W] (pixels) -> displacement."""
+    """Scaling and squaring of a stationary velocity field [N, D, *S] (pixels) -> displacement."""
     displacement = velocity / (2**steps)
     for _ in range(steps):
         displacement = compose(displacement, displacement)

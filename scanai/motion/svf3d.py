@@ -39,6 +39,8 @@ from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
 
 METHOD = "svf3d"
+#: Added to the product of the local variances in the NCC (intensity⁴ units; tiny, as in the 2-D refinement).
+NCC_EPS = 1e-7
 #: Settings of :func:`estimate_svf_3d` (override with keyword options).
 SVF_DEFAULTS: dict[str, Any] = {
     "shrink_factors": (4, 2, 1),
@@ -65,46 +67,6 @@ def _merged(options: dict[str, Any]) -> dict[str, Any]:
     if len(merged["shrink_factors"]) != len(merged["iterations"]) or min(merged["shrink_factors"]) < 1:
         raise InputError("The 3-D SVF method needs one iteration count per shrink factor (each >= 1).")
     return merged
-
-
-def _box(x, window: int):
-    """Mean over a ``window``^3 box (separable, borders averaged over the voxels inside): [N, C, K, J, I]."""
-    from scanai.nn.backend import functional
-
-    half = window // 2
-    for kernel in ((window, 1, 1), (1, window, 1), (1, 1, window)):
-        padding = tuple(half if size > 1 else 0 for size in kernel)
-        x = functional.avg_pool3d(x, kernel, stride=1, padding=padding, count_include_pad=False)
-    return x
-
-
-def _ncc(fixed, moving, window: int, eps: float = 1e-7):
-    """1 - mean squared local NCC of [N, 1, K, J, I] volumes (0 = identical up to local contrast)."""
-    mu_f, mu_m = _box(fixed, window), _box(moving, window)
-    var_f = (_box(fixed * fixed, window) - mu_f**2).clamp_min(0)
-    var_m = (_box(moving * moving, window) - mu_m**2).clamp_min(0)
-    cov = _box(fixed * moving, window) - mu_f * mu_m
-    return 1.0 - (cov * cov / (var_f * var_m + eps)).mean()
-
-
-def warp_volumes(images, displacement):
-    """images [N, C, K, J, I] sampled at x + u(x); displacement [N, 3, K, J, I] voxels (k, j, i); border values."""
-    from scanai.nn.backend import functional, torch
-
-    sizes = images.shape[-3:]
-    axes = [torch.arange(n, dtype=images.dtype, device=images.device) for n in sizes]
-    grid = torch.meshgrid(*axes, indexing="ij")
-    normalised = [(grid[a] + displacement[:, a]) * (2.0 / max(sizes[a] - 1, 1)) - 1.0 for a in range(3)]
-    where = torch.stack(normalised[::-1], dim=-1)  # grid_sample wants (x, y, z) = (i, j, k)
-    return functional.grid_sample(images, where, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def integrate_velocity(velocity, steps: int):
-    """Scaling and squaring: stationary velocity [N, 3, K, J, I] (voxels) -> displacement, same shape."""
-    displacement = velocity / (2**steps)
-    for _ in range(steps):
-        displacement = displacement + warp_volumes(displacement, displacement)
-    return displacement
 
 
 def _resized(field, size: tuple[int, ...]):
@@ -161,6 +123,8 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
     :data:`SVF_DEFAULTS`.
     """
     from scanai.core.device import choose_device
+    from scanai.motion.layers import integrate, warp
+    from scanai.motion.network import local_ncc
     from scanai.nn.backend import torch
 
     settings = _merged(options)
@@ -188,13 +152,14 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
         optimiser = torch.optim.Adam([velocity], lr=float(settings["step_voxels"]))
         reference, moving = images[reference_index:reference_index + 1], images[others]
         window = int(settings["window"])
+        to_reference = local_ncc(reference, window, NCC_EPS)  # the reference's local statistics once per level
         with torch.enable_grad():
             for _ in range(int(iterations)):
-                displacement = _resized(integrate_velocity(velocity, int(settings["integration_steps"])), grid)
-                warped = warp_volumes(moving, displacement)
-                loss = _ncc(reference.expand_as(warped), warped, window)
+                displacement = _resized(integrate(velocity, int(settings["integration_steps"])), grid)
+                warped = warp(moving, displacement)
+                loss = to_reference(warped)
                 if settings["pair_weight"] > 0 and len(others) > 1:
-                    loss = loss + settings["pair_weight"] * _ncc(warped[:-1], warped[1:], window)
+                    loss = loss + settings["pair_weight"] * local_ncc(warped[:-1], window, NCC_EPS)(warped[1:])
                 loss = loss + settings["smoothness"] * _smoothness(velocity, order)
                 if settings["temporal"] > 0:  # neighbours in time on each side of the reference
                     loss = loss + settings["temporal"] * _temporal(velocity, reference_index)
@@ -204,7 +169,7 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
                 done += 1
                 progress(done / total, f"3-D motion, level 1/{factor}: step {done} of {total}")
     with torch.no_grad():
-        displacement = _resized(integrate_velocity(velocity, int(settings["integration_steps"])), full)
+        displacement = _resized(integrate(velocity, int(settings["integration_steps"])), full)
     out[others] = displacement.permute(0, 2, 3, 4, 1).double().cpu().numpy()
     return out
 

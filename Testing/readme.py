@@ -14,3 +14,12 @@ def python_example(section: str) -> str:
     body = text[text.index(f"### {section}"):]
     body = body[:body.index("\n### ", 1)]
     return re.search(r"```python\n(.*?)```", body[body.index("#### Python"):], re.DOTALL).group(1)
+
+
+def run_python_example(section: str, data: Path) -> dict:
+    """Run :func:`python_example` of ``section`` with its ``../shared/data`` pointing at ``data``; returns the
+    namespace it leaves."""
+    code = python_example(section)
+    namespace: dict = {}
+    exec(compile(code.replace("../shared/data", str(data)), f"README.md ({section} Python)", "exec"), namespace)
+    return namespace

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from readme import python_example
+from readme import python_example, run_python_example
 
 
 def test_readme_python_example_runs(shared_data, capsys):
     code = python_example("K-Space Calibration")
     assert "../shared/data" in code and "read_kspace" in code and "run(" in code
-    namespace: dict = {}
-    exec(compile(code.replace("../shared/data", str(shared_data)), "README.md (k-space Python)", "exec"), namespace)
+    namespace = run_python_example("K-Space Calibration", shared_data)
     printed = capsys.readouterr().out
     assert "(2, 1, 160, 320)" in printed and "spike sample(s) in the clean scan" in printed
     result = namespace["result"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from readme import python_example
+from readme import python_example, run_python_example
 
 
 def test_readme_python_example_runs(shared_data, capsys):
     code = python_example("Parametric PET")
     assert "../shared/data" in code and "fit_tacs" in code and "load_tac_table" in code
-    namespace: dict = {}
-    exec(compile(code.replace("../shared/data", str(shared_data)), "README.md (PET Python)", "exec"), namespace)
+    namespace = run_python_example("Parametric PET", shared_data)
     printed = capsys.readouterr().out
     assert re.search(r"\['FC', 'TC', 'STR', 'THA', 'WB', 'CBL'\] \[0\. +0\. +0\.869", printed), printed
     assert re.search(r"THA: VT 3\.0\d\d mL/mL", printed), printed

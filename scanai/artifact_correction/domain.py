@@ -39,6 +39,7 @@ from scanai.artifact_correction.simulator import (
     HeartPhantom,
     SimulatedCase,
     Thorax,
+    phantom_hu,
     random_phantom,
     random_r_peaks,
     simulate_case,
@@ -186,8 +187,6 @@ def texture_image(seed: int, protocol: ScanProtocol, phantom: HeartPhantom) -> n
     """(pixels, pixels) HU to add to the still anatomy: the example CT's detail scaled by 0.8-1.5, turned, tiled over
     the field of view, weighted by 0.3-1, only inside the body, outside the lungs and air, and away from the heart."""
     from scipy import ndimage
-
-    from scanai.artifact_correction.simulator import phantom_hu
 
     rng = np.random.default_rng(seed)
     detail, detail_mm = _example_ct_detail()

@@ -270,13 +270,13 @@ def train(cases: list[Case], args: argparse.Namespace, architecture: dict) -> tu
     interval: list[float] = []
     stop_reason = f"maximum of {args.steps} steps"
     model.train()
+    randomised = args.domain == "randomised"  # crops of the stored windows and HU jitter
     step = 0
     for step in range(1, args.steps + 1):
         picks = rng.integers(len(cases), size=args.batch)
         inputs, targets = [], []
         for pick in picks:
             case = cases[int(pick)]
-            randomised = args.domain == "randomised"
             phases, target = augment(case.inputs, case.target, rng, TRAIN_SIZE if randomised else None, randomised)
             inputs.append(network_input(phases, case.phase_pct, time_channels))
             targets.append(np.clip((target - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0).astype(np.float32))

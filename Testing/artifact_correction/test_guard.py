@@ -112,6 +112,25 @@ def test_inputs_outside_the_training_ranges_are_named_and_fall_back():
     assert outcome.method == "registration-fusion"
 
 
+def test_hu_bands_are_measured_around_the_moving_heart_so_a_crop_has_the_same_fractions():
+    """A crop of the field of view (or a wider one, with air around the body) does not change the HU-band
+    fractions: they are measured within 50 mm of where the phases disagree (the bench's candidate fell back on
+    18 of 24 crops, whose whole-view air fraction was 0 %)."""
+    body = np.pad(_disk_scene(shift_px=2.0, noise=5.0), ((0, 0), (0, 0), (16, 16), (16, 16)), mode="edge")
+    wide = np.pad(body, ((0, 0), (0, 0), (40, 40), (40, 40)), constant_values=-1000.0)
+    pixel = (2.0, 2.0)
+    near = guard.heart_neighbourhood(body, pixel)
+    rows, columns = np.nonzero(near)
+    assert abs(rows.mean() - 40) < 2 and abs(columns.mean() - (18 + 16 + 3)) < 4  # on the moving disk
+    assert near.sum() == pytest.approx(np.pi * 25**2, rel=0.05)  # 50 mm at 2 mm pixels
+    cropped, widened = guard.input_features(body, pixel), guard.input_features(wide, pixel)
+    for name, _, _ in guard.HU_BANDS:
+        assert cropped[f"fraction_{name}"] == pytest.approx(widened[f"fraction_{name}"], abs=0.005)
+    assert widened["fraction_air"] == 0.0 and widened["field_of_view_mm"] == 2.0 * 160
+    still = np.repeat(body[:1], 4, axis=0)
+    assert guard.heart_neighbourhood(still, pixel)[40, 40]  # nothing moves: around the image centre
+
+
 # ---------------------------------------------------------------------------------------------- shipped weights
 @pytest.fixture(scope="module")
 def shipped():

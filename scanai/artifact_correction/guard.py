@@ -17,10 +17,11 @@ its correction. It is run on the slice and on the slice turned by 180 degrees (:
 correction and their spread, relative to the correction where the gate is open, is its **uncertainty**.
 
 **Training ranges.** :func:`input_features` describes a phase sequence by pixel size, field of view, noise and the
-fraction of voxels in HU bands (air, lung, fat, soft tissue, contrast, bone/calcium); the ranges seen over the
-training cases are stored in the model card (``input_contract.training_ranges``, recorded by
-:func:`feature_ranges`), and :func:`out_of_distribution` says in words which feature of an input lies outside.
-The pipeline falls back to registration fusion on either an uncertain correction or an out-of-range input.
+fraction of voxels in HU bands (air, lung, fat, soft tissue, contrast, bone/calcium) within 50 mm of where the
+heart moves; the ranges seen over the training cases are stored in the model card
+(``input_contract.training_ranges``, recorded by :func:`feature_ranges`), and :func:`out_of_distribution` says in
+words which feature of an input lies outside. The pipeline falls back to registration fusion on either an
+uncertain correction or an out-of-range input.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ VARIANTS: tuple[tuple[bool, bool], ...] = ((False, False), (True, True))
 HU_BANDS: tuple[tuple[str, float, float], ...] = (
     ("air", -np.inf, -900.0), ("lung", -900.0, -300.0), ("fat", -200.0, -40.0), ("soft_tissue", -40.0, 150.0),
     ("contrast", 150.0, 600.0), ("bone_calcium", 600.0, np.inf))
+#: Radius (mm) of the disc around the moving heart whose HU bands :func:`input_features` measures.
+HEART_RADIUS_MM = 50.0
 #: Slack around the training ranges: relative for sizes and noise, absolute (fraction of voxels) for HU bands.
 RELATIVE_SLACK, BAND_SLACK = 0.1, 0.02
 
@@ -206,11 +209,26 @@ def guarded_correction(correct: Callable[[np.ndarray], np.ndarray], phases_hu: n
 
 
 # ---------------------------------------------------------------------------------------- training ranges
+def heart_neighbourhood(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> np.ndarray:
+    """(J, I) bool: the in-plane disc of :data:`HEART_RADIUS_MM` around the centroid of the (N, K, J, I) phases'
+    disagreement (:func:`disagreement_gate` summed over slices: where the heart moves), or around the image centre
+    when nothing moves. Pixels ``pixel_mm`` (row, column) mm."""
+    phases = np.asarray(phases_hu, dtype=np.float64)
+    weight = disagreement_gate(phases, noise_map_hu(phases)).sum(axis=0)
+    rows, columns = np.indices(weight.shape, dtype=np.float64)
+    total = float(weight.sum())
+    centre = ((float((rows * weight).sum()) / total, float((columns * weight).sum()) / total) if total > 0
+              else ((weight.shape[0] - 1) / 2.0, (weight.shape[1] - 1) / 2.0))
+    distance = np.hypot((rows - centre[0]) * pixel_mm[0], (columns - centre[1]) * pixel_mm[1])
+    return distance <= HEART_RADIUS_MM
+
+
 def input_features(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> dict[str, float]:
     """Features of (N, K, J, I) phase volumes with in-plane pixels ``pixel_mm`` (row, column) mm: the pixel size
     and field of view (mm, the larger of rows / columns), the noise of one phase volume (HU, the median over
     phases of :func:`~scanai.artifact_correction.baselines.noise_sigma_hu`) and the fraction of voxels of the
-    phases' mean in each :data:`HU_BANDS` band."""
+    phases' mean in each :data:`HU_BANDS` band within the :func:`heart_neighbourhood` (so that a crop or a zoomed
+    reconstruction of the same chest has the same fractions as the whole field of view)."""
     from scanai.artifact_correction.baselines import noise_sigma_hu
 
     phases = np.asarray(phases_hu, dtype=np.float64)
@@ -218,9 +236,9 @@ def input_features(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> dict[str
     features = {"pixel_mm": float(max(pixel_mm)), "field_of_view_mm": float(max(rows * pixel_mm[0],
                                                                                  columns * pixel_mm[1])),
                 "noise_hu": float(np.median([noise_sigma_hu(volume) for volume in phases]))}
-    mean = phases.mean(axis=0)
+    near_heart = phases.mean(axis=0)[:, heart_neighbourhood(phases, pixel_mm)]
     for name, low, high in HU_BANDS:
-        features[f"fraction_{name}"] = float(np.mean((mean >= low) & (mean < high)))
+        features[f"fraction_{name}"] = float(np.mean((near_heart >= low) & (near_heart < high)))
     return features
 
 

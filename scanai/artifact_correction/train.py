@@ -58,6 +58,9 @@ N_INPUTS, N_OUTPUTS = 4, 1
 #: :mod:`scanai.artifact_correction.domain` (physics and anatomy drawn per case), resampled to the model's 1 mm grid
 #: and cropped to CROP² around the heart; training draws TRAIN_SIZE² windows from the crops.
 DOMAINS = ("mini", "randomised")
+LOSSES = ("plain", "guarded")
+#: Weight of the raw output's loss beside the guarded blend's (``--loss guarded``): keeps the raw output sound.
+RAW_LOSS_WEIGHT = 0.1
 MODEL_PIXEL_MM = 1.0
 CROP, TRAIN_SIZE = 144, 128
 #: HU augmentation of the randomised domain: (HU + 1000) scaled by 1 +- HU_SCALE_JITTER, shifted by +- HU_OFFSET_JITTER.
@@ -243,6 +246,27 @@ def loss_function(output, target):
     return l1 + 0.2 * (1.0 - _torch_ssim(windowed(output), windowed(target)))
 
 
+def gate_and_mean(phases_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gate, mean), each (H, W) float32, of one slice's (N, H, W) phases in HU: the guard's disagreement gate
+    (:func:`scanai.artifact_correction.guard.disagreement_gate`, on the guard's own noise map) and the phases' mean
+    in the network's [0, 1] scale -- what :func:`guarded_loss` blends the network's output with."""
+    from scanai.artifact_correction.guard import disagreement_gate, noise_map_hu
+
+    volumes = np.asarray(phases_hu, np.float32)[:, None]
+    gate = disagreement_gate(volumes, noise_map_hu(volumes))[0]
+    mean = np.clip((volumes[:, 0].mean(axis=0) - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0)
+    return gate.astype(np.float32), mean.astype(np.float32)
+
+
+def guarded_loss(output, target, gate, mean):
+    """:func:`loss_function` of what users get -- the guard's ``mean + gate * (output - mean)`` -- plus
+    :data:`RAW_LOSS_WEIGHT` times that of the raw output. output, target [B, M, H, W]; gate, mean [B, 1, H, W] (all
+    in the [0, 1] scale). The loss is then spent where the phases disagree (motion), not on denoising still tissue,
+    which the guard replaces by the phases' mean anyway."""
+    blended = mean + gate * (output - mean)
+    return loss_function(blended, target) + RAW_LOSS_WEIGHT * loss_function(output, target)
+
+
 # ---------------------------------------------------------------------------------------------- training
 def converged(history: list[float], tolerance: float, patience: int = 5) -> bool:
     """¶85: the loss changed by at most ``tolerance`` between each of the last ``patience`` pairs of consecutive
@@ -274,13 +298,20 @@ def train(cases: list[Case], args: argparse.Namespace, architecture: dict) -> tu
     step = 0
     for step in range(1, args.steps + 1):
         picks = rng.integers(len(cases), size=args.batch)
-        inputs, targets = [], []
+        inputs, targets, blends = [], [], []
         for pick in picks:
             case = cases[int(pick)]
             phases, target = augment(case.inputs, case.target, rng, TRAIN_SIZE if randomised else None, randomised)
             inputs.append(network_input(phases, case.phase_pct, time_channels))
             targets.append(np.clip((target - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0).astype(np.float32))
-        loss = loss_function(model(torch.from_numpy(np.stack(inputs))), torch.from_numpy(np.stack(targets)))
+            if args.loss == "guarded":
+                blends.append(np.stack(gate_and_mean(phases)))
+        output, target = model(torch.from_numpy(np.stack(inputs))), torch.from_numpy(np.stack(targets))
+        if blends:
+            gate, mean = torch.from_numpy(np.stack(blends)).unbind(dim=1)
+            loss = guarded_loss(output, target, gate[:, None], mean[:, None])
+        else:
+            loss = loss_function(output, target)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -370,14 +401,15 @@ def training_ranges(cases: list[Case]) -> dict[str, list[float]]:
 
 
 def record_ranges(args: argparse.Namespace) -> ModelCard:
-    """``--record-ranges``: recompute the training ranges from the card's own seeded training cases and write them
-    into the shipped card (weights unchanged), for a card trained before the ranges were recorded."""
+    """``--record-ranges``: recompute the training ranges from the card's own seeded training cases, simulated
+    again (the case cache may hold features of an older :func:`~scanai.artifact_correction.guard.input_features`),
+    and write them into the card in ``--out`` (weights unchanged)."""
     from scanai.core.catalog import card_path, load_card
 
     card = load_card(MODEL_NAME, args.out)
     seed, count = int(card.extra["seed"]), int(card.extra["cases"])
     domain = card.extra.get("domain", "mini")
-    cases = [c for c in simulate_cases(seed, count, args.cache, args.workers, domain) if not is_test_case(c.index)]
+    cases = [c for c in simulate_cases(seed, count, None, args.workers, domain) if not is_test_case(c.index)]
     contract = {**card.input_contract, "training_ranges": training_ranges(cases)}
     updated = replace(card, input_contract=contract, extra={
         **card.extra, "training_ranges_recorded_by": f"python -m scanai.artifact_correction.train --record-ranges "
@@ -407,6 +439,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="simulated-case cache (npz)")
     parser.add_argument("--domain", default="randomised", choices=DOMAINS,
                         help="training simulation: the digest's mini thorax, or physics and anatomy drawn per case")
+    parser.add_argument("--loss", default="plain", choices=LOSSES,
+                        help="plain: L1 + SSIM of the network's output; guarded: of the guard's blend of it with the "
+                             "phases' mean (the loss spent on motion, not on denoising still tissue)")
     parser.add_argument("--held-out", type=int, default=40,
                         help="cases of the held-out settings (randomised domain) to evaluate after training")
     parser.add_argument("--record-ranges", action="store_true",
@@ -444,7 +479,7 @@ def training_command(args: argparse.Namespace) -> str:
     return (f"python -m scanai.artifact_correction.train --cases {args.cases} --steps {args.steps} --seed {args.seed} "
             f"--out scanai/models --batch {args.batch} --lr {args.lr} --widths {args.widths} "
             f"--time-channels {args.time_channels} --eval-every {args.eval_every} --tolerance {args.tolerance} "
-            f"--threads {args.threads} --domain {args.domain} --held-out {args.held_out}")
+            f"--threads {args.threads} --domain {args.domain} --loss {args.loss} --held-out {args.held_out}")
 
 
 def main(argv: list[str] | None = None) -> ModelCard:
@@ -492,7 +527,7 @@ def main(argv: list[str] | None = None) -> ModelCard:
                "(hindsight); best phase = least image motion amplitude. Trained on simulated data only."),
         extra={**facts, "simulation_seconds": round(simulation_seconds, 1), "seed": args.seed, "cases": args.cases,
                "test_rule": "index % 5 == 4", "static_fraction": STATIC_FRACTION, "batch": args.batch,
-               "accepted_p87": accepted, "domain": args.domain})
+               "accepted_p87": accepted, "domain": args.domain, "loss": args.loss})
     final = save_model(model, card, args.out)
     print(f"saved {args.out / (MODEL_NAME + '.pt')} sha256 {final.sha256[:12]} in "
           f"{time.perf_counter() - started:.0f} s")

@@ -460,13 +460,13 @@ def training_data_text(args: argparse.Namespace, train_cases: list[Case]) -> str
         return head + (
             "Domain-randomised (scanai.artifact_correction.domain): parallel or fan-beam (20-48 deg, each ray at its "
             "own time) half-scans, rotation 0.25-0.35 s, 144/240 views, FBP kernels ramp/shepp-logan/cosine/hamming, "
-            "white or photon-like noise 6-42 HU, 128-256 pixels of 0.75-1.9 mm resampled to 1 mm and cropped to "
-            f"{CROP}² around the heart; 50-110 bpm, half arrhythmic, windows 15-40 ms apart; the mini thorax in one "
-            "case in five, else a thorax built around the heart (subcutaneous fat, muscle, lungs, spine, sternum, "
-            "ribs, aorta) and a heart with optional pericardial fat, RV, papillary muscle, calcium, twist and "
-            "breathing; real CT texture (pydicom's CT_small.dcm detail) on the still anatomy in half the cases; HU "
-            f"scale +-{HU_SCALE_JITTER:g} and offset +-{HU_OFFSET_JITTER:g} HU jitter. Held out (validation "
-            "only): the hann kernel, 48-60 HU noise, 52-60 deg fans, coronary stents.")
+            "white or photon-like noise 1.5-42 HU (log-uniform), 128-256 pixels of 0.75-1.9 mm resampled to 1 mm "
+            f"and cropped to {CROP}² around the heart; 50-110 bpm, half arrhythmic, windows 15-40 ms apart; the mini "
+            "thorax in one case in five, else a thorax built around the heart (subcutaneous fat, muscle, lungs, "
+            "spine, sternum, ribs, aorta) and a heart with optional pericardial fat, RV, papillary muscle, calcium, "
+            "twist and breathing; real CT texture (pydicom's CT_small.dcm detail) on the still anatomy in half the "
+            f"cases; HU scale +-{HU_SCALE_JITTER:g} and offset +-{HU_OFFSET_JITTER:g} HU jitter. Held out "
+            "(validation only): the hann kernel, 48-60 HU noise, 52-60 deg fans, coronary stents.")
     protocol = ScanProtocol()
     return head + (
         "The digest's simulator (scanai.artifact_correction.simulator.simulate_case): mini thorax, random heart "

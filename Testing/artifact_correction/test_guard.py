@@ -152,8 +152,8 @@ def test_shipped_network_four_identical_inputs_and_a_still_heart(shipped):
     comes back no worse than the mean of its phases."""
     from scanai.artifact_correction.train import is_test_case, make_case
 
-    seed = int(shipped.card.extra["seed"])
-    static = next(c for c in (make_case(seed, i) for i in filter(is_test_case, range(400))) if c.static)
+    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    static = next(c for c in (make_case(seed, i, domain) for i in filter(is_test_case, range(400))) if c.static)
     truth = static.target[0]
     copies = np.repeat(truth[None, None], 4, axis=0)
     same = shipped.correct_guarded(copies, static.phase_pct, (1.0, 1.0)).output[0, 0]
@@ -167,8 +167,8 @@ def test_shipped_network_four_identical_inputs_and_a_still_heart(shipped):
 def test_shipped_network_in_distribution_is_trusted_and_corrects(shipped):
     from scanai.artifact_correction.train import is_test_case, make_case
 
-    seed = int(shipped.card.extra["seed"])
-    case = next(c for c in (make_case(seed, i) for i in filter(is_test_case, range(400)))
+    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    case = next(c for c in (make_case(seed, i, domain) for i in filter(is_test_case, range(400)))
                 if not c.static and _rmse(c.inputs[1], c.target[0]) > 20.0)
     phases = case.inputs[:, None]
     assert guard.out_of_distribution(guard.input_features(phases, (1.0, 1.0)), shipped.training_ranges) == []

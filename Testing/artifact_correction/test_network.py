@@ -152,10 +152,10 @@ def held_out(shipped):
     pytest.importorskip("skimage")
     from scanai.artifact_correction.train import is_test_case, make_case
 
-    seed = int(shipped.card.extra["seed"])
+    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
     moving, strong, static = [], [], None
     for index in filter(is_test_case, range(1000)):
-        case = make_case(seed, index)
+        case = make_case(seed, index, domain)
         if case.static:
             static = static or case
         elif len(moving) < 3:
@@ -281,7 +281,8 @@ def test_shipped_model_beats_every_classical_method_and_keeps_the_coronary_width
     from scanai.artifact_correction.evaluate import evaluate_methods
     from scanai.artifact_correction.train import held_out_cases
 
-    cases = [case for case, static in held_out_cases(6, int(shipped.card.extra["seed"])) if not static][:4]
+    cases = [case for case, static in held_out_cases(6, int(shipped.card.extra["seed"]),
+                                                      shipped.card.extra.get("domain", "mini")) if not static][:4]
     summary = evaluate_methods(cases, shipped, ["network", "registration-fusion", "best-phase", "mean",
                                                 "centre"])["summary"]
     network = summary["network"]

@@ -80,8 +80,8 @@ class _FakeCorrector:
     def __init__(self, network, ranges=None):
         self.network, self.training_ranges = network, ranges or {}
 
-    def correct_guarded(self, phases, phase_pct, pixel_mm, progress=None):
-        return guard.guarded_correction(self.network, phases)
+    def correct_guarded(self, phases, phase_pct, pixel_mm, progress=None, noise_hu=None):
+        return guard.guarded_correction(self.network, phases, noise_hu=noise_hu)
 
 
 def test_an_uncertain_correction_falls_back_to_registration_fusion_and_says_so():

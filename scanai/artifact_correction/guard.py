@@ -190,14 +190,14 @@ def correction_uncertainty(variants_hu: np.ndarray, phases_hu: np.ndarray, gate:
     return spread / max(correction, noise_hu)
 
 
-def guarded_correction(correct: Callable[[np.ndarray], np.ndarray], phases_hu: np.ndarray, n_outputs: int = 1
-                       ) -> Guarded:
+def guarded_correction(correct: Callable[[np.ndarray], np.ndarray], phases_hu: np.ndarray, n_outputs: int = 1,
+                       noise_hu: np.ndarray | None = None) -> Guarded:
     """The guarded correction of (N, K, J, I) ranked phase volumes in HU by ``correct`` (the network on the same
     grid, (N, K, J, I) -> (n_outputs, K, J, I) HU): variants, their mean, the gate and the bounds (module
     docstring). Phase volumes that agree everywhere (identical ones included) come back as their mean without
-    running the network."""
+    running the network. ``noise_hu``: the phases' :func:`noise_map_hu` when the caller has it already."""
     phases = np.asarray(phases_hu, dtype=np.float32)
-    noise = noise_map_hu(phases)
+    noise = noise_map_hu(phases) if noise_hu is None else noise_hu
     gate = disagreement_gate(phases, noise)
     typical = float(np.median(noise))
     if not gate.any():
@@ -209,12 +209,15 @@ def guarded_correction(correct: Callable[[np.ndarray], np.ndarray], phases_hu: n
 
 
 # ---------------------------------------------------------------------------------------- training ranges
-def heart_neighbourhood(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> np.ndarray:
+def heart_neighbourhood(phases_hu: np.ndarray, pixel_mm: Sequence[float], noise_hu: np.ndarray | None = None
+                        ) -> np.ndarray:
     """(J, I) bool: the in-plane disc of :data:`HEART_RADIUS_MM` around the centroid of the (N, K, J, I) phases'
     disagreement (:func:`disagreement_gate` summed over slices: where the heart moves), or around the image centre
-    when nothing moves. Pixels ``pixel_mm`` (row, column) mm."""
+    when nothing moves. Pixels ``pixel_mm`` (row, column) mm; ``noise_hu``: the phases' :func:`noise_map_hu` when
+    the caller has it already."""
     phases = np.asarray(phases_hu, dtype=np.float64)
-    weight = disagreement_gate(phases, noise_map_hu(phases)).sum(axis=0)
+    noise = noise_map_hu(phases) if noise_hu is None else noise_hu
+    weight = disagreement_gate(phases, noise).sum(axis=0)
     rows, columns = np.indices(weight.shape, dtype=np.float64)
     total = float(weight.sum())
     centre = ((float((rows * weight).sum()) / total, float((columns * weight).sum()) / total) if total > 0
@@ -223,12 +226,14 @@ def heart_neighbourhood(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> np.
     return distance <= HEART_RADIUS_MM
 
 
-def input_features(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> dict[str, float]:
+def input_features(phases_hu: np.ndarray, pixel_mm: Sequence[float], noise_hu: np.ndarray | None = None
+                   ) -> dict[str, float]:
     """Features of (N, K, J, I) phase volumes with in-plane pixels ``pixel_mm`` (row, column) mm: the pixel size
     and field of view (mm, the larger of rows / columns), the noise of one phase volume (HU, the median over
     phases of :func:`~scanai.artifact_correction.baselines.noise_sigma_hu`) and the fraction of voxels of the
     phases' mean in each :data:`HU_BANDS` band within the :func:`heart_neighbourhood` (so that a crop or a zoomed
-    reconstruction of the same chest has the same fractions as the whole field of view)."""
+    reconstruction of the same chest has the same fractions as the whole field of view). ``noise_hu``: the phases'
+    :func:`noise_map_hu` when the caller has it already."""
     from scanai.artifact_correction.baselines import noise_sigma_hu
 
     phases = np.asarray(phases_hu, dtype=np.float64)
@@ -236,7 +241,7 @@ def input_features(phases_hu: np.ndarray, pixel_mm: Sequence[float]) -> dict[str
     features = {"pixel_mm": float(max(pixel_mm)), "field_of_view_mm": float(max(rows * pixel_mm[0],
                                                                                  columns * pixel_mm[1])),
                 "noise_hu": float(np.median([noise_sigma_hu(volume) for volume in phases]))}
-    near_heart = phases.mean(axis=0)[:, heart_neighbourhood(phases, pixel_mm)]
+    near_heart = phases.mean(axis=0)[:, heart_neighbourhood(phases, pixel_mm, noise_hu)]
     for name, low, high in HU_BANDS:
         features[f"fraction_{name}"] = float(np.mean((near_heart >= low) & (near_heart < high)))
     return features

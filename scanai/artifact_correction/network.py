@@ -292,11 +292,12 @@ class ArtifactCorrector:
         return dict(self.card.input_contract.get("training_ranges", {}))
 
     def correct_guarded(self, phases_hu: np.ndarray, phase_pct: Sequence[float], pixel_mm: tuple[float, float],
-                        progress: Progress | None = None):
+                        progress: Progress | None = None, noise_hu: np.ndarray | None = None):
         """The guarded correction (:func:`scanai.artifact_correction.guard.guarded_correction`): the network
         (:meth:`correct_on_grid`) on the slices and their flips, let through only where the (N, K, J, I) phase
         volumes disagree and bounded by their values. Returns a :class:`~scanai.artifact_correction.guard.Guarded`
-        with (M, K, J, I) float32 HU on the input grid and the correction's uncertainty."""
+        with (M, K, J, I) float32 HU on the input grid and the correction's uncertainty. ``noise_hu``: the phases'
+        :func:`~scanai.artifact_correction.guard.noise_map_hu` when the caller has it already."""
         from scanai.artifact_correction.guard import VARIANTS, guarded_correction
 
         progress = Progress.ensure(progress)
@@ -308,7 +309,7 @@ class ArtifactCorrector:
             calls[0] += 1
             return self.correct_on_grid(phases, phase_pct, pixel_mm, part)
 
-        guarded = guarded_correction(correct, phases, self.n_outputs)
+        guarded = guarded_correction(correct, phases, self.n_outputs, noise_hu)
         progress(1.0, "Motion artifacts corrected")
         return guarded
 

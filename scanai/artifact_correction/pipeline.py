@@ -236,10 +236,12 @@ def run_network_or_fallback(phases: np.ndarray, phase_pct: Sequence[float], spac
 
     progress = Progress.ensure(progress)
     pixel_mm = (float(spacing_mm[1]), float(spacing_mm[0]))
-    problems = guard.out_of_distribution(guard.input_features(phases, pixel_mm), corrector.training_ranges)
+    # once: the training-range check and the guard (which works in float32) both measure the phases' disagreement
+    noise = guard.noise_map_hu(np.asarray(phases, dtype=np.float32))
+    problems = guard.out_of_distribution(guard.input_features(phases, pixel_mm, noise), corrector.training_ranges)
     uncertainty = float("nan")
     if not problems:
-        guarded = corrector.correct_guarded(phases, phase_pct, pixel_mm, progress.sub(0.0, 0.5))
+        guarded = corrector.correct_guarded(phases, phase_pct, pixel_mm, progress.sub(0.0, 0.5), noise)
         uncertainty = guarded.uncertainty
         if not uncertainty > guard.MAX_UNCERTAINTY:
             progress(1.0, "Motion artifacts corrected by the network")

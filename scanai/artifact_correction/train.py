@@ -48,6 +48,7 @@ from scanai.artifact_correction.network import (
     build_artifact_network,
     denormalise_hu,
     network_input,
+    normalise_hu,
     run_network,
     size_multiple,
 )
@@ -254,8 +255,7 @@ def gate_and_mean(phases_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     volumes = np.asarray(phases_hu, np.float32)[:, None]
     gate = disagreement_gate(volumes, noise_map_hu(volumes))[0]
-    mean = np.clip((volumes[:, 0].mean(axis=0) - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0)
-    return gate.astype(np.float32), mean.astype(np.float32)
+    return gate.astype(np.float32), normalise_hu(volumes[:, 0].mean(axis=0))
 
 
 def guarded_loss(output, target, gate, mean):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scanai.core.errors import InputError
+from scanai.core.errors import InputError, with_defaults
 from scanai.core.progress import Progress
 from scanai.motion.registration import axis_image, demons_pair, visiting_order
 
@@ -122,11 +122,7 @@ def _is_blank(array: np.ndarray) -> bool:
 
 def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
     """:data:`BASELINE_DEMONS` updated with ``options``; unknown or impossible settings raise :class:`InputError`."""
-    unknown = sorted(set(options) - set(BASELINE_DEMONS))
-    if unknown:
-        raise InputError(f"Unknown registration option(s): {', '.join(unknown)}.",
-                         f"Valid options: {', '.join(sorted(BASELINE_DEMONS))}.")
-    settings = {**BASELINE_DEMONS, **options}
+    settings = with_defaults(options, BASELINE_DEMONS, "Unknown registration option(s)")
     factors = tuple(int(f) for f in settings["shrink_factors"])
     if not factors or min(factors) < 1 or int(settings["iterations"]) < 1:
         raise InputError("Registration needs at least 1 iteration and shrink factors of at least 1, e.g. (4, 2, 1).")

@@ -7,6 +7,9 @@ traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ScanAIError(Exception):
     """Base class. ``problem`` says what is wrong, ``action`` what the user can do about it."""
@@ -44,3 +47,12 @@ def require(condition: bool, problem: str, action: str | None = None, error: typ
     """Raise ``error(problem, action)`` unless ``condition`` holds."""
     if not condition:
         raise error(problem, action)
+
+
+def with_defaults(options: Mapping[str, Any], defaults: Mapping[str, Any], unknown_problem: str) -> dict[str, Any]:
+    """``{**defaults, **options}``; an :class:`InputError` when ``options`` names a key ``defaults`` lacks, its
+    message ``"<unknown_problem>: a, b."`` followed by the valid names (sorted)."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InputError(f"{unknown_problem}: {', '.join(unknown)}.", f"Valid options: {', '.join(sorted(defaults))}.")
+    return {**defaults, **options}

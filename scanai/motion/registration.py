@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from scanai.core.errors import InputError
+from scanai.core.errors import InputError, with_defaults
 from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import Progress
 
@@ -118,11 +118,7 @@ def _merged_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
         defaults = BSPLINE_DEFAULTS
     else:
         raise InputError(f"Unknown registration method {method!r}.", "Use 'demons' or 'bspline'.")
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise InputError(f"Unknown option(s) for {method} registration: {', '.join(unknown)}.",
-                         f"Valid options: {', '.join(sorted(defaults))}.")
-    merged = {**defaults, **options}
+    merged = with_defaults(options, defaults, f"Unknown option(s) for {method} registration")
     if len(merged["shrink_factors"]) == 0 or min(merged["shrink_factors"]) < 1:
         raise InputError("Shrink factors must be whole numbers of at least 1, e.g. (4, 2, 1).")
     return merged

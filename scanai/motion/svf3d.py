@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from scanai.core.errors import InputError
+from scanai.core.errors import InputError, with_defaults
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
 
@@ -57,11 +57,7 @@ SVF_DEFAULTS: dict[str, Any] = {
 
 
 def _merged(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(SVF_DEFAULTS))
-    if unknown:
-        raise InputError(f"Unknown option(s) for the 3-D SVF method: {', '.join(unknown)}.",
-                         f"Valid options: {', '.join(sorted(SVF_DEFAULTS))}.")
-    merged = {**SVF_DEFAULTS, **options}
+    merged = with_defaults(options, SVF_DEFAULTS, "Unknown option(s) for the 3-D SVF method")
     if merged["regulariser"] not in ("diffusion", "bending"):
         raise InputError(f"Unknown regulariser {merged['regulariser']!r}.", "Use 'diffusion' or 'bending'.")
     if len(merged["shrink_factors"]) != len(merged["iterations"]) or min(merged["shrink_factors"]) < 1:

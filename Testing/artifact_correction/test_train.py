@@ -1,5 +1,6 @@
-"""The artifact network's training: the guarded loss (``--loss guarded``) is spent where the phases disagree, and
-the training entry point runs end to end with it."""
+"""The artifact network's training: the guarded loss (``--loss guarded``) is spent where the phases disagree, the
+relative loss (``--loss relative``, the shipped weights') weighs every case by its improvement on its own input, and
+the training entry point runs end to end with both."""
 
 from __future__ import annotations
 
@@ -47,10 +48,31 @@ def test_the_guarded_loss_is_spent_where_the_gate_is_open():
     assert shut_gate == pytest.approx(of_mean + train.RAW_LOSS_WEIGHT * plain, rel=1e-5)
 
 
-def test_training_runs_end_to_end_with_the_guarded_loss(tmp_path):
+def test_the_relative_loss_weighs_each_case_by_its_improvement_on_the_phases_mean():
+    """Each case's guarded loss is divided by that of the phases' mean: returning the mean scores 1 +
+    RAW_LOSS_WEIGHT on a quiet and on a noisy case alike although their absolute losses differ several-fold, and a
+    batch scores the mean of its cases."""
+    phases = _moving_phases()
+    gate, quiet = (torch.from_numpy(a)[None, None] for a in train.gate_and_mean(phases))
+    target = torch.from_numpy(train.normalise_hu(phases[1]))[None, None]
+    noisy = quiet + 0.03 * torch.randn(quiet.shape, generator=torch.Generator().manual_seed(1))
+    absolute = [float(train.guarded_loss(mean, target, gate, mean)) for mean in (quiet, noisy)]
+    relative = [float(train.relative_loss(mean, target, gate, mean)) for mean in (quiet, noisy)]
+    assert absolute[1] > 3 * absolute[0]
+    assert relative == pytest.approx([1 + train.RAW_LOSS_WEIGHT] * 2, rel=0.05)  # 1e-3 keeps still cases finite
+    better = [(mean + target) / 2 for mean in (quiet, noisy)]
+    alone = [float(train.relative_loss(out, target, gate, mean))
+             for out, mean in zip(better, (quiet, noisy), strict=True)]
+    batch = train.relative_loss(torch.cat(better), torch.cat([target] * 2), torch.cat([gate] * 2),
+                                torch.cat([quiet, noisy]))
+    assert float(batch) == pytest.approx(np.mean(alone), rel=1e-5) and max(alone) < 1.0
+
+
+@pytest.mark.parametrize("loss", ["guarded", "relative"])
+def test_training_runs_end_to_end(tmp_path, loss):
     card = train.main(["--cases", "5", "--steps", "2", "--eval-every", "1", "--workers", "1", "--threads", "1",
-                       "--batch", "2", "--domain", "mini", "--loss", "guarded", "--cache", str(tmp_path / "c.npz"),
+                       "--batch", "2", "--domain", "mini", "--loss", loss, "--cache", str(tmp_path / "c.npz"),
                        "--out", str(tmp_path)])
-    assert "--loss guarded" in card.training_command and card.extra["loss"] == "guarded"
+    assert f"--loss {loss}" in card.training_command and card.extra["loss"] == loss
     assert card.extra["steps_run"] == 2 and np.isfinite(card.extra["loss_history"]).all()
     assert json.loads((tmp_path / "motion_artifact_network.json").read_text())["sha256"] == card.sha256

@@ -1,6 +1,8 @@
 """Train the motion correction model on simulated cardiac CT (seeded, reproducible on the CPU):
 
-    python -m scanai.artifact_correction.train --cases 400 --steps 3000 --seed 0 --out scanai/models
+    python -m scanai.artifact_correction.train --cases 1000 --steps 3000 --seed 0 --threads 1 --out scanai/models
+
+(the shipped weights: the default ``--domain randomised`` and ``--loss relative``).
 
 Training data (digest §7.3, [not in patent]: the patent trains on real reconstructions, ¶77). Case ``index`` of
 seed ``s`` is :func:`scanai.artifact_correction.simulator.simulate_case` drawn with
@@ -23,8 +25,11 @@ The card also records the training ranges of the inputs' features (pixel size, f
 fractions; :func:`training_ranges`), which inference checks; ``--record-ranges`` recomputes them for a shipped card
 from its own seeded training cases without retraining.
 
-Loss: L1 (HU / 1000) + 0.2 (1 - SSIM in the cardiac window); Adam with cosine decay; batches of random D4
-symmetries (flips and quarter turns: other gantry start angles and directions) of whole slices.
+Loss: L1 (HU / 1000) + 0.2 (1 - SSIM in the cardiac window) of the network's output (``--loss plain``), of the
+guard's blend of it with the phases' mean (``guarded``), or that blend's loss divided case by case by the loss of
+the phases' mean (``relative``, the default: every case counts by its improvement on its own input); Adam with
+cosine decay; batches of random D4 symmetries (flips and quarter turns: other gantry start angles and directions)
+of whole slices (the randomised domain: of 128² windows of the heart-centred crops).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ N_INPUTS, N_OUTPUTS = 4, 1
 #: :mod:`scanai.artifact_correction.domain` (physics and anatomy drawn per case), resampled to the model's 1 mm grid
 #: and cropped to CROP² around the heart; training draws TRAIN_SIZE² windows from the crops.
 DOMAINS = ("mini", "randomised")
-LOSSES = ("plain", "guarded")
+LOSSES = ("plain", "guarded", "relative")
 #: Weight of the raw output's loss beside the guarded blend's (``--loss guarded``): keeps the raw output sound.
 RAW_LOSS_WEIGHT = 0.1
 MODEL_PIXEL_MM = 1.0
@@ -217,7 +222,7 @@ def augment(inputs: np.ndarray, target: np.ndarray, rng: np.random.Generator, si
 
 
 # ---------------------------------------------------------------------------------------------- loss
-def _torch_ssim(a, b, window: int = 7):
+def _torch_ssim(a, b, window: int = 7, dims=None):
     """Mean SSIM of [B, C, H, W] tensors in [0, 1] (data range 1), uniform window, sample covariance (skimage's
     defaults), over the valid interior."""
     import torch.nn.functional as functional
@@ -232,19 +237,21 @@ def _torch_ssim(a, b, window: int = 7):
     cov = scale * (mean(a * b) - mu_a * mu_b)
     c1, c2 = 0.01**2, 0.03**2
     ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return ssim.mean()
+    return ssim.mean(dim=dims)
 
 
-def loss_function(output, target):
-    """L1 in HU / 1000 plus 0.2 (1 - SSIM) in the cardiac window; output and target [B, M, H, W] in [0, 1]."""
+def loss_function(output, target, per_sample: bool = False):
+    """L1 in HU / 1000 plus 0.2 (1 - SSIM) in the cardiac window; output and target [B, M, H, W] in [0, 1].
+    A scalar, or (B,) with ``per_sample``."""
     hu_scale = (HU_MAX - HU_MIN) / 1000.0
-    l1 = (output - target).abs().mean() * hu_scale
+    dims = (1, 2, 3) if per_sample else None
+    l1 = (output - target).abs().mean(dim=dims) * hu_scale
     low, high = WINDOW_HU
 
     def windowed(x):
         return ((x * (HU_MAX - HU_MIN) + HU_MIN - low) / (high - low)).clamp(0.0, 1.0)
 
-    return l1 + 0.2 * (1.0 - _torch_ssim(windowed(output), windowed(target)))
+    return l1 + 0.2 * (1.0 - _torch_ssim(windowed(output), windowed(target), dims=dims))
 
 
 def gate_and_mean(phases_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +272,18 @@ def guarded_loss(output, target, gate, mean):
     which the guard replaces by the phases' mean anyway."""
     blended = mean + gate * (output - mean)
     return loss_function(blended, target) + RAW_LOSS_WEIGHT * loss_function(output, target)
+
+
+def relative_loss(output, target, gate, mean):
+    """:func:`guarded_loss` case by case, each divided by the same loss of the phases' mean (what the guard returns
+    where nothing moves): every case counts by how much it improves on its own input, so that noisy cases, where
+    averaging alone lowers the error most, do not outweigh low-noise cases with motion. Same shapes as
+    :func:`guarded_loss`."""
+    blended = mean + gate * (output - mean)
+    baseline = loss_function(mean.expand_as(target), target, per_sample=True).detach() + 1e-3
+    own = loss_function(blended, target, per_sample=True) + RAW_LOSS_WEIGHT * loss_function(output, target,
+                                                                                          per_sample=True)
+    return (own / baseline).mean()
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -304,12 +323,13 @@ def train(cases: list[Case], args: argparse.Namespace, architecture: dict) -> tu
             phases, target = augment(case.inputs, case.target, rng, TRAIN_SIZE if randomised else None, randomised)
             inputs.append(network_input(phases, case.phase_pct, time_channels))
             targets.append(np.clip((target - HU_MIN) / (HU_MAX - HU_MIN), 0.0, 1.0).astype(np.float32))
-            if args.loss == "guarded":
+            if args.loss in ("guarded", "relative"):
                 blends.append(np.stack(gate_and_mean(phases)))
         output, target = model(torch.from_numpy(np.stack(inputs))), torch.from_numpy(np.stack(targets))
         if blends:
             gate, mean = torch.from_numpy(np.stack(blends)).unbind(dim=1)
-            loss = guarded_loss(output, target, gate[:, None], mean[:, None])
+            blend_loss = relative_loss if args.loss == "relative" else guarded_loss
+            loss = blend_loss(output, target, gate[:, None], mean[:, None])
         else:
             loss = loss_function(output, target)
         optimiser.zero_grad()
@@ -439,9 +459,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="simulated-case cache (npz)")
     parser.add_argument("--domain", default="randomised", choices=DOMAINS,
                         help="training simulation: the digest's mini thorax, or physics and anatomy drawn per case")
-    parser.add_argument("--loss", default="plain", choices=LOSSES,
+    parser.add_argument("--loss", default="relative", choices=LOSSES,
                         help="plain: L1 + SSIM of the network's output; guarded: of the guard's blend of it with the "
-                             "phases' mean (the loss spent on motion, not on denoising still tissue)")
+                             "phases' mean (the loss spent on motion, not on denoising still tissue); relative (the "
+                             "shipped weights): the guarded loss of each case divided by that of the phases' mean")
     parser.add_argument("--held-out", type=int, default=40,
                         help="cases of the held-out settings (randomised domain) to evaluate after training")
     parser.add_argument("--record-ranges", action="store_true",

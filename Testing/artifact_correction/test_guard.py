@@ -63,6 +63,30 @@ def test_moving_structure_opens_the_gate_and_the_output_stays_within_the_phases_
     assert guarded.output.max() < 300.0 + 0.15 * 500.0  # the +500 HU was clipped to what the phases show
 
 
+def test_the_network_sees_only_the_box_around_the_moving_structure():
+    """A moving disk in a wide still field: the network is run on the gate's box plus the margin (clipped at the
+    image's edge), and outside that box the output is the phases' mean."""
+    still = 40.0 + 5.0 * np.random.default_rng(1).normal(size=(4, 1, 128, 128))
+    still[:, :, :48, :48] = _disk_scene(shift_px=2.0, noise=5.0)
+    moving = still.astype(np.float32)
+    seen = []
+
+    def network(phases):
+        seen.append(phases.shape)
+        return _shifting_network(30.0)(phases)
+
+    guarded = guard.guarded_correction(network, moving)
+    rows, columns = guard.moving_box(guarded.gate, margin_px=4)
+    open_rows, open_columns = np.nonzero(guarded.gate[0])
+    assert rows.start == max(0, open_rows.min() - 4) and columns.stop == open_columns.max() + 5
+    box = guard.moving_box(guarded.gate)
+    assert seen == [(4, 1, box[0].stop - box[0].start, box[1].stop - box[1].start)] * len(guard.VARIANTS)
+    assert seen[0][-1] < moving.shape[-1]  # the still part of the field was not run
+    outside = np.ones(moving.shape[1:], dtype=bool)
+    outside[(Ellipsis, *box)] = False
+    np.testing.assert_allclose(guarded.output[0][outside], moving.mean(axis=0)[outside], atol=1e-3)
+
+
 def test_uncertainty_is_small_for_a_flip_consistent_correction_and_large_otherwise():
     moving = _disk_scene(shift_px=2.0, noise=5.0)
     consistent = guard.guarded_correction(_shifting_network(0.0), moving)
@@ -142,9 +166,19 @@ def shipped():
 
 
 def test_shipped_card_records_the_training_ranges(shipped):
+    """The ranges span the randomised domain (0.75-1.9 mm pixels, pericardial and subcutaneous fat) and hold its
+    own test cases; the same slices at 3 mm pixels, or with fat-range voxels everywhere, are outside."""
+    from scanai.artifact_correction.train import make_case
+
     ranges = shipped.training_ranges
     assert set(ranges) >= {"pixel_mm", "field_of_view_mm", "noise_hu", "fraction_fat"}
-    assert ranges["pixel_mm"] == [1.0, 1.0] and ranges["fraction_fat"][1] < 0.05
+    assert ranges["pixel_mm"][0] < 0.8 and ranges["pixel_mm"][1] > 1.8 and ranges["fraction_fat"][1] > 0.1
+    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    for index in (4, 9, 14):  # test portion: never trained on
+        features = make_case(seed, index, domain).features
+        assert guard.out_of_distribution(features, ranges) == [], index
+    assert "pixel size 3 mm" in guard.out_of_distribution({**features, "pixel_mm": 3.0}, ranges)[0]
+    assert "fat-range" in guard.out_of_distribution({**features, "fraction_fat": 0.9}, ranges)[0]
 
 
 def test_shipped_network_four_identical_inputs_and_a_still_heart(shipped):

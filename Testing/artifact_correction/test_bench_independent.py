@@ -104,7 +104,12 @@ def test_the_guard_never_makes_the_raw_network_worse_on_average(results) -> None
     assert summary["network-guarded"]["heart_rmse_hu"] <= summary["network-raw"]["heart_rmse_hu"]
 
 
-def test_inputs_unlike_the_training_data_are_all_flagged(results) -> None:
+def test_what_users_get_is_below_registration_fusion(results) -> None:
+    """Issue 27: below registration fusion on average, worse than the better inner phase in at most 1 case in 10
+    (measured 58.2 vs 60.5 HU, 2 of 24); most cases run the network, and each fallback names its reason."""
     rows, summary = results
-    assert summary["fallbacks"] == len(rows)
-    assert all("outside what the network was trained on" in row["fallback_reason"] for row in rows)
+    shipped = summary["network-as-shipped"]
+    assert shipped["heart_rmse_hu"] < summary["registration-fusion"]["heart_rmse_hu"]
+    assert shipped["fraction_worse_than_centre"] <= 0.1
+    assert summary["fallbacks"] < len(rows) / 2
+    assert all(row["fallback_reason"] for row in rows if row["shipped_method"] != "network")

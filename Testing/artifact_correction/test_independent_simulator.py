@@ -1,9 +1,11 @@
 """Issue 27, a second check written apart from the training simulator (``independent_ct``: a wide thorax with fat,
 a heart following a volume curve, fan-beam half-scans with every detector channel at its own time, photon noise):
-what a user gets from ``--method network`` is not worse than the centre phase in the heart, a still heart is not
-degraded, and inputs this unlike the training data are flagged and handed to registration fusion."""
+what a user gets from ``--method network`` is not worse than the centre phase in the heart, whether the network ran
+or an input outside its training ranges was handed to registration fusion, and a still heart is not degraded."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -42,19 +44,23 @@ def test_the_simulator_moves_the_heart_and_keeps_a_still_one_still(cases):
 
 def test_network_method_is_not_worse_than_the_centre_phase(cases):
     moving, still = cases
-    scores = []
+    scores, methods = [], []
     for case in moving:
         sequence = sequence_of(case)
-        with pytest.warns(UserWarning, match="outside what the network was trained on"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = correct_phase_sequence(sequence, phase_windows(sequence), "network", device="cpu")
-        assert result.method == "registration-fusion" and result.requested_method == "network"
-        assert "fat" in result.fallback_reason and "pixel size" in result.fallback_reason
-        output = result.corrected.frames[0, 0]
-        scores.append((heart_rmse(output, case), _centre(case)))
-    print("heart RMSE (output, centre phase):", [(round(a, 1), round(b, 1)) for a, b in scores])
+        assert result.requested_method == "network" and result.method in ("network", "registration-fusion")
+        said = [str(w.message) for w in caught if "instead of the network" in str(w.message)]
+        assert (result.method == "network") == (result.fallback_reason is None) == (not said), said
+        scores.append((heart_rmse(result.corrected.frames[0, 0], case), _centre(case)))
+        methods.append(result.method)
+    print("heart RMSE (output, centre phase):", [(round(a, 1), round(b, 1)) for a, b in scores], methods)
     assert all(output <= centre for output, centre in scores), scores
+    assert "network" in methods  # measured: the network on two (85 vs 104, 83 vs 89 HU), fusion on one (contrast)
     sequence = sequence_of(still)
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a fallback to fusion, if any, is checked above
         result = correct_phase_sequence(sequence, phase_windows(sequence), "network", device="cpu")
     assert heart_rmse(result.corrected.frames[0, 0], still) <= heart_rmse(still.inputs.mean(axis=0), still) + 1.0
 

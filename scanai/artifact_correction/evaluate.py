@@ -18,6 +18,7 @@ import numpy as np
 
 from scanai.artifact_correction import baselines as baselines
 from scanai.artifact_correction.image_quality import rmse, ssim, vessel_fwhm_mm
+from scanai.artifact_correction.reconstruction import ScanProtocol
 from scanai.artifact_correction.simulator import SimulatedCase, heart_mask
 from scanai.core.progress import Progress
 
@@ -40,7 +41,8 @@ def method_outputs(corrector=None, seed: int = 0) -> dict[str, Callable[[Simulat
     def network(case: SimulatedCase, order: Sequence[int] | None = None) -> np.ndarray:
         phases = [w.phase_pct for w in case.windows]
         order = list(range(len(phases))) if order is None else list(order)
-        return corrector.correct(_inputs(case)[order], [phases[k] for k in order])[0, 0]
+        return corrector.correct_on_grid(_inputs(case)[order], [phases[k] for k in order],
+                                         (case.pixel_mm, case.pixel_mm))[0, 0]
 
     def guarded(case: SimulatedCase) -> np.ndarray:
         phases = [w.phase_pct for w in case.windows]
@@ -87,7 +89,8 @@ def score_case(image: np.ndarray, case: SimulatedCase, seconds: float) -> dict[s
     """RMSE (whole slice and heart), SSIM and coronary width error of one (H, W) output."""
     target = case.target[0]
     window = case.target_windows[0]
-    heart = heart_mask(case.phantom, window.mid_s, case.r_peaks)
+    grid = ScanProtocol(pixels=target.shape[-1], pixel_mm=case.pixel_mm)  # the case's own reconstruction grid
+    heart = heart_mask(case.phantom, window.mid_s, case.r_peaks, grid)
     return {"rmse_hu": rmse(image, target), "rmse_heart_hu": rmse(image, target, heart),
             "ssim": ssim(image, target), "coronary_width_error": coronary_width_error(image, case),
             "seconds": float(seconds)}

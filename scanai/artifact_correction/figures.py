@@ -19,7 +19,7 @@ SHOWN = ("network", "registration-fusion", "halfway", "best-phase", "mean")
 
 def comparison_figure(case: SimulatedCase, outputs: dict[str, np.ndarray], path: Path, crop_mm: float = 80.0) -> Path:
     """Top row: the N input phase volumes and the truth; bottom row: each method's output with its RMSE; all in the
-    cardiac window, cropped to ``crop_mm`` around the image centre. Writes a PNG at ``path``."""
+    cardiac window, cropped to ``crop_mm`` around the heart. Writes a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +27,9 @@ def comparison_figure(case: SimulatedCase, outputs: dict[str, np.ndarray], path:
 
     size = case.target.shape[-1]
     half = int(min(size, crop_mm / case.pixel_mm) // 2)
-    window = slice(size // 2 - half, size // 2 + half)
+    x_mm, y_mm = case.phantom.centre_mm
+    row, column = (int(np.clip(round(size // 2 + mm / case.pixel_mm), half, size - half)) for mm in (y_mm, x_mm))
+    window = (slice(row - half, row + half), slice(column - half, column + half))
     top = [(image, f"phase {w.phase_pct:.1f} %") for image, w in zip(case.inputs, case.windows, strict=True)]
     top.append((case.target[0], f"truth {case.target_windows[0].phase_pct:.1f} %"))
     bottom = [(image, f"{name}\nRMSE {np.sqrt(np.mean((image - case.target[0]) ** 2)):.1f} HU")
@@ -38,7 +40,7 @@ def comparison_figure(case: SimulatedCase, outputs: dict[str, np.ndarray], path:
         for axis in axes[row]:
             axis.set_axis_off()
         for axis, (image, title) in zip(axes[row], panels, strict=False):
-            axis.imshow(image[window, window], cmap="gray", vmin=CARDIAC_WINDOW_HU[0], vmax=CARDIAC_WINDOW_HU[1])
+            axis.imshow(image[window], cmap="gray", vmin=CARDIAC_WINDOW_HU[0], vmax=CARDIAC_WINDOW_HU[1])
             axis.set_title(title, fontsize=9)
     figure.tight_layout()
     path = Path(path)

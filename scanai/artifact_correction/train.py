@@ -65,7 +65,8 @@ N_INPUTS, N_OUTPUTS = 4, 1
 #: and cropped to CROP² around the heart; training draws TRAIN_SIZE² windows from the crops.
 DOMAINS = ("mini", "randomised")
 LOSSES = ("plain", "guarded", "relative")
-#: Weight of the raw output's loss beside the guarded blend's (``--loss guarded``): keeps the raw output sound.
+#: Weight of the raw output's loss beside the guarded blend's (``--loss guarded`` / ``relative``): keeps the raw
+#: output sound.
 RAW_LOSS_WEIGHT = 0.1
 MODEL_PIXEL_MM = 1.0
 CROP, TRAIN_SIZE = 144, 128
@@ -224,7 +225,7 @@ def augment(inputs: np.ndarray, target: np.ndarray, rng: np.random.Generator, si
 # ---------------------------------------------------------------------------------------------- loss
 def _torch_ssim(a, b, window: int = 7, dims=None):
     """Mean SSIM of [B, C, H, W] tensors in [0, 1] (data range 1), uniform window, sample covariance (skimage's
-    defaults), over the valid interior."""
+    defaults), over the valid interior (and over ``dims`` only when given, e.g. (1, 2, 3): one value per sample)."""
     import torch.nn.functional as functional
 
     def mean(x):

@@ -16,11 +16,11 @@ from bench_results import SCREENSHOTS, write_result
 pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
-from scanai.artifact_correction.evaluate import evaluate_methods, method_outputs
+from scanai.artifact_correction.evaluate import case_heart, evaluate_methods, method_outputs
 from scanai.artifact_correction.figures import comparison_figure
 from scanai.artifact_correction.image_quality import rmse
 from scanai.artifact_correction.network import load_artifact_corrector
-from scanai.artifact_correction.train import held_out_cases
+from scanai.artifact_correction.train import card_draw, held_out_cases
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ CASES = 40
 @pytest.fixture(scope="module")
 def results():
     corrector = load_artifact_corrector("cpu")
-    cases = held_out_cases(CASES, int(corrector.card.extra["seed"]), corrector.card.extra.get("domain", "mini"))
+    cases = held_out_cases(CASES, *card_draw(corrector.card))
     moving = [case for case, static in cases if not static]
     evaluation = evaluate_methods(moving, corrector)
     write_result("motion_artifact.json", "held_out", {"cases": len(moving), **evaluation["summary"]})
@@ -117,11 +117,7 @@ def test_the_guard_never_costs_the_network_its_gain(results) -> None:
 
 def _motion_over_noise(case) -> float:
     """How far an inner phase's error in the heart exceeds its error elsewhere (motion against noise)."""
-    from scanai.artifact_correction.reconstruction import ScanProtocol
-    from scanai.artifact_correction.simulator import heart_mask
-
-    grid = ScanProtocol(pixels=case.inputs.shape[-1], pixel_mm=case.pixel_mm)
-    heart = heart_mask(case.phantom, case.target_windows[0].mid_s, case.r_peaks, grid)
+    heart = case_heart(case)
     error = (case.inputs[1] - case.target[0]) ** 2
     return float(np.sqrt(error[heart].mean() / error[~heart].mean()))
 

@@ -168,12 +168,12 @@ def shipped():
 def test_shipped_card_records_the_training_ranges(shipped):
     """The ranges span the randomised domain (0.75-1.9 mm pixels, pericardial and subcutaneous fat) and hold its
     own test cases; the same slices at 3 mm pixels, or with fat-range voxels everywhere, are outside."""
-    from scanai.artifact_correction.train import make_case
+    from scanai.artifact_correction.train import card_draw, make_case
 
     ranges = shipped.training_ranges
     assert set(ranges) >= {"pixel_mm", "field_of_view_mm", "noise_hu", "fraction_fat"}
     assert ranges["pixel_mm"][0] < 0.8 and ranges["pixel_mm"][1] > 1.8 and ranges["fraction_fat"][1] > 0.1
-    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    seed, domain = card_draw(shipped.card)
     for index in (4, 9, 14):  # test portion: never trained on
         features = make_case(seed, index, domain).features
         assert guard.out_of_distribution(features, ranges) == [], index
@@ -184,9 +184,9 @@ def test_shipped_card_records_the_training_ranges(shipped):
 def test_shipped_network_four_identical_inputs_and_a_still_heart(shipped):
     """Four copies of the noise-free truth come back within 2 HU (exactly, here); a still heart scanned four times
     comes back no worse than the mean of its phases."""
-    from scanai.artifact_correction.train import is_test_case, make_case
+    from scanai.artifact_correction.train import card_draw, is_test_case, make_case
 
-    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    seed, domain = card_draw(shipped.card)
     static = next(c for c in (make_case(seed, i, domain) for i in filter(is_test_case, range(400))) if c.static)
     truth = static.target[0]
     copies = np.repeat(truth[None, None], 4, axis=0)
@@ -199,9 +199,9 @@ def test_shipped_network_four_identical_inputs_and_a_still_heart(shipped):
 
 
 def test_shipped_network_in_distribution_is_trusted_and_corrects(shipped):
-    from scanai.artifact_correction.train import is_test_case, make_case
+    from scanai.artifact_correction.train import card_draw, is_test_case, make_case
 
-    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    seed, domain = card_draw(shipped.card)
     case = next(c for c in (make_case(seed, i, domain) for i in filter(is_test_case, range(400)))
                 if not c.static and _rmse(c.inputs[1], c.target[0]) > 20.0)
     phases = case.inputs[:, None]

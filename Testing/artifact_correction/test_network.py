@@ -150,9 +150,9 @@ def held_out(shipped):
     first 22 moving cases, of which the first 12 are scored as a whole, and the first static one. The motion-dominated
     ones (:func:`_motion_dominated`) show whether the moving heart itself is corrected, not only the noise."""
     pytest.importorskip("skimage")
-    from scanai.artifact_correction.train import is_test_case, make_case
+    from scanai.artifact_correction.train import card_draw, is_test_case, make_case
 
-    seed, domain = int(shipped.card.extra["seed"]), shipped.card.extra.get("domain", "mini")
+    seed, domain = card_draw(shipped.card)
     moving, static = [], None
     for index in filter(is_test_case, range(1000)):
         case = make_case(seed, index, domain)
@@ -318,10 +318,9 @@ def test_what_the_pipeline_delivers_beats_the_uncorrected_inputs_and_keeps_the_c
     error 4 %). The full comparison is in make bench."""
     pytest.importorskip("skimage")
     from scanai.artifact_correction.evaluate import evaluate_methods
-    from scanai.artifact_correction.train import held_out_cases
+    from scanai.artifact_correction.train import card_draw, held_out_cases
 
-    cases = [case for case, static in held_out_cases(6, int(shipped.card.extra["seed"]),
-                                                      shipped.card.extra.get("domain", "mini")) if not static][:4]
+    cases = [case for case, static in held_out_cases(6, *card_draw(shipped.card)) if not static][:4]
     summary = evaluate_methods(cases, shipped, ["network-guarded", "registration-fusion", "best-phase", "mean",
                                                 "centre"])["summary"]
     guarded = summary["network-guarded"]

@@ -85,12 +85,17 @@ def coronary_width_error(image: np.ndarray, case: SimulatedCase) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def case_heart(case: SimulatedCase) -> np.ndarray:
+    """(H, W) bool: the heart of ``case`` at its (first) output window on the case's own grid
+    (:func:`~scanai.artifact_correction.simulator.heart_mask`)."""
+    grid = ScanProtocol(pixels=case.target.shape[-1], pixel_mm=case.pixel_mm)
+    return heart_mask(case.phantom, case.target_windows[0].mid_s, case.r_peaks, grid)
+
+
 def score_case(image: np.ndarray, case: SimulatedCase, seconds: float) -> dict[str, float]:
     """RMSE (whole slice and heart), SSIM and coronary width error of one (H, W) output."""
     target = case.target[0]
-    window = case.target_windows[0]
-    grid = ScanProtocol(pixels=target.shape[-1], pixel_mm=case.pixel_mm)  # the case's own reconstruction grid
-    heart = heart_mask(case.phantom, window.mid_s, case.r_peaks, grid)
+    heart = case_heart(case)
     return {"rmse_hu": rmse(image, target), "rmse_heart_hu": rmse(image, target, heart),
             "ssim": ssim(image, target), "coronary_width_error": coronary_width_error(image, case),
             "seconds": float(seconds)}

@@ -9,7 +9,7 @@ import numpy as np
 
 from scanai.artifact_correction.evaluate import method_outputs, score_case
 from scanai.artifact_correction.image_quality import CARDIAC_WINDOW_HU
-from scanai.artifact_correction.simulator import SimulatedCase, simulate_case
+from scanai.artifact_correction.simulator import SimulatedCase, heart_centre_px, simulate_case
 
 #: Seed of the demo case (the training draws its cases from other seeds).
 DEMO_SEED = 20261121
@@ -27,8 +27,7 @@ def comparison_figure(case: SimulatedCase, outputs: dict[str, np.ndarray], path:
 
     size = case.target.shape[-1]
     half = int(min(size, crop_mm / case.pixel_mm) // 2)
-    x_mm, y_mm = case.phantom.centre_mm
-    row, column = (int(np.clip(round(size // 2 + mm / case.pixel_mm), half, size - half)) for mm in (y_mm, x_mm))
+    row, column = (int(np.clip(round(pixel), half, size - half)) for pixel in heart_centre_px(case))
     window = (slice(row - half, row + half), slice(column - half, column + half))
     top = [(image, f"phase {w.phase_pct:.1f} %") for image, w in zip(case.inputs, case.windows, strict=True)]
     top.append((case.target[0], f"truth {case.target_windows[0].phase_pct:.1f} %"))

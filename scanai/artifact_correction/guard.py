@@ -208,15 +208,15 @@ def guarded_correction(correct: Callable[[np.ndarray], np.ndarray], phases_hu: n
     noise = noise_map_hu(phases) if noise_hu is None else noise_hu
     gate = disagreement_gate(phases, noise)
     typical = float(np.median(noise))
+    means = np.repeat(phases.astype(np.float64).mean(axis=0)[None], n_outputs, axis=0)
     if not gate.any():
-        mean = phases.astype(np.float64).mean(axis=0)
-        return Guarded(np.repeat(mean[None], n_outputs, axis=0).astype(np.float32), gate, typical, float("nan"))
+        return Guarded(means.astype(np.float32), gate, typical, float("nan"))
     box = (Ellipsis, *moving_box(gate))
     noise_in_box = np.broadcast_to(noise, gate.shape)[box]
     variants = variant_outputs(correct, phases[box])
     uncertainty = correction_uncertainty(variants, phases[box], gate[box], noise_in_box)
-    network = np.repeat(phases.astype(np.float64).mean(axis=0)[None], n_outputs, axis=0)
-    network[box] = variants.mean(axis=0)  # outside the box the gate is shut: the output is the phases' mean
+    network = means  # outside the box the gate is shut: the output is the phases' mean
+    network[box] = variants.mean(axis=0)
     return Guarded(combine(phases, network, gate, noise), gate, typical, uncertainty)
 
 

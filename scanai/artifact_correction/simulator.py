@@ -398,6 +398,14 @@ def coronary_points(phantom: HeartPhantom, time_s: float, r_peaks: RPeaks | None
             for x, y in state.coronaries[0]]
 
 
+def heart_centre_px(case: SimulatedCase) -> tuple[float, float]:
+    """(row, column) pixel of the left ventricle's centre at end-diastole on ``case``'s own grid (pixel
+    ``inputs.shape[-1] // 2`` is the rotation centre, x runs along columns, y along rows)."""
+    middle = case.inputs.shape[-1] // 2
+    x_mm, y_mm = case.phantom.centre_mm
+    return middle + y_mm / case.pixel_mm, middle + x_mm / case.pixel_mm
+
+
 def heart_mask(phantom: HeartPhantom, time_s: float, r_peaks: RPeaks | None,
                protocol: ScanProtocol = ScanProtocol(), margin_mm: float = 8.0, z_mm: float = 0.0) -> np.ndarray:
     """(pixels, pixels) bool: the heart at ``time_s`` (inside the epicardium, and the right ventricle where there is

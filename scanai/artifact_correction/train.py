@@ -124,14 +124,19 @@ def held_out_cases(count: int, seed: int = 0, domain: str = "mini", held_out: bo
     return [simulated_case(seed, index, domain, held_out) for index in indices]
 
 
+def card_draw(card: ModelCard) -> tuple[int, str]:
+    """(seed, domain) the cases of a model card's training run were drawn with (cards from before the randomised
+    domain were trained on the mini one)."""
+    return int(card.extra["seed"]), card.extra.get("domain", "mini")
+
+
 def heart_crop(images: np.ndarray, case, size: int = CROP) -> np.ndarray:
     """(..., size, size) window of images (..., H, W) on the model's grid, centred on the heart of ``case`` (a
     SimulatedCase of pixel size ``case.pixel_mm`` resampled by :func:`to_model_grid`), air outside the image."""
+    from scanai.artifact_correction.simulator import heart_centre_px
+
     factor = case.pixel_mm / MODEL_PIXEL_MM
-    middle = case.inputs.shape[-1] // 2  # the rotation centre's pixel on the acquisition grid
-    x_mm, y_mm = case.phantom.centre_mm
-    centre = np.array([(middle + y_mm / case.pixel_mm + 0.5) * factor - 0.5,
-                       (middle + x_mm / case.pixel_mm + 0.5) * factor - 0.5])
+    centre = np.array([(pixel + 0.5) * factor - 0.5 for pixel in heart_centre_px(case)])
     start = np.round(centre).astype(int) - size // 2
     pad = max(0, -int(start.min()), int((start + size - np.array(images.shape[-2:])).max()))
     padded = np.pad(images, [(0, 0)] * (images.ndim - 2) + [(pad, pad)] * 2, constant_values=-1000.0)
@@ -428,8 +433,7 @@ def record_ranges(args: argparse.Namespace) -> ModelCard:
     from scanai.core.catalog import card_path, load_card
 
     card = load_card(MODEL_NAME, args.out)
-    seed, count = int(card.extra["seed"]), int(card.extra["cases"])
-    domain = card.extra.get("domain", "mini")
+    (seed, domain), count = card_draw(card), int(card.extra["cases"])
     cases = [c for c in simulate_cases(seed, count, None, args.workers, domain) if not is_test_case(c.index)]
     contract = {**card.input_contract, "training_ranges": training_ranges(cases)}
     updated = replace(card, input_contract=contract, extra={

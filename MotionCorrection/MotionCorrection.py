@@ -33,7 +33,8 @@ DIMS = ["2d", "3d"]
 TASKS = ["motion", "artifact"]
 #: Artifact-correction methods and phase selections (= scanai.artifact_correction.pipeline.METHODS / SELECTIONS).
 ARTIFACT_METHODS = ["network", "registration-fusion", "halfway", "best-phase", "mean"]
-ARTIFACT_METHOD_LABELS = ["Multi-phase network (trained)", "Registration-based fusion", "Half-way warping",
+ARTIFACT_METHOD_LABELS = ["Multi-phase network (experimental: simulation only)", "Registration-based fusion",
+                          "Half-way warping",
                           "Best phase (least motion)", "Mean of the middle phases"]
 SELECTIONS = ["successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below"]
 #: Table attributes with the peak strains (value in %, and the 1-based frame).
@@ -62,7 +63,8 @@ class MotionCorrection(ScriptedLoadableModule):
             "the segmentation carried through the cycle and, with a myocardium segment, global circumferential and "
             "radial strain (table and plot). Task 'artifact': corrects the motion artifacts of a multi-phase "
             "(ECG-gated) reconstruction: phase volumes are selected by motion amplitude, ranked by phase and combined "
-            "by a trained network (or a classical baseline) into one corrected volume at the centre window, with a "
+            "by registration-based fusion (or another classical baseline, or the trained network: experimental, "
+            "validated on simulated CT only) into one corrected volume at the centre window, with a "
             "table of per-phase motion amplitude, selection and rank. "
             '<a href="{url}#motion-correction">Documentation</a>.').format(url=REPOSITORY_URL)
         self.parent.helpText += _(
@@ -132,7 +134,7 @@ class MotionCorrectionParameterNode:
     createJacobian: bool = True
     createPropagated: bool = True
     createStrain: bool = True
-    artifactMethod: Annotated[str, Choice(ARTIFACT_METHODS)] = "network"
+    artifactMethod: Annotated[str, Choice(ARTIFACT_METHODS)] = "registration-fusion"  # the network: experimental
     selection: Annotated[str, Choice(SELECTIONS)] = "successive"
     windowSeconds: Annotated[float, WithinRange(0.001, 2.0)] = 0.15
     rrSeconds: Annotated[float, WithinRange(0.0, 5.0)] = 0.0  # 0 = from the ECG table
@@ -446,7 +448,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         masks = self.segmentMasks(segmentationNode, sequence, 0)
         return np.logical_or.reduce(list(masks.values()))
 
-    def correctArtifacts(self, inputSequence, method: str = "network", selection: str = "successive",
+    def correctArtifacts(self, inputSequence, method: str = "registration-fusion", selection: str = "successive",
                          windowSeconds: float = 0.15, rrSeconds: float = 0.0, ecgTable=None, timingTable=None,
                          phaseCount: int = 0, amplitudeThreshold: float | None = None, roiSegmentation=None,
                          descending: bool = False, device: str = "auto", progress=None, anchor=None) -> dict:
@@ -463,7 +465,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         """
         import numpy as np
 
-        from scanai.artifact_correction.pipeline import phase_windows
+        from scanai.artifact_correction.pipeline import EXPERIMENTAL_NOTE, phase_windows
         from scanai.core.image import VolumeSequence
         from scanai.core.progress import Progress
 
@@ -487,16 +489,19 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                    f"({window.start_s:.3f}-{window.end_s:.3f} s) with the {result.method} method in "
                    f"{result.seconds:.2f} s."
                    + (f" Registration fusion was used instead of the network: {result.fallback_reason}."
-                      if result.fallback_reason else ""))
+                      if result.fallback_reason else "")
+                   + (f" Note: {EXPERIMENTAL_NOTE}." if result.experimental else ""))
         outputs = {}
+        label = " (experimental)" if result.experimental else ""  # in the data tree too: simulation-only network
         with mrml.scene_transaction():
             corrected = result.corrected
             if len(corrected) == 1:
-                outputs["corrected"] = mrml.volume_to_node(corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}",
-                                                           beside=anchor)
+                outputs["corrected"] = mrml.volume_to_node(
+                    corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}{label}", beside=anchor)
             else:
-                outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected")
+                outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected{label}")
             for key, value in (("ScanAI.Method", result.method), ("ScanAI.RequestedMethod", method),
+                               ("ScanAI.Experimental", "true" if result.experimental else "false"),
                                ("ScanAI.FallbackReason", result.fallback_reason or ""), ("ScanAI.InputItems", ",".join(
                     str(i + 1) for i in result.selected)), ("ScanAI.OutputWindow_s",
                     ",".join(f"{w.start_s:.4f}-{w.end_s:.4f}" for w in result.output_windows)),
@@ -838,6 +843,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         self.assertEqual(list(rows["rank"]), [1, 2, 3, 4])
         np.testing.assert_allclose(rows["phase_pct"], [69, 72, 75, 78], atol=1e-6)
         self.assertEqual(corrected.GetAttribute("ScanAI.InputItems"), "1,2,3,4")
+        self.assertEqual(corrected.GetAttribute("ScanAI.Experimental"), "false")  # the classical twin
         self.assertIn("73.5 %", corrected.GetAttribute("ScanAI.Summary"))
         self.assertEqual(outputs["chart"].GetNumberOfPlotSeriesNodes(), 2)
 
@@ -889,6 +895,9 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
             raise unittest.SkipTest("the motion-artifact network weights are not installed")
         node, table, sequence, truth = self._phaseSequenceNode()
         outputs = MotionCorrectionLogic().correctArtifacts(node, "network", ecgTable=table, device="cpu")
+        experimental = outputs["corrected"].GetAttribute("ScanAI.Experimental") == "true"
+        self.assertEqual(experimental, outputs["corrected"].GetAttribute("ScanAI.Method") == "network")
+        self.assertEqual(experimental, "(experimental)" in outputs["corrected"].GetName())
         array = slicer.util.arrayFromVolume(outputs["corrected"]).astype(float)
         target = truth.target[0]
         rmse = np.sqrt(np.mean((array - target) ** 2))

@@ -51,7 +51,8 @@ MODULES = {
         "Multi-phase artifact correction": [
             ("combo", "artifactMethodComboBox", "Correction:", "artifactMethod",
              {"items": ["network", "registration-fusion", "halfway", "best-phase", "mean"],
-              "toolTip": "the trained multi-phase network (the patent's model) or a classical baseline"}),
+              "toolTip": "registration-based fusion (the default) or another classical baseline; the trained "
+                         "multi-phase network (the patent's model) is experimental: validated on simulated CT only"}),
             ("combo", "selectionComboBox", "Phase selection:", "selection",
              {"items": ["successive", "image-smallest", "image-below", "ecg-smallest", "ecg-below"],
               "toolTip": "successive: the consecutive windows with the least motion; smallest / below: by the "

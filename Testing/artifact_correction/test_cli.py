@@ -171,12 +171,33 @@ def test_a_phase_indexed_sequence_needs_no_window_or_rr_and_the_summary_says_wha
     seconds = VolumeSequence(sequence.frames, sequence.geometry, [1.62 + 0.04 * k for k in range(6)], "time", "s")
     with pytest.raises(InputError, match="window length"):
         phase_windows(seconds)  # a time-indexed sequence still needs its window
+    assert bare["experimental"] is False
     if (MODELS_DIR / f"{MODEL_NAME}.pt").is_file():
-        assert main(["motion-correct", str(path), "--out", str(tmp_path / "net"), "--device", "cpu"]) == 0
+        capsys.readouterr()
+        assert main(["motion-correct", str(path), "--method", "network", "--out", str(tmp_path / "net"),
+                     "--device", "cpu"]) == 0
         net = json.loads((tmp_path / "net" / "summary.json").read_text())
         assert net["requested_method"] == "network" and net["method"] in ("network", "registration-fusion")
         assert net["model"] == {"name": MODEL_NAME, "sha256": load_card(MODEL_NAME).sha256}
-        assert (net["fallback_reason"] is None) == (net["method"] == "network")
+        assert (net["fallback_reason"] is None) == (net["method"] == "network") == net["experimental"]
+        assert ("Note: experimental" in capsys.readouterr().out) == net["experimental"]
+
+
+def test_the_default_is_the_classical_twin_and_the_network_is_labelled_experimental(simulated, tmp_path, capsys):
+    """Validated on real data, or withheld: the network has seen simulated CT only, so the default method is
+    registration fusion (no model, nothing experimental) and the network is named experimental in --help."""
+    sequence, _r_peaks, _truth = simulated
+    path = write_sequence(sequence, tmp_path / "phases.seq.nrrd")
+    assert main(["motion-correct", str(path), "--out", str(tmp_path / "default")]) == 0
+    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert summary["requested_method"] == summary["method"] == "registration-fusion"
+    assert summary["model"] is None and summary["experimental"] is False
+    assert "experimental" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["motion-correct", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default registration-fusion" in text and "network = trained multi-phase network" in text
+    assert "experimental, simulation only" in text
 
 
 def test_help_defines_the_window_of_a_fan_beam_half_scan(capsys):

@@ -10,8 +10,11 @@ is given. Output folder:
 - ``corrected.nrrd`` (one output) or ``corrected.seq.nrrd`` (several): on the input grid, same scalar type;
 - ``phases.csv``: per input phase volume the window, cycle, phase, motion amplitudes, whether it was selected and
   its rank; ``summary.json``: the method asked for and the method actually used (the network falls back to
-  registration fusion, with the reason, on inputs unlike its training data or an uncertain correction), the
-  model (name, sha256), the input phases, the output window(s) and the seconds.
+  registration fusion, with the reason, on inputs unlike its training data or an uncertain correction), whether
+  that method is experimental, the model (name, sha256), the input phases, the output window(s) and the seconds.
+
+The default method is registration fusion: the trained network is validated on simulated CT only, so it runs only
+when asked for (``--method network``) and its output is labelled experimental.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _phase_list(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``scanai motion-correct``."""
-    from scanai.artifact_correction.pipeline import METHOD_LABELS, METHODS, SELECTIONS
+    from scanai.artifact_correction.pipeline import DEFAULT_METHOD, METHOD_LABELS, METHODS, SELECTIONS
 
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                         help="a phase sequence (.seq.nrrd, 4-D NRRD/NIfTI), or several phase volumes with --phases")
@@ -57,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ECG table (time_s, ecg_mV) or R-peak table (r_peak_time_s), CSV/TSV")
     parser.add_argument("--timing", type=Path, default=None, metavar="TABLE",
                         help="timing table: item, window_start_s, window_end_s (optional cycle_index, phase_pct)")
-    parser.add_argument("--method", choices=METHODS, default="network",
-                        help="; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items()) + " (default network)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help="; ".join(f"{m} = {label}" for m, label in METHOD_LABELS.items())
+                        + f" (default {DEFAULT_METHOD}; the network is validated on simulated CT only)")
     parser.add_argument("--selection", choices=SELECTIONS, default="successive",
                         help="how the phase volumes are chosen (¶55-¶57; default successive: the N consecutive "
                              "windows with the least motion, or from --first)")
@@ -96,6 +100,7 @@ def load_phase_sequence(inputs: list[Path], phases: list[float] | None) -> Volum
 def run(args: argparse.Namespace) -> int:
     """Run ``scanai motion-correct``; prints a summary and the written paths, returns 0."""
     from scanai.artifact_correction.pipeline import (
+        EXPERIMENTAL_NOTE,
         METHOD_LABELS,
         check_phase_volumes,
         correct_phase_sequence,
@@ -135,13 +140,16 @@ def run(args: argparse.Namespace) -> int:
           f"window {shown.strip()}, in {result.seconds:.2f} s.")
     if result.fallback_reason:
         print(f"Registration fusion was used instead of the network: {result.fallback_reason}.")
+    if result.experimental:
+        print(f"Note: {EXPERIMENTAL_NOTE}.")
     print(f"{'corrected:':12s}{path}\n{'phase table:':12s}{table}\n{'summary:':12s}{out / 'summary.json'}")
     return 0
 
 
 def run_summary(result, sequence: VolumeSequence, nominal: bool) -> dict:
     """summary.json of one run (:class:`~scanai.artifact_correction.pipeline.ArtifactCorrection` ``result`` of
-    ``sequence``): the method asked for and used (with the fallback reason and the network's uncertainty), the model
+    ``sequence``): the method asked for and used (with the fallback reason, the network's uncertainty and whether the
+    method used is experimental), the model
     (name, sha256) when the network was asked for, the input phases (every phase volume's index value, phase and
     rank), the output window(s) (times null when ``nominal``) and the seconds."""
     model = None
@@ -154,7 +162,7 @@ def run_summary(result, sequence: VolumeSequence, nominal: bool) -> dict:
     phases = [{"item": item + 1, "index_value": float(sequence.index_values[item]), "index_unit": sequence.index_unit,
                "phase_pct": window.phase_pct, "rank": result.selected.index(item) + 1 if item in result.selected
                else None} for item, window in enumerate(result.windows)]
-    return {"method": result.method, "requested_method": result.requested_method,
+    return {"method": result.method, "requested_method": result.requested_method, "experimental": result.experimental,
             "fallback_reason": result.fallback_reason, "network_uncertainty": uncertainty, "model": model,
             "input_phases": phases, "selected_items": [i + 1 for i in result.selected],
             "timing": "nominal (phase-indexed sequence without scan timing)" if nominal else "scan",

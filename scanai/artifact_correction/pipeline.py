@@ -35,7 +35,14 @@ from scanai.core.progress import Progress
 
 #: Correction methods: the trained network and the classical baselines.
 METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean")
-METHOD_LABELS = {"network": "trained multi-phase network (the patent's model)",
+#: Methods validated on simulated CT only (no real multi-phase CT with a motion-free truth exists here): never the
+#: default, and labelled experimental wherever their output is shown (validated on real data, or withheld).
+EXPERIMENTAL_METHODS = ("network",)
+#: The default method: the classical twin, which assumes nothing learnt about the scanner's physics.
+DEFAULT_METHOD = "registration-fusion"
+EXPERIMENTAL_NOTE = ("experimental: the network is validated on simulated CT only, not on real multi-phase CT; "
+                     "check the result against the input phases")
+METHOD_LABELS = {"network": "trained multi-phase network (the patent's model; experimental, simulation only)",
                  "registration-fusion": "registration-based motion-compensated fusion",
                  "halfway": "half-way warping between the two middle phases",
                  "best-phase": "the phase volume with the least motion, unchanged",
@@ -80,6 +87,11 @@ class ArtifactCorrection:
     requested_method: str | None = None
     fallback_reason: str | None = None
     uncertainty: float = float("nan")
+
+    @property
+    def experimental(self) -> bool:
+        """Whether the output came from a method validated on simulation only (:data:`EXPERIMENTAL_METHODS`)."""
+        return self.method in EXPERIMENTAL_METHODS
 
     def table_rows(self) -> list[dict[str, object]]:
         """One row per input phase volume: item (1-based), window, cycle, phase, amplitudes, selected, rank."""
@@ -289,7 +301,8 @@ def _like_input(volumes: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return volumes.astype(dtype)
 
 
-def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWindow], method: str = "network",
+def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWindow],
+                           method: str = DEFAULT_METHOD,
                            selection: str = "successive", count: int | None = None, first: int | None = None,
                            threshold: float | None = None, r_peaks: RPeaks | None = None,
                            roi: np.ndarray | None = None, descending: bool = False, device: str = "auto",

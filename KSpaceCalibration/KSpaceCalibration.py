@@ -316,7 +316,7 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
         from scanai.kspace.recon import rss
 
         case = make_phantom(size=64, n_coils=4)
-        path = write_kspace_npz(case.kspace, pathlib.Path(tempfile.mkdtemp()) / "phantom.npz")
+        path = write_kspace_npz(case.kspace, pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / "phantom.npz")
         outputs = KSpaceCalibrationLogic().process(path, detector="classical")
         self.assertEqual(outputs["spikes"].GetNumberOfRows(), 0)
         image = slicer.util.arrayFromVolume(outputs["original"])
@@ -331,7 +331,7 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
 
         from scanai.core.errors import InputError
 
-        path = pathlib.Path(tempfile.mkdtemp()) / "magnitude.npy"
+        path = pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / "magnitude.npy"
         np.save(path, np.ones((2, 16, 16), dtype=np.float32))
         count = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaisesRegex(InputError, "complex"):

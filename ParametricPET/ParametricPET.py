@@ -663,7 +663,7 @@ class ParametricPETTest(ScriptedLoadableModuleTest):
         from scanai.pet.study import DynamicPet, write_dynamic_pet
 
         phantom, _sequence, inputFunction, _timing = self._phantomNodes(shape=(1, 8, 8))
-        folder = pathlib.Path(tempfile.mkdtemp())
+        folder = pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
         # A 4-D NIfTI with its BIDS sidecar, which carries the frame timing and the unit.
         image, _sidecar = write_dynamic_pet(DynamicPet(phantom.sequence, phantom.timing, unit="kBq/mL"),
                                             folder / "study.nii.gz")

@@ -404,7 +404,7 @@ def job_kspace(scene, data: pathlib.Path | None) -> Shot:
         kspace = KSpaceData(case.kspace.data, source="phantom")
         source = "k-space phantom (shared data folder absent)"
     corrupted, truth = inject_spikes(kspace.data, n_events=20, seed=0)
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="scanai-kspace-"))
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="scanai-kspace-", dir=_slicer().app.temporaryPath))
     path = write_kspace_npz(replace(kspace, data=corrupted), folder / "kspace_with_spikes.npz")
     from scanai.core.device import torch_available
 
@@ -459,7 +459,7 @@ def job_chest(scene, data: pathlib.Path | None) -> Shot:
         from scanai.chest.phantom import make_chest_phantom, write_phantom_dicom
 
         phantom = make_chest_phantom(size=512, spacing_mm=0.7)
-        path = write_phantom_dicom(phantom, pathlib.Path(tempfile.mkdtemp(prefix="scanai-chest-")) / "chest.dcm",
+        path = write_phantom_dicom(phantom, pathlib.Path(tempfile.mkdtemp(prefix="scanai-chest-", dir=_slicer().app.temporaryPath)) / "chest.dcm",
                                    "MONOCHROME2")
         source = "chest phantom (shared data folder absent)"
     logic = module.ChestQCLogic()

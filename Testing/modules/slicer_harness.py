@@ -109,7 +109,8 @@ class Application(qt_standins.QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.temporaryPath = tempfile.mkdtemp(prefix="scanai-slicer-")
+        self._temporary = tempfile.TemporaryDirectory(prefix="scanai-slicer-")  # removed with the application
+        self.temporaryPath = self._temporary.name
         self.cachePath = self.temporaryPath
         self.testing = True
         self.on_events: Callable[[], None] | None = None

@@ -171,14 +171,38 @@ def coil_noise_sigma(kspace: np.ndarray, noise_covariance: np.ndarray | None = N
     return sigma
 
 
-def spike_snr(kspace: np.ndarray, truth, sigma: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a SpikeSet
-    """(n,) per-coil SNR of each injected spike sample: ``median_c |added_c| / sigma_c``.
+def spike_values(kspace: np.ndarray, truth) -> np.ndarray:  # noqa: ANN001 - a SpikeSet
+    """(n, coils) complex value added to each coil at each injected spike sample, in the data's units.
 
     kspace: the *clean* (coils, slices, ky, kx) array the spikes were added to (its slice maxima scale them, as
-    in :func:`scanai.kspace.simulate.inject_spikes`); truth: the :class:`~scanai.kspace.simulate.SpikeSet`;
-    sigma: (coils, slices) from :func:`coil_noise_sigma`.
+    in :func:`scanai.kspace.simulate.inject_spikes`); truth: the :class:`~scanai.kspace.simulate.SpikeSet`.
     """
     data = np.asarray(kspace)
     slice_max = np.sqrt((np.abs(data) ** 2).sum(axis=0)).reshape(data.shape[1], -1).max(axis=1)
-    added = np.abs(truth.gains) * (truth.amplitude * slice_max[truth.slice])[:, None]  # (n, coils)
+    return truth.gains * (truth.amplitude * slice_max[truth.slice])[:, None]
+
+
+def spike_snr(kspace: np.ndarray, truth, sigma: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a SpikeSet
+    """(n,) per-coil SNR of each injected spike sample: ``median_c |added_c| / sigma_c``.
+
+    kspace, truth: as in :func:`spike_values`; sigma: (coils, slices) from :func:`coil_noise_sigma`.
+    """
+    added = np.abs(spike_values(kspace, truth))
     return np.median(added / np.maximum(sigma[:, truth.slice].T, 1e-30), axis=1)
+
+
+def oracle_detection_probability(added: np.ndarray, sigma: np.ndarray, false_rate: float) -> np.ndarray:
+    """(n,) probability that an oracle finds each spike sample, at ``false_rate`` false detections per clean sample.
+
+    added: (n, coils) complex spike values (:func:`spike_values`); sigma: (n, coils) each coil's noise standard
+    deviation at the sample (complex, ``sqrt(E|n|^2)``, white and independent across coils). The oracle knows the
+    noise-free signal, so it tests ``sum_c 2 |a_c + n_c|^2 / sigma_c^2`` against the chi-square law of ``2 coils``
+    degrees of freedom: the most powerful test of one sample that knows nothing of the spike's coil pattern.
+    What no detector can exceed sample by sample; a real one must also predict the signal from its neighbours.
+    """
+    from scipy.stats import chi2, ncx2
+
+    added = np.asarray(added)
+    dof = 2 * added.shape[1]
+    centrality = np.sum(2.0 * np.abs(added) ** 2 / np.maximum(np.asarray(sigma), 1e-30) ** 2, axis=1)
+    return ncx2.sf(chi2.isf(false_rate, dof), dof, centrality)

@@ -410,3 +410,24 @@ def test_ideal_sensitivity_of_white_noise(rng):
     assert ideal_sensitivity(noise, (0.01, 0.02)) > 0.999
     assert ideal_sensitivity(noise, (1e-4, 1.1e-4)) < 0.002
     assert 0.05 < ideal_sensitivity(noise, (0.003, 0.006)) < 0.95
+
+
+def test_oracle_detection_probability_matches_a_monte_carlo_oracle(rng):
+    """The oracle's probability of finding a spike equals the rate at which the test it describes (the sum over
+    coils of 2 |spike + noise|^2 / sigma^2 against the chi-square level) finds it on drawn noise; without a spike it
+    is the false rate."""
+    from scipy.stats import chi2
+
+    from scanai.kspace.metrics import oracle_detection_probability
+
+    sigma = np.array([1.0, 3.0])
+    added = np.array([[0.0, 0.0], [2.0, 3.0j], [3.0 + 2.0j, 0.0], [40.0, 0.0]])
+    probability = oracle_detection_probability(added, np.broadcast_to(sigma, added.shape), 1e-3)
+    assert probability[0] == pytest.approx(1e-3) and probability[-1] == pytest.approx(1.0)
+    draws = 200_000
+    noise = sigma * (rng.normal(size=(draws, 2)) + 1j * rng.normal(size=(draws, 2))) / np.sqrt(2)
+    level = chi2.isf(1e-3, 4)
+    for spike, expected in zip(added[1:3], probability[1:3], strict=True):
+        found = np.mean(np.sum(2 * np.abs(spike + noise) ** 2 / sigma ** 2, axis=1) > level)
+        assert found == pytest.approx(expected, abs=0.005)
+    assert 0.05 < probability[1] < 0.95 and 0.05 < probability[2] < 0.95

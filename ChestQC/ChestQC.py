@@ -458,7 +458,8 @@ class ChestQCTest(ScriptedLoadableModuleTest):
         from scanai.chest.phantom import make_chest_phantom, write_phantom_dicom
 
         phantom = make_chest_phantom(size=size, spacing_mm=0.7)
-        path = write_phantom_dicom(phantom, pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / f"{photometric}.dcm", photometric)
+        folder = pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
+        path = write_phantom_dicom(phantom, folder / f"{photometric}.dcm", photometric)
         if edit is not None:
             dataset = pydicom.dcmread(path)
             edit(dataset)
@@ -656,7 +657,8 @@ class ChestQCTest(ScriptedLoadableModuleTest):
         logic = ChestQCLogic()
         original = chest / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
         mono2 = slicer.util.arrayFromVolume(logic.process(original, analyse=False)["normalised"])
-        recoded = write_monochrome1_copy(original, pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / "mono1.dcm")
+        folder = pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
+        recoded = write_monochrome1_copy(original, folder / "mono1.dcm")
         outputs = logic.process(recoded, analyse=False)
         self.assertAlmostEqual(outputs["radiograph"].GetSpacing()[0], 0.168, places=3)
         self.assertTrue(np.allclose(slicer.util.arrayFromVolume(outputs["normalised"]), mono2, atol=1e-5))

@@ -316,7 +316,8 @@ class KSpaceCalibrationTest(ScriptedLoadableModuleTest):
         from scanai.kspace.recon import rss
 
         case = make_phantom(size=64, n_coils=4)
-        path = write_kspace_npz(case.kspace, pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath)) / "phantom.npz")
+        folder = pathlib.Path(tempfile.mkdtemp(dir=slicer.app.temporaryPath))
+        path = write_kspace_npz(case.kspace, folder / "phantom.npz")
         outputs = KSpaceCalibrationLogic().process(path, detector="classical")
         self.assertEqual(outputs["spikes"].GetNumberOfRows(), 0)
         image = slicer.util.arrayFromVolume(outputs["original"])

@@ -459,8 +459,8 @@ def job_chest(scene, data: pathlib.Path | None) -> Shot:
         from scanai.chest.phantom import make_chest_phantom, write_phantom_dicom
 
         phantom = make_chest_phantom(size=512, spacing_mm=0.7)
-        path = write_phantom_dicom(phantom, pathlib.Path(tempfile.mkdtemp(prefix="scanai-chest-", dir=_slicer().app.temporaryPath)) / "chest.dcm",
-                                   "MONOCHROME2")
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="scanai-chest-", dir=_slicer().app.temporaryPath))
+        path = write_phantom_dicom(phantom, folder / "chest.dcm", "MONOCHROME2")
         source = "chest phantom (shared data folder absent)"
     logic = module.ChestQCLogic()
     outputs = logic.process(inputPath=path, backend="network", device="cpu")

@@ -200,6 +200,36 @@ def test_cancel_during_the_run(phantom):
     assert seen and max(seen) < 1.0
 
 
+def test_registration_filters_are_let_go_after_the_run():
+    """The cancel command refers to its filter, a cycle through SimpleITK that Python's collector cannot see: it is
+    removed after the run, so the filter and its image buffers are freed (before, every demons filter of a fusion
+    stayed alive: a large volume's fusion grew by about 0.36 GB per 4-million-voxel registration)."""
+    import gc
+    import weakref
+
+    import SimpleITK as sitk
+
+    from scanai.motion.registration import demons_pair, stop_on_cancel
+
+    process = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+    with stop_on_cancel(process, Progress()):
+        assert process.HasCommand(sitk.sitkIterationEvent)
+    assert not process.HasCommand(sitk.sitkIterationEvent)
+    made = []
+    original = sitk.FastSymmetricForcesDemonsRegistrationFilter
+    try:
+        sitk.FastSymmetricForcesDemonsRegistrationFilter = lambda: made.append(original()) or made[-1]
+        image = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 24, 24)).astype(np.float32))
+        demons_pair(image, image, None, {"shrink_factors": (2, 1), "variant": "fast_symmetric", "iterations": 3,
+                                         "field_sigma_px": 1.0, "update_sigma_px": 0.0}, Progress())
+    finally:
+        sitk.FastSymmetricForcesDemonsRegistrationFilter = original
+    references = [weakref.ref(filter_) for filter_ in made]
+    made.clear()
+    gc.collect()
+    assert len(references) == 2 and all(reference() is None for reference in references)
+
+
 # ----------------------------------------------------------------------------------------------------- warp
 
 

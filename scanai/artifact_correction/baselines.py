@@ -16,7 +16,8 @@ Results have the shape of one phase volume and are new arrays (inputs are never 
   middle phase for odd N), warped onto it and averaged, which also averages down noise.
 
 Registration is noise-aware multi-resolution symmetric-forces demons (SimpleITK) in the grid's own axis frame
-(voxel axes scaled by the spacing): 2-D for one slice, 3-D for at least 4 slices, slice by slice for 2-3 slices.
+(voxel axes scaled by the spacing): 2-D for one slice, 3-D for at least 4 slices, slice by slice for 2-3 slices;
+phase volumes of more than :data:`SLAB_VOXELS` voxels in overlapping slabs of slices (bounded memory).
 Plain demons fits noise: in flat regions its update does not shrink with the noise amplitude, so a noisy CT
 phase volume pulls spurious sub-pixel deformations everywhere. Here voxels whose phase volumes differ by less
 than a multiple of the noise level (estimated from the phase volumes themselves, robustly) exert no force, so
@@ -45,6 +46,13 @@ BASELINE_DEMONS: dict[str, Any] = {
 
 #: Fixed-point iterations used to invert the half-way map (converges when the field's gradient is below 2).
 _HALFWAY_ITERATIONS = 8
+
+#: Most voxels per phase volume registered in one piece: demons and the warps take about 400 bytes per voxel (a
+#: 512 x 512 x 250 cardiac CT in one piece would need about 25 GB), so larger phase volumes are registered in slabs
+#: of slices (about 3 GB of working memory at this size).
+SLAB_VOXELS = 8_000_000
+#: Slices a slab shares with each neighbour: registered with it, then cut off (only the slab's own slices are kept).
+SLAB_MARGIN = 4
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -160,15 +168,16 @@ def _register_block(frames: np.ndarray, reference_index: int, spacing: tuple[flo
                     progress: Progress, options: dict[str, Any]) -> np.ndarray:
     """Pull-back fields of every frame to ``frames[reference_index]``, in voxels.
 
-    frames: (T, K, J, I) with K == 1 or K >= 4. Returns (T, K, J, I, 3) voxel displacements ordered (dk, dj, di)
-    (the array axes), zero at the reference; ``frames[reference_index](x) ~ frames[t](x + u_t(x))``. Frames are
-    visited outward from the reference, each starting from its neighbour's field (towards the reference).
+    frames: (T, K, J, I) with K == 1 or K >= 4. Returns (T, K, J, I, 3) float32 voxel displacements ordered
+    (dk, dj, di) (the array axes), zero at the reference; ``frames[reference_index](x) ~ frames[t](x + u_t(x))``.
+    Frames are visited outward from the reference, each starting from its neighbour's field (towards the
+    reference); a field is let go once the next frame out has started from it.
     """
     import SimpleITK as sitk
 
     settings = _checked_options(options)
     count = len(frames)
-    fields = np.zeros((*frames.shape, 3), dtype=np.float64)
+    fields = np.zeros((*frames.shape, 3), dtype=np.float32)
     if all(np.array_equal(frames[t], frames[reference_index]) for t in range(count)):
         return fields  # nothing moves: skip the registration (exact identity)
     two_d = frames.shape[1] == 1
@@ -182,7 +191,7 @@ def _register_block(frames: np.ndarray, reference_index: int, spacing: tuple[flo
     for step, (frame, neighbour) in enumerate(order):
         progress(step / len(order), f"Registering phase volume {frame + 1} of {count}")
         part = progress.sub(step / len(order), (step + 1) / len(order))
-        field = _demons(fixed, as_image(frames[frame]), computed.get(neighbour), threshold, settings, part)
+        field = _demons(fixed, as_image(frames[frame]), computed.pop(neighbour, None), threshold, settings, part)
         computed[frame] = field
         axes = sitk.GetArrayFromImage(field) / np.asarray(axis_spacing)  # (..., 2|3) voxels in (i, j[, k]) order
         if two_d:
@@ -208,7 +217,7 @@ def _register(frames: np.ndarray, reference_index: int, spacing: tuple[float, fl
             raise InputError(f"Phase volume {flat[0] + 1} is blank (all voxels have the same value), so it cannot be "
                              "aligned with the others.", "Remove blank phase volumes before correcting motion.")
         return _register_block(frames, reference_index, spacing, progress, options)
-    fields = np.zeros((*frames.shape, 3), dtype=np.float64)
+    fields = np.zeros((*frames.shape, 3), dtype=np.float32)
     for k in range(slices):
         part = progress.sub(k / slices, (k + 1) / slices)
         block = frames[:, k:k + 1]
@@ -252,6 +261,36 @@ def _halfway_points(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         point = grid - 0.5 * at_point
     at_point = np.stack([_sample(c, point, 1) for c in components])
     return point, grid + 0.5 * at_point
+
+
+def slab_bounds(slices: int, slice_voxels: int, budget: int | None = None, margin: int | None = None
+                ) -> list[tuple[int, int, int, int]]:
+    """How a stack of ``slices`` slices of ``slice_voxels`` voxels is cut into slabs of at most about ``budget``
+    voxels (default :data:`SLAB_VOXELS`): (first, stop) of each slab's slices with ``margin`` (default
+    :data:`SLAB_MARGIN`) shared slices on either side (clipped to the stack), and (keep_first, keep_stop) of its own
+    slices. One slab when the whole stack fits; a slab holds at least ``2 * margin + 4`` slices, however large the
+    slices."""
+    budget = SLAB_VOXELS if budget is None else budget
+    margin = SLAB_MARGIN if margin is None else margin
+    if slices * slice_voxels <= budget or slices < 4:
+        return [(0, slices, 0, slices)]
+    own = max(budget // max(slice_voxels, 1) - 2 * margin, 4)
+    return [(max(start - margin, 0), min(start + own + margin, slices), start, min(start + own, slices))
+            for start in range(0, slices, own)]
+
+
+def _by_slabs(volumes: np.ndarray, progress: Progress, combine_slab) -> np.ndarray:
+    """``combine_slab(volumes_of_slab, progress)`` -> (k, J, I) run slab by slab over (N, K, J, I) ``volumes`` (see
+    :func:`slab_bounds`) and the slabs' own slices put together: (K, J, I) float64."""
+    bounds = slab_bounds(volumes.shape[1], volumes.shape[2] * volumes.shape[3])
+    if len(bounds) == 1:
+        return combine_slab(volumes, progress)
+    result = np.empty(volumes.shape[1:], dtype=np.float64)
+    for index, (first, stop, keep_first, keep_stop) in enumerate(bounds):
+        part = progress.sub(index / len(bounds), (index + 1) / len(bounds))
+        part(0.0, f"Slices {keep_first + 1}-{keep_stop} of {volumes.shape[1]}")
+        result[keep_first:keep_stop] = combine_slab(volumes[:, first:stop], part)[keep_first - first:keep_stop - first]
+    return result
 
 
 def _halfway(pair: np.ndarray, spacing: tuple[float, float, float], progress: Progress, options: dict[str, Any],
@@ -313,7 +352,8 @@ def halfway_warp(a: np.ndarray, b: np.ndarray, spacing_mm: Any, progress: Progre
     ``b`` is registered to ``a`` (noise-aware symmetric-forces demons, pull-back field ``u``:
     ``a(x) ~ b(x + u(x))``); each point moves half way along its correspondence (the half-way map is inverted by
     fixed-point iteration), both images are resampled onto that mid-way configuration and averaged. Returns
-    float64 HU, shape of ``a``. Identical inputs come back unchanged.
+    float64 HU, shape of ``a``. Identical inputs come back unchanged. Large volumes go in slabs (as
+    :func:`registration_fusion`).
     """
     progress = Progress.ensure(progress)
     _checked_options(registration_options)
@@ -321,9 +361,29 @@ def halfway_warp(a: np.ndarray, b: np.ndarray, spacing_mm: Any, progress: Progre
     pair, single_slice = _pair(a, b)
     spacing = _spacing(spacing_mm, pair.shape[1] == 1)
     progress(0.0, "Registering the two phase volumes")
-    result = _halfway(pair, spacing, progress, registration_options, order)
+    result = _by_slabs(pair, progress, lambda slab, part: _halfway(slab, spacing, part, registration_options, order))
     progress(1.0, "Half-way image done")
     return _shape_back(result, single_slice)
+
+
+def _fuse(phases: np.ndarray, spacing: tuple[float, float, float], progress: Progress, combine: str, order: int,
+          options: dict[str, Any]) -> np.ndarray:
+    """:func:`registration_fusion` of checked (N, K, J, I) float64 phase volumes in one piece: (K, J, I)."""
+    count = len(phases)
+    middle = count // 2
+    if count % 2:
+        frames, reference = phases, middle
+    else:
+        progress(0.0, "Centre estimate: half way between the two inner phase volumes")
+        centre = _halfway(phases[middle - 1:middle + 1], spacing, progress.sub(0.0, 1.0 / (count + 1)), options, order)
+        frames = np.concatenate([phases[:middle], centre[None], phases[middle:]])
+        reference = middle
+    start = 0.0 if count % 2 else 1.0 / (count + 1)
+    progress(start, "Registering every phase volume to the centre estimate")
+    fields = _register(frames, reference, spacing, progress.sub(start, 0.95), options)
+    progress(0.95, "Warping the phase volumes onto the centre time")
+    warped = np.stack([_warp(frames[t], fields[t], order) for t in range(len(frames)) if t != reference or count % 2])
+    return warped.mean(axis=0) if combine == "mean" else np.median(warped, axis=0)
 
 
 def registration_fusion(phases_hu: np.ndarray, spacing_mm: Any, progress: Progress | None = None,
@@ -342,6 +402,8 @@ def registration_fusion(phases_hu: np.ndarray, spacing_mm: Any, progress: Progre
     (odd N), i.e. the image at the ¶68-¶70 centre output window. Every phase volume is deformably registered to
     it (demons, each warm-started from its neighbour towards the centre), warped onto it and the warped phase
     volumes are combined. Returns float64 HU with the shape of one phase volume. Zero motion returns the input.
+    Phase volumes of more than :data:`SLAB_VOXELS` voxels are fused in overlapping slabs of slices
+    (:func:`slab_bounds`), so that working memory stays near 3 GB whatever the volume's size.
     """
     progress = Progress.ensure(progress)
     if combine not in ("mean", "median"):
@@ -350,21 +412,7 @@ def registration_fusion(phases_hu: np.ndarray, spacing_mm: Any, progress: Progre
     _check_order(order)
     phases, single_slice = _as_phases(phases_hu)
     spacing = _spacing(spacing_mm, phases.shape[1] == 1)
-    count = len(phases)
-    middle = count // 2
-    if count % 2:
-        frames, reference = phases, middle
-    else:
-        progress(0.0, "Centre estimate: half way between the two inner phase volumes")
-        centre = _halfway(phases[middle - 1:middle + 1], spacing, progress.sub(0.0, 1.0 / (count + 1)),
-                          registration_options, order)
-        frames = np.concatenate([phases[:middle], centre[None], phases[middle:]])
-        reference = middle
-    start = 0.0 if count % 2 else 1.0 / (count + 1)
-    progress(start, "Registering every phase volume to the centre estimate")
-    fields = _register(frames, reference, spacing, progress.sub(start, 0.95), registration_options)
-    progress(0.95, "Warping the phase volumes onto the centre time")
-    warped = np.stack([_warp(frames[t], fields[t], order) for t in range(len(frames)) if t != reference or count % 2])
-    result = warped.mean(axis=0) if combine == "mean" else np.median(warped, axis=0)
+    result = _by_slabs(phases, progress, lambda slab, part: _fuse(slab, spacing, part, combine, order,
+                                                                  registration_options))
     progress(1.0, "Motion-compensated fusion done")
     return _shape_back(result, single_slice)

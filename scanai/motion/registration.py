@@ -17,6 +17,8 @@ the in-plane field is embedded with a zero through-plane component.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -172,8 +174,12 @@ def resample_field(field, reference):
     return sitk.Resample(field, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
 
 
-def stop_on_cancel(process, progress: Progress) -> None:
-    """Make ``process`` (a SimpleITK filter or registration method) stop early when the user cancels."""
+@contextmanager
+def stop_on_cancel(process, progress: Progress) -> Iterator[None]:
+    """Within the ``with`` block, ``process`` (a SimpleITK filter or registration method) stops early when the user
+    cancels. The command is removed on leaving: it refers to ``process``, a reference cycle through SimpleITK that
+    Python's garbage collector cannot see, so every filter stayed alive with its image buffers (fusion of a large
+    volume grew by about 0.36 GB per 4-million-voxel registration)."""
     import SimpleITK as sitk
 
     def check() -> None:
@@ -181,6 +187,10 @@ def stop_on_cancel(process, progress: Progress) -> None:
             process.StopRegistration()
 
     process.AddCommand(sitk.sitkIterationEvent, check)
+    try:
+        yield
+    finally:
+        process.RemoveAllCommands()
 
 
 def demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress: Progress):
@@ -214,11 +224,11 @@ def demons_pair(fixed, moving, initial_field, options: dict[str, Any], progress:
         if options["update_sigma_px"] > 0:
             demons.SetSmoothUpdateField(True)
             demons.SetUpdateFieldStandardDeviations(float(options["update_sigma_px"]))
-        stop_on_cancel(demons, progress)
-        if field is None:
-            field = demons.Execute(fixed_level, moving_level)
-        else:
-            field = demons.Execute(fixed_level, moving_level, resample_field(field, fixed_level))
+        with stop_on_cancel(demons, progress):
+            if field is None:
+                field = demons.Execute(fixed_level, moving_level)
+            else:
+                field = demons.Execute(fixed_level, moving_level, resample_field(field, fixed_level))
     progress(1.0, "demons done")
     return resample_field(field, fixed)
 
@@ -262,9 +272,9 @@ def _bspline_pair(fixed, moving, options: dict[str, Any], progress: Progress):
     method.SetShrinkFactorsPerLevel([int(f) for f in factors])
     method.SetSmoothingSigmasPerLevel([float(s) for s in sigmas])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    stop_on_cancel(method, progress)
     progress(0.0, "B-spline optimisation")
-    result = method.Execute(fixed, moving)
+    with stop_on_cancel(method, progress):
+        result = method.Execute(fixed, moving)
     progress(1.0, "B-spline done")
     return sitk.TransformToDisplacementField(result, sitk.sitkVectorFloat64, fixed.GetSize(), fixed.GetOrigin(),
                                              fixed.GetSpacing(), fixed.GetDirection())

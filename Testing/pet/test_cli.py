@@ -58,6 +58,22 @@ def test_patlak_maps_keep_the_geometry_and_match_truth(study, capsys):
         assert (out / name).is_file()
 
 
+def test_the_short_scan_network_is_labelled_experimental(study, capsys):
+    """Validated on real data, or withheld: the Ki network has seen simulated phantoms only, so it is not the default
+    and its run says so; Patlak (the default) prints no such note."""
+    from scanai.core.device import torch_available
+
+    phantom, image, blood, _labels, folder = study
+    assert _run([str(image), "--input-function", str(blood), "--out", str(folder / "default")]) == 0
+    assert "experimental" not in capsys.readouterr().out
+    if not torch_available():
+        pytest.skip("PyTorch is not installed")
+    assert _run([str(image), "--input-function", str(blood), "--method", "network", "--window", "30", "60",
+                 "--out", str(folder / "network")]) == 0
+    assert "Note: experimental: the short-scan Ki network is validated on simulated phantoms only" in (
+        capsys.readouterr().out)
+
+
 def test_compartment_model_with_regions_writes_one_row_per_label(study):
     phantom, image, blood, labels, folder = study
     out = folder / "2tcm"

@@ -28,6 +28,11 @@ METHOD_LABELS: dict[str, str] = {
     "2tcm": "2TCM",
     "network": "Network (short scan)",
 }
+#: Methods validated on simulated phantoms only (no real short-scan PET with a full-scan reference here): never the
+#: default, and labelled experimental wherever their maps are shown (validated on real data, or withheld).
+EXPERIMENTAL_METHODS = ("network",)
+EXPERIMENTAL_NOTE = ("experimental: the short-scan Ki network is validated on simulated phantoms only, not on real "
+                     "PET; compare with Patlak on the full scan")
 #: Network window default (min after injection): the patent's worked example, frames 30-40 and 40-50 min.
 DEFAULT_WINDOW_MIN = (30.0, 50.0)
 #: Blood-pool frames with mid-time from this late on (min; blood and tracer mixed) scale the population input.

@@ -124,7 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feng-fit", action="store_true",
                         help="replace the blood samples by a Feng model fitted to them (sparse samples)")
     parser.add_argument("--method", default="patlak", choices=[*METHOD_LABELS, *REFERENCE_LABELS],
-                        help="kinetic method (default patlak); 'network' = short-scan Ki network on late frames; "
+                        help="kinetic method (default patlak); 'network' = short-scan Ki network on late frames "
+                             "(experimental: validated on simulated phantoms only); "
                              "srtm, srtm2, mrtm, mrtm2, logan_ref, patlak_ref need --reference, not a blood input")
     parser.add_argument("--k2prime", type=float, default=None, metavar="PER_MIN",
                         help="reference efflux k2' (1/min) for srtm2, mrtm2 and logan_ref (default: the median of a "
@@ -363,8 +364,12 @@ def _write_outputs(args: argparse.Namespace, study, result, labels: np.ndarray |
 
 
 def _report(result, paths: dict[str, Path]) -> None:
-    """The summary line, the delay used and the output paths, on stdout."""
+    """The summary line, the delay used, a note for an experimental method and the output paths, on stdout."""
+    from scanai.pet.analysis import EXPERIMENTAL_METHODS, EXPERIMENTAL_NOTE
+
     print(_summary(result))
+    if result.method in EXPERIMENTAL_METHODS:
+        print(f"Note: {EXPERIMENTAL_NOTE}.")
     if result.delay_s:
         print(f"input delay: {result.delay_s:+.2f} s")
     for path in paths.values():

@@ -143,3 +143,19 @@ def test_temporal_term_joins_neighbours_on_each_side_of_the_reference():
     assert float(_temporal(velocity, 2)) == pytest.approx(1.0)  # 0->1 and 3->4 only, not 1->3 across the reference
     assert float(_temporal(velocity, 0)) == pytest.approx((1 + 16 + 1) / 3)
     assert float(_temporal(velocity[:1], 0)) == 0.0
+
+
+def test_a_cine_too_large_for_the_memory_is_refused_before_any_work(tiny, monkeypatch):
+    """3-D motion takes about 300 bytes per voxel and frame on the CPU (a 20-frame 512 x 512 x 200 CT cine: about
+    290 GB): beyond 70 % of the computer's memory it is refused at once, with what to do, instead of swapping."""
+    from scanai.core import memory
+    from scanai.motion import svf3d
+
+    svf3d.check_memory((20, 48, 64, 64), 16 * 2**30)  # a cropped cine on a 16 GB computer: fine
+    svf3d.check_memory((20, 200, 512, 512), None)  # memory unknown: not checked
+    with pytest.raises(InputError, match="needs about 293 GB of memory; this computer has 16 GB") as error:
+        svf3d.check_memory((20, 200, 512, 512), 16 * 2**30)
+    assert "Crop the volumes around the heart" in error.value.action
+    monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 1024)
+    with pytest.raises(InputError, match="needs about"):
+        svf3d.estimate_svf_3d(tiny.sequence, 0, device="cpu")

@@ -1,4 +1,4 @@
-"""Give memory back between the items of a long batch, so that a batch runs in constant memory."""
+"""Memory: give it back between the items of a long batch (constant memory), and know how much the computer has."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import os
+import sys
 
 
 @functools.cache
@@ -27,3 +29,22 @@ def release_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def physical_memory_bytes() -> int | None:
+    """The computer's physical memory in bytes (POSIX ``sysconf``; Windows ``GlobalMemoryStatusEx``), None when it
+    cannot be told."""
+    if sys.platform == "win32":
+        class _Status(ctypes.Structure):
+            _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong), ("total", ctypes.c_ulonglong),
+                        ("available", ctypes.c_ulonglong), ("total_page", ctypes.c_ulonglong),
+                        ("available_page", ctypes.c_ulonglong), ("total_virtual", ctypes.c_ulonglong),
+                        ("available_virtual", ctypes.c_ulonglong), ("available_extended", ctypes.c_ulonglong)]
+
+        status = _Status()
+        status.length = ctypes.sizeof(_Status)
+        return int(status.total) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)) else None
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -56,6 +56,27 @@ SVF_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Working memory of the optimisation on the CPU per voxel and frame (measured 230-300 bytes: the frames, their
+#: pyramid, the velocities and the autograd graph of the warps, NCC and integration).
+BYTES_PER_VOXEL_FRAME = 300
+#: Share of the computer's physical memory the optimisation may ask for before it is refused.
+MEMORY_SHARE = 0.7
+
+
+def check_memory(shape: tuple[int, int, int, int], available: int | None) -> None:
+    """InputError, saying what to do, when the CPU optimisation of a (T, K, J, I) cine would need more than
+    :data:`MEMORY_SHARE` of ``available`` bytes (None: unknown, not checked) -- before any work, not after the
+    computer starts swapping."""
+    needed = BYTES_PER_VOXEL_FRAME * float(np.prod(shape))
+    if available is None or needed <= MEMORY_SHARE * available:
+        return
+    frames, slices, rows, columns = shape
+    raise InputError(f"3-D motion of {frames} frames of {columns} x {rows} x {slices} voxels needs about "
+                     f"{needed / 2**30:.0f} GB of memory; this computer has {available / 2**30:.0f} GB.",
+                     "Crop the volumes around the heart (Crop Volume module) or resample them coarser, use a GPU, "
+                     "or estimate 2-D motion slice by slice.")
+
+
 def _merged(options: dict[str, Any]) -> dict[str, Any]:
     merged = with_defaults(options, SVF_DEFAULTS, "Unknown option(s) for the 3-D SVF method")
     if merged["regulariser"] not in ("diffusion", "bending"):
@@ -177,7 +198,8 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
     device: "cpu", "cuda" or "auto"/None (a GPU when present). options: see :data:`SVF_DEFAULTS`.
     Returns :class:`~scanai.motion.registration.MotionFields` (pull-back fields (T, K, J, I, 3) RAS mm, zero at
     the reference, and the frames warped onto the reference), method "svf3d". Raises :class:`InputError` for a
-    single slice (use the 2-D methods) or unknown options.
+    single slice (use the 2-D methods), unknown options, or a cine too large for the computer's memory on the CPU
+    (:func:`check_memory`).
     """
     from scanai.motion.network import normalise_video
     from scanai.motion.registration import MotionFields, _validate_sequence, warp
@@ -188,6 +210,11 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
         raise InputError(f"3-D motion needs a volume per frame (at least 4 slices); this cine has "
                          f"{sequence.frames.shape[1]} slice(s).", "Estimate 2-D motion per slice instead.")
     settings = _merged(options)
+    from scanai.core.device import choose_device
+    from scanai.core.memory import physical_memory_bytes
+
+    if choose_device(device or "auto").type == "cpu":
+        check_memory(sequence.frames.shape, physical_memory_bytes())
     started = time.perf_counter()
     voxels = optimise_fields(normalise_video(sequence.frames), int(reference_index), progress.sub(0.0, 0.9),
                              device, **settings)

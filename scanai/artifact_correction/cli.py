@@ -149,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
 def run_summary(result, sequence: VolumeSequence, nominal: bool) -> dict:
     """summary.json of one run (:class:`~scanai.artifact_correction.pipeline.ArtifactCorrection` ``result`` of
     ``sequence``): the method asked for and used (with the fallback reason, the network's uncertainty and whether the
-    method used is experimental), the model
-    (name, sha256) when the network was asked for, the input phases (every phase volume's index value, phase and
-    rank), the output window(s) (times null when ``nominal``) and the seconds."""
+    method used is experimental), the model (name, sha256) when the network was asked for, the input phases (every
+    phase volume's index value, phase and rank), the output window(s) (times null when ``nominal``) and the
+    seconds."""
     model = None
     if result.requested_method == "network":
         from scanai.artifact_correction.network import MODEL_NAME

@@ -40,6 +40,7 @@ METHODS = ("network", "registration-fusion", "halfway", "best-phase", "mean")
 EXPERIMENTAL_METHODS = ("network",)
 #: The default method: the classical twin, which assumes nothing learnt about the scanner's physics.
 DEFAULT_METHOD = "registration-fusion"
+#: What an experimental method's output says about itself (CLI note, the module's summary).
 EXPERIMENTAL_NOTE = ("experimental: the network is validated on simulated CT only, not on real multi-phase CT; "
                      "check the result against the input phases")
 METHOD_LABELS = {"network": "trained multi-phase network (the patent's model; experimental, simulation only)",
@@ -301,8 +302,7 @@ def _like_input(volumes: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return volumes.astype(dtype)
 
 
-def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWindow],
-                           method: str = DEFAULT_METHOD,
+def correct_phase_sequence(sequence: VolumeSequence, windows: Sequence[PhaseWindow], method: str = DEFAULT_METHOD,
                            selection: str = "successive", count: int | None = None, first: int | None = None,
                            threshold: float | None = None, r_peaks: RPeaks | None = None,
                            roi: np.ndarray | None = None, descending: bool = False, device: str = "auto",

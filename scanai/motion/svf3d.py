@@ -201,6 +201,8 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
     single slice (use the 2-D methods), unknown options, or a cine too large for the computer's memory on the CPU
     (:func:`check_memory`).
     """
+    from scanai.core.device import choose_device
+    from scanai.core.memory import physical_memory_bytes
     from scanai.motion.network import normalise_video
     from scanai.motion.registration import MotionFields, _validate_sequence, warp
 
@@ -210,9 +212,6 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
         raise InputError(f"3-D motion needs a volume per frame (at least 4 slices); this cine has "
                          f"{sequence.frames.shape[1]} slice(s).", "Estimate 2-D motion per slice instead.")
     settings = _merged(options)
-    from scanai.core.device import choose_device
-    from scanai.core.memory import physical_memory_bytes
-
     if choose_device(device or "auto").type == "cpu":
         check_memory(sequence.frames.shape, physical_memory_bytes())
     started = time.perf_counter()

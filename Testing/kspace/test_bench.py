@@ -285,6 +285,7 @@ def snr_row(ks, detector: str, offset: int = 0, events: int = 20, seeds: range =
     reference = reconstruct(ks).rss.array
     hits = np.zeros((3, 2), dtype=int)  # < 3, 3-5, >= 5 sigma
     central = np.zeros(2, dtype=int)  # >= 5 sigma within 12 samples of DC (the untouchable 1.5 left out)
+    outside_core = np.zeros(2, dtype=int)  # >= 5 sigma farther than 1.5 samples from DC (the detector's domain)
     truths, found, acquired, psnrs = [], [], [], []
     for seed, corrupted, truth, snr in snr_draws(ks, offset, events, seeds):
         spiked = replace(ks, data=corrupted)
@@ -295,6 +296,8 @@ def snr_row(ks, detector: str, offset: int = 0, events: int = 20, seeds: range =
         distance = np.hypot(truth.ky - data.shape[2] // 2, truth.kx - data.shape[3] // 2)
         near = (snr >= 5) & (distance > 1.5) & (distance <= 12)
         central += (int(hit[near].sum()), int(near.sum()))
+        flaggable = (snr >= 5) & (distance > 1.5)
+        outside_core += (int(hit[flaggable].sum()), int(flaggable.sum()))
         truths.append(truth.mask(detection.mask.shape))
         found.append(detection.mask)
         acquired.append(np.any(data != 0, axis=0))
@@ -306,6 +309,8 @@ def snr_row(ks, detector: str, offset: int = 0, events: int = 20, seeds: range =
     return {"sens <3 sigma": rate[0], "sens 3-5 sigma": rate[1], "sens >=5 sigma": rate[2],
             "n 3-5": int(hits[1, 1]), "n >=5": int(hits[2, 1]),
             "sens >=5 sigma near DC": central[0] / max(central[1], 1), "n near DC": int(central[1]),
+            "sens >=5 sigma outside the DC core": outside_core[0] / max(outside_core[1], 1),
+            "n >=5 in the DC core": int(hits[2, 1] - outside_core[1]),
             "specificity": scores["specificity"],
             "precision": scores["precision"], "mcc": scores["mcc"], "fp": int(scores["fp"]),
             "PSNR after (min)": float(np.min(psnrs)), "clean detections": detect(ks, detector=detector).count}

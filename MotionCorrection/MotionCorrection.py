@@ -492,16 +492,15 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                       if result.fallback_reason else "")
                    + (f" Note: {EXPERIMENTAL_NOTE}." if result.experimental else ""))
         outputs = {}
-        label = " (experimental)" if result.experimental else ""  # in the data tree too: simulation-only network
         with mrml.scene_transaction():
             corrected = result.corrected
             if len(corrected) == 1:
-                outputs["corrected"] = mrml.volume_to_node(
-                    corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}{label}", beside=anchor)
+                outputs["corrected"] = mrml.volume_to_node(corrected.frame(0), f"{name}_MC_{where.replace(' ', '')}",
+                                                           beside=anchor)
             else:
-                outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected{label}")
+                outputs["corrected"] = mrml.sequence_to_node(corrected, f"{name} corrected")
+            mrml.mark_experimental(outputs["corrected"], result.experimental)
             for key, value in (("ScanAI.Method", result.method), ("ScanAI.RequestedMethod", method),
-                               ("ScanAI.Experimental", "true" if result.experimental else "false"),
                                ("ScanAI.FallbackReason", result.fallback_reason or ""), ("ScanAI.InputItems", ",".join(
                     str(i + 1) for i in result.selected)), ("ScanAI.OutputWindow_s",
                     ",".join(f"{w.start_s:.4f}-{w.end_s:.4f}" for w in result.output_windows)),
@@ -843,7 +842,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         self.assertEqual(list(rows["rank"]), [1, 2, 3, 4])
         np.testing.assert_allclose(rows["phase_pct"], [69, 72, 75, 78], atol=1e-6)
         self.assertEqual(corrected.GetAttribute("ScanAI.InputItems"), "1,2,3,4")
-        self.assertEqual(corrected.GetAttribute("ScanAI.Experimental"), "false")  # the classical twin
+        self.assertFalse(mrml.is_experimental(corrected))  # the classical twin
         self.assertIn("73.5 %", corrected.GetAttribute("ScanAI.Summary"))
         self.assertEqual(outputs["chart"].GetNumberOfPlotSeriesNodes(), 2)
 
@@ -895,7 +894,7 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
             raise unittest.SkipTest("the motion-artifact network weights are not installed")
         node, table, sequence, truth = self._phaseSequenceNode()
         outputs = MotionCorrectionLogic().correctArtifacts(node, "network", ecgTable=table, device="cpu")
-        experimental = outputs["corrected"].GetAttribute("ScanAI.Experimental") == "true"
+        experimental = mrml.is_experimental(outputs["corrected"])
         self.assertEqual(experimental, outputs["corrected"].GetAttribute("ScanAI.Method") == "network")
         self.assertEqual(experimental, "(experimental)" in outputs["corrected"].GetName())
         array = slicer.util.arrayFromVolume(outputs["corrected"]).astype(float)

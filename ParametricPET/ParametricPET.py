@@ -176,7 +176,7 @@ class ParametricPETWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidget, 
         slicer.util.setSliceViewerLayers(background=first, fit=True)
         done = _("{method} maps computed: {names}.").format(
             method=p.method, names=", ".join(n.GetName() for n in outputs["maps"].values()))
-        if first.GetAttribute("ScanAI.Experimental") == "true":
+        if mrml.is_experimental(first):
             from scanai.pet.analysis import EXPERIMENTAL_NOTE
 
             done += " " + _("Note: {text}.").format(text=EXPERIMENTAL_NOTE)
@@ -348,13 +348,12 @@ class ParametricPETLogic(ScriptedLoadableModuleLogic):
         from scanai.pet.analysis import EXPERIMENTAL_METHODS
 
         name, label = inputSequence.GetName(), self._label(result.method)
-        experimental = result.method in EXPERIMENTAL_METHODS  # simulation-only: said in the data tree too
         outputs = {"maps": {}, "quality": {}}
         for parameter, volume in result.maps.items():
             unit = result.units.get(parameter, "")
-            node = mrml.volume_to_node(volume, f"{name} {label} {parameter}" + (f" ({unit})" if unit else "")
-                                       + (" (experimental)" if experimental else ""), beside=inputSequence)
-            node.SetAttribute("ScanAI.Experimental", "true" if experimental else "false")
+            node = mrml.volume_to_node(volume, f"{name} {label} {parameter}" + (f" ({unit})" if unit else ""),
+                                       beside=inputSequence)
+            mrml.mark_experimental(node, result.method in EXPERIMENTAL_METHODS)
             mrml.set_colour_map(node, PET_COLOUR_NODE_ID)
             outputs["maps"][parameter] = node
         if createFitQuality:
@@ -697,7 +696,7 @@ class ParametricPETTest(ScriptedLoadableModuleTest):
         outputs = ParametricPETLogic().process(sequence, "Network (short scan)", inputFunction, timing,
                                                windowMin=(30.0, 60.0))
         ki = slicer.util.arrayFromVolume(outputs["maps"]["Ki"])
-        self.assertEqual(outputs["maps"]["Ki"].GetAttribute("ScanAI.Experimental"), "true")  # simulation only
+        self.assertTrue(mrml.is_experimental(outputs["maps"]["Ki"]))  # simulation only
         self.assertTrue(outputs["maps"]["Ki"].GetName().endswith("(experimental)"))
         self.assertEqual(ki.shape, phantom.ki_true.array.shape)
         self.assertTrue(np.all(ki >= 0))

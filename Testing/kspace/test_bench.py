@@ -29,6 +29,7 @@ from scanai.kspace.metrics import (
     AMPLITUDE_BINS,
     coil_noise_sigma,
     ideal_sensitivity,
+    matthews,
     oracle_detection_probability,
     point_metrics,
     psnr,
@@ -346,11 +347,11 @@ def oracle_row(ks, false_rate: float, offset: int = 0, events: int = 20, seeds: 
     fn = positives - tp
     fp = false_rate * (acquired * len(seeds) - positives)
     tn = acquired * len(seeds) - positives - fp
-    mcc = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     rate = found[:, 0] / np.maximum(found[:, 1], 1)
     return {"false rate": false_rate, "sens <3 sigma": float(rate[0]), "sens 3-5 sigma": float(rate[1]),
             "sens >=5 sigma": float(rate[2]), "fp": float(fp), "clean detections": false_rate * acquired,
-            "precision": float(tp / (tp + fp)), "mcc": float(mcc), "PSNR after (min)": float(np.min(psnrs))}
+            "precision": float(tp / (tp + fp)), "mcc": matthews(tp, fp, fn, tn),
+            "PSNR after (min)": float(np.min(psnrs))}
 
 
 def snr_table(shared_data: Path, stem: str, offset: int = 0, events: int = 20, seeds: range = SNR_SEEDS

@@ -271,13 +271,14 @@ def gate_and_mean(phases_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gate.astype(np.float32), normalise_hu(volumes[:, 0].mean(axis=0))
 
 
-def guarded_loss(output, target, gate, mean):
+def guarded_loss(output, target, gate, mean, per_sample: bool = False):
     """:func:`loss_function` of what users get -- the guard's ``mean + gate * (output - mean)`` -- plus
     :data:`RAW_LOSS_WEIGHT` times that of the raw output. output, target [B, M, H, W]; gate, mean [B, 1, H, W] (all
     in the [0, 1] scale). The loss is then spent where the phases disagree (motion), not on denoising still tissue,
-    which the guard replaces by the phases' mean anyway."""
+    which the guard replaces by the phases' mean anyway. A scalar, or (B,) with ``per_sample``."""
     blended = mean + gate * (output - mean)
-    return loss_function(blended, target) + RAW_LOSS_WEIGHT * loss_function(output, target)
+    return (loss_function(blended, target, per_sample) + RAW_LOSS_WEIGHT * loss_function(output, target,
+                                                                                          per_sample))
 
 
 def relative_loss(output, target, gate, mean):
@@ -285,11 +286,8 @@ def relative_loss(output, target, gate, mean):
     where nothing moves): every case counts by how much it improves on its own input, so that noisy cases, where
     averaging alone lowers the error most, do not outweigh low-noise cases with motion. Same shapes as
     :func:`guarded_loss`."""
-    blended = mean + gate * (output - mean)
     baseline = loss_function(mean.expand_as(target), target, per_sample=True).detach() + 1e-3
-    own = loss_function(blended, target, per_sample=True) + RAW_LOSS_WEIGHT * loss_function(output, target,
-                                                                                          per_sample=True)
-    return (own / baseline).mean()
+    return (guarded_loss(output, target, gate, mean, per_sample=True) / baseline).mean()
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -19,6 +19,12 @@ def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
         raise InputError(f"{what}: shapes {a.shape} and {b.shape} differ.")
 
 
+def matthews(tp: float, fp: float, fn: float, tn: float) -> float:
+    """Matthews correlation coefficient of confusion counts (they may be expectations); NaN when a margin is 0."""
+    denominator = float(np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    return float((tp * tn - fp * fn) / denominator) if denominator > 0 else float("nan")
+
+
 def point_metrics(truth: np.ndarray, detected: np.ndarray, acquired: np.ndarray | None = None) -> dict[str, float]:
     """Per-sample confusion counts and rates of a detection mask against the ground-truth mask.
 
@@ -38,13 +44,12 @@ def point_metrics(truth: np.ndarray, detected: np.ndarray, acquired: np.ndarray 
     def ratio(numerator: float, denominator: float) -> float:
         return numerator / denominator if denominator > 0 else float("nan")
 
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return {
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
         "sensitivity": ratio(tp, tp + fn),
         "specificity": ratio(tn, tn + fp),
         "precision": ratio(tp, tp + fp),
-        "mcc": ratio(tp * tn - fp * fn, float(denominator)),
+        "mcc": matthews(tp, fp, fn, tn),
     }
 
 

@@ -29,6 +29,8 @@ from scanai.mrml.nodes import (
            format_index_value,
            geometry_of_node,
            grid_transform,
+           is_experimental,
+           mark_experimental,
            module_logic,
            place_beside,
            scene_transaction,
@@ -65,10 +67,10 @@ from scanai.mrml.widgets import (
 
 __all__ = ["TORCH_REQUIREMENT", "ModuleWidgetMixin", "attach_to_browser", "check_segmentation_on_grid", "compute",
            "displacement_from_grid_transform", "ensure_requirements", "first_volume_sequence", "format_index_value",
-           "geometry_of_node", "grid_transform", "install_torch_or_classical", "labels_from_segmentation",
-           "line_to_node", "load_sample_data", "missing_requirements", "module_logic", "place_beside", "plot_chart",
-           "points_to_node", "read_requirements", "register_sample_data", "roi_to_node", "run_test_methods",
-           "scene_transaction", "segment_colours", "segmentation_from_labels", "segmentation_from_masks",
-           "segmentation_sequence_to_node", "selected_file", "sequence_from_node", "sequence_to_node",
-           "set_colour_map", "slicer_progress", "table_from_node", "table_to_node", "temporary_nodes", "text_to_node",
-           "transform_sequence_to_node", "volume_from_node", "volume_to_node"]
+           "geometry_of_node", "grid_transform", "install_torch_or_classical", "is_experimental",
+           "labels_from_segmentation", "line_to_node", "load_sample_data", "mark_experimental", "missing_requirements",
+           "module_logic", "place_beside", "plot_chart", "points_to_node", "read_requirements", "register_sample_data",
+           "roi_to_node", "run_test_methods", "scene_transaction", "segment_colours", "segmentation_from_labels",
+           "segmentation_from_masks", "segmentation_sequence_to_node", "selected_file", "sequence_from_node",
+           "sequence_to_node", "set_colour_map", "slicer_progress", "table_from_node", "table_to_node",
+           "temporary_nodes", "text_to_node", "transform_sequence_to_node", "volume_from_node", "volume_to_node"]

@@ -233,6 +233,23 @@ def attach_to_browser(outputs: Sequence[slicer.vtkMRMLSequenceNode], input_seque
 
 # ---------------------------------------------------------------------------------------------- scene
 
+#: Node attribute of a result: "true" when the method that made it is validated on simulated data only.
+EXPERIMENTAL_ATTRIBUTE = "ScanAI.Experimental"
+
+
+def mark_experimental(node: slicer.vtkMRMLNode, experimental: bool) -> None:
+    """Say on a result ``node`` whether its method is validated on simulated data only (validated on real data, or
+    withheld): :data:`EXPERIMENTAL_ATTRIBUTE`, and " (experimental)" after its name, so the data tree says it too."""
+    node.SetAttribute(EXPERIMENTAL_ATTRIBUTE, "true" if experimental else "false")
+    if experimental:
+        node.SetName(f"{node.GetName()} (experimental)")
+
+
+def is_experimental(node: slicer.vtkMRMLNode) -> bool:
+    """Whether ``node`` was marked by :func:`mark_experimental` as coming from a simulation-only method."""
+    return node.GetAttribute(EXPERIMENTAL_ATTRIBUTE) == "true"
+
+
 
 def place_beside(node: slicer.vtkMRMLNode, beside: slicer.vtkMRMLNode | None) -> None:
     """Put ``node`` under the same subject-hierarchy parent (study, folder) as ``beside``."""

@@ -38,9 +38,9 @@ def results():
     return corrector, cases, evaluation["summary"]
 
 
-def test_what_the_pipeline_delivers_beats_the_inputs_and_ties_registration_fusion(results) -> None:
-    """The guarded network (what the pipeline delivers: the network on the box around the moving heart) on its own
-    simulator's held-out cases: at most 0.7x the better inner phase (measured 0.64), below registration fusion,
+def test_the_guarded_network_beats_the_inputs_and_ties_registration_fusion(results) -> None:
+    """The guarded network (what `--method network` delivers: the network on the box around the moving heart) on its
+    own simulator's held-out cases: at most 0.7x the better inner phase (measured 0.64), below registration fusion,
     half-way warping, the best phase and the plain mean (whole slice 8.4 vs fusion 9.1 HU, heart 20.2 vs 23.6). The
     raw network on the whole field of view is behind (0.86x): it sees more than the heart-centred crops it was
     trained on."""
@@ -72,11 +72,11 @@ def _best_seconds(function, repeats: int = 5) -> float:
 
 
 def test_network_is_ten_times_faster_than_registration_fusion(results) -> None:
-    """Timed on the first five held-out moving slices at their own pixel sizes (what the pipeline runs: the network
-    at its 1 mm, fusion on the slice's grid), best of 3 each, torch on one thread (single timings swing with the
-    machine's load, and fusion's demons stop early on some slices). What the pipeline runs (the guarded network:
-    two passes over the box around the moving heart, and the guard) meets the issue's 10x (measured 11.3x); the raw
-    network over the whole field of view measured 10.4x and is held to 5x."""
+    """Timed on the first five held-out moving slices at their own pixel sizes (what `--method network` runs: the
+    network at its 1 mm, fusion on the slice's grid), best of 3 each, torch on one thread (single timings swing with
+    the machine's load, and fusion's demons stop early on some slices). What it runs (the guarded network: two passes
+    over the box around the moving heart, and the guard) meets the issue's 10x (measured 11.3x); the raw network
+    over the whole field of view measured 10.4x and is held to 5x."""
     import torch
 
     from scanai.artifact_correction import baselines

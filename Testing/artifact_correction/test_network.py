@@ -191,7 +191,7 @@ def _motion_dominated(case) -> bool:
 
 
 def _guarded(shipped, case, order=(0, 1, 2, 3)) -> np.ndarray:
-    """(H, W) HU: what the pipeline delivers (the guarded correction) for ``case``'s phases in ``order``."""
+    """(H, W) HU: what `--method network` delivers (the guarded correction) for ``case``'s phases in ``order``."""
     order = list(order)
     return shipped.correct_guarded(case.inputs[order][:, None], case.phase_pct, (1.0, 1.0)).output[0, 0]
 
@@ -214,7 +214,7 @@ def test_shipped_card_states_the_contract(shipped):
 
 
 def test_shipped_model_corrects_held_out_cases(shipped, held_out):
-    """What the pipeline delivers on the first 12 moving test cases: on average at most 0.7x the inner phases'
+    """What `--method network` delivers on the first 12 moving test cases: on average at most 0.7x the inner phases'
     error (measured 0.61), never worse than them, better than their plain mean in all but one or two (measured 12
     of 12); the network alone passes ¶87's SSIM > 0.90 on at least 10 of 12 (measured 11)."""
     from scanai.artifact_correction.image_quality import ssim
@@ -310,7 +310,7 @@ def test_finer_pixels_are_corrected_at_the_training_pixel_size_and_keep_their_gr
     np.testing.assert_array_equal(same, shipped.correct(case.inputs[:, None], case.phase_pct))
 
 
-def test_what_the_pipeline_delivers_beats_the_uncorrected_inputs_and_keeps_the_coronary_width(shipped):
+def test_the_guarded_network_beats_the_uncorrected_inputs_and_keeps_the_coronary_width(shipped):
     """Four held-out moving cases on their own acquisition grids (0.9-1.4 mm pixels: the correction is made at the
     model's 1 mm and added back), scored side by side: the guarded network is below the inner phases' mean and the
     best phase on every case, at most 0.75x the better inner phase (measured 0.64) and, in the heart, below

@@ -5,7 +5,7 @@ inside the heart), SSIM in the cardiac window (¶87: a case is positive when SSI
 the coronary widths (FWHM vs the noise-free reconstruction of the frozen phantom) and the run time. The "centre
 phase" reference is the better of the two inner input phases (the stricter comparison). ``network`` is the raw
 network, ``network-guarded`` its identity-preserving guarded correction (:mod:`scanai.artifact_correction.guard`,
-what the pipeline delivers when it does not fall back). ``network-shuffled`` feeds the network the same phase
+what `--method network` delivers when it does not fall back). ``network-shuffled`` feeds the network the same phase
 volumes in a random order (¶65: the order must matter).
 """
 

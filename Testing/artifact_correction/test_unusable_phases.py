@@ -67,7 +67,7 @@ def test_every_unusable_phase_is_counted_and_good_ones_pass():
     with pytest.raises(InputError, match=r"Phase 2 of 6 .* all zero.*; phase\(s\) 4 are unusable too"):
         check_phase_volumes(_sequence(two))
     frames = check_phase_volumes(_sequence())
-    assert frames.dtype == np.float64 and frames.shape == (6, 2, 16, 16)
+    assert frames.dtype == np.float32 and frames.shape == (6, 2, 16, 16)
 
 
 @pytest.mark.parametrize(("edit", "says"), CASES)

@@ -170,13 +170,14 @@ def _phase_label(sequence: VolumeSequence, index: int) -> str:
 
 
 def check_phase_volumes(sequence: VolumeSequence) -> np.ndarray:
-    """The frames as float64 (T, K, J, I), checked before any computation: InputError for fewer than 2 phase
+    """The frames as float32 (T, K, J, I; exact for the integer HU of CT, half the memory of float64: 1 GB for
+    four 512 x 512 x 250 phase volumes), checked before any computation: InputError for fewer than 2 phase
     volumes, or naming the first phase volume (1-based, with its index value) that holds non-finite voxels, only
     zeros or one constant value, and how many others are unusable."""
     if len(sequence) < 2:
         raise InputError(f"Motion-artifact correction needs at least 2 phase volumes, got {len(sequence)}.",
                          "Load the phase sequence of a multi-phase (ECG-gated) reconstruction.")
-    frames = np.asarray(sequence.frames, dtype=np.float64)
+    frames = np.asarray(sequence.frames, dtype=np.float32)
     problems = [(t, phase_volume_problem(frames[t])) for t in range(frames.shape[0])]
     problems = [(t, problem) for t, problem in problems if problem]
     if problems:

@@ -144,6 +144,7 @@ class MotionCorrectionParameterNode:
     phaseCount: Annotated[int, WithinRange(0, 64)] = 0  # 0 = the method's default
     amplitudeThreshold: Annotated[float, WithinRange(0.0, 1e6)] = 0.0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    refineOnCine: bool = True  # network methods: instance optimisation after the network; False = the network alone
 
 
 #
@@ -214,7 +215,8 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
             inputSegmentation=p.inputSegmentation, segmentationFrame=p.segmentationFrame,
             myocardiumSegment=(p.myocardiumSegment or "").strip(),
             bloodPoolSegment=(p.bloodPoolSegment or "").strip(), createJacobian=p.createJacobian,
-            createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device, dims=p.dims)
+            createPropagated=p.createPropagated, createStrain=p.createStrain, device=p.device, dims=p.dims,
+            refineOnCine=p.refineOnCine)
         names = ", ".join(node.GetName() for node in outputs.values())
         result = self.logic.lastResult
         rule = result.reference_rule
@@ -305,7 +307,8 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
     def process(self, inputSequence, referenceFrame: int = 1, method: str = "network", createWarped: bool = True,
                 createTransforms: bool = True, progress=None, inputSegmentation=None, myocardiumSegment: str = "",
                 bloodPoolSegment: str = "", createJacobian: bool = True, createPropagated: bool = True,
-                createStrain: bool = True, device: str = "auto", segmentationFrame: int = 0, dims: str = "2d") -> dict:
+                createStrain: bool = True, device: str = "auto", segmentationFrame: int = 0, dims: str = "2d",
+                refineOnCine: bool = True) -> dict:
         """Estimate the motion of every frame relative to ``referenceFrame`` (1-based, as in the sequence browser;
         0 = end-diastole found automatically, :mod:`scanai.motion.end_diastole`) and add the results beside the
         input, synchronised with its sequence browser. ``inputSegmentation`` is drawn on frame
@@ -313,6 +316,9 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         another frame is carried onto the reference. ``lastResult.reference_rule`` says how the
         reference was chosen. ``dims``: "2d" = every slice on its own, "3d" = one volume per frame (a stack of at
         least 4 slices; methods svf3d, demons, bspline: :func:`scanai.motion.pipeline.checked_dims`).
+        ``refineOnCine`` (network methods): refine the network's fields on this cine by instance optimisation (the
+        default); False = the network alone (:func:`scanai.motion.network.estimate_with_network`, ``refine_steps``
+        0).
 
         Returns the new nodes: ``"transforms"`` (grid-transform sequence, FromParent = the pull-back field, identity
         at the reference), ``"warped"`` (motion-compensated volume sequence), ``"jacobian"`` (volume sequence of
@@ -371,7 +377,8 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
                               myocardium_label=myocardiumLabel, blood_pool_label=bloodPoolLabel,
                               device=device if method.startswith("network") or method == "svf3d" else None,
                               propagate=propagate,
-                              dims=dims)
+                              dims=dims, **({} if refineOnCine or not method.startswith("network") else
+                                            {"refine_steps": 0}))
         fields = result.fields
         if len(layers) > 1 and drawnIndex != fields.reference_index:
             raise InputError("Overlapping segments can be carried only from the reference frame.",
@@ -795,10 +802,12 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
             raise unittest.SkipTest("the motion network weights are not installed")
         node, sequence, truth = self._phantomSequenceNode()
         segmentation = self._phantomSegmentation(sequence)
-        for method in ("network", "network-pairwise"):
+        for method, refine in (("network", True), ("network-pairwise", True), ("network", False)):
             logic = MotionCorrectionLogic()
-            outputs = logic.process(node, method=method, inputSegmentation=segmentation, device="cpu")
+            outputs = logic.process(node, method=method, inputSegmentation=segmentation, device="cpu",
+                                    refineOnCine=refine)
             self.assertEqual(logic.lastResult.fields.method, method)
+            self.assertEqual(logic.lastResult.fields.options["refine_steps"] > 0, refine)
             spacing = np.asarray(sequence.geometry.spacing_mm)
             for t in range(len(sequence)):
                 field = mrml.displacement_from_grid_transform(outputs["transforms"].GetNthDataNode(t))

@@ -283,6 +283,7 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
     printed = capsys.readouterr().out
     assert "Peak global circumferential strain" in printed and "strain.png" in printed
     assert "Cine: cine.seq.nrrd: 4 frames of 64 x 64 pixels." in printed
+    assert "Multi-pair network (joint) (refined on this cine, 30 steps), 2-D slice by slice" in printed
     # the phantom's largest cavity is its first frame, where the labels were drawn
     assert "Reference: frame 1 of 4 (end-diastole by the largest LV cavity" in printed
     for name in ("warped.seq.nrrd", "displacement.seq.nrrd", "jacobian.seq.nrrd", "labels.seq.nrrd", "motion.csv",
@@ -313,6 +314,17 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
     assert abs(float(rows[0]["GCS_pct"])) < 1e-6 and float(rows[2]["GCS_pct"]) < -2.0
 
 
+def test_cli_runs_the_network_alone_when_asked(tmp_path, cine_files, capsys):
+    """--refine-steps 0: the network alone (its three passes), said in the summary; a negative count is refused."""
+    cine, _labels_path, _short = cine_files
+    command = ["motion", str(cine), "--method", "network", "--device", "cpu", "--reference", "1"]
+    assert main_cli.main([*command, "--refine-steps", "0", "--out", str(tmp_path / "alone")]) == 0
+    assert "Multi-pair network (joint) (alone, 3 passes)" in capsys.readouterr().out
+    assert (tmp_path / "alone" / "displacement.seq.nrrd").is_file()
+    assert main_cli.main([*command, "--refine-steps", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--refine-steps must be 0 or more" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_cli_without_labels_and_bad_inputs(tmp_path, cine_files, capsys):
     cine, labels_path, _short = cine_files
     assert main_cli.main(["motion", str(cine), "--method", "demons", "--reference", "2",
@@ -330,6 +342,7 @@ def test_cli_without_labels_and_bad_inputs(tmp_path, cine_files, capsys):
              (["--myocardium-label", "1"], "without a label map"),
              (["--labels", str(labels_path), "--reference", "1", "--myocardium-label", "7"], "label 7 does not occur"),
              (["--scheme", "consecutive"], "--scheme applies to the network"),
+             (["--refine-steps", "0"], "--refine-steps applies to the network"),
              (["--reference", "9"], "Reference frame 9 does not exist: the cine has 4 frames, numbered 1 to 4"),
              (["--reference", "0"], "Reference frame 0 does not exist"),
              (["--labels", str(labels_path)], "Say on which frame the label map was drawn"),

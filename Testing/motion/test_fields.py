@@ -285,6 +285,26 @@ def test_batched_inversion_jacobian_and_strain_equal_frame_by_frame(monkeypatch)
         np.testing.assert_array_equal(whole.circumferential_pct[t], alone.circumferential_pct[0])
 
 
+def test_labels_carried_at_the_label_tolerance_equal_the_tight_inversion():
+    """propagate_labels inverts to LABEL_TOLERANCE_PX (0.01 voxel) and only about the labels, for speed: not one
+    label differs from carrying them through the default 1e-3 voxel inversion of the whole grid."""
+    from scanai.motion.fields import invert_frames
+    from scanai.motion.propagate import propagate_labels, pull_labels
+
+    fields, geometry = _sequence_fields()
+    labels = np.zeros((1, 40, 48), np.uint8)
+    labels[0, 10:30, 12:36] = 1
+    labels[0, 16:24, 20:28] = 2
+    moving = np.flatnonzero(fields.reshape(len(fields), -1).any(axis=1))
+    tight = pull_labels(labels, invert_frames(fields[moving], geometry, tolerance_px=1e-3), geometry)
+    np.testing.assert_array_equal(propagate_labels(labels, fields, geometry)[moving], tight)
+    # on a larger grid the labels are carried within a box about them (the inverse on a box around that): the same
+    wide = np.pad(fields, ((0, 0), (0, 0), (30, 30), (40, 40), (0, 0)))
+    wide_labels = np.pad(labels, ((0, 0), (30, 30), (40, 40)))
+    tight = pull_labels(wide_labels, invert_frames(wide[moving], geometry, tolerance_px=1e-3), geometry)
+    np.testing.assert_array_equal(propagate_labels(wide_labels, wide, geometry)[moving], tight)
+
+
 def test_batched_propagation_equals_the_scipy_path(monkeypatch):
     from scanai.core import device
     from scanai.motion.propagate import propagate_labels, propagate_points

@@ -200,7 +200,7 @@ def test_taper_and_the_residual_pass_layout():
 def test_residual_passes_on_the_heart_track_a_real_basal_slice(shared_data):
     """The Sunnybrook cine's most basal contoured slice (large, fast motion): the ED endocardium carried to ES by
     the network alone, one pass (the whole cine shrunk to 128²) against the default passes on the heart at full
-    resolution (0.77 -> 0.88 Dice with the shipped weights)."""
+    resolution (0.87 -> 0.91 Dice with the shipped weights; the previous weights 0.77 -> 0.88)."""
     from sunnybrook_cases import contoured_slices
 
     from scanai.motion.network import NETWORK_PASSES
@@ -213,4 +213,4 @@ def test_residual_passes_on_the_heart_track_a_real_basal_slice(shared_data):
         result = analyse_cine(sequence, endo_ed.phase_index, "network", labels=labels, device="cpu",
                               refine_steps=0, passes=passes)
         scores[passes] = dice(result.labels[endo_es.phase_index][0] == 1, endo_es.mask)
-    assert scores[NETWORK_PASSES] >= scores[1] + 0.05 and scores[NETWORK_PASSES] >= 0.85, scores
+    assert scores[NETWORK_PASSES] >= scores[1] + 0.03 and scores[NETWORK_PASSES] >= 0.89, scores

@@ -57,7 +57,7 @@ TRAINING_COMMAND = "python -m scanai.motion.train --out scanai/models --seed 0"
 #: Share of the real-texture videos made at half the cine's resolution (as the network's first pass sees a 256²
 #: cine); the rest are at its own (as the heart passes see it). ``--native`` uses NATIVE_HALVED_SHARE.
 HALVED_SHARE = 0.7
-NATIVE_HALVED_SHARE = 0.3
+NATIVE_HALVED_SHARE = 0.5
 
 
 @dataclass(frozen=True)

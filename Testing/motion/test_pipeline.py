@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 
 from scanai import cli as main_cli
+from scanai.core.catalog import load_card
 from scanai.core.errors import Cancelled, GeometryError, InputError
 from scanai.core.image import Geometry, Volume, VolumeSequence
 from scanai.core.progress import CancelToken, Progress
@@ -287,8 +289,13 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
     # the phantom's largest cavity is its first frame, where the labels were drawn
     assert "Reference: frame 1 of 4 (end-diastole by the largest LV cavity" in printed
     for name in ("warped.seq.nrrd", "displacement.seq.nrrd", "jacobian.seq.nrrd", "labels.seq.nrrd", "motion.csv",
-                 "strain_peaks.csv", "strain.png"):
+                 "strain_peaks.csv", "strain.png", "summary.json"):
         assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "network" and summary["options"]["refine_steps"] == 30
+    assert summary["model"]["sha256"] == load_card("motion_network").sha256 and summary["frames"] == 4
+    assert summary["reference_frame"] == 1 and summary["reference_rule"].startswith("largest LV cavity")
+    assert summary["peak_global_strain"]["GCS_pct"] < -2.0 and summary["input"].startswith("cine.seq.nrrd")
     assert sorted(p.name for p in (out / "displacement").iterdir()) == [f"frame_{t:03d}.nrrd" for t in range(1, 5)]
     assert np.abs(read_displacement_field(out / "displacement" / "frame_001.nrrd")[0]).max() == 0.0
     fields, geometry, times = read_displacement_sequence(out / "displacement.seq.nrrd")
@@ -331,6 +338,8 @@ def test_cli_without_labels_and_bad_inputs(tmp_path, cine_files, capsys):
                           "--out", str(tmp_path / "plain")]) == 0
     printed = capsys.readouterr().out
     assert "Reference: frame 2 of 4 (given)" in printed and "relative to frame 2" in printed
+    summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert summary["method"] == "demons" and summary["model"] is None and summary["peak_global_strain"] is None
     assert not (tmp_path / "plain" / "strain.png").exists() and not (tmp_path / "plain" / "labels.seq.nrrd").exists()
     assert not (tmp_path / "plain" / "displacement").exists()
     assert np.abs(read_displacement_sequence(tmp_path / "plain" / "displacement.seq.nrrd")[0][1]).max() == 0.0

@@ -21,12 +21,16 @@ Slicer's sequence browser). The reference is end-diastole, found automatically u
 - ``motion.csv``: per frame time, GCS_pct, GRS_pct, fold_fraction, mean_displacement_mm, mean_residual, the LV
   cavity size and, with AHA segments, segmental strain;
 - ``strain_peaks.csv``: peak circumferential and radial strain, global and per AHA segment, with their frames;
-- ``strain.png``: global circumferential and radial strain over the cycle (with a myocardium label).
+- ``strain.png``: global circumferential and radial strain over the cycle (with a myocardium label);
+- ``summary.json``: the input, the method and its options (the network's refinement steps and passes), the model
+  (name, sha256) for the networks, the reference frame and the rule that chose it, the seconds, the largest folding
+  fraction and the peak global strains with their frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -255,13 +259,16 @@ def run(args: argparse.Namespace) -> int:
                               level=args.level, progress=progress, device=args.device if on_torch else None,
                               dims=args.dims, **options)
     paths = write_outputs(sequence, result, args.out, args.displacement_folder)
+    paths["summary"] = Path(args.out) / "summary.json"
+    paths["summary"].write_text(json.dumps(run_summary(result, described, len(sequence)), indent=1, default=str))
     label = f"{METHOD_LABELS[args.method]}{network_steps(result.fields.options)}, " \
             f"{'3-D volumes' if args.dims == '3d' else '2-D slice by slice'}"
     for line in summary_lines(result, len(sequence), label):
         print(line)
     names = {"warped": "warped sequence", "displacement": "displacement fields",
              "displacement_folder": "one field per frame", "jacobian": "Jacobian maps", "labels": "propagated labels",
-             "table": "per-frame table", "peaks": "peak strain table", "strain_plot": "strain curves"}
+             "table": "per-frame table", "peaks": "peak strain table", "strain_plot": "strain curves",
+             "summary": "run summary"}
     for key, path in paths.items():
         shown = f"{path}/frame_NNN.nrrd" if key == "displacement_folder" else str(path)
         print(f"{names[key] + ':':21s}{shown}")
@@ -274,6 +281,27 @@ def network_steps(options: dict) -> str:
         return ""
     steps = int(options["refine_steps"])
     return f" (refined on this cine, {steps} steps)" if steps > 0 else f" (alone, {options.get('passes', 1)} passes)"
+
+
+def run_summary(result, described: str, count: int) -> dict:
+    """summary.json of one run (:class:`~scanai.motion.pipeline.CineMotion` ``result`` of a cine of ``count`` frames,
+    ``described`` as :func:`~scanai.io.cine.read_cine_described` says): frames from 1."""
+    fields = result.fields
+    model = None
+    if fields.method.startswith("network"):
+        from scanai.core.catalog import load_card
+        from scanai.motion.network import MODEL_NAME
+
+        model = {"name": MODEL_NAME, "sha256": load_card(MODEL_NAME).sha256}
+    peaks = None
+    if result.strain is not None:
+        (gcs, gcs_frame), (grs, grs_frame) = result.strain.peak_circumferential(), result.strain.peak_radial()
+        peaks = {"GCS_pct": float(gcs), "GCS_frame": int(gcs_frame) + 1, "GRS_pct": float(grs),
+                 "GRS_frame": int(grs_frame) + 1}
+    return {"input": described, "frames": count, "method": fields.method, "options": dict(fields.options),
+            "model": model, "reference_frame": fields.reference_index + 1, "reference_rule": result.reference_rule,
+            "frame_numbering": FRAMES_FROM_ONE, "seconds": result.seconds,
+            "max_fold_fraction": float(result.fold_fraction.max()), "peak_global_strain": peaks}
 
 
 def summary_lines(result, count: int, method_label: str) -> list[str]:

@@ -220,9 +220,12 @@ class MotionCorrectionWidget(mrml.ModuleWidgetMixin, ScriptedLoadableModuleWidge
         names = ", ".join(node.GetName() for node in outputs.values())
         result = self.logic.lastResult
         rule = result.reference_rule
-        summary = _("Registered {n} frames to frame {reference} ({rule}): {names}.").format(
+        from scanai.motion.pipeline import method_description
+
+        summary = _("Registered {n} frames to frame {reference} ({rule}) with the {method}: {names}.").format(
             n=p.inputSequence.GetNumberOfDataNodes(), reference=result.fields.reference_index + 1,
-            rule=_("given") if rule == "given" else _("end-diastole by the {rule}").format(rule=rule), names=names)
+            rule=_("given") if rule == "given" else _("end-diastole by the {rule}").format(rule=rule),
+            method=method_description(result.fields), names=names)
         table = outputs.get("table")
         if table is not None and table.GetAttribute(PEAK_ATTRIBUTES[0]):
             summary += " " + _("Peak GCS {gcs} % (frame {gcsFrame}), peak GRS {grs} % (frame {grsFrame}).").format(

@@ -285,7 +285,7 @@ def test_cli_writes_every_output(tmp_path, cine_files, capsys):
     printed = capsys.readouterr().out
     assert "Peak global circumferential strain" in printed and "strain.png" in printed
     assert "Cine: cine.seq.nrrd: 4 frames of 64 x 64 pixels." in printed
-    assert "Multi-pair network (joint) (refined on this cine, 30 steps), 2-D slice by slice" in printed
+    assert "Multi-pair network (joint), refined on this cine (30 steps), 2-D slice by slice" in printed
     # the phantom's largest cavity is its first frame, where the labels were drawn
     assert "Reference: frame 1 of 4 (end-diastole by the largest LV cavity" in printed
     for name in ("warped.seq.nrrd", "displacement.seq.nrrd", "jacobian.seq.nrrd", "labels.seq.nrrd", "motion.csv",
@@ -326,7 +326,7 @@ def test_cli_runs_the_network_alone_when_asked(tmp_path, cine_files, capsys):
     cine, _labels_path, _short = cine_files
     command = ["motion", str(cine), "--method", "network", "--device", "cpu", "--reference", "1"]
     assert main_cli.main([*command, "--refine-steps", "0", "--out", str(tmp_path / "alone")]) == 0
-    assert "Multi-pair network (joint) (alone, 3 passes)" in capsys.readouterr().out
+    assert "Multi-pair network (joint) alone (3 passes)" in capsys.readouterr().out
     assert (tmp_path / "alone" / "displacement.seq.nrrd").is_file()
     assert main_cli.main([*command, "--refine-steps", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "--refine-steps must be 0 or more" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from scanai.core.errors import InputError
     from scanai.io.cine import read_cine_described
     from scanai.io.contours import read_label_map
-    from scanai.motion.pipeline import METHOD_LABELS, analyse_cine
+    from scanai.motion.pipeline import analyse_cine, method_description
 
     if args.list:
         print("\n".join(list_slices(args.input)))
@@ -261,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_outputs(sequence, result, args.out, args.displacement_folder)
     paths["summary"] = Path(args.out) / "summary.json"
     paths["summary"].write_text(json.dumps(run_summary(result, described, len(sequence)), indent=1, default=str))
-    label = f"{METHOD_LABELS[args.method]}{network_steps(result.fields.options)}, " \
-            f"{'3-D volumes' if args.dims == '3d' else '2-D slice by slice'}"
+    label = f"{method_description(result.fields)}, {'3-D volumes' if args.dims == '3d' else '2-D slice by slice'}"
     for line in summary_lines(result, len(sequence), label):
         print(line)
     names = {"warped": "warped sequence", "displacement": "displacement fields",
@@ -273,14 +272,6 @@ def run(args: argparse.Namespace) -> int:
         shown = f"{path}/frame_NNN.nrrd" if key == "displacement_folder" else str(path)
         print(f"{names[key] + ':':21s}{shown}")
     return 0
-
-
-def network_steps(options: dict) -> str:
-    """' (refined on this cine, 30 steps)' or ' (alone, 3 passes)' for a network run's options; '' otherwise."""
-    if "refine_steps" not in options:
-        return ""
-    steps = int(options["refine_steps"])
-    return f" (refined on this cine, {steps} steps)" if steps > 0 else f" (alone, {options.get('passes', 1)} passes)"
 
 
 def run_summary(result, described: str, count: int) -> dict:

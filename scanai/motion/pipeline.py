@@ -36,17 +36,6 @@ METHOD_LABELS = {
     "bspline": "B-spline (SimpleITK)",
     "svf3d": "Multi-pair SVF optimisation, 3-D (classical)",
 }
-def method_description(fields: MotionFields) -> str:
-    """What estimated ``fields``: the method's label, and for the networks whether the fields were refined on the
-    cine, e.g. "Multi-pair network (joint), refined on this cine (30 steps)" or "... alone (3 passes)"."""
-    label = METHOD_LABELS.get(fields.method, fields.method)
-    if "refine_steps" not in fields.options:
-        return label
-    steps = int(fields.options["refine_steps"])
-    return f"{label}, refined on this cine ({steps} steps)" if steps > 0 else \
-        f"{label} alone ({fields.options.get('passes', 1)} passes)"
-
-
 #: How a stack of slices is handled: "2d" = each slice on its own (in-plane motion), "3d" = one volume per frame.
 DIMS = ("2d", "3d")
 #: Methods per :data:`DIMS` (the shipped networks are 2-D; the SVF optimisation is 3-D only).
@@ -56,6 +45,17 @@ NETWORK_OPTIONS = ("scheme", "refine_steps", "passes")
 
 
 # ------------------------------------------------------------------------------------------------ estimation
+
+
+def method_description(fields: MotionFields) -> str:
+    """What estimated ``fields``: the method's label, and for the networks whether the fields were refined on the
+    cine, e.g. "Multi-pair network (joint), refined on this cine (30 steps)" or "... alone (3 passes)"."""
+    label = METHOD_LABELS.get(fields.method, fields.method)
+    if "refine_steps" not in fields.options:
+        return label
+    steps = int(fields.options["refine_steps"])
+    return f"{label}, refined on this cine ({steps} steps)" if steps > 0 else \
+        f"{label} alone ({fields.options.get('passes', 1)} passes)"
 
 
 def _device(device: str | None) -> str | None:

@@ -54,44 +54,38 @@ def propagate_labels(labels: np.ndarray, displacement_mm: np.ndarray, geometry: 
     moving = np.flatnonzero(fields.reshape(len(fields), -1).any(axis=1))
     out[:] = source  # frames whose field is zero keep the labels
     if moving.size:
-        boxes = _reach(source, to_voxel_displacement(fields[moving], geometry))
-        if boxes is None:  # the labels touch the border, or nothing but the background: the whole grid
-            boxes = (tuple(slice(0, n) for n in source.shape),) * 2
-        inner, outer = boxes
-        background = source.flat[0]
+        moved = fields[moving]
+        inner, outer = _reach(source, to_voxel_displacement(moved, geometry))
         progress(0.0, f"Inverting the motion of {moving.size} frame(s)")
-        crop = (slice(None), *outer)
-        inverse = invert_frames(fields[moving][crop], geometry, tolerance_px=LABEL_TOLERANCE_PX)
+        inverse = invert_frames(moved[(slice(None), *outer)], geometry, tolerance_px=LABEL_TOLERANCE_PX)
         progress(0.7, f"Pulling the labels into {moving.size} frame(s)")
         pulled = pull_labels(source[outer], inverse, geometry)
         within = tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True))
-        frames = out[moving]
-        frames[...] = background
+        frames = np.full((moving.size, *source.shape), source.flat[0], dtype=source.dtype)  # the border's value
         frames[(slice(None), *inner)] = pulled[(slice(None), *within)]
         out[moving] = frames
     progress(1.0, "Labels propagated")
     return out
 
 
-def _reach(labels: np.ndarray, displacement_voxels: np.ndarray
-           ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+def _reach(labels: np.ndarray, displacement_voxels: np.ndarray) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """(inner, outer) boxes of the grid for carrying ``labels`` (K, J, I) through fields (T, K, J, I, 3) in voxels.
 
     Where the label map's border holds one value (the background), a voxel farther than the fields' largest
     displacement (+ 2 for the interpolation) from every other label can only pull the background: the labels are
     carried within ``inner`` (the other labels' bounding box grown by that reach) and the inverse fields are needed
     only on ``outer`` (``inner`` grown by the reach again, where the inverse's iteration samples the fields). On a
-    256² cine the heart's box is a small part of the grid. None where the border is not one value or no other label
-    exists.
+    256² cine the heart's box is a small part of the grid. Both boxes are the whole grid where the border is not one
+    value or no other label exists.
     """
     border = np.ones(labels.shape, dtype=bool)
     border[(slice(1, -1),) * 3 if labels.shape[0] > 1 else (0, slice(1, -1), slice(1, -1))] = False  # a slice: in-plane
     values = labels[border]
-    if values.size == 0 or np.any(values != values[0]):
-        return None
-    others = np.argwhere(labels != values[0])
+    uniform = values.size > 0 and bool(np.all(values == values[0]))
+    others = np.argwhere(labels != values[0]) if uniform else np.empty((0, 3), dtype=int)
     if others.size == 0:
-        return None
+        whole = tuple(slice(0, n) for n in labels.shape)
+        return whole, whole
     reach = int(np.ceil(np.sqrt((displacement_voxels ** 2).sum(axis=-1)).max())) + 2
     low, high = others.min(axis=0), others.max(axis=0) + 1
     inner = tuple(slice(max(int(a) - reach, 0), min(int(b) + reach, n)) for a, b, n in zip(low, high, labels.shape,

@@ -250,7 +250,6 @@ def is_experimental(node: slicer.vtkMRMLNode) -> bool:
     return node.GetAttribute(EXPERIMENTAL_ATTRIBUTE) == "true"
 
 
-
 def place_beside(node: slicer.vtkMRMLNode, beside: slicer.vtkMRMLNode | None) -> None:
     """Put ``node`` under the same subject-hierarchy parent (study, folder) as ``beside``."""
     if beside is None or node.GetScene() is None:

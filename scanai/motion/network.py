@@ -28,6 +28,7 @@ channels (dy, dx) = (rows, columns): ``frame_b(x + u_k(x)) ≈ frame_a(x)``.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,7 @@ def smoothness_loss(fields):
 
 def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, steps: int = 30,
                   step_px: float = 0.1, smoothness: float = 1.0, min_size: int = 64, window: int = 7,
-                  correction_scale: int = 2, ncc_eps: float = 1e-7) -> np.ndarray:
+                  correction_scale: int = 2, ncc_eps: float = 1e-7, focus: bool = True) -> np.ndarray:
     """Instance optimisation of the network's fields on this cine (a few Adam steps, all frames at once).
 
     video:  (T, H, W) normalised frames; fields: (T, H, W, 2) reference -> t pull-back fields in pixels (dy, dx).
@@ -303,13 +304,18 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
     ``smoothness`` x the mean squared gradient of the *correction*: the network's field is the prior, so its own
     gradients (the wall thickening that radial strain measures) are not pulled flat. ``ncc_eps`` is tiny: with
     the training loss's 1e-4 the optimiser gained by raising the warped frame's local contrast and invented about
-    3 points of radial strain in frames that barely move. The working grid is the image reduced by the largest
-    whole factor that keeps ``min_size`` pixels on its longer side (a 256² cine is refined at 64², a 96² one at
-    full size), so the NCC window and the correction grid cover a similar part of the field of view; the
-    correction is upsampled back. ``step_px``: Adam step in working pixels. Defaults were chosen on the phantom
-    (96², 5 px, 6°) and the nine contoured Sunnybrook slices (the only contoured cine at hand): end-systolic error
-    0.55 -> 0.23 px, GCS / GRS error 1.6 / 3.9 -> 0.6 / 1.6 points. Returns the refined (T, H, W, 2) float32
-    fields (the reference frame stays zero).
+    3 points of radial strain in frames that barely move. With ``focus`` the refinement works on the heart: the
+    window of :func:`heart_window` (at least ``2 * min_size`` px), resampled to ``min_size`` px on its longer
+    side, its correction fading to zero over :data:`TAPER_PX` px at the window's edges inside the image (the rest
+    keeps the network's field); a 256² cine is then refined at about 2 px instead of 4, for the same cost
+    (Sunnybrook ED -> ES Dice 0.921 -> 0.926, the apex 0.841 -> 0.856; 256² phantom end-systolic error 0.63 ->
+    0.35 px). Without it, or where the window is the whole image, the working grid is the image reduced by the
+    largest whole factor that keeps ``min_size`` pixels on its longer side (a 96² cine at full size). The NCC
+    window and the correction grid are counted in working pixels; the correction is upsampled back.
+    ``step_px``: Adam step in working pixels. Defaults were chosen on the phantom (96², 5 px, 6°) and the nine
+    contoured Sunnybrook slices (the only contoured cine at hand): end-systolic error 0.55 -> 0.23 px, GCS / GRS
+    error 1.6 / 3.9 -> 0.6 / 1.6 points. Returns the refined (T, H, W, 2) float32 fields (the reference frame
+    stays zero).
     """
     from scanai.motion.layers import warp
     from scanai.nn.backend import functional, torch
@@ -317,14 +323,18 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
     others = [t for t in range(len(video)) if t != reference_index]
     if not others or steps <= 0:
         return fields
-    height, width = video.shape[-2:]
-    factor = max(1, max(height, width) // min_size)
-    tensor = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))[:, None]
-    base = torch.from_numpy(np.ascontiguousarray(fields[others], dtype=np.float32)).permute(0, 3, 1, 2)
-    if factor > 1:
-        tensor = functional.avg_pool2d(tensor, factor, ceil_mode=True)
-    small = tensor.shape[-2:]
-    base_small = functional.interpolate(base, size=small, mode="bilinear", align_corners=True) / factor
+    whole = (slice(0, video.shape[-2]), slice(0, video.shape[-1]))
+    region = heart_window(video, 2 * min_size) if focus else whole
+    height, width = video[(0, *region)].shape
+    # the working grid: a heart window min_size px on its longer side; a whole image by a whole factor
+    scale = max(height, width) / min_size if region != whole else max(1, max(height, width) // min_size)
+    small = (math.ceil(height / scale), math.ceil(width / scale)) if scale > 1 else (height, width)
+    pixel = torch.tensor([height / small[0], width / small[1]]).view(1, 2, 1, 1)  # working pixel in pixels
+    tensor = torch.from_numpy(np.ascontiguousarray(video[(slice(None), *region)], dtype=np.float32))[:, None]
+    base = torch.from_numpy(np.ascontiguousarray(fields[(others, *region)], dtype=np.float32)).permute(0, 3, 1, 2)
+    if scale > 1:
+        tensor = functional.interpolate(tensor, size=small, mode="area")
+    base_small = functional.interpolate(base, size=small, mode="bilinear", align_corners=True) / pixel
     moving = tensor[others]
     similarity_to_reference = local_ncc(tensor[reference_index:reference_index + 1], window, ncc_eps)
     correction = torch.zeros(len(others), 2, -(-small[0] // correction_scale), -(-small[1] // correction_scale),
@@ -339,9 +349,10 @@ def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, s
             loss.backward()
             optimiser.step()
     with torch.no_grad():
-        delta = factor * functional.interpolate(correction, size=(height, width), mode="bilinear", align_corners=True)
+        delta = pixel * functional.interpolate(correction, size=(height, width), mode="bilinear", align_corners=True)
     out = fields.astype(np.float32, copy=True)
-    out[others] = (base + delta).permute(0, 2, 3, 1).numpy()
+    taper = _taper(video.shape[-2:], region)[..., None]
+    out[(others, *region)] += delta.permute(0, 2, 3, 1).numpy() * taper
     return out
 
 

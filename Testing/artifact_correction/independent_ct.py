@@ -109,15 +109,30 @@ def _thorax(x: np.ndarray, y: np.ndarray, subject: Subject, settings: Settings) 
     return image
 
 
-def _heart(x: np.ndarray, y: np.ndarray, subject: Subject, settings: Settings, v: float) -> np.ndarray:
-    """HU of the heart (NaN outside it) at ejection fraction state ``v``: the points are mapped back to the
-    end-diastolic heart by the inverse of the instant's affine map (scale, turn, shift about the LV centre)."""
+def _to_end_diastole(x: np.ndarray, y: np.ndarray, subject: Subject, v: float) -> tuple[np.ndarray, np.ndarray]:
+    """Heart points (x, y) (mm) at state ``v`` -> their end-diastolic place (u, w) in the LV frame (about the LV
+    centre): the inverse of the instant's affine map (scale, turn, shift)."""
     cx, cy = subject.centre
     scale = 1.0 - subject.contraction * v
     angle = subject.twist_rad * v
     u, w = x - cx - subject.shift[0] * v, y - cy - subject.shift[1] * v
     cos, sin = np.cos(-angle), np.sin(-angle)
-    u, w = (cos * u - sin * w) / scale, (sin * u + cos * w) / scale  # back to end-diastole, LV frame
+    return (cos * u - sin * w) / scale, (sin * u + cos * w) / scale
+
+
+def _from_end_diastole(u: np.ndarray, w: np.ndarray, subject: Subject, v: float) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`_to_end_diastole`: end-diastolic LV-frame points (u, w) -> (x, y) mm at state ``v``."""
+    cx, cy = subject.centre
+    scale = 1.0 - subject.contraction * v
+    angle = subject.twist_rad * v
+    return (cx + subject.shift[0] * v + scale * (np.cos(angle) * u - np.sin(angle) * w),
+            cy + subject.shift[1] * v + scale * (np.sin(angle) * u + np.cos(angle) * w))
+
+
+def _heart(x: np.ndarray, y: np.ndarray, subject: Subject, settings: Settings, v: float) -> np.ndarray:
+    """HU of the heart (NaN outside it) at ejection fraction state ``v``: the points are mapped back to the
+    end-diastolic heart (:func:`_to_end_diastole`)."""
+    u, w = _to_end_diastole(x, y, subject, v)
     image = np.full(x.shape, np.nan)
     r, wall = subject.lv_radius, subject.wall
     image[_ellipse(u, w, -r - 14, -6, 24, 20)] = -90.0  # pericardial fat pad around the RV
@@ -196,7 +211,7 @@ def scan(subject: Subject, settings: Settings, centre_s: float | None, rr_s: flo
 @dataclass(frozen=True)
 class Case:
     """Inputs (N, H, W) HU ranked by phase with their phases (%), the truth (H, W), the heart mask (H, W) at the
-    truth's instant, the coronary centres (row, column) there, and the settings."""
+    truth's instant, the coronary centres (row, column) there, the settings and the subject (its exact motion)."""
 
     inputs: np.ndarray
     phase_pct: np.ndarray
@@ -204,6 +219,7 @@ class Case:
     heart: np.ndarray
     coronaries: list[tuple[float, float]]
     settings: Settings
+    subject: Subject
 
 
 def simulate(seed: int, settings: Settings, static: bool = False) -> Case:
@@ -223,15 +239,34 @@ def simulate(seed: int, settings: Settings, static: bool = False) -> Case:
     y, x = np.meshgrid(axis, axis, indexing="ij")
     heart = ~np.isnan(_heart(x, y, subject, settings, v))
     coronaries = []
-    cx, cy = subject.centre
-    scale, angle = 1 - subject.contraction * v, subject.twist_rad * v
     r, wall = subject.lv_radius, subject.wall
     for theta in subject.coronary_angles:
-        px, py = (r + wall + 2.3) * np.cos(theta) * scale, (r + wall + 1.3) * np.sin(theta) * scale
-        qx = cx + subject.shift[0] * v + np.cos(angle) * px - np.sin(angle) * py
-        qy = cy + subject.shift[1] * v + np.sin(angle) * px + np.cos(angle) * py
+        qx, qy = _from_end_diastole((r + wall + 2.3) * np.cos(theta), (r + wall + 1.3) * np.sin(theta), subject, v)
         coronaries.append((qy / step + n / 2 - 0.5, qx / step + n / 2 - 0.5))
-    return Case(inputs, phases, truth, heart, coronaries, settings)
+    return Case(inputs, phases, truth, heart, coronaries, settings, subject)
+
+
+def exact_motion_average(case: Case, order: int = 3) -> np.ndarray:
+    """(H, W) HU: the best a combination of the input phases can do, an oracle. Each phase is pulled onto the
+    truth's instant by the simulator's exact heart motion (its affine map at the phase's window centre, inside the
+    heart dilated by 2 pixels; the still thorax is left in place) with spline interpolation of ``order``, and the
+    four are averaged. What is left against the truth is the motion inside each phase's own window (its streaks
+    and blur, which no warping removes) and the noise of four phases."""
+    from scipy import ndimage
+
+    settings, subject = case.settings, case.subject
+    n, step = settings.pixels, settings.pixel_mm
+    axis = (np.arange(n) - n / 2 + 0.5) * step
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    inside = ndimage.binary_dilation(case.heart, iterations=2)
+    u, w = _to_end_diastole(x, y, subject, float(volume_curve(settings.centre_phase_pct / 100.0)))
+    pulled = []
+    for image, phase_pct in zip(case.inputs, case.phase_pct, strict=True):
+        source_x, source_y = _from_end_diastole(u, w, subject, float(volume_curve(phase_pct / 100.0)))
+        rows = np.where(inside, source_y, y) / step + n / 2 - 0.5
+        columns = np.where(inside, source_x, x) / step + n / 2 - 0.5
+        pulled.append(ndimage.map_coordinates(image, [rows, columns], order=order, mode="nearest"))
+    return np.mean(pulled, axis=0)
 
 
 # ---------------------------------------------------------------------------------------------- scoring

@@ -2,8 +2,8 @@
 (``independent_ct``) at held-out settings the network never saw (fan-beam half-scans, four kernels, photon noise
 1e4-1e5, 50-110 bpm, a thorax with fat): heart RMSE of the raw network, the guarded network (identity-preserving
 combination, no fallback), what ``--method network`` delivers (guard + fallback to registration fusion), registration
-fusion, the plain mean and the centre phase; coronary width and peak contrast; speed. Results in
-bench_output/motion_artifact_independent.json."""
+fusion, the plain mean and the centre phase, and an oracle that knows the exact motion (``exact_motion_average``);
+coronary width and peak contrast; speed. Results in bench_output/motion_artifact_independent.json."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ pytest.importorskip("skimage")
 
 from artifact_correction.independent_ct import (  # noqa: E402
     coronary_scores,
+    exact_motion_average,
     heart_rmse,
     held_out_settings,
     simulate,
@@ -32,7 +33,8 @@ from scanai.artifact_correction.pipeline import run_network_or_fallback  # noqa:
 pytestmark = pytest.mark.slow
 
 CASES = 24
-METHODS = ("centre", "mean", "registration-fusion", "network-raw", "network-guarded", "network-as-shipped")
+METHODS = ("centre", "mean", "registration-fusion", "network-raw", "network-guarded", "network-as-shipped",
+           "exact-motion-oracle")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,8 @@ def results():
         outputs = {"centre": min((case.inputs[k] for k in (1, 2)), key=lambda image: heart_rmse(image, case)),
                    "mean": case.inputs[1:3].mean(axis=0), "registration-fusion": fusion,
                    "network-raw": corrector.correct_on_grid(phases, case.phase_pct, pixel)[0, 0],
-                   "network-guarded": guarded.output[0, 0], "network-as-shipped": shipped.volumes[0, 0]}
+                   "network-guarded": guarded.output[0, 0], "network-as-shipped": shipped.volumes[0, 0],
+                   "exact-motion-oracle": exact_motion_average(case)}
         row = {"case": number, "heart_rate_bpm": settings.heart_rate_bpm, "kernel": settings.kernel,
                "centre_phase_pct": settings.centre_phase_pct, "photons": settings.photons,
                "centre_mean_heart_rmse_hu": float(np.mean([heart_rmse(case.inputs[k], case) for k in (1, 2)])),
@@ -113,3 +116,15 @@ def test_what_users_get_is_below_registration_fusion(results) -> None:
     assert shipped["fraction_worse_than_centre"] <= 0.1
     assert summary["fallbacks"] < len(rows) / 2
     assert all(row["fallback_reason"] for row in rows if row["shipped_method"] != "network")
+
+
+def test_the_issue_targets_against_the_exact_motion_oracle(results) -> None:
+    """Issue 27 asked <= 0.7x the better inner phase and coronary widths within 20 % in >= 90 % of cases. Even the
+    four phases pulled onto the truth's instant by the exact motion and averaged stay above 0.7x (measured 0.82x,
+    widths 79 %; the better inner phase itself 88 %): the motion inside each phase's window is not a displacement.
+    What users get is held to the oracle instead: within 0.05 of its ratio, and widths kept at least as often."""
+    _rows, summary = results
+    oracle, shipped = summary["exact-motion-oracle"], summary["network-as-shipped"]
+    assert oracle["ratio_to_centre"] > 0.7 and oracle["coronary_width_within_20pct"] < 0.9
+    assert shipped["ratio_to_centre"] <= oracle["ratio_to_centre"] + 0.05
+    assert shipped["coronary_width_within_20pct"] >= oracle["coronary_width_within_20pct"]

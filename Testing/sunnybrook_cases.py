@@ -27,3 +27,31 @@ def contoured_slices(shared_data):
         labels[0][epicardium.mask] = 2
         labels[0][endo_ed.mask] = 1
         yield slice_index, sequence, labels, endo_ed, endo_es
+
+
+def contoured_stack(shared_data, margin: int = 24):
+    """The shared Sunnybrook cine as one 3-D+t stack, cropped in-plane to the contours plus ``margin`` pixels (as
+    a user crops around the heart before 3-D motion): (the cropped stack (T, K, J, I), the (K, J, I) label map of
+    the contoured slices on the experts' ED frame (1 = cavity, 2 = myocardium, 0 elsewhere and on the other
+    slices), the ED frame index, and {slice index: (ES frame index, cropped (J, I) ES endocardium)})."""
+    from dataclasses import replace
+
+    from scanai.core.image import VolumeSequence
+    from scanai.io.cine import read_cine_stack
+
+    stack = read_cine_stack(shared_data / "cardiac" / "sunnybrook" / "dicoms" / "SCD0000101")
+    labels = np.zeros(stack.frames.shape[1:], dtype=np.uint8)
+    ends, ed = {}, None
+    for slice_index, _sequence, drawn, endo_ed, endo_es in contoured_slices(shared_data):
+        labels[slice_index] = drawn[0]
+        ends[slice_index] = (endo_es.phase_index, endo_es.mask)
+        ed = endo_ed.phase_index
+    rows, columns = np.nonzero(labels.max(axis=0))
+    top, left = max(int(rows.min()) - margin, 0), max(int(columns.min()) - margin, 0)
+    crop = (slice(top, int(rows.max()) + margin + 1), slice(left, int(columns.max()) + margin + 1))
+    origin = stack.geometry.ras_of_ijk(np.array([left, top, 0], dtype=np.float64))
+    sequence = VolumeSequence(np.ascontiguousarray(stack.frames[(slice(None), slice(None), *crop)]),
+                              replace(stack.geometry, origin_mm=tuple(float(v) for v in origin)),
+                              stack.index_values, stack.index_name, stack.index_unit)
+    return (sequence, np.ascontiguousarray(labels[(slice(None), *crop)]), ed,
+            {index: (es, mask[crop]) for index, (es, mask) in ends.items()})

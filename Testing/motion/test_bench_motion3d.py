@@ -134,3 +134,29 @@ def test_three_d_phantom_as_a_thick_slice_stack() -> None:
     print(report)
     assert report["es_myocardium_mean_error_mm"] <= 0.25 * report["es_true_motion_mean_mm"]
     assert report["folding_pct_myocardium_max"] <= 0.1
+
+
+def test_sunnybrook_stack_in_three_d_against_slice_by_slice(shared_data) -> None:
+    """The only real 3-D+t cine at hand: the Sunnybrook short-axis stack (12 slices of 10 mm, 1.37 mm pixels, 20
+    frames), cropped to the contours plus 24 pixels. The experts' ED endocardium of the nine contoured slices,
+    carried to ES by svf3d in 3-D and by the network slice by slice, against their ES contours (Dice per slice).
+    Measured: 3-D mean 0.908 (the base 0.761, the apex 0.872), slice by slice 0.926 (the base 0.860, the apex
+    0.878): on slices this thick 2-D (the default) is the better choice; 3-D stays within reach of it."""
+    from sunnybrook_cases import contoured_stack
+
+    from scanai.motion.propagate import dice
+
+    sequence, labels, ed, ends = contoured_stack(shared_data)
+    results = {}
+    for name, method, dims in (("3-D svf3d", "svf3d", "3d"), ("2-D network", "network", "2d")):
+        started = time.perf_counter()
+        result = analyse_cine(sequence, ed, method, labels=labels, myocardium_label=2, blood_pool_label=1,
+                              device="cpu", dims=dims)
+        dices = {index: round(dice(result.labels[es][index] == 1, mask), 3) for index, (es, mask) in ends.items()}
+        results[name] = {"dice": dices, "mean": round(float(np.mean(list(dices.values()))), 4),
+                         "seconds_end_to_end": round(time.perf_counter() - started, 1)}
+    _write("sunnybrook_stack", {"crop_kji": list(sequence.frames.shape[1:]), **results})
+    print(results)
+    three_d = results["3-D svf3d"]
+    assert three_d["mean"] >= 0.90 and min(three_d["dice"].values()) >= 0.70
+    assert all(value >= 0.85 for index, value in three_d["dice"].items() if index != min(ends))  # all but the base

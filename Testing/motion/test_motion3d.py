@@ -159,3 +159,22 @@ def test_a_cine_too_large_for_the_memory_is_refused_before_any_work(tiny, monkey
     monkeypatch.setattr(memory, "physical_memory_bytes", lambda: 1024)
     with pytest.raises(InputError, match="needs about"):
         svf3d.estimate_svf_3d(tiny.sequence, 0, device="cpu")
+
+
+def test_the_ncc_box_spans_about_the_same_millimetres_along_thick_slices():
+    """On a short-axis stack (10 mm slices, 1.37 mm pixels) the 5-voxel box stays in its slice at full resolution
+    and reaches one slice each side at 1/4 (5.5 mm pixels); isotropic voxels keep the cube; the separable box mean
+    takes the (k, j, i) widths."""
+    torch = pytest.importorskip("torch")
+    from scanai.motion.network import box_mean
+    from scanai.motion.svf3d import ncc_window
+
+    assert ncc_window(5, (2.0, 2.0, 2.0)) == (5, 5, 5)
+    assert ncc_window(5, (10.0, 1.37, 1.37)) == (1, 5, 5)
+    assert ncc_window(5, (10.0, 5.47, 5.47)) == (3, 5, 5)
+    volume = torch.zeros(1, 1, 5, 9, 9)
+    volume[0, 0, 2, 4, 4] = 1.0
+    flat = box_mean(volume, (1, 3, 3))[0, 0]
+    assert flat[1].abs().max() == 0 and flat[3].abs().max() == 0  # nothing leaks into the next slices
+    assert torch.isclose(flat[2, 3:6, 3:6], torch.tensor(1 / 9)).all()
+    assert torch.equal(box_mean(volume, 3), box_mean(volume, (3, 3, 3)))

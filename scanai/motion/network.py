@@ -246,20 +246,21 @@ def _lagrangian_from_pairs(pair_fields: np.ndarray, pairs: list[tuple[int, int]]
     return lagrangian
 
 
-def box_mean(x, window: int):
+def box_mean(x, window: int | tuple[int, int, int]):
     """Local mean over a ``window``-wide box, borders averaged over the pixels inside: [N, C, H, W] (one pooling) or
-    [N, C, K, J, I] (separable, one pooling per axis)."""
+    [N, C, K, J, I] (separable, one pooling per axis; ``window`` may then give the (k, j, i) widths, odd)."""
     from scanai.nn.backend import functional
 
     if x.dim() == 4:
         return functional.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
-    for kernel in ((window, 1, 1), (1, window, 1), (1, 1, window)):
-        padding = tuple(window // 2 if size > 1 else 0 for size in kernel)
+    widths = (window,) * 3 if isinstance(window, int) else window
+    for kernel in ((widths[0], 1, 1), (1, widths[1], 1), (1, 1, widths[2])):
+        padding = tuple(size // 2 for size in kernel)
         x = functional.avg_pool3d(x, kernel, stride=1, padding=padding, count_include_pad=False)
     return x
 
 
-def local_ncc(fixed, window: int = 9, eps: float = 1e-4):
+def local_ncc(fixed, window: int | tuple[int, int, int] = 9, eps: float = 1e-4):
     """The local NCC loss against a fixed image: returns ``loss(moving)`` = 1 - mean squared local normalised
     cross-correlation over a box window (0 = identical). fixed [1 or N, 1, H, W] (or [1 or N, 1, K, J, I]), moving
     [N, 1, ...] alike; the fixed image's local statistics are computed once, here. ``eps`` is added to the product

@@ -104,8 +104,8 @@ def test_progress_in_a_log_is_plain_lines_every_ten_percent(capsys):
 def test_sunnybrook_reference_is_the_contoured_end_diastole_on_every_slice(shared_data):
     """Acceptance: with the Sunnybrook contours (myocardium and LV cavity drawn on the experts' end-diastolic frame,
     phase 19 of 20, on nine slices; the trigger time would say phase 1), the reference chosen automatically is
-    that frame on every slice: the largest LV volume of the stack. A slice's own area is not enough: on the two
-    apical slices it peaks at frames 2-3 (through-plane motion)."""
+    that frame on every slice: the largest LV volume of the stack. A slice's own area is not enough: on the three
+    lowest slices it peaks at frames 2-3 (through-plane motion)."""
     pytest.importorskip("torch")
     sizes, spacings, contoured, own, mid = [], [], [], [], None
     for slice_index, sequence, labels, endo_ed, endo_es in contoured_slices(shared_data):
@@ -124,8 +124,8 @@ def test_sunnybrook_reference_is_the_contoured_end_diastole_on_every_slice(share
     assert chosen.index == 18, chosen.rule
     assert largest_stack_cavity(sizes, spacings).index == 18, chosen.rule  # the largest outright, not by the tie
     assert chosen.rule.startswith("largest LV volume of the stack, summed over the cavities of 9 slices")
-    # a slice's own largest cavity: the contoured frame, or a neighbour within 1-2 % of it, from base to mid (slices
-    # 2-7); two frames off below them, the apex needs the stack
+    # a slice's own largest cavity: the contoured frame from base to mid (slices 2-7; slice 7's frame 0 within 1.2 %
+    # of it); 2-4 frames later below them (8-10), which need the stack
     assert sum(index == 18 for index in own) >= 6, own
     assert all(min((index - 18) % 20, (18 - index) % 20) <= 2 for index in own[:6]), own
     result, endo_es = mid  # the mid-ventricular slice: smallest near the experts' end-systole, strain relative to ED

@@ -109,6 +109,21 @@ def test_background_leaves_never_acquired_samples_out(rng):
     assert background[5, 12] >= line
 
 
+def test_hollow_level_leaves_the_block_around_the_sample_out(rng):
+    """The level beyond a sample's 5 x 5 block: a cluster with its leakage along the phase-encoding lines (a bright
+    7 x 3 stripe) raises the usual background at its centre, not this one; periodic across the border; NaN where
+    nothing was acquired."""
+    from scanai.kspace.background import hollow_level_at
+
+    values = rng.exponential(1.0, (64, 64)).astype(np.float32)
+    values[28:35, 40:43] = 1000.0
+    usual = local_background(values, np.ones(values.shape, dtype=bool))
+    hollow = hollow_level_at(values, np.array([31, 0]), np.array([41, 0]))
+    assert usual[31, 41] >= 1000.0 and hollow[0] < 3.0 and hollow[1] < 3.0
+    values[:, :] = np.nan
+    assert np.isnan(hollow_level_at(values, np.array([5]), np.array([5])))[0]
+
+
 def test_tail_calibration_keeps_the_model_and_tames_heavy_tails(rng):
     acquired = np.ones((256, 256), dtype=bool)
     model = -np.log10(rng.uniform(size=acquired.shape)).astype(np.float32)  # calibrated p-values
@@ -144,6 +159,21 @@ def test_a_two_sample_cluster_on_one_coil_is_found_as_the_cluster(shared_data):
         data[5, 0, 100, x] += np.complex64(65 * sigma[5] * np.exp(1j * phase))
     mask = detect(replace(ks, data=data)).mask
     assert mask[0, 100, 30] and mask[0, 100, 31] and mask.sum() == 2, np.argwhere(mask)
+
+
+def test_a_cluster_hidden_by_its_own_leakage_on_one_coil_is_found_whole(shared_data):
+    """One coil of the 16-coil file, a 4-sample cluster of 16-168 sigma in a 3 x 3 block 57 samples from DC (missed
+    whole before: its leakage along the phase-encoding lines filled its own background, z 2-5 against the level 9):
+    every member is flagged, and nothing else."""
+    ks = read_kspace(shared_data / "kspace" / "2024-02-06-160052.dat")
+    single = replace(ks, data=ks.data[:1].copy(), noise_covariance=None)
+    sigma = float(coil_noise_sigma(single.data)[0, 0])
+    data = single.data.copy()
+    members = ((117, 84, 168.3, 0.4), (118, 83, 37.4, 2.9), (119, 83, 15.8, 4.4), (119, 84, 160.3, 1.1))
+    for y, x, snr, phase in members:
+        data[0, 0, y, x] += np.complex64(snr * sigma * np.exp(1j * phase))
+    mask = detect(replace(single, data=data)).mask[0]
+    assert all(mask[y, x] for y, x, _, _ in members) and mask.sum() == 4, np.argwhere(mask)
 
 
 def test_spike_table_names_the_patch_that_flagged_the_sample():

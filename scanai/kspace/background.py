@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -119,6 +120,26 @@ def _with_edge_lines(background: np.ndarray, filled: np.ndarray) -> np.ndarray:
         np.fmax(background[index, :], _median_filter(filled[index, :], line), out=background[index, :])
         np.fmax(background[:, index], _median_filter(filled[:, index], line), out=background[:, index])
     return background
+
+
+#: Footprints that leave a sample's 5 x 5 block out (a 7 x 7 ring, a 1 x 19 readout line and a 13 x 1 phase-encoding
+#: line, each with a hole of 5 about the sample): the level around a cluster of spikes without its own leakage.
+_HOLLOW_FOOTPRINTS = (_ring((7, 7), (5, 5)), _ring((1, 19), (1, 5)), _ring((13, 1), (5, 1)))
+
+
+def hollow_level_at(values: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(n,) largest of the medians of ``values`` ((ky, kx), NaN left out) over the :data:`_HOLLOW_FOOTPRINTS` about
+    the samples (ys, xs), periodic; NaN where a footprint holds no value. Computed at these samples only."""
+    ky, kx = values.shape
+    level = np.full(len(ys), np.nan)
+    for footprint in _HOLLOW_FOOTPRINTS:
+        dy, dx = np.nonzero(footprint)
+        gathered = values[(ys[:, None] + dy - footprint.shape[0] // 2) % ky,
+                          (xs[:, None] + dx - footprint.shape[1] // 2) % kx]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a window of NaN only: NaN
+            level = np.fmax(level, np.nanmedian(gathered, axis=1))
+    return level
 
 
 def local_background(energy: np.ndarray, acquired: np.ndarray) -> np.ndarray:

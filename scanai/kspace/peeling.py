@@ -123,6 +123,7 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
     # replacement there (signal-dominated, or predicted from fewer neighbours) is poorer and raises its neighbours'
     # residuals, which must not feed a cascade of flags
     fragile = zone | (statistic.predictor.codes > 0)
+    _raise_clusters_hidden_by_their_leakage(statistic, allowed & ~fragile & ~ring, level)
     standing = allowed & (~fragile | (statistic.z > level))
     for attempt in range(2):
         if attempt == 1:
@@ -151,6 +152,37 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
             break
         flagged[ys[weak], xs[weak]] = False
     return flagged
+
+
+#: A sample is tested for a cluster hidden by its own leakage when it is the largest residual energy of its 3 x 3
+#: neighbourhood and at least this many times the plane's median energy (a cheap first cut: 2^-10 of one coil's noise).
+CLUSTER_START = 10.0
+
+
+def _raise_clusters_hidden_by_their_leakage(statistic: _SliceStatistic, where: np.ndarray,
+                                            level: np.ndarray | float) -> None:
+    """Let the peeling start from clusters whose leakage hides them (in place, on ``statistic.z``).
+
+    The members of a cluster of spikes leak into each other's predictions and fill their own local background:
+    a 4-sample cluster of 16-168 sigma on one coil scored 2-5 against the strict level 9, the clean samples around
+    it up to 14 (not local maxima, so nothing was flagged). The local maxima of the residual energy ``where`` that
+    stand far above the plane's median (:data:`CLUSTER_START`) and score below their ``level`` (the peeling's, a
+    number or (ky, kx)) are scored again against the level beyond their 5 x 5 block
+    (:meth:`_SliceStatistic.score_without_own_leakage`); those above their level there take that score, and the
+    peeling then flags and replaces them as usual (their neighbours are judged again once the strongest is
+    replaced).
+    """
+    energy = statistic.energy
+    level = np.broadcast_to(np.asarray(level, dtype=np.float32), energy.shape)
+    strong = where & (statistic.z <= level)
+    strong &= energy > CLUSTER_START * float(np.median(energy[statistic.acquired]))
+    strong = _local_maxima(energy, np.zeros(strong.shape, dtype=bool), strong)
+    ys, xs = np.nonzero(strong)
+    if len(ys) == 0:
+        return
+    score = statistic.score_without_own_leakage(ys, xs)
+    above = score > level[ys, xs]
+    statistic.z[ys[above], xs[above]] = score[above]
 
 
 def _flag_hidden_neighbours(statistic: _SliceStatistic, flagged: np.ndarray, allowed: np.ndarray,

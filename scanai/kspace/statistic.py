@@ -11,6 +11,7 @@ from scanai.kspace.background import (
     _ring_medians_near,
     _with_edge_lines,
     _workers,
+    hollow_level_at,
 )
 from scanai.kspace.patches import PatchGrid
 from scanai.kspace.prediction import (
@@ -220,6 +221,16 @@ class _SliceStatistic:
         self.z[ys, xs] = self.score_at(self.log_ratio[ys, xs], (ys, xs))
         self.energy[flagged] = 0.0
         self.z[flagged] = -np.inf
+
+    def score_without_own_leakage(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(n,) score of the samples (ys, xs) against the level of their surroundings beyond their 5 x 5 block
+        (:func:`~scanai.kspace.background.hollow_level_at` of the residual energy over the acquired samples), with
+        their patches' noise model: the members of a cluster of spikes, whose leakage into each other's
+        neighbourhood fills their usual background (one coil's kernel spreads a spike along the phase-encoding
+        line above and below it), stand out against it; an isolated spike or clean data score about as usual."""
+        level = hollow_level_at(_excluding(self.energy, self.acquired), ys, xs)
+        level = np.where(np.isfinite(level), level, self.background[ys, xs]) + self.tiny
+        return self.score_at(np.log((self.energy[ys, xs] + self.tiny) / level).astype(np.float32), (ys, xs))
 
     def explained(self, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and log contrast of each flagged sample against its neighbours with all *other* flagged samples

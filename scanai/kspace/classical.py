@@ -24,7 +24,7 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
    found one after the other. A weak spike next to a strong one is partly explained by the strong one's
    replacement (which was predicted from it), so the neighbours of flagged samples are also scored as if they were
    re-estimated together with them. A cluster whose members leak into each other's neighbourhood fills its own
-   background; its strongest member may start the peeling when it stands above the strict level against the level
+   background; its strongest member may start the peeling when it passes the peeling's level against the level
    beyond its 5 x 5 block (:func:`scanai.kspace.background.hollow_level_at`).
 5. **Centre protection.** Samples within ``centre_radius`` of DC are never flagged (DC is never modified);
    samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9). Where the

@@ -155,7 +155,8 @@ def _peel(statistic: _SliceStatistic, allowed: np.ndarray, thresholds: Threshold
 
 
 #: A sample is tested for a cluster hidden by its own leakage when it is the largest residual energy of its 3 x 3
-#: neighbourhood and at least this many times the plane's median energy (a cheap first cut: 2^-10 of one coil's noise).
+#: neighbourhood and at least this many times the plane's median energy (a cheap first cut: one coil's noise exceeds
+#: it with probability 2^-10).
 CLUSTER_START = 10.0
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from scanai.core.errors import InputError, with_defaults
 from scanai.core.image import VolumeSequence
 from scanai.core.progress import Progress
+from scanai.motion.registration import _shrink_for
 
 METHOD = "svf3d"
 #: Added to the product of the local variances in the NCC (intensity⁴ units; tiny, as in the 2-D refinement).
@@ -101,12 +102,6 @@ def _resized(field, size: tuple[int, ...]):
     return out * out.new_tensor(scale).view(1, 3, 1, 1, 1)
 
 
-def _shrink_factors(shape: tuple[int, ...], factor: int) -> list[int]:
-    """The factor of :func:`_shrunk` along each of the last three axes of ``shape``: ``factor``, but never fewer
-    than 8 voxels along an axis."""
-    return [int(max(1, min(factor, n // 8))) for n in shape[-3:]]
-
-
 def ncc_window(window: int, spacing_mm: tuple[float, float, float]) -> tuple[int, int, int]:
     """(k, j, i) NCC box widths: ``window`` voxels along the finest axis of a grid of ``spacing_mm`` (k, j, i), and
     about the same length in mm along the others (odd, at least 1): on a short-axis stack of 10 mm slices with
@@ -119,7 +114,7 @@ def _shrunk(volumes, factor: int):
     """Average-pooled copy [N, 1, K, J, I] by ``factor`` per axis (never fewer than 8 voxels along an axis)."""
     from scanai.nn.backend import functional
 
-    factors = _shrink_factors(volumes.shape, factor)
+    factors = _shrink_for(volumes.shape[-3:], factor)
     if max(factors) == 1:
         return volumes
     return functional.avg_pool3d(volumes, factors, stride=factors, ceil_mode=True)
@@ -186,7 +181,7 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
         velocity.requires_grad_(True)
         optimiser = torch.optim.Adam([velocity], lr=float(settings["step_voxels"]))
         reference, moving = images[reference_index:reference_index + 1], images[others]
-        level_spacing = [size * shrink for size, shrink in zip(spacing_mm, _shrink_factors(full, factor), strict=True)]
+        level_spacing = [size * shrink for size, shrink in zip(spacing_mm, _shrink_for(full, factor), strict=True)]
         window = ncc_window(int(settings["window"]), tuple(level_spacing))
         to_reference = local_ncc(reference, window, NCC_EPS)  # the reference's local statistics once per level
         with torch.enable_grad():

@@ -1,7 +1,7 @@
 """Spikes near DC, judged in the k-space of the image's background.
 
-Near DC the cross-coil prediction of a sample from its 3 x 3 neighbours (:mod:`scanai.kspace.prediction`) leaves
-tens to hundreds of times the noise power on 1-2-coil files (the object's k-space changes faster there than the
+Near DC the cross-coil prediction of a sample from its 3 x 3 (or 5 x 5) neighbours (:mod:`scanai.kspace.prediction`)
+leaves tens to hundreds of times the noise power on 1-2-coil files (the object's k-space changes faster there than the
 neighbours can follow), so a spike of 8-125 sigma per coil is lost in the residual. Here the object is removed
 another way: it fills only part of the field of view, and outside it (the *background*) the image holds only noise,
 while a spike at ``k0`` (a plane wave) is everywhere. The image of every coil is masked to its background and

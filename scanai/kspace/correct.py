@@ -7,12 +7,12 @@ never-acquired (all-zero) samples stay zero and the DC sample is never modified.
 - ``"conjugate"``: Hermitian symmetry, ``k(-p) = conj(k(p))``, where the mirrored sample was acquired and is not
   flagged itself; elsewhere the neighbour mean. Exact only for a real-valued object, so not the default.
 - ``"neighbours"``: per coil, the complex mean of the acquired, unflagged 8-neighbours.
-- ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a 3 x 3 cross-coil kernel
-  fitted per slice by regularised least squares on the unflagged samples
-  (:func:`scanai.kspace.prediction.fit_kernel`) predicts every coil's flagged sample from its neighbours in all
-  coils; the flagged samples take the values most consistent, in the least-squares sense, with the prediction
-  residuals of themselves and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`), adjacent
-  ones jointly.
+- ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a cross-coil kernel (the detector's
+  own, 3 x 3 or 5 x 5 on two coils; 3 x 3 where none is given) fitted per slice by regularised least squares on the
+  unflagged samples (:func:`scanai.kspace.prediction.fit_kernel`) predicts every coil's flagged sample from its
+  neighbours in all coils; the flagged samples take the values most consistent, in the least-squares sense, with the
+  prediction residuals of themselves and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`),
+  adjacent ones jointly.
   Measured on the shared scanner files with simulated spikes it gives the highest image PSNR (see the README).
 """
 
@@ -77,7 +77,7 @@ def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, m
         return
     usable = acquired & ~flagged
     if method == "grappa":
-        if kernel is None or kernel.shape != (8 * out.shape[0], out.shape[0]):
+        if kernel is None or kernel.shape[1] != out.shape[0]:
             kernel = fit_kernel(out, usable)
         fill_in_place(out, flagged, kernel)
         return

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import InputError
-from scanai.kspace.prediction import _OFFSETS
+from scanai.kspace.prediction import _OFFSETS, radius_of
 from scanai.kspace.statistic import _SliceStatistic
 
 #: How far above its level (at most the strict level) a sample must score where the combined detector's classifier
@@ -193,7 +193,8 @@ def _flag_hidden_neighbours(statistic: _SliceStatistic, flagged: np.ndarray, all
     """
     from scipy.ndimage import binary_dilation
 
-    beside = allowed & ~flagged & binary_dilation(flagged, np.ones((3, 3), dtype=bool))
+    span = 2 * radius_of(statistic.predictor.offsets) + 1  # the samples whose prediction a flagged one enters
+    beside = allowed & ~flagged & binary_dilation(flagged, np.ones((span, span), dtype=bool))
     ys, xs = np.nonzero(beside)
     if len(ys) == 0:
         return

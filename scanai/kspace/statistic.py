@@ -15,10 +15,10 @@ from scanai.kspace.background import (
 )
 from scanai.kspace.patches import PatchGrid
 from scanai.kspace.prediction import (
-    _OFFSETS,
     Predictor,
     fill_by_prediction,
     fill_in_place,
+    radius_of,
 )
 
 
@@ -86,11 +86,13 @@ def recalibrate(scores: np.ndarray, level: float, scale: float, tail: tuple[floa
                     scores * np.float32(level / u)).astype(np.float32)
 
 
-def whitened_energy(plane: np.ndarray, acquired: np.ndarray) -> tuple[Predictor, np.ndarray, np.ndarray]:
-    """(predictor, energy, inverse_scale) of a complex64 (coils, ky, kx) plane: the fitted :class:`Predictor`, the
-    whitened residual energy ``E = mean_c |r_c|^2 / s_c`` (ky, kx) float32 with ``s_c`` the median residual power of
-    coil ``c`` over the ``acquired`` samples, and ``1 / s_c`` (coils,) float32."""
-    predictor = Predictor.fit(plane, acquired)
+def whitened_energy(plane: np.ndarray, acquired: np.ndarray, radius: int | None = None
+                    ) -> tuple[Predictor, np.ndarray, np.ndarray]:
+    """(predictor, energy, inverse_scale) of a complex64 (coils, ky, kx) plane: the fitted :class:`Predictor` (of
+    neighbourhood ``radius``, default :func:`~scanai.kspace.prediction.kernel_radius`), the whitened residual energy
+    ``E = mean_c |r_c|^2 / s_c`` (ky, kx) float32 with ``s_c`` the median residual power of coil ``c`` over the
+    ``acquired`` samples, and ``1 / s_c`` (coils,) float32."""
+    predictor = Predictor.fit(plane, acquired, radius=radius)
     residual = plane - predictor.predict(plane)
     power = residual.real ** 2 + residual.imag ** 2  # (coils, ky, kx)
     scale = np.fromiter(_workers().map(lambda p: np.median(p[acquired]), power), dtype=np.float64)
@@ -205,8 +207,9 @@ class _SliceStatistic:
         ky, kx = self.grid.shape
         ys, xs = np.nonzero(new)
         near = np.zeros(flagged.shape, dtype=bool)
-        for dy in range(-2, 3):
-            for dx in range(-2, 3):
+        reach = 2 * radius_of(self.predictor.offsets)  # flagged samples within reach are filled together
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
                 near[(ys + dy) % ky, (xs + dx) % kx] = True
         group = near & flagged
         self.plane[:, group] = self.original[:, group]
@@ -254,12 +257,13 @@ class _SliceStatistic:
         left out)."""
         ky, kx = flagged.shape
         coils = self.kernel.shape[1]
-        weights = self.kernel.reshape(8, coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
+        offsets = self.predictor.offsets
+        weights = self.kernel.reshape(len(offsets), coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
         residual = self.predictor.residual_at(self.plane, ys, xs)  # (n, coils), q itself still holds its input
         leak = np.zeros((len(ys), coils, coils), dtype=np.complex128)
-        for index, (dy, dx) in enumerate(_OFFSETS):
+        for index, (dy, dx) in enumerate(offsets):
             beside = flagged[(ys + dy) % ky, (xs + dx) % kx]
-            leak[beside] += weights[index].T @ weights[7 - index].T  # _OFFSETS[7 - i] == -_OFFSETS[i]
+            leak[beside] += weights[index].T @ weights[-1 - index].T  # offsets[-1 - i] == -offsets[i]
         joint = np.linalg.solve(np.eye(coils) - leak, residual[..., None])[..., 0]
         log_ratio = self._contrast(joint, ys, xs)[1].astype(np.float32)
         return self.score_at(log_ratio, (ys, xs)), log_ratio

@@ -38,6 +38,7 @@ from scanai.kspace.metrics import (
     spike_values,
     ssim,
 )
+from scanai.kspace.peeling import Thresholds
 from scanai.kspace.pipeline import DEFAULT_CENTRE_RADIUS, DEFAULT_SENSITIVITY, calibrate, detect
 from scanai.kspace.simulate import inject_spikes
 
@@ -429,6 +430,92 @@ def test_bench_snr_oracle(shared_data):
         if next(row["coils"] for row in rows if row["data"] == name) == 1:
             assert best < 0.95, (name, best)
 
+
+
+def predictor_residual_power(plane: np.ndarray, radius: int, conjugate: bool) -> np.ndarray:
+    """(coils, ky, kx) residual power of a shift-invariant linear predictor fitted by least squares on a clean
+    (coils, ky, kx) plane: each sample from its (2 radius + 1)^2 neighbours in every coil and, with ``conjugate``,
+    also from the 3 x 3 mirrored, conjugated samples about -k (virtual conjugate coils, the phase constraint of
+    LORAKS-type models). Radius and conjugate features span the linear predictor family of GRAPPA, SPIRiT and
+    LORAKS at small kernels."""
+    from scanai.kspace.prediction import _regularised_solve, acquired_mask, stencil
+
+    coils, ky, kx = plane.shape
+    plane = plane.astype(np.complex128)
+    mirror = np.conj(plane[:, (2 * (ky // 2) - np.arange(ky)) % ky][:, :, (2 * (kx // 2) - np.arange(kx)) % kx])
+    sources = [(plane, offset) for offset in stencil(radius)]
+    if conjugate:
+        sources += [(mirror, offset) for offset in ((0, 0), *stencil(1))]
+
+    def features(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return np.concatenate([source[:, (ys + dy) % ky, (xs + dx) % kx].T for source, (dy, dx) in sources], axis=1)
+
+    ys, xs = np.nonzero(acquired_mask(plane))
+    rows, targets = features(ys, xs), plane[:, ys, xs].T
+    kernel = _regularised_solve(rows.conj().T @ rows, rows.conj().T @ targets, 1e-3)
+    power = np.zeros(plane.shape)
+    power[:, ys, xs] = (np.abs(targets - rows @ kernel) ** 2).T
+    return power
+
+
+#: The predictors of :func:`predictor_residual_power` the prediction oracle is given: (name, radius, conjugate).
+ORACLE_PREDICTORS = (("3 x 3", 1, False), ("5 x 5", 2, False), ("3 x 3 + conjugate", 1, True),
+                     ("5 x 5 + conjugate", 2, True))
+
+
+def prediction_oracle_row(ks, radius: int, conjugate: bool, false_rate: float, seeds: range = SNR_SEEDS
+                          ) -> dict[str, float]:
+    """Sensitivities an oracle reaches on the draws of :func:`snr_row` when it must *predict* the signal: it knows
+    each coil's local residual power of the predictor (:func:`predictor_residual_power` on the clean data, mean over
+    the 5 x 5 block, at least the noise power) and tests every sample at ``false_rate`` as
+    :func:`~scanai.kspace.metrics.oracle_detection_probability` does with the noise (the residual taken as Gaussian
+    noise of that power). The ceiling of any detector built on that predictor; the signal oracle of
+    :func:`oracle_row` is the ceiling of one that knows the signal."""
+    from scipy.ndimage import uniform_filter
+
+    data = ks.data
+    sigma = coil_noise_sigma(data, ks.noise_covariance)
+    power = np.stack([np.stack([uniform_filter(p, 5, mode="wrap") for p in
+                                predictor_residual_power(data[:, s], radius, conjugate)], axis=0)
+                      for s in range(data.shape[1])], axis=1)  # (coils, slices, ky, kx)
+    found = np.zeros((3, 2))
+    for _seed, _corrupted, truth, snr in snr_draws(ks, seeds=seeds):
+        level = np.sqrt(np.maximum(power[:, truth.slice, truth.ky, truth.kx].T, sigma[:, truth.slice].T ** 2))
+        probability = oracle_detection_probability(spike_values(data, truth), level, false_rate)
+        for index, chosen in enumerate(snr_bins(snr)):
+            found[index] += (probability[chosen].sum(), chosen.sum())
+    rate = found[:, 0] / np.maximum(found[:, 1], 1)
+    return {"sens 3-5 sigma": float(rate[1]), "sens >=5 sigma": float(rate[2])}
+
+
+def test_bench_snr_prediction_oracle(shared_data):
+    """Why >= 0.99 at >= 5 sigma per coil is out of reach on one coil: on the 1- and 2-coil cases, the prediction
+    oracle (:func:`prediction_oracle_row`) for each predictor of :data:`ORACLE_PREDICTORS`, at the false rate of the
+    peeling's relaxed level (10^-5.5 per sample), beside the shipped detector (bench_output/
+    kspace_snr_prediction_oracle.*). Measured: on one coil the best oracle reaches 0.893 (se_t1) and 0.956 (coil 1
+    of the Pulseq file) at >= 5 sigma -- the k-space structure every predictor leaves, 10-500x the noise power near
+    DC, hides spikes of 5-20 sigma -- and the shipped detector 0.905 and 0.956; on two coils the 5 x 5 oracles reach
+    0.998-0.9995 (the shipped detector 0.989-0.993), so there the target stands. Asserted: on one coil no oracle
+    reaches 0.99, and the shipped detector is within 0.02 of the best oracle on every case. The oracle is an
+    idealisation (the residual taken as Gaussian), not a strict bound: the detector exceeds it on se_t1."""
+    false_rate = 10.0 ** -Thresholds.from_sensitivity(DEFAULT_SENSITIVITY).relaxed
+    rows = []
+    for name, ks in snr_cases(shared_data):
+        if ks.data.shape[0] > 2:
+            continue
+        shipped = snr_row(ks, "classical")
+        rows.append({"data": name, "coils": ks.data.shape[0], "detector": "shipped (classical)",
+                     "sens 3-5 sigma": shipped["sens 3-5 sigma"], "sens >=5 sigma": shipped["sens >=5 sigma"]})
+        for label, radius, conjugate in ORACLE_PREDICTORS:
+            rows.append({"data": name, "coils": ks.data.shape[0], "detector": f"prediction oracle, {label}",
+                         **prediction_oracle_row(ks, radius, conjugate, false_rate)})
+    print("\n" + write_table(rows, "kspace_snr_prediction_oracle"))
+    (OUT / "kspace_snr_prediction_oracle.json").write_text(json.dumps(rows, indent=2) + "\n")
+    for name in dict.fromkeys(row["data"] for row in rows):
+        mine = [row for row in rows if row["data"] == name]
+        best = max(row["sens >=5 sigma"] for row in mine[1:])
+        assert mine[0]["sens >=5 sigma"] >= best - 0.02, mine
+        assert mine[0]["coils"] > 1 or best < 0.99, mine
 
 def test_bench_partial_echo_edges():
     """Isolated spikes (0.01-0.9 x max|k|) in the first, second and last acquired readout columns of a partial

@@ -146,8 +146,7 @@ class Predictor:
         gram, cross = _normal_equations(plane, acquired, None, regularisation, 0.98, offsets)
         kernel = _regularised_solve(gram, cross, regularisation)
         codes = missing_neighbours(acquired, offsets)
-        found, counts = np.unique(codes[acquired], return_counts=True)
-        counts[found == 0] = 0
+        found, counts = np.unique(codes[acquired & (codes > 0)], return_counts=True)
         edges = {}
         for index in np.argsort(counts)[::-1][:max_patterns]:
             code = int(found[index])

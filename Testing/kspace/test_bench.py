@@ -489,33 +489,49 @@ def prediction_oracle_row(ks, radius: int, conjugate: bool, false_rate: float, s
 
 
 def test_bench_snr_prediction_oracle(shared_data):
-    """Why >= 0.99 at >= 5 sigma per coil is out of reach on one coil: on the 1- and 2-coil cases, the prediction
-    oracle (:func:`prediction_oracle_row`) for each predictor of :data:`ORACLE_PREDICTORS`, at the false rate of the
-    peeling's relaxed level (10^-5.5 per sample), beside the shipped detector (bench_output/
+    """Why >= 0.99 at >= 5 sigma per coil is out of reach on one coil, and >= 0.85 pooled at 3-5 sigma on this mix:
+    on every case the prediction oracle (:func:`prediction_oracle_row`) for each predictor of
+    :data:`ORACLE_PREDICTORS` (on more than two coils the shipped 3 x 3 one only: the cross-coil residual is already
+    near the noise there), at the false rate of the peeling's relaxed level (10^-5.5 per sample), beside the shipped
+    detector, and the pooled 3-5 sigma sensitivity of the best oracle of each case (bench_output/
     kspace_snr_prediction_oracle.*). Measured: on one coil the best oracle reaches 0.893 (se_t1) and 0.956 (coil 1
     of the Pulseq file) at >= 5 sigma -- the k-space structure every predictor leaves, 10-500x the noise power near
     DC, hides spikes of 5-20 sigma -- and the shipped detector 0.905 and 0.956; on two coils the 5 x 5 oracles reach
-    0.998-0.9995 (the shipped detector 0.989-0.993), so there the target stands. Asserted: on one coil no oracle
-    reaches 0.99, and the shipped detector is within 0.02 of the best oracle on every case. The oracle is an
+    0.998-0.9995 (the shipped detector 0.989-0.993), so there the target stands. Pooled at 3-5 sigma the best
+    oracles reach 0.836 (the shipped detector 0.828): one coil's 3-5 sigma spikes (0.25-0.36 even for the oracle)
+    keep the pool below 0.85. Asserted: on one coil no oracle reaches 0.99, the pooled best oracle stays below 0.85,
+    and the shipped detector is within 0.02 of the best oracle on every case and pooled. The oracle is an
     idealisation (the residual taken as Gaussian), not a strict bound: the detector exceeds it on se_t1."""
     false_rate = 10.0 ** -Thresholds.from_sensitivity(DEFAULT_SENSITIVITY).relaxed
     rows = []
     for name, ks in snr_cases(shared_data):
-        if ks.data.shape[0] > 2:
-            continue
+        coils = ks.data.shape[0]
         shipped = snr_row(ks, "classical")
-        rows.append({"data": name, "coils": ks.data.shape[0], "detector": "shipped (classical)",
+        rows.append({"data": name, "coils": coils, "detector": "shipped (classical)", "n 3-5": shipped["n 3-5"],
                      "sens 3-5 sigma": shipped["sens 3-5 sigma"], "sens >=5 sigma": shipped["sens >=5 sigma"]})
-        for label, radius, conjugate in ORACLE_PREDICTORS:
-            rows.append({"data": name, "coils": ks.data.shape[0], "detector": f"prediction oracle, {label}",
-                         **prediction_oracle_row(ks, radius, conjugate, false_rate)})
+        for label, radius, conjugate in ORACLE_PREDICTORS if coils <= 2 else ORACLE_PREDICTORS[:1]:
+            rows.append({"data": name, "coils": coils, "detector": f"prediction oracle, {label}",
+                         "n 3-5": shipped["n 3-5"], **prediction_oracle_row(ks, radius, conjugate, false_rate)})
+    pooled = {"shipped": [0.0, 0], "best oracle": [0.0, 0]}
+    for name in dict.fromkeys(row["data"] for row in rows):
+        mine = [row for row in rows if row["data"] == name]
+        best = max(mine[1:], key=lambda row: row["sens 3-5 sigma"])
+        for key, row in (("shipped", mine[0]), ("best oracle", best)):
+            pooled[key][0] += row["sens 3-5 sigma"] * row["n 3-5"]
+            pooled[key][1] += row["n 3-5"]
+    for key, (hits, count) in pooled.items():
+        rows.append({"data": "pooled 3-5 sigma", "coils": "", "detector": key, "n 3-5": count,
+                     "sens 3-5 sigma": hits / count, "sens >=5 sigma": ""})
     print("\n" + write_table(rows, "kspace_snr_prediction_oracle"))
     (OUT / "kspace_snr_prediction_oracle.json").write_text(json.dumps(rows, indent=2) + "\n")
-    for name in dict.fromkeys(row["data"] for row in rows):
+    for name in dict.fromkeys(row["data"] for row in rows if row["coils"] != ""):
         mine = [row for row in rows if row["data"] == name]
         best = max(row["sens >=5 sigma"] for row in mine[1:])
         assert mine[0]["sens >=5 sigma"] >= best - 0.02, mine
         assert mine[0]["coils"] > 1 or best < 0.99, mine
+    shipped, best = (hits / count for hits, count in pooled.values())
+    assert best < 0.85 and shipped >= best - 0.02, pooled
+
 
 def test_bench_partial_echo_edges():
     """Isolated spikes (0.01-0.9 x max|k|) in the first, second and last acquired readout columns of a partial

@@ -60,7 +60,6 @@ from scanai.kspace.centre import near_centre_spikes
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
 from scanai.kspace.peeling import Thresholds, _peel
 from scanai.kspace.prediction import (  # noqa: F401  (re-exported)
-    _OFFSETS,
     Predictor,
     acquired_mask,
     fill_by_prediction,
@@ -68,6 +67,7 @@ from scanai.kspace.prediction import (  # noqa: F401  (re-exported)
     fit_kernel,
     predict,
     predict_at,
+    radius_of,
 )
 from scanai.kspace.statistic import _SliceStatistic, whitened_energy
 
@@ -173,7 +173,7 @@ def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, e
     nothing = np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32)
     if not judged.any() or plane.shape[0] > NEAR_DC_MAX_COILS:
         return nothing
-    if predictor.offsets != _OFFSETS:
+    if radius_of(predictor.offsets) != 1:
         energy = whitened_energy(plane.astype(np.complex64, copy=False), acquired, radius=1)[1]
     ratio = float(np.median(energy[judged])) / max(float(np.median(energy[acquired])), 1e-30)
     if ratio <= NEAR_DC_GATE:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+#: Neighbour offsets (dy, dx) of a prediction kernel, in the order of its rows.
+Offsets = tuple[tuple[int, int], ...]
 
-def stencil(radius: int) -> tuple[tuple[int, int], ...]:
+
+@functools.cache
+def stencil(radius: int) -> Offsets:
     """The neighbour offsets (dy, dx) of a (2 radius + 1)^2 square about a sample, the sample left out, row-major
     (so that ``offsets[m - 1 - i] == -offsets[i]``)."""
     span = range(-radius, radius + 1)
@@ -18,12 +23,12 @@ def stencil(radius: int) -> tuple[tuple[int, int], ...]:
 _OFFSETS = stencil(1)
 
 
-def radius_of(offsets: tuple[tuple[int, int], ...]) -> int:
+def radius_of(offsets: Offsets) -> int:
     """The radius of a :func:`stencil`."""
     return offsets[-1][0]
 
 
-def offsets_of(kernel: np.ndarray) -> tuple[tuple[int, int], ...]:
+def offsets_of(kernel: np.ndarray) -> Offsets:
     """The :func:`stencil` a (m * coils, coils) prediction kernel was fitted on (m = 8: 3 x 3, 24: 5 x 5, ...)."""
     count = kernel.shape[0] // kernel.shape[1]
     return stencil((int(np.sqrt(count + 1)) - 1) // 2)
@@ -34,7 +39,7 @@ def acquired_mask(plane: np.ndarray) -> np.ndarray:
     return np.any(plane != 0, axis=0)
 
 
-def _neighbours_at(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets=_OFFSETS) -> np.ndarray:
+def _neighbours_at(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets: Offsets = _OFFSETS) -> np.ndarray:
     """(n, m * coils): the neighbourhood feature rows of the samples (ys, xs) over the m ``offsets``, periodic
     across the border (see :func:`predict`)."""
     ky, kx = plane.shape[1:]
@@ -74,7 +79,7 @@ def kernel_radius(coils: int) -> int:
 
 
 def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | None, regularisation: float,
-                      refit_quantile: float, offsets=_OFFSETS) -> tuple[np.ndarray, np.ndarray]:
+                      refit_quantile: float, offsets: Offsets = _OFFSETS) -> tuple[np.ndarray, np.ndarray]:
     """(gram, cross) of the kernel fit of :func:`fit_kernel` over ``offsets`` (complex128, (m * coils)^2 and
     (m * coils, coils))."""
     coils = plane.shape[0]
@@ -108,7 +113,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     return gram, cross
 
 
-def missing_neighbours(acquired: np.ndarray, offsets=_OFFSETS) -> np.ndarray:
+def missing_neighbours(acquired: np.ndarray, offsets: Offsets = _OFFSETS) -> np.ndarray:
     """(ky, kx) uint64 code of the never-acquired neighbours of every sample: bit ``o`` is set when the neighbour at
     ``offsets[o]`` (periodic) was not acquired; 0 for a full neighbourhood."""
     code = np.zeros(acquired.shape, dtype=np.uint64)
@@ -160,7 +165,7 @@ class Predictor:
         return cls(kernel, codes, edges)
 
     @property
-    def offsets(self) -> tuple[tuple[int, int], ...]:
+    def offsets(self) -> Offsets:
         """The neighbour offsets of :attr:`kernel`."""
         return offsets_of(self.kernel)
 
@@ -381,7 +386,7 @@ def _group_fit(zeroed: np.ndarray, ys: np.ndarray, xs: np.ndarray, fitted: np.nd
     return spsolve(normal, -(adjoint @ right)).reshape(len(ys), coils)
 
 
-def _touched_by(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], offsets=_OFFSETS) -> np.ndarray:
+def _touched_by(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], offsets: Offsets = _OFFSETS) -> np.ndarray:
     """Sorted flat indices into a ``shape`` plane of the samples (ys, xs) and of every sample that has one of them
     among its neighbours at ``offsets`` (periodic): the samples whose prediction residual depends on their values."""
     ky, kx = shape

@@ -431,7 +431,6 @@ def test_bench_snr_oracle(shared_data):
             assert best < 0.95, (name, best)
 
 
-
 def predictor_residual_power(plane: np.ndarray, radius: int, conjugate: bool) -> np.ndarray:
     """(coils, ky, kx) residual power of a shift-invariant linear predictor fitted by least squares on a clean
     (coils, ky, kx) plane: each sample from its (2 radius + 1)^2 neighbours in every coil and, with ``conjugate``,

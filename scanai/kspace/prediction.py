@@ -98,7 +98,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     ys, xs = ys[::step], xs[::step]
     features = _neighbours_at(plane, ys, xs, offsets).astype(np.complex64, copy=False)
     targets = plane[:, ys, xs].T.astype(np.complex64, copy=False)
-    calm = ~_towering(features, targets, len(offsets))
+    calm = ~_towering(features, targets)
     if calm.sum() > n_features:
         features, targets = features[calm], targets[calm]
     adjoint = features.conj().T
@@ -193,11 +193,12 @@ class Predictor:
         return plane[:, ys, xs].T.astype(np.complex128) - self.predict_at(plane, ys, xs)
 
 
-def _towering(features: np.ndarray, targets: np.ndarray, count: int = 8, ratio: float = 100.0) -> np.ndarray:
-    """(n,) bool: rows whose target, or one of whose ``count`` neighbours, holds more than ``ratio`` times the
-    median coil-summed energy of the row's neighbours (a strong spike; the noise of one coil exceeds 100 x its
-    local median with probability ~1e-30). features: (n, count * coils) as in :func:`fit_kernel`; targets:
+def _towering(features: np.ndarray, targets: np.ndarray, ratio: float = 100.0) -> np.ndarray:
+    """(n,) bool: rows whose target, or one of whose neighbours, holds more than ``ratio`` times the median
+    coil-summed energy of the row's neighbours (a strong spike; the noise of one coil exceeds 100 x its local median
+    with probability ~1e-30). features: (n, m * coils) as in :func:`fit_kernel` (m neighbours); targets:
     (n, coils)."""
+    count = features.shape[1] // targets.shape[1]
     neighbours = np.sum((features.real ** 2 + features.imag ** 2).reshape(len(features), count, -1), axis=2)
     level = ratio * np.median(neighbours, axis=1)
     target = np.sum(targets.real ** 2 + targets.imag ** 2, axis=1)

@@ -462,14 +462,20 @@ ORACLE_PREDICTORS = (("3 x 3", 1, False), ("5 x 5", 2, False), ("3 x 3 + conjuga
                      ("5 x 5 + conjugate", 2, True))
 
 
+#: False detection rates per clean sample over which :func:`prediction_oracle_row` reports its best MCC (those of
+#: :func:`test_bench_snr_oracle`, with the peeling's relaxed level between them).
+ORACLE_FALSE_RATES = (1e-7, 1e-6, 10.0 ** -5.5, 1e-5, 1e-4)
+
+
 def prediction_oracle_row(ks, radius: int, conjugate: bool, false_rate: float, seeds: range = SNR_SEEDS
                           ) -> dict[str, float]:
-    """Sensitivities an oracle reaches on the draws of :func:`snr_row` when it must *predict* the signal: it knows
-    each coil's local residual power of the predictor (:func:`predictor_residual_power` on the clean data, mean over
-    the 5 x 5 block, at least the noise power) and tests every sample at ``false_rate`` as
+    """Sensitivities and MCC an oracle reaches on the draws of :func:`snr_row` when it must *predict* the signal: it
+    knows each coil's local residual power of the predictor (:func:`predictor_residual_power` on the clean data, mean
+    over the 5 x 5 block, at least the noise power) and tests every sample at ``false_rate`` as
     :func:`~scanai.kspace.metrics.oracle_detection_probability` does with the noise (the residual taken as Gaussian
     noise of that power). The ceiling of any detector built on that predictor; the signal oracle of
-    :func:`oracle_row` is the ceiling of one that knows the signal."""
+    :func:`oracle_row` is the ceiling of one that knows the signal. "best mcc" is the highest MCC over
+    :data:`ORACLE_FALSE_RATES` up to ``false_rate`` (a higher false rate breaks the detector's own promise)."""
     from scipy.ndimage import uniform_filter
 
     data = ks.data
@@ -477,14 +483,24 @@ def prediction_oracle_row(ks, radius: int, conjugate: bool, false_rate: float, s
     power = np.stack([np.stack([uniform_filter(p, 5, mode="wrap") for p in
                                 predictor_residual_power(data[:, s], radius, conjugate)], axis=0)
                       for s in range(data.shape[1])], axis=1)  # (coils, slices, ky, kx)
-    found = np.zeros((3, 2))
+    clean = int(np.count_nonzero(np.any(data != 0, axis=0))) * len(seeds)
+    rates = sorted({*(rate for rate in ORACLE_FALSE_RATES if rate <= false_rate), false_rate})
+    found = np.zeros((len(rates), 3, 2))  # expected hits and counts per false rate and bin
     for _seed, _corrupted, truth, snr in snr_draws(ks, seeds=seeds):
         level = np.sqrt(np.maximum(power[:, truth.slice, truth.ky, truth.kx].T, sigma[:, truth.slice].T ** 2))
-        probability = oracle_detection_probability(spike_values(data, truth), level, false_rate)
-        for index, chosen in enumerate(snr_bins(snr)):
-            found[index] += (probability[chosen].sum(), chosen.sum())
-    rate = found[:, 0] / np.maximum(found[:, 1], 1)
-    return {"sens 3-5 sigma": float(rate[1]), "sens >=5 sigma": float(rate[2])}
+        added = spike_values(data, truth)
+        for at, rate in enumerate(rates):
+            probability = oracle_detection_probability(added, level, rate)
+            for index, chosen in enumerate(snr_bins(snr)):
+                found[at, index] += (probability[chosen].sum(), chosen.sum())
+    mccs = []
+    for at, rate in enumerate(rates):
+        tp, positives = found[at, :, 0].sum(), found[at, :, 1].sum()
+        fp = rate * (clean - positives)
+        mccs.append(matthews(tp, fp, positives - tp, clean - positives - fp))
+    rate = found[rates.index(false_rate), :, 0] / np.maximum(found[rates.index(false_rate), :, 1], 1)
+    return {"sens 3-5 sigma": float(rate[1]), "sens >=5 sigma": float(rate[2]),
+            "mcc": mccs[rates.index(false_rate)], "best mcc": max(mccs)}
 
 
 def test_bench_snr_prediction_oracle(shared_data):
@@ -498,16 +514,22 @@ def test_bench_snr_prediction_oracle(shared_data):
     DC, hides spikes of 5-20 sigma -- and the shipped detector 0.905 and 0.956; on two coils the 5 x 5 oracles reach
     0.998-0.9995 (the shipped detector 0.989-0.993), so there the target stands. Pooled at 3-5 sigma the best
     oracles reach 0.836 (the shipped detector 0.828): one coil's 3-5 sigma spikes (0.25-0.36 even for the oracle)
-    keep the pool below 0.85. Asserted: on one coil no oracle reaches 0.99, the pooled best oracle stays below 0.85,
-    and the shipped detector is within 0.02 of the best oracle on every case and pooled. The oracle is an
-    idealisation (the residual taken as Gaussian), not a strict bound: the detector exceeds it on se_t1."""
+    keep the pool below 0.85. MCC (the draws' spikes from 2 sigma counted, as in :func:`snr_row`): on one and two
+    coils no oracle reaches 0.95 at a false rate the detector may spend (at most 10^-5.5 per sample): best 0.948
+    (gre), 0.948 (head), 0.844 (se_t1), 0.869 (one coil) against the shipped 0.934, 0.948, 0.833, 0.871 (at 10^-5,
+    0.16-0.5 expected false detections on a clean file, the head's oracle reaches 0.953). Asserted: on one coil no
+    oracle reaches 0.99 at >= 5 sigma; on one and two coils none reaches MCC 0.95 and the shipped detector is within
+    0.02 of the best; the pooled best oracle stays below 0.85 at 3-5 sigma; the shipped detector is within 0.02 of
+    the best oracle on every case and pooled. The oracle is an idealisation (the residual taken as Gaussian), not a
+    strict bound: the detector exceeds it on se_t1."""
     false_rate = 10.0 ** -Thresholds.from_sensitivity(DEFAULT_SENSITIVITY).relaxed
     rows = []
     for name, ks in snr_cases(shared_data):
         coils = ks.data.shape[0]
         shipped = snr_row(ks, "classical")
         rows.append({"data": name, "coils": coils, "detector": "shipped (classical)", "n 3-5": shipped["n 3-5"],
-                     "sens 3-5 sigma": shipped["sens 3-5 sigma"], "sens >=5 sigma": shipped["sens >=5 sigma"]})
+                     "sens 3-5 sigma": shipped["sens 3-5 sigma"], "sens >=5 sigma": shipped["sens >=5 sigma"],
+                     "mcc": shipped["mcc"], "best mcc": ""})
         for label, radius, conjugate in ORACLE_PREDICTORS if coils <= 2 else ORACLE_PREDICTORS[:1]:
             rows.append({"data": name, "coils": coils, "detector": f"prediction oracle, {label}",
                          "n 3-5": shipped["n 3-5"], **prediction_oracle_row(ks, radius, conjugate, false_rate)})
@@ -520,7 +542,7 @@ def test_bench_snr_prediction_oracle(shared_data):
             pooled[key][1] += row["n 3-5"]
     for key, (hits, count) in pooled.items():
         rows.append({"data": "pooled 3-5 sigma", "coils": "", "detector": key, "n 3-5": count,
-                     "sens 3-5 sigma": hits / count, "sens >=5 sigma": ""})
+                     "sens 3-5 sigma": hits / count, "sens >=5 sigma": "", "mcc": "", "best mcc": ""})
     print("\n" + write_table(rows, "kspace_snr_prediction_oracle"))
     (OUT / "kspace_snr_prediction_oracle.json").write_text(json.dumps(rows, indent=2) + "\n")
     for name in dict.fromkeys(row["data"] for row in rows if row["coils"] != ""):
@@ -528,9 +550,59 @@ def test_bench_snr_prediction_oracle(shared_data):
         best = max(row["sens >=5 sigma"] for row in mine[1:])
         assert mine[0]["sens >=5 sigma"] >= best - 0.02, mine
         assert mine[0]["coils"] > 1 or best < 0.99, mine
+        if mine[0]["coils"] <= 2:  # MCC >= 0.95 is beyond every predictor within the detector's false rate
+            best_mcc = max(row["best mcc"] for row in mine[1:])
+            assert best_mcc < 0.95 and mine[0]["mcc"] >= best_mcc - 0.02, mine
     shipped, best = (hits / count for hits, count in pooled.values())
     assert best < 0.85 and shipped >= best - 0.02, pooled
 
+
+
+def psnr_ceiling_row(ks, offset: int = 0) -> dict[str, float]:
+    """Lowest PSNR after correction over the strong-mix draws of :func:`snr_row` (odd seeds below 10) for the
+    shipped detector, for the same correction given the true spike mask, and for an *ideal re-estimation*: every
+    spike sample replaced by its noise-free value, so that it keeps an error of its own noise (drawn afresh with
+    the coil's sigma): what any correction that re-estimates a sample, rather than knowing the spike, is left with
+    against a reference that holds the noise."""
+    data = ks.data
+    sigma = coil_noise_sigma(data, ks.noise_covariance)  # (coils, slices)
+    reference = reconstruct(ks).rss.array
+    rng = np.random.default_rng(0)
+    lowest = {"detector": np.inf, "true mask": np.inf, "ideal re-estimation": np.inf}
+    for seed, corrupted, truth, _snr in snr_draws(ks, offset):
+        if not (seed % 2 == 1 and seed < 10):
+            continue
+        spiked = replace(ks, data=corrupted)
+        own_noise = data.copy()
+        scale = sigma[:, truth.slice] / np.sqrt(2.0)
+        np.add.at(own_noise, (slice(None), truth.slice, truth.ky, truth.kx),
+                  (scale * (rng.normal(size=scale.shape) + 1j * rng.normal(size=scale.shape))).astype(data.dtype))
+        for key, fixed in (("detector", calibrate(spiked, detect(spiked))),
+                           ("true mask", correct(corrupted, truth.mask(data.shape[1:]))),
+                           ("ideal re-estimation", own_noise)):
+            lowest[key] = min(lowest[key], psnr(reference, reconstruct(replace(ks, data=fixed)).rss.array))
+    return {f"PSNR {key} (min)": float(value) for key, value in lowest.items()}
+
+
+def test_bench_psnr_ceiling(shared_data):
+    """What issue 24's PSNR >= 55 dB asks of the correction (bench_output/kspace_psnr_ceiling.*): the lowest PSNR of
+    the shipped detector's correction beside the same correction given the true spike mask and an ideal
+    re-estimation (:func:`psnr_ceiling_row`). Measured: on the 2-coil head even the ideal re-estimation stays at
+    51.7 dB, below 55 (the reference holds each sample's noise, which no re-estimate can know); given the true mask
+    the correction reaches 48.1 (gre), 48.2 (head), 38.2 (se_t1) and 39.0 dB (one coil), each below what the
+    detector's own correction reaches (52.4, 49.3, 41.3, 44.9): on one and two coils the prediction that
+    re-estimates a sample, not the detection, is what holds the PSNR down (correcting every weak spike costs more
+    than it removes). The ideal re-estimation uses the bench's sigma (:func:`coil_noise_sigma`, the outer k-space):
+    on the head it is the same from 0.8 or 1.2 of the radius (8.4e-7, 8.2e-7: noise), on the phantoms and the 64^2
+    32-coil file the outer k-space still holds signal (partial echo 0.024 against the 0.002 simulated), so there the
+    column is too low. Asserted: the head's ideal re-estimation stays below 55 dB, and on every case the detector's
+    PSNR is at least 55 dB or at least that of the true mask's correction."""
+    rows = [{"data": name, **psnr_ceiling_row(ks)} for name, ks in snr_cases(shared_data)]
+    print("\n" + write_table(rows, "kspace_psnr_ceiling"))
+    for row in rows:
+        assert row["PSNR detector (min)"] >= min(55.0, row["PSNR true mask (min)"]), row
+    head = next(row for row in rows if row["data"] == "2024-02-06-164120.dat")
+    assert head["PSNR ideal re-estimation (min)"] < 55.0, head
 
 
 def undersampled(ks, stride: int = 2, calibration: int = 16):
@@ -561,6 +633,7 @@ def test_bench_undersampled_multicoil(shared_data):
     for row in rows:
         assert row["clean detections"] == 0 and row["specificity"] >= 0.9995, row
         assert row["mcc"] >= 0.94, row
+
 
 def test_bench_partial_echo_edges():
     """Isolated spikes (0.01-0.9 x max|k|) in the first, second and last acquired readout columns of a partial

@@ -81,8 +81,6 @@ class SliceDetection:
     target_patches: (P,) bool, True for patches holding at least one flagged sample.
     z:              (ky, kx) float32 robust z of every sample (after peeling; -inf where not acquired).
     log_ratio:      (ky, kx) float32 log contrast ``log(E / B)`` of every sample.
-    kernel:         (8 * coils, coils) the cross-coil prediction kernel fitted on this plane (reusable for the
-                    "grappa" correction).
     """
 
     mask: np.ndarray
@@ -90,7 +88,6 @@ class SliceDetection:
     target_patches: np.ndarray
     z: np.ndarray
     log_ratio: np.ndarray
-    kernel: np.ndarray
 
 
 def centre_distance(shape: tuple[int, int]) -> np.ndarray:
@@ -234,7 +231,7 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
     mask |= centre_flags
     scores_z = np.where(centre_flags, np.maximum(scores_z, centre_scores), scores_z)
     scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)
-    return SliceDetection(mask, scores, targets, scores_z, statistic.log_ratio, statistic.kernel)
+    return SliceDetection(mask, scores, targets, scores_z, statistic.log_ratio)
 
 
 def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sensitivity: float = 0.5,

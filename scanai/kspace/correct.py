@@ -7,24 +7,23 @@ never-acquired (all-zero) samples stay zero and the DC sample is never modified.
 - ``"conjugate"``: Hermitian symmetry, ``k(-p) = conj(k(p))``, where the mirrored sample was acquired and is not
   flagged itself; elsewhere the neighbour mean. Exact only for a real-valued object, so not the default.
 - ``"neighbours"``: per coil, the complex mean of the acquired, unflagged 8-neighbours.
-- ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a cross-coil kernel (the detector's
-  own, 3 x 3 or 5 x 5 on two coils; 3 x 3 where none is given) fitted per slice by regularised least squares on the
-  unflagged samples (:func:`scanai.kspace.prediction.fit_kernel`) predicts every coil's flagged sample from its
-  neighbours in all coils; the flagged samples take the values most consistent, in the least-squares sense, with the
-  prediction residuals of themselves and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`),
-  adjacent ones jointly.
+- ``"grappa"`` (default): data-consistent re-estimation from neighbours and coils: a cross-coil kernel (the
+  detector's neighbourhood, 3 x 3 or 5 x 5 on two coils, :func:`scanai.kspace.prediction.kernel_radius`) fitted per
+  slice by regularised least squares on the unflagged samples (:func:`scanai.kspace.prediction.fit_kernel`: no
+  flagged sample among the targets or their neighbours, which the detector's own kernel, fitted before anything was
+  flagged, cannot leave out) predicts every coil's flagged sample from its neighbours in all coils; the flagged
+  samples take the values most consistent, in the least-squares sense, with the prediction residuals of themselves
+  and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`), adjacent ones jointly.
   Measured on the shared scanner files with simulated spikes it gives the highest image PSNR (see the README).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.core.progress import Progress
-from scanai.kspace.prediction import acquired_mask, fill_in_place, fit_kernel
+from scanai.kspace.prediction import acquired_mask, fill_in_place, fit_kernel, kernel_radius
 
 METHODS = ("grappa", "zero", "conjugate", "neighbours")
 DEFAULT_METHOD = "grappa"
@@ -65,10 +64,9 @@ def _mirror(index: np.ndarray, length: int) -> np.ndarray:
     return 2 * (length // 2) - index
 
 
-def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, method: str,
-                   kernel: np.ndarray | None = None) -> None:
+def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, method: str) -> None:
     """Correct one (coils, ky, kx) plane ``out`` in place; only ``flagged`` samples change (``acquired``: the
-    plane's :func:`acquired_mask`; ``kernel``: a prediction kernel already fitted on this plane, for "grappa")."""
+    plane's :func:`acquired_mask`)."""
     ys, xs = np.nonzero(flagged)
     if len(ys) == 0:
         return
@@ -77,9 +75,7 @@ def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, m
         return
     usable = acquired & ~flagged
     if method == "grappa":
-        if kernel is None or kernel.shape[1] != out.shape[0]:
-            kernel = fit_kernel(out, usable)
-        fill_in_place(out, flagged, kernel)
+        fill_in_place(out, flagged, fit_kernel(out, usable, radius=kernel_radius(out.shape[0])))
         return
     values = _neighbour_mean(out, usable, ys, xs)
     if method == "conjugate":
@@ -93,12 +89,11 @@ def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, m
 
 
 def correct(kspace: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
-            progress: Progress | None = None, kernels: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+            progress: Progress | None = None) -> np.ndarray:
     """Corrected copy of ``kspace`` (coils, slices, ky, kx) with the samples of ``mask`` (slices, ky, kx) replaced.
 
     method: one of :data:`METHODS` (see the module docstring). Samples that were not acquired and the DC sample
     (ky // 2, kx // 2) are never changed, even when the mask includes them. The input is not modified.
-    kernels: optional per-slice prediction kernels already fitted by the detector (saves the "grappa" fit).
     """
     kspace, mask = _check(kspace, mask, method)
     progress = Progress.ensure(progress)
@@ -109,6 +104,5 @@ def correct(kspace: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
         flagged = mask[index] & acquired
         flagged[ky // 2, kx // 2] = False
         if flagged.any():
-            kernel = kernels[index] if kernels is not None and index < len(kernels) else None
-            _correct_plane(out[:, index], flagged, acquired, method, kernel)
+            _correct_plane(out[:, index], flagged, acquired, method)
     return out

@@ -71,7 +71,6 @@ class Detection:
     detector: str
     sensitivity: float
     settings: dict[str, float] = field(default_factory=dict)
-    kernels: tuple = ()  # per-slice cross-coil prediction kernels of the classical detector (reused to correct)
 
     @property
     def count(self) -> int:
@@ -204,7 +203,6 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
     targets = np.zeros((slices, len(grid)), dtype=bool)
     table: list[dict[str, float]] = []
     summary: list[dict[str, float]] = []
-    kernels: list[np.ndarray | None] = []
     for index, _ in progress.iterate(range(slices), "Detecting spikes in slice"):
         plane = data[:, index]
         if detector != "network":
@@ -217,9 +215,7 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
             if probabilities is not None:
                 patch_scores[index] = probabilities
             sample_score = found.z
-            kernels.append(found.kernel)
         else:
-            kernels.append(None)
             mask[index], patch_scores[index], targets[index] = _network_plane(plane, grid, sensitivity,
                                                                               centre_radius, classify, noise_power)
             sample_score = None
@@ -232,15 +228,14 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
                         "target_patches": int(np.count_nonzero(targets[index])),
                         "max_score": float(patch_scores[index].max()) if len(grid) else 0.0})
     return Detection(mask, table, summary, patch_scores, targets, grid, detector, float(sensitivity),
-                     {"patch_size": grid.size, "centre_radius": float(centre_radius)}, tuple(kernels))
+                     {"patch_size": grid.size, "centre_radius": float(centre_radius)})
 
 
 def calibrate(kspace: KSpaceData | np.ndarray, detection: Detection, method: str = DEFAULT_METHOD,
               progress: Progress | None = None) -> np.ndarray:
     """Corrected copy of the k-space array (coils, slices, ky, kx): only ``detection.mask`` samples change."""
     data = _as_kspace(kspace).data
-    kernels = detection.kernels if len(detection.kernels) == data.shape[1] else None
-    return correct(data, detection.mask, method=method, progress=progress, kernels=kernels)
+    return correct(data, detection.mask, method=method, progress=progress)
 
 
 def run(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensitivity: float = DEFAULT_SENSITIVITY,

@@ -3,7 +3,8 @@
     python -m scanai.kspace.train [--out scanai/models] [--seed 0] [--epochs 7] [--device auto|cpu|cuda] [--quick]
 
 Training data (all generated here, seeded): spikes injected with :func:`scanai.kspace.simulate.inject_spikes`
-(every kind, amplitudes log-uniform over 0.005-1 x the slice's max RSS |k|) into
+(every kind; amplitudes log-uniform over 0.005-1 x the slice's max RSS |k| in half the planes, over 2-20 sigma per
+coil in the other half, sigma the plane's noise: :func:`amplitude_range`) into
 
 - real Siemens k-space from ``../shared/data/kspace``: ``gre.dat`` (twixtools example data, MIT),
   ``meas_MID00243_FID33257_pulseq.dat`` (pulseq/MR-Physics-with-Pulseq, MIT) and ``se_t1_sag_data.mat``
@@ -34,6 +35,7 @@ import numpy as np
 from scanai.core.catalog import MODELS_DIR, ModelCard, save_and_report
 from scanai.core.device import set_determinism
 from scanai.core.paths import shared_data_dir
+from scanai.kspace.metrics import coil_noise_sigma
 from scanai.kspace.network import (
     CENTRE_THRESHOLD,
     DEFAULT_ARCHITECTURE,
@@ -53,6 +55,11 @@ from scanai.kspace.simulate import KINDS, inject_spikes
 TRAIN_FILES = ("gre.dat", "meas_MID00243_FID33257_pulseq.dat", "se_t1_sag_data.mat")
 HELDOUT_FILES = ("2024-02-06-160052.dat", "2024-02-06-164120.dat")
 AMPLITUDE_RANGE = (0.005, 1.0)
+#: Share of the training planes whose spikes are sized against the noise (2-20 sigma per coil, median over coils)
+#: instead of the slice's max |k|: issue 24 judges spikes against the noise, and on a high-SNR plane 0.005 x max|k|
+#: is tens of sigma, so without them the classifier never saw a spike of 2-20 sigma there.
+NOISE_SIZED_SHARE = 0.5
+NOISE_SIZED_SNR = (2.0, 20.0)
 AMPLITUDE_BINS = ((0.005, 0.02), (0.02, 0.1), (0.1, 1.0))
 PATCH_SIZE = int(DEFAULT_ARCHITECTURE["patch_size"])
 ALL_KINDS = {"isolated": 0.5, "near_centre": 0.1, "cluster": 0.2, "smear": 0.2}
@@ -107,6 +114,18 @@ def labelled_patches(plane: np.ndarray, name: str, n_events: int, amplitude_rang
     return PatchSet(features, positions, labels, central_patches(grid), np.zeros(len(grid), dtype=int), [name])
 
 
+def amplitude_range(plane: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """Spike amplitudes (fractions of the plane's max RSS |k|) for one training plane (coils, ky, kx) whose coils
+    have noise ``sigma`` (coils,): :data:`AMPLITUDE_RANGE`, or with probability :data:`NOISE_SIZED_SHARE` the range
+    :data:`NOISE_SIZED_SNR` sigma per coil (as the per-coil SNR bins of the bench size them)."""
+    if rng.random() >= NOISE_SIZED_SHARE:
+        return AMPLITUDE_RANGE
+    peak = float(np.sqrt(np.sum(np.abs(plane) ** 2, axis=0)).max())
+    per_sigma = float(np.median(sigma)) * np.sqrt(plane.shape[0]) / max(peak, 1e-30)
+    low, high = (min(1.0, snr * per_sigma) for snr in NOISE_SIZED_SNR)
+    return (low, high) if low < high else AMPLITUDE_RANGE
+
+
 def read_real_planes(names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """{file name: (coils, ky, kx) complex64 first slice} for the named files in the shared k-space folder."""
     from scanai.kspace.io import read_kspace
@@ -147,14 +166,15 @@ def augment_real(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def random_phantom(rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """A Shepp-Logan acquisition (coils, ky, kx) with random size, coil count, oversampling and noise level."""
+def random_phantom(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A Shepp-Logan acquisition (coils, ky, kx) with random size, coil count, oversampling and noise level, and
+    its noise sigma per coil (``E|n|^2 = 2 std^2``)."""
     size = int(rng.choice([64, 96, 128, 160, 192, 256]))
     coils = int(rng.choice([1, 2, 4, 8, 12, 16, 32]))
     oversampling = int(rng.choice([1, 2]))
     noise = float(10 ** rng.uniform(-3, -1))
     case = make_phantom(size, coils, oversampling, noise, seed=int(rng.integers(2**31)))
-    return case.kspace.data[:, 0], f"phantom {size}x{size * oversampling} {coils}c noise {noise:.1e}"
+    return case.kspace.data[:, 0], noise * np.sqrt(2.0)
 
 
 def _n_events(n_patches: int, rng: np.random.Generator) -> int:
@@ -175,7 +195,8 @@ def build_training_set(seed: int, quick: bool = False, log=print) -> tuple[Patch
         for _ in range(draws.get(name.split("[")[0], 200)):
             variant = augment_real(plane, rng)
             n = len(PatchGrid.over(variant.shape[-2:], PATCH_SIZE))
-            parts.append(labelled_patches(variant, name, _n_events(n, rng), AMPLITUDE_RANGE,
+            sigma = coil_noise_sigma(variant[:, np.newaxis])[:, 0]
+            parts.append(labelled_patches(variant, name, _n_events(n, rng), amplitude_range(variant, sigma, rng),
                                           int(rng.integers(2**31))))
         counts[name] = draws.get(name.split("[")[0], 200)
         log(f"  {name}: {counts[name]} variants")
@@ -183,11 +204,12 @@ def build_training_set(seed: int, quick: bool = False, log=print) -> tuple[Patch
     for _ in range(n_phantoms):
         if quick:
             case = make_phantom(64, int(rng.choice([1, 4])), 1, 0.01, seed=int(rng.integers(2**31)))
-            plane = case.kspace.data[:, 0]
+            plane, sigma = case.kspace.data[:, 0], 0.01 * np.sqrt(2.0)
         else:
-            plane, _ = random_phantom(rng)
+            plane, sigma = random_phantom(rng)
         n = len(PatchGrid.over(plane.shape[-2:], PATCH_SIZE))
-        parts.append(labelled_patches(plane, "phantom", _n_events(n, rng), AMPLITUDE_RANGE,
+        parts.append(labelled_patches(plane, "phantom", _n_events(n, rng),
+                                      amplitude_range(plane, np.full(plane.shape[0], sigma), rng),
                                       int(rng.integers(2**31))))
     counts["phantom"] = n_phantoms
     log(f"  phantoms: {n_phantoms} planes")
@@ -209,9 +231,9 @@ def build_heldout_sets(seed: int, quick: bool = False) -> dict[str, dict[str, Pa
         sources["real"].append((name, plane))
     for _ in range(2 if quick else 40):
         if quick:
-            plane, label = make_phantom(64, 4, 1, 0.01, seed=int(rng.integers(2**31))).kspace.data[:, 0], "phantom"
+            plane = make_phantom(64, 4, 1, 0.01, seed=int(rng.integers(2**31))).kspace.data[:, 0]
         else:
-            plane, label = random_phantom(rng)
+            plane, _ = random_phantom(rng)
         sources["phantom"].append(("phantom", plane))
     for split, planes in sources.items():
         if not planes:
@@ -366,7 +388,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
         f"{len(train)} 32x32 k-space patches ({int(train.labels.sum())} holding a spike), label 1 = the patch holds "
         f"a ground-truth spike sample. Spikes injected with scanai.kspace.simulate.inject_spikes (kinds "
         f"{', '.join(KINDS)}; amplitudes log-uniform {AMPLITUDE_RANGE[0]}-{AMPLITUDE_RANGE[1]} x the slice's max "
-        f"RSS |k|) into: "
+        f"RSS |k| in {1 - NOISE_SIZED_SHARE:.0%} of the planes, {NOISE_SIZED_SNR[0]:g}-{NOISE_SIZED_SNR[1]:g} "
+        f"sigma per coil in the others) into: "
         + (f"real k-space {real_text}; " if real_used else "no real k-space (shared data absent or --quick); ")
         + f"{counts['phantom']} Shepp-Logan phantoms (64-256 samples, 1-32 coils, readout oversampling 1-2, noise "
         f"1e-3-1e-1). Held out entirely: {', '.join(HELDOUT_FILES)} (all coils, unseen spike seeds) and phantoms "

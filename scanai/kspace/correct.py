@@ -13,7 +13,10 @@ never-acquired (all-zero) samples stay zero and the DC sample is never modified.
   flagged sample among the targets or their neighbours, which the detector's own kernel, fitted before anything was
   flagged, cannot leave out) predicts every coil's flagged sample from its neighbours in all coils; the flagged
   samples take the values most consistent, in the least-squares sense, with the prediction residuals of themselves
-  and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`), adjacent ones jointly.
+  and their neighbours (:func:`scanai.kspace.prediction.fill_by_prediction`), adjacent ones jointly. In an
+  accelerated acquisition (every R-th phase-encoding line, :func:`line_stride`) the samples on the lattice of acquired
+  lines through DC are re-estimated on that lattice alone, as GRAPPA's kernel sees it: their neighbours R lines away
+  were acquired, the lines between were not (on the 32-coil file at R = 2 with the true spike mask 53.7 -> 63.4 dB).
   Measured on the shared scanner files with simulated spikes it gives the highest image PSNR (see the README).
 """
 
@@ -64,6 +67,38 @@ def _mirror(index: np.ndarray, length: int) -> np.ndarray:
     return 2 * (length // 2) - index
 
 
+def line_stride(acquired: np.ndarray) -> int:
+    """The phase-encoding stride of a plane's acquisition, from its (ky, kx) acquired mask: the most frequent gap
+    between consecutive acquired lines (1 when fully sampled or partial Fourier, R in parallel imaging at R beside a
+    smaller calibration block)."""
+    lines = np.flatnonzero(acquired.any(axis=1))
+    if len(lines) < 3:
+        return 1
+    gaps, counts = np.unique(np.diff(lines), return_counts=True)
+    return int(gaps[np.argmax(counts)])
+
+
+def _fill_by_kernel(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray) -> None:
+    """The "grappa" re-estimation of the ``flagged`` samples of one (coils, ky, kx) plane ``out``, in place: on the
+    lattice of acquired lines through DC when the acquisition skips lines (:func:`line_stride`), elsewhere on the
+    whole plane, each with a kernel fitted on its own unflagged samples."""
+    ky = out.shape[1]
+    radius = kernel_radius(out.shape[0])
+    stride = line_stride(acquired)
+    if stride > 1:
+        lattice = np.arange(ky) % stride == (ky // 2) % stride
+        on = flagged[lattice]
+        if on.any():
+            sub = out[:, lattice]  # a copy: the lattice as a plane of its own
+            fill_in_place(sub, on, fit_kernel(sub, acquired[lattice] & ~on, radius=radius))
+            out[:, lattice] = sub
+        rest = flagged & ~lattice[:, None]
+    else:
+        rest = flagged
+    if rest.any():
+        fill_in_place(out, rest, fit_kernel(out, acquired & ~flagged, radius=radius))
+
+
 def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, method: str) -> None:
     """Correct one (coils, ky, kx) plane ``out`` in place; only ``flagged`` samples change (``acquired``: the
     plane's :func:`acquired_mask`)."""
@@ -73,10 +108,10 @@ def _correct_plane(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray, m
     if method == "zero":
         out[:, ys, xs] = 0
         return
-    usable = acquired & ~flagged
     if method == "grappa":
-        fill_in_place(out, flagged, fit_kernel(out, usable, radius=kernel_radius(out.shape[0])))
+        _fill_by_kernel(out, flagged, acquired)
         return
+    usable = acquired & ~flagged
     values = _neighbour_mean(out, usable, ys, xs)
     if method == "conjugate":
         ky, kx = flagged.shape

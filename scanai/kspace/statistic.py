@@ -247,10 +247,11 @@ class _SliceStatistic:
         ys, xs = np.nonzero(flagged)
         joint = self._replaced(self.original.copy(), flagged)
         residual = self.original[:, ys, xs].T - self.predictor.predict_at(joint, ys, xs)
-        filled = joint.copy()
+        fragile = np.flatnonzero(self.predictor.codes[ys, xs] > 0)
+        filled = joint.copy() if len(fragile) else joint
         ky, kx = flagged.shape
         span = np.arange(-2 * radius_of(self.predictor.offsets), 2 * radius_of(self.predictor.offsets) + 1)
-        for i in np.flatnonzero(self.predictor.codes[ys, xs] > 0):
+        for i in fragile:
             window = np.ix_((ys[i] + span) % ky, (xs[i] + span) % kx)
             near = np.zeros(flagged.shape, dtype=bool)
             near[window] = flagged[window]

@@ -177,11 +177,7 @@ def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, e
         return nothing
     far = flagged & ~near  # near DC a prediction is poor (it is why this test exists): those stay and are judged
     if far.any():  # each as its neighbours predict it, adjacent ones jointly (as the peeling replaces them)
-        plane = plane.astype(np.complex64, copy=True)
-        fill_in_place(plane, far, predictor.kernel, neighbours=False)
-        ys, xs = np.nonzero(far & (predictor.codes > 0))
-        if len(ys):  # beside never-acquired samples: the prediction from the neighbours they have
-            plane[:, ys, xs] = predictor.predict_at(plane, ys, xs).T
+        plane = predictor.fill(plane.astype(np.complex64, copy=True), far, neighbours=False)
     return near_centre_spikes(plane, region, judged & ~flagged, level, noise_power)
 
 

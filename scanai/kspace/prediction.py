@@ -192,6 +192,16 @@ class Predictor:
         """(n, coils) complex128 prediction residual of the samples (ys, xs)."""
         return plane[:, ys, xs].T.astype(np.complex128) - self.predict_at(plane, ys, xs)
 
+    def fill(self, plane: np.ndarray, flagged: np.ndarray, neighbours: bool = True) -> np.ndarray:
+        """:func:`fill_in_place` of the ``flagged`` samples of a (coils, ky, kx) ``plane`` with :attr:`kernel`, then
+        beside never-acquired samples the prediction from the neighbours they have (the edge kernels); in place,
+        ``plane`` returned."""
+        fill_in_place(plane, flagged, self.kernel, neighbours)
+        ys, xs = np.nonzero(flagged & (self.codes > 0))
+        if len(ys):
+            plane[:, ys, xs] = self.predict_at(plane, ys, xs).T
+        return plane
+
 
 def _towering(features: np.ndarray, targets: np.ndarray, ratio: float = 100.0) -> np.ndarray:
     """(n,) bool: rows whose target, or one of whose neighbours, holds more than ``ratio`` times the median

@@ -16,7 +16,6 @@ from scanai.kspace.background import (
 from scanai.kspace.patches import PatchGrid
 from scanai.kspace.prediction import (
     Predictor,
-    fill_in_place,
     radius_of,
 )
 
@@ -212,10 +211,7 @@ class _SliceStatistic:
                 near[(ys + dy) % ky, (xs + dx) % kx] = True
         group = near & flagged
         self.plane[:, group] = self.original[:, group]
-        fill_in_place(self.plane, group, self.kernel, neighbours=False)  # the statistic's own copy
-        gy, gx = np.nonzero(group & (self.predictor.codes > 0))
-        if len(gy):  # beside never-acquired samples: the prediction from the neighbours they have
-            self.plane[:, gy, gx] = self.predictor.predict_at(self.plane, gy, gx).T
+        self.predictor.fill(self.plane, group, neighbours=False)  # the statistic's own copy
         near &= self.acquired & ~flagged
         ys, xs = np.nonzero(near)
         residual = self.predictor.residual_at(self.plane, ys, xs)
@@ -240,17 +236,18 @@ class _SliceStatistic:
         (their leakage into its prediction) scores low here. Returns two (n,) arrays in ``np.nonzero`` order.
 
         Beside never-acquired samples each is judged with the flagged samples near it re-estimated around its own
-        value (:meth:`_replaced`): re-estimated together with it, a run on a line whose neighbours above and below
+        value: re-estimated together with it, a run on a line whose neighbours above and below
         were never acquired rests on that line alone, and its poor estimate made the clean sample beside it look
         like a spike (the 32-coil file at R = 2: 15 -> 7 false positives).
         """
         ys, xs = np.nonzero(flagged)
-        joint = self._replaced(self.original.copy(), flagged)
+        joint = self.predictor.fill(self.original.copy(), flagged)
         residual = self.original[:, ys, xs].T - self.predictor.predict_at(joint, ys, xs)
         fragile = np.flatnonzero(self.predictor.codes[ys, xs] > 0)
         filled = joint.copy() if len(fragile) else joint
         ky, kx = flagged.shape
-        span = np.arange(-2 * radius_of(self.predictor.offsets), 2 * radius_of(self.predictor.offsets) + 1)
+        reach = 2 * radius_of(self.predictor.offsets)  # flagged samples within reach are re-estimated together
+        span = np.arange(-reach, reach + 1)
         for i in fragile:
             window = np.ix_((ys[i] + span) % ky, (xs[i] + span) % kx)
             near = np.zeros(flagged.shape, dtype=bool)
@@ -261,21 +258,11 @@ class _SliceStatistic:
             around = near.copy()
             around[ys[i], xs[i]] = True
             filled[:, around] = self.original[:, around]
-            self._replaced(filled, near)
+            self.predictor.fill(filled, near)
             residual[i] = self.predictor.residual_at(filled, ys[i:i + 1], xs[i:i + 1])[0]
             filled[:, around] = joint[:, around]
         _, log_ratio = self._contrast(residual, ys, xs)
         return self.score_at(log_ratio, (ys, xs)), log_ratio
-
-    def _replaced(self, plane: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-        """``plane`` with the ``flagged`` samples replaced (in place) by their prediction, adjacent ones jointly
-        (:func:`~scanai.kspace.prediction.fill_in_place`), beside never-acquired samples by the prediction from the
-        neighbours they have."""
-        fill_in_place(plane, flagged, self.kernel)
-        fy, fx = np.nonzero(flagged & (self.predictor.codes > 0))
-        if len(fy):
-            plane[:, fy, fx] = self.predictor.predict_at(plane, fy, fx).T
-        return plane
 
     def joint(self, flagged: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and log contrast of unflagged samples (ys, xs) next to flagged ones as if they were taken out and

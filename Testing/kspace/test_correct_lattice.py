@@ -11,18 +11,7 @@ from scanai.kspace import detect, make_phantom, read_kspace, reconstruct
 from scanai.kspace.correct import correct, line_stride
 from scanai.kspace.metrics import coil_noise_sigma, psnr
 from scanai.kspace.prediction import fill_in_place, fit_kernel
-from scanai.kspace.simulate import inject_spikes
-
-
-def accelerated(data: np.ndarray, stride: int, calibration: int) -> np.ndarray:
-    """A copy of (coils, slices, ky, kx) k-space with only every ``stride``-th line (DC's among them) and a block of
-    ``calibration`` lines about DC acquired."""
-    lines = data.shape[2]
-    kept = np.arange(lines) % stride == (lines // 2) % stride
-    kept[lines // 2 - calibration // 2:lines // 2 + calibration // 2] = True
-    out = data.copy()
-    out[:, :, ~kept] = 0
-    return out
+from scanai.kspace.simulate import accelerate, inject_spikes
 
 
 def test_the_line_stride_is_the_acquisitions():
@@ -32,7 +21,7 @@ def test_the_line_stride_is_the_acquisitions():
     partial_fourier[44:] = False
     assert line_stride(partial_fourier) == 1
     for stride, calibration in ((2, 16), (3, 12), (4, 8)):
-        mask = accelerated(np.ones((1, 1, 64, 32), dtype=np.complex64), stride, calibration)[0, 0] != 0
+        mask = accelerate(np.ones((1, 1, 64, 32), dtype=np.complex64), stride, calibration)[0, 0] != 0
         assert line_stride(mask) == stride
 
 
@@ -40,7 +29,7 @@ def test_accelerated_spikes_are_corrected_on_the_lattice_of_acquired_lines():
     """On a 2x accelerated 8-coil phantom the lattice re-estimation beats the same fill on the whole plane, where a
     sample's neighbours above and below were never acquired, and changes nothing but the flagged samples."""
     case = make_phantom(128, 8, readout_oversampling=1, noise_std=0.002, seed=4).kspace
-    clean = accelerated(case.data, 2, 16)
+    clean = accelerate(case.data, 2, 16)
     reference = reconstruct(replace(case, data=clean)).rss.array
     corrupted, truth = inject_spikes(clean, 20, (0.01, 1.0), seed=5)
     mask = truth.mask(clean.shape[1:])
@@ -63,7 +52,7 @@ def test_readout_runs_on_lone_lines_are_flagged_without_their_clean_neighbours(s
     judges a neighbour with the run re-estimated around its value (5 of 40 were flagged when the run was re-estimated
     together with it)."""
     ks = read_kspace(shared_data / "kspace" / "meas_MID00243_FID33257_pulseq.dat")
-    data = accelerated(ks.data, 2, 16)
+    data = accelerate(ks.data, 2, 16)
     coils = data.shape[0]
     sigma = float(np.median(coil_noise_sigma(data)))
     rng = np.random.default_rng(0)

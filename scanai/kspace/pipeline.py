@@ -7,7 +7,8 @@ and difference root-sum-of-squares images and the log-magnitude k-space.
 Detectors: ``"classical"`` (:mod:`scanai.kspace.classical`, no trained model) and ``"network"``
 (``scanai.kspace.network.classify_patches`` gives each patch a probability; patches above their threshold -- 0.5,
 or 0.8 near the centre, patent cl. 8-9 -- are target patches, and :func:`scanai.kspace.classical.localise` finds
-the points inside them) and ``"combined"``: the classical detector with the classifier's opinion setting its level
+the points inside them, and in the centre zone at the classical level whatever the classifier says) and
+``"combined"``: the classical detector with the classifier's opinion setting its level
 sample by sample (:func:`classifier_prior`, :func:`scanai.kspace.peeling.prior_levels`): the relaxed level inside
 target patches even in a slice with no sure spike, and one decade more than the level (at most the strict one)
 where every patch holding the sample scores below :data:`VETO_PROBABILITY` -- the network's veto of borderline
@@ -25,7 +26,7 @@ import numpy as np
 from scanai.core.errors import InputError, ModelError
 from scanai.core.image import Volume
 from scanai.core.progress import Progress
-from scanai.kspace.classical import centre_distance, detect_plane, localise, near_centre
+from scanai.kspace.classical import centre_distance, detect_plane, localise
 from scanai.kspace.correct import DEFAULT_METHOD, correct
 from scanai.kspace.data import KSpaceData, as_kspace_array
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
@@ -170,9 +171,8 @@ def _network_plane(plane: np.ndarray, grid: PatchGrid, sensitivity: float, centr
                    network, noise_power: np.ndarray | None = None  # noqa: ANN001
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     probabilities, targets = _classify(plane, grid, network)
-    mask = localise(plane, grid, targets, sensitivity=sensitivity, centre_radius=centre_radius)
-    # near DC the classifier's patches are judged at 0.8 and the in-patch residual is signal: the background test
-    mask |= near_centre(plane, mask, sensitivity, centre_radius, noise_power=noise_power)
+    mask = localise(plane, grid, targets, sensitivity=sensitivity, centre_radius=centre_radius,
+                    noise_power=noise_power)
     return mask, probabilities.astype(np.float32), targets
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from scanai.kspace import detect, make_phantom, read_kspace, reconstruct
 from scanai.kspace.correct import correct, line_stride
@@ -72,3 +73,22 @@ def test_readout_runs_on_lone_lines_are_flagged_without_their_clean_neighbours(s
             found += int(mask[line, column] and mask[line, column + 1])
             neighbours += int(mask[line, column - 1]) + int(mask[line, column + 2])
     assert found == 20 and neighbours <= 2, (found, neighbours)
+
+
+def test_a_kernel_fitted_on_few_targets_gets_a_load_of_fixed_strength():
+    """Below MIN_TARGETS_PER_COEFFICIENT targets per kernel coefficient (the calibration block of a 32-coil plane
+    at R = 2) the Tikhonov load stays that of that many targets; a fully sampled plane keeps the plain one."""
+    from scanai.kspace.prediction import MIN_TARGETS_PER_COEFFICIENT, _normal_equations, stencil
+
+    plane = make_phantom(64, 32, readout_oversampling=1, noise_std=0.002, seed=5).kspace.data[:, 0]
+    offsets = stencil(1)
+    full = np.ones(plane.shape[1:], dtype=bool)
+    assert _normal_equations(plane, full, None, 1e-3, 0.98, offsets)[2] == 1e-3  # 62^2 targets, 288 coefficients
+    thinned = accelerate(plane[:, None], 2, 16)[:, 0]
+    acquired = np.any(thinned != 0, axis=0)
+    from scipy.ndimage import binary_erosion
+
+    targets = int(binary_erosion(acquired, np.ones((3, 3), bool), border_value=0).sum())  # every neighbour acquired
+    assert targets < MIN_TARGETS_PER_COEFFICIENT * len(offsets) * 32
+    expected = 1e-3 * MIN_TARGETS_PER_COEFFICIENT * len(offsets) * 32 / targets
+    assert _normal_equations(thinned, acquired, None, 1e-3, 0.98, offsets)[2] == pytest.approx(expected, rel=0.02)

@@ -60,7 +60,8 @@ def fit_kernel(plane: np.ndarray, usable: np.ndarray, max_rows: int | None = Non
     explain spikes and invent new ones). The fit is then repeated once without the targets whose residual energy
     lies above the ``refit_quantile`` quantile (spikes and their neighbours).
     """
-    gram, cross = _normal_equations(plane, usable, max_rows, regularisation, refit_quantile, stencil(radius))
+    gram, cross, regularisation = _normal_equations(plane, usable, max_rows, regularisation, refit_quantile,
+                                                    stencil(radius))
     return _regularised_solve(gram, cross, regularisation)
 
 
@@ -78,10 +79,19 @@ def kernel_radius(coils: int) -> int:
     return 2 if coils in WIDE_KERNEL_COILS else 1
 
 
+#: Fewest fitted targets per kernel coefficient at which the Tikhonov load is ``regularisation`` alone; with fewer
+#: the load stays that of this many targets (a prior of fixed strength instead of one that shrinks with the data).
+#: Every fully sampled plane has more (13-85 per coefficient on the shared files); a 32-coil 64^2 plane at R = 2
+#: has 3 (its kernel rests on the 14 inner lines of the calibration block), where the plain load let the kernel fit
+#: the noise: 7 false detections beside strong spikes at the block's edges, 3 with this rule.
+MIN_TARGETS_PER_COEFFICIENT = 10
+
+
 def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | None, regularisation: float,
-                      refit_quantile: float, offsets: Offsets = _OFFSETS) -> tuple[np.ndarray, np.ndarray]:
-    """(gram, cross) of the kernel fit of :func:`fit_kernel` over ``offsets`` (complex128, (m * coils)^2 and
-    (m * coils, coils))."""
+                      refit_quantile: float, offsets: Offsets = _OFFSETS) -> tuple[np.ndarray, np.ndarray, float]:
+    """(gram, cross, regularisation) of the kernel fit of :func:`fit_kernel` over ``offsets`` (complex128,
+    (m * coils)^2 and (m * coils, coils)), and the relative Tikhonov load to solve them with: ``regularisation``
+    raised by :data:`MIN_TARGETS_PER_COEFFICIENT` ``* n_features / targets`` where the targets are fewer."""
     coils = plane.shape[0]
     n_features = len(offsets) * coils
     from scipy.ndimage import binary_erosion
@@ -92,7 +102,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     if len(ys) < n_features + 1:
         ys, xs = np.nonzero(usable)
     if len(ys) == 0:
-        return np.zeros((n_features, n_features), complex), np.zeros((n_features, coils), complex)
+        return np.zeros((n_features, n_features), complex), np.zeros((n_features, coils), complex), regularisation
     limit = max_rows or max(4096, 12 * n_features)
     step = max(1, len(ys) // limit)
     ys, xs = ys[::step], xs[::step]
@@ -101,6 +111,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     calm = ~_towering(features, targets)
     if calm.sum() > n_features:
         features, targets = features[calm], targets[calm]
+    regularisation *= max(1.0, MIN_TARGETS_PER_COEFFICIENT * n_features / len(features))
     adjoint = features.conj().T
     gram = (adjoint @ features).astype(np.complex128)
     cross = (adjoint @ targets).astype(np.complex128)
@@ -110,7 +121,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     if worst.any() and (~worst).sum() > n_features:
         gram -= adjoint[:, worst] @ features[worst]
         cross -= adjoint[:, worst] @ targets[worst]
-    return gram, cross
+    return gram, cross, regularisation
 
 
 def missing_neighbours(acquired: np.ndarray, offsets: Offsets = _OFFSETS) -> np.ndarray:
@@ -148,7 +159,7 @@ class Predictor:
         so they cost a small solve each); other samples use :attr:`kernel`."""
         coils = plane.shape[0]
         offsets = stencil(kernel_radius(coils) if radius is None else radius)
-        gram, cross = _normal_equations(plane, acquired, None, regularisation, 0.98, offsets)
+        gram, cross, regularisation = _normal_equations(plane, acquired, None, regularisation, 0.98, offsets)
         kernel = _regularised_solve(gram, cross, regularisation)
         codes = missing_neighbours(acquired, offsets)
         found, counts = np.unique(codes[acquired & (codes > 0)], return_counts=True)

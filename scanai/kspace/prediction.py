@@ -82,7 +82,7 @@ def kernel_radius(coils: int) -> int:
 #: Fewest fitted targets per kernel coefficient at which the Tikhonov load is ``regularisation`` alone; with fewer
 #: the load stays that of this many targets (a prior of fixed strength instead of one that shrinks with the data).
 #: Every fully sampled plane has more (13-85 per coefficient on the shared files); a 32-coil 64^2 plane at R = 2
-#: has 3 (its kernel rests on the 14 inner lines of the calibration block), where the plain load let the kernel fit
+#: has 3.6 (its kernel rests on the inner lines of the calibration block), where the plain load let the kernel fit
 #: the noise: 7 false detections beside strong spikes at the block's edges, 3 with this rule.
 MIN_TARGETS_PER_COEFFICIENT = 10
 

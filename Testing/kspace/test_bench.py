@@ -639,7 +639,7 @@ def test_bench_undersampled_multicoil(shared_data):
     sometimes flagged with it (5 and 3 false positives; on 32 coils 15 before the final check re-estimated a sample's
     flagged neighbours around its own value, 7 before the kernel's load of fixed strength on few targets,
     :data:`~scanai.kspace.prediction.MIN_TARGETS_PER_COEFFICIENT`; specificity 0.99997 and 0.99994). Lowest
-    PSNR after correction 61.3 and 62.2 dB (the correction on the lattice of acquired lines; 61.6 and 52.7 on the
+    PSNR after correction 61.3 and 63.5 dB (the correction on the lattice of acquired lines; 61.6 and 52.7 on the
     whole plane). Asserted: no detection on the clean acquisitions, specificity >= 0.9999 (the issue's), MCC
     >= 0.94, PSNR >= 60 dB."""
     rows = []

@@ -77,13 +77,15 @@ def test_readout_runs_on_lone_lines_are_flagged_without_their_clean_neighbours(s
 
 def test_a_kernel_fitted_on_few_targets_gets_a_load_of_fixed_strength():
     """Below MIN_TARGETS_PER_COEFFICIENT targets per kernel coefficient (the calibration block of a 32-coil plane
-    at R = 2) the Tikhonov load stays that of that many targets; a fully sampled plane keeps the plain one."""
+    at R = 2) the detector's Tikhonov load stays that of that many targets; a fully sampled plane, and the
+    correction's fit, keep the plain one."""
     from scanai.kspace.prediction import MIN_TARGETS_PER_COEFFICIENT, _normal_equations, stencil
 
     plane = make_phantom(64, 32, readout_oversampling=1, noise_std=0.002, seed=5).kspace.data[:, 0]
     offsets = stencil(1)
     full = np.ones(plane.shape[1:], dtype=bool)
-    assert _normal_equations(plane, full, None, 1e-3, 0.98, offsets)[2] == 1e-3  # 62^2 targets, 288 coefficients
+    rule = MIN_TARGETS_PER_COEFFICIENT
+    assert _normal_equations(plane, full, None, 1e-3, 0.98, offsets, rule)[2] == 1e-3  # 62^2 targets, 288 coefficients
     thinned = accelerate(plane[:, None], 2, 16)[:, 0]
     acquired = np.any(thinned != 0, axis=0)
     from scipy.ndimage import binary_erosion
@@ -91,4 +93,5 @@ def test_a_kernel_fitted_on_few_targets_gets_a_load_of_fixed_strength():
     targets = int(binary_erosion(acquired, np.ones((3, 3), bool), border_value=0).sum())  # every neighbour acquired
     assert targets < MIN_TARGETS_PER_COEFFICIENT * len(offsets) * 32
     expected = 1e-3 * MIN_TARGETS_PER_COEFFICIENT * len(offsets) * 32 / targets
-    assert _normal_equations(thinned, acquired, None, 1e-3, 0.98, offsets)[2] == pytest.approx(expected, rel=0.02)
+    assert _normal_equations(thinned, acquired, None, 1e-3, 0.98, offsets, rule)[2] == pytest.approx(expected, rel=0.02)
+    assert _normal_equations(thinned, acquired, None, 1e-3, 0.98, offsets)[2] == 1e-3  # the correction's fit

@@ -79,19 +79,23 @@ def kernel_radius(coils: int) -> int:
     return 2 if coils in WIDE_KERNEL_COILS else 1
 
 
-#: Fewest fitted targets per kernel coefficient at which the Tikhonov load is ``regularisation`` alone; with fewer
-#: the load stays that of this many targets (a prior of fixed strength instead of one that shrinks with the data).
-#: Every fully sampled plane has more (13-85 per coefficient on the shared files); a 32-coil 64^2 plane at R = 2
-#: has 3.6 (its kernel rests on the inner lines of the calibration block), where the plain load let the kernel fit
-#: the noise: 7 false detections beside strong spikes at the block's edges, 3 with this rule.
+#: The detector's :class:`Predictor`: fewest fitted targets per kernel coefficient at which the Tikhonov load is
+#: ``regularisation`` alone; with fewer the load stays that of this many targets (a prior of fixed strength instead
+#: of one that shrinks with the data). Every fully sampled plane has more (13-85 per coefficient on the shared
+#: files); a 32-coil 64^2 plane at R = 2 has 3.6 (its kernel rests on the inner lines of the calibration block),
+#: where the plain load let the kernel fit the noise: 7 false detections beside strong spikes at the block's edges,
+#: 3 with this rule. The correction's :func:`fit_kernel` keeps the plain load: its re-estimates were poorer with it
+#: (lowest PSNR 63.5 -> 62.2 dB there).
 MIN_TARGETS_PER_COEFFICIENT = 10
 
 
 def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | None, regularisation: float,
-                      refit_quantile: float, offsets: Offsets = _OFFSETS) -> tuple[np.ndarray, np.ndarray, float]:
+                      refit_quantile: float, offsets: Offsets = _OFFSETS, min_targets: float = 0.0
+                      ) -> tuple[np.ndarray, np.ndarray, float]:
     """(gram, cross, regularisation) of the kernel fit of :func:`fit_kernel` over ``offsets`` (complex128,
-    (m * coils)^2 and (m * coils, coils)), and the relative Tikhonov load to solve them with: ``regularisation``
-    raised by :data:`MIN_TARGETS_PER_COEFFICIENT` ``* n_features / targets`` where the targets are fewer."""
+    (m * coils)^2 and (m * coils, coils)), and the relative Tikhonov load to solve them with: ``regularisation``,
+    raised by ``min_targets * n_features / targets`` where there are fewer than ``min_targets`` targets per
+    coefficient (:data:`MIN_TARGETS_PER_COEFFICIENT`)."""
     coils = plane.shape[0]
     n_features = len(offsets) * coils
     from scipy.ndimage import binary_erosion
@@ -111,7 +115,7 @@ def _normal_equations(plane: np.ndarray, usable: np.ndarray, max_rows: int | Non
     calm = ~_towering(features, targets)
     if calm.sum() > n_features:
         features, targets = features[calm], targets[calm]
-    regularisation *= max(1.0, MIN_TARGETS_PER_COEFFICIENT * n_features / len(features))
+    regularisation *= max(1.0, min_targets * n_features / len(features))
     adjoint = features.conj().T
     gram = (adjoint @ features).astype(np.complex128)
     cross = (adjoint @ targets).astype(np.complex128)
@@ -159,7 +163,8 @@ class Predictor:
         so they cost a small solve each); other samples use :attr:`kernel`."""
         coils = plane.shape[0]
         offsets = stencil(kernel_radius(coils) if radius is None else radius)
-        gram, cross, regularisation = _normal_equations(plane, acquired, None, regularisation, 0.98, offsets)
+        gram, cross, regularisation = _normal_equations(plane, acquired, None, regularisation, 0.98, offsets,
+                                                        MIN_TARGETS_PER_COEFFICIENT)
         kernel = _regularised_solve(gram, cross, regularisation)
         codes = missing_neighbours(acquired, offsets)
         found, counts = np.unique(codes[acquired & (codes > 0)], return_counts=True)

@@ -78,6 +78,12 @@ def line_stride(acquired: np.ndarray) -> int:
     return int(gaps[np.argmax(counts)])
 
 
+def lattice_lines(lines: int, stride: int) -> np.ndarray:
+    """(lines,) bool: the phase-encoding lines of the lattice of every ``stride``-th line through DC
+    (``lines // 2``), as a parallel-imaging acquisition at R = ``stride`` holds them."""
+    return np.arange(lines) % stride == (lines // 2) % stride
+
+
 def _fill_by_kernel(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray) -> None:
     """The "grappa" re-estimation of the ``flagged`` samples of one (coils, ky, kx) plane ``out``, in place: on the
     lattice of acquired lines through DC when the acquisition skips lines (:func:`line_stride`), elsewhere on the
@@ -86,7 +92,7 @@ def _fill_by_kernel(out: np.ndarray, flagged: np.ndarray, acquired: np.ndarray) 
     radius = kernel_radius(out.shape[0])
     stride = line_stride(acquired)
     if stride > 1:
-        lattice = np.arange(ky) % stride == (ky // 2) % stride
+        lattice = lattice_lines(ky, stride)
         on = flagged[lattice]
         if on.any():
             sub = out[:, lattice]  # a copy: the lattice as a plane of its own

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scanai.core.errors import InputError
+from scanai.kspace.correct import lattice_lines
 from scanai.kspace.data import as_kspace_array
 
 KINDS = ("isolated", "near_centre", "cluster", "smear")
@@ -52,7 +53,7 @@ def accelerate(kspace: np.ndarray, stride: int = 2, calibration: int = 16) -> np
     phase-encoding line (DC's among them) and a fully sampled block of ``calibration`` lines about DC acquired, the
     other lines zero (never acquired)."""
     lines = kspace.shape[2]
-    kept = np.arange(lines) % stride == (lines // 2) % stride
+    kept = lattice_lines(lines, stride)
     kept[lines // 2 - calibration // 2:lines // 2 + calibration // 2] = True
     out = np.array(kspace, copy=True)
     out[:, :, ~kept] = 0

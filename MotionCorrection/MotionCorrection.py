@@ -23,10 +23,11 @@ if importlib.util.find_spec("scanai") is None:  # a source checkout: scanai/ sit
 from scanai import REPOSITORY_URL, mrml
 
 #: Motion estimators (= scanai.motion.pipeline.METHODS; repeated so that loading the module stays light).
-METHODS = ["network", "network-pairwise", "demons", "bspline", "svf3d"]
+METHODS = ["network", "network-pairwise", "demons", "bspline", "svf3d", "network-3d"]
 #: What the method box shows for each of METHODS (= scanai.motion.pipeline.METHOD_LABELS).
 METHOD_LABELS = ["Multi-pair network (joint)", "Network, pairs independently (ablation)", "Demons (SimpleITK)",
-                 "B-spline (SimpleITK)", "Multi-pair SVF optimisation, 3-D (classical)"]
+                 "B-spline (SimpleITK)", "Multi-pair SVF optimisation, 3-D (classical)",
+                 "Multi-pair network, 3-D (experimental)"]
 #: Motion in 2-D slice by slice or in 3-D volumes (= scanai.motion.pipeline.DIMS).
 DIMS = ["2d", "3d"]
 #: Tasks: motion estimation over a cine, or artifact correction of a phase sequence.
@@ -57,7 +58,8 @@ class MotionCorrection(ScriptedLoadableModule):
             "end-diastole): with the multi-pair network (all image pairs of the cine estimated jointly), the same "
             "network pair by pair, or classical demons / B-spline registration; 'Motion in' chooses 2-D (every slice "
             "on its own) or 3-D (a whole stack or 3-D cine as one volume per frame, through-plane motion included: "
-            "the multi-pair SVF optimisation, demons or B-spline). Outputs, synchronised with the "
+            "the multi-pair SVF optimisation, the experimental 3-D network, demons or B-spline). Outputs, synchronised "
+            "with the "
             "input's sequence browser: a sequence of displacement-field transforms, the motion-compensated sequence, "
             "Jacobian-determinant maps (folding where <= 0), and with a segmentation drawn on the reference frame, "
             "the segmentation carried through the cycle and, with a myocardium segment, global circumferential and "
@@ -318,7 +320,7 @@ class MotionCorrectionLogic(ScriptedLoadableModuleLogic):
         ``segmentationFrame`` (1-based; 0 = the reference frame, which must then be given); a segmentation drawn on
         another frame is carried onto the reference. ``lastResult.reference_rule`` says how the
         reference was chosen. ``dims``: "2d" = every slice on its own, "3d" = one volume per frame (a stack of at
-        least 4 slices; methods svf3d, demons, bspline: :func:`scanai.motion.pipeline.checked_dims`).
+        least 4 slices; methods svf3d, network-3d, demons, bspline: :func:`scanai.motion.pipeline.checked_dims`).
         ``refineOnCine`` (network methods): refine the network's fields on this cine by instance optimisation (the
         default); False = the network alone (:func:`scanai.motion.network.estimate_with_network`, ``refine_steps``
         0).
@@ -745,33 +747,34 @@ class MotionCorrectionTest(ScriptedLoadableModuleTest):
         self.assertEqual(node.GetNumberOfDataNodes(), 3)
 
     def test_ThreeDimensionalMotion(self):
-        """A 3-D+t cine in 3-D (the SVF optimisation): through-plane motion recovered, the network refused in 3-D;
-        without PyTorch svf3d says what to install."""
+        """A 3-D+t cine in 3-D (the SVF optimisation and the 3-D network): through-plane motion recovered; without
+        PyTorch both say what to install."""
         import numpy as np
 
         from scanai.core.device import torch_available
-        from scanai.core.errors import InputError, ModelError
+        from scanai.core.errors import ModelError
         from scanai.motion.phantom3d import beating_ventricle_phantom
 
         phantom = beating_ventricle_phantom(n_frames=2, shape=(20, 24, 24), endo_radius_px=4.0, wall_px=2.5,
                                             amplitude_px=1.5, noise=0.0)
         node = mrml.sequence_to_node(phantom.sequence, "3-D cine")
-        with self.assertRaisesRegex(InputError, "no 3-D motion network"):
-            MotionCorrectionLogic().process(node, method="network", dims="3d")
         if not torch_available():
-            with self.assertRaisesRegex(ModelError, "PyTorch is not installed"):
-                MotionCorrectionLogic().process(node, referenceFrame=1, method="svf3d", dims="3d")
+            for method in ("svf3d", "network-3d"):
+                with self.assertRaisesRegex(ModelError, "PyTorch is not installed"):
+                    MotionCorrectionLogic().process(node, referenceFrame=1, method=method, dims="3d")
             return
-        logic = MotionCorrectionLogic()
-        outputs = logic.process(node, referenceFrame=1, method="svf3d", dims="3d", createWarped=False)
-        self.assertIn("transforms", outputs)
-        fields = logic.lastResult.fields
-        self.assertEqual(fields.method, "svf3d")
-        wall = phantom.myocardium
-        error = np.linalg.norm(fields.displacement_mm[1] - phantom.displacement_mm[1], axis=-1)[wall].mean()
-        still = np.linalg.norm(phantom.displacement_mm[1], axis=-1)[wall].mean()
-        self.assertLess(error, 0.5 * still)
-        self.assertGreater(np.abs(fields.displacement_mm[1][wall][:, 2]).max(), 1.0)  # through-plane motion
+        for method in ("svf3d", "network-3d"):
+            logic = MotionCorrectionLogic()
+            outputs = logic.process(node, referenceFrame=1, method=method, dims="3d", createWarped=False,
+                                    device="cpu")
+            self.assertIn("transforms", outputs)
+            fields = logic.lastResult.fields
+            self.assertEqual(fields.method, method)
+            wall = phantom.myocardium
+            error = np.linalg.norm(fields.displacement_mm[1] - phantom.displacement_mm[1], axis=-1)[wall].mean()
+            still = np.linalg.norm(phantom.displacement_mm[1], axis=-1)[wall].mean()
+            self.assertLess(error, 0.5 * still)
+            self.assertGreater(np.abs(fields.displacement_mm[1][wall][:, 2]).max(), 1.0)  # through-plane motion
 
     def test_CancelLeavesTheSceneUnchanged(self):
         from scanai.core.errors import Cancelled

@@ -4,8 +4,10 @@ The beating-ventricle phantom (:mod:`scanai.motion.phantom3d`: 64 x 64 x 48 voxe
 cycle, 3.5-voxel endocardial contraction, 10 degree apical twist, 12 % long-axis shortening, noise 0.01) with its
 exact motion. The 3-D joint multi-pair SVF optimisation (``--dims 3d``, method svf3d) is held against the truth:
 end-systolic end-point error in the myocardium <= 0.5 voxel, folding <= 0.1 %, 3-D GCS / GRS within 2 points of
-the analytic strain; the shipped 2-D network run slice by slice (``--dims 2d``) is measured beside it on the same
-volumes (it cannot see the through-plane motion); and svf3d on the phantom kept as a thick-slice short-axis stack.
+the analytic strain; so is the experimental 3-D network (``--method network-3d``) with svf3d's optimisation after it,
+and alone it must remove most of the motion; the shipped 2-D network run slice by slice (``--dims 2d``) is measured
+beside them on the same volumes (it cannot see the through-plane motion); and svf3d on the phantom kept as a
+thick-slice short-axis stack. The real test is the Sunnybrook stack (last test).
 """
 
 from __future__ import annotations
@@ -79,12 +81,46 @@ def test_three_d_phantom_svf_against_exact_truth() -> None:
     _write("svf3d", report)
     print(report)
     per_slice = _network_per_slice(phantom)  # written before any assertion can stop the test
+    network = {refined: _network_3d(phantom, refined) for refined in (False, True)}
     assert report["endpoint_error"]["es_myocardium_mean_voxels"] <= 0.5
     assert report["folding_pct"]["myocardium_max_over_frames"] <= 0.1
     assert gcs_error[es] <= 2.0 and grs_error[es] <= 2.0
     # what 3-D adds: the shipped 2-D network slice by slice cannot follow the through-plane motion
     assert report["endpoint_error"]["es_myocardium_mean_voxels"] < per_slice["endpoint_error"][
         "es_myocardium_mean_voxels"]
+    # the 3-D network: alone it removes most of the motion; with svf3d's optimisation after it, the targets hold
+    assert network[False]["endpoint_error"]["es_myocardium_mean_voxels"] < 0.5 * report["phantom"][
+        "es_true_motion_mean_voxels"]
+    refined = network[True]
+    assert refined["endpoint_error"]["es_myocardium_mean_voxels"] <= 0.5
+    assert refined["folding_pct_myocardium_max"] <= 0.1
+    assert abs(refined["es_gcs_estimate"] - refined["es_gcs_truth"]) <= 2.0
+    assert abs(refined["es_grs_estimate"] - refined["es_grs_truth"]) <= 2.0
+
+
+def _network_3d(phantom, refined: bool) -> dict:
+    """The shipped 3-D network (``--dims 3d --method network-3d``) on the phantom, alone or refined by svf3d's
+    optimisation started from its fields."""
+    es = phantom.end_systole
+    started = time.perf_counter()
+    result = analyse_cine(phantom.sequence, 0, "network-3d", labels=phantom.labels(), myocardium_label=2,
+                          blood_pool_label=1, dims="3d", propagate=False, device="cpu",
+                          refine_steps=None if refined else 0)
+    seconds = time.perf_counter() - started
+    true_gcs, true_grs = phantom.true_strain(result.strain.mask)
+    report = {"method": f"network 3-D, {'refined' if refined else 'alone'}", "seconds_end_to_end": round(seconds, 1),
+              "endpoint_error": _errors(result.fields.displacement_mm, phantom),
+              "folding_pct_myocardium_max": round(100 * float(result.fold_fraction.max()), 5),
+              "es_gcs_estimate": round(float(result.strain.global_circumferential_pct[es]), 2),
+              "es_gcs_truth": round(float(true_gcs[es]), 2),
+              "es_grs_estimate": round(float(result.strain.global_radial_pct[es]), 2),
+              "es_grs_truth": round(float(true_grs[es]), 2),
+              "gcs_max_error_over_frames": round(float(np.abs(result.strain.global_circumferential_pct
+                                                              - true_gcs).max()), 2),
+              "grs_max_error_over_frames": round(float(np.abs(result.strain.global_radial_pct - true_grs).max()), 2)}
+    _write(f"network_3d_{'refined' if refined else 'alone'}", report)
+    print(report)
+    return report
 
 
 def _network_per_slice(phantom) -> dict:
@@ -139,19 +175,22 @@ def test_three_d_phantom_as_a_thick_slice_stack() -> None:
 def test_sunnybrook_stack_in_three_d_against_slice_by_slice(shared_data) -> None:
     """The only real 3-D+t cine at hand: the Sunnybrook short-axis stack (12 slices of 10 mm, 1.37 mm pixels, 20
     frames), cropped to the contours plus 24 pixels. The experts' ED endocardium of the nine contoured slices,
-    carried to ES by svf3d in 3-D and by the network slice by slice, against their ES contours (Dice per slice).
-    Measured: 3-D mean 0.908 (the base 0.761, the apex 0.872), slice by slice 0.926 (the base 0.860, the apex
-    0.878): on slices this thick 2-D (the default) is the better choice; 3-D stays within reach of it."""
+    carried to ES by svf3d and the 3-D network (refined and alone) in 3-D and by the network slice by slice, against
+    their ES contours (Dice per slice). Measured: svf3d mean 0.917 (the base 0.814, the apex 0.867), slice by slice
+    0.926 (the base 0.860, the apex 0.878): on slices this thick 2-D (the default) is the better choice; 3-D stays
+    within reach of it. The 3-D network 0.894 refined (the base 0.61), 0.863 alone; not moving at all 0.835."""
     from sunnybrook_cases import contoured_stack
 
     from scanai.motion.propagate import dice
 
     sequence, labels, ed, ends = contoured_stack(shared_data)
     results = {}
-    for name, method, dims in (("3-D svf3d", "svf3d", "3d"), ("2-D network", "network", "2d")):
+    for name, method, dims, options in (("3-D svf3d", "svf3d", "3d", {}), ("2-D network", "network", "2d", {}),
+                                        ("3-D network", "network-3d", "3d", {}),
+                                        ("3-D network alone", "network-3d", "3d", {"refine_steps": 0})):
         started = time.perf_counter()
         result = analyse_cine(sequence, ed, method, labels=labels, myocardium_label=2, blood_pool_label=1,
-                              device="cpu", dims=dims)
+                              device="cpu", dims=dims, **options)
         dices = {index: round(dice(result.labels[es][index] == 1, mask), 3) for index, (es, mask) in ends.items()}
         results[name] = {"dice": dices, "mean": round(float(np.mean(list(dices.values()))), 4),
                          "seconds_end_to_end": round(time.perf_counter() - started, 1)}
@@ -160,3 +199,6 @@ def test_sunnybrook_stack_in_three_d_against_slice_by_slice(shared_data) -> None
     three_d = results["3-D svf3d"]
     assert three_d["mean"] >= 0.90 and min(three_d["dice"].values()) >= 0.70
     assert all(value >= 0.85 for index, value in three_d["dice"].items() if index != min(ends))  # all but the base
+    network = results["3-D network"]  # experimental: it loses at the base (0.61), holds elsewhere
+    assert all(value >= 0.85 for index, value in network["dice"].items() if index != min(ends))
+    assert results["3-D network alone"]["mean"] > 0.835  # above not moving the contours at all

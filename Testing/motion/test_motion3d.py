@@ -87,9 +87,14 @@ def test_dims_choice_is_checked(tiny):
     for dims in ("3d", None):
         with pytest.raises(InputError, match="3-D motion needs one volume per frame"):
             checked_dims(single, "svf3d", dims)
-    with pytest.raises(InputError, match="no 3-D motion network") as error:
+    assert checked_dims(cine, "network-3d", None) == "3d"
+    with pytest.raises(InputError, match="does not run in 3D") as error:
         analyse_cine(cine, 0, "network", dims="3d")
-    assert "svf3d" in error.value.action
+    assert "svf3d, network-3d" in error.value.action
+    with pytest.raises(InputError, match="does not run in 2D"):
+        checked_dims(cine, "network-3d", "2d")
+    with pytest.raises(InputError, match="pairs every frame with the reference"):
+        estimate_motion(cine, 0, "network-3d", scheme="consecutive")
     with pytest.raises(InputError, match="does not run in 2D"):
         checked_dims(cine, "svf3d", "2d")
     with pytest.raises(InputError, match="dimensionality"):
@@ -119,14 +124,14 @@ def test_cli_dims(tiny, tmp_path, capsys, monkeypatch):
     from scanai.io.sequence_file import write_sequence_nrrd
     from scanai.motion import svf3d
 
-    monkeypatch.setitem(svf3d.SVF_DEFAULTS, "iterations", (10, 5, 3))  # the command's path, not its accuracy
+    monkeypatch.setitem(svf3d.SVF_DEFAULTS, "iterations", (10, 5))  # the command's path, not its accuracy
 
     path = write_sequence_nrrd(tiny.sequence, tmp_path / "heart.seq.nrrd")
     assert main_cli.main(["motion", str(path), "--dims", "3d", "--slice", "3", "--out", str(tmp_path / "a")]) == 2
     assert "--slice picks one" in capsys.readouterr().err
     assert main_cli.main(["motion", str(path), "--dims", "3d", "--method", "network", "--out",
                           str(tmp_path / "b")]) == 2
-    assert "no 3-D motion network" in capsys.readouterr().err
+    assert "does not run in 3D" in capsys.readouterr().err
     assert main_cli.main(["motion", str(path), "--dims", "3d", "--reference", "1", "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "Multi-pair SVF optimisation, 3-D (classical), 3-D volumes" in out

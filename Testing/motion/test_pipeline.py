@@ -64,7 +64,7 @@ def analysed(phantom):
 
 
 def test_methods_and_labels():
-    assert METHODS == ("network", "network-pairwise", "demons", "bspline", "svf3d")
+    assert METHODS == ("network", "network-pairwise", "demons", "bspline", "svf3d", "network-3d")
     assert set(METHOD_LABELS) == set(METHODS)
     assert METHOD_LABELS["network"] == "Multi-pair network (joint)"
 

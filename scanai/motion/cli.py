@@ -5,7 +5,8 @@ Input: a cine (see :func:`scanai.io.cine.read_cine`): a DICOM cine folder (``--l
 time. Optional ``--labels``: a label map drawn on one frame (PNG, ``.npy``, 2-D or 3-D NRRD/NIfTI on the cine's
 grid; 0 = background); with ``--myocardium-label`` strain is computed. ``--dims 2d`` (the default) estimates every
 slice on its own; ``--dims 3d`` takes the whole stack (or a 3-D+t file) as one volume per frame and follows the
-through-plane motion too (method ``svf3d`` by default, see :mod:`scanai.motion.svf3d`; or demons / bspline in 3-D).
+through-plane motion too (method ``svf3d`` by default, see :mod:`scanai.motion.svf3d`; or the experimental
+``network-3d``, :mod:`scanai.motion.network3d`, demons or bspline in 3-D).
 
 Frames are numbered from 1 everywhere (``--reference``, ``--labels-frame``, ``motion.csv``'s ``frame``, the summary,
 Slicer's sequence browser). The reference is end-diastole, found automatically unless ``--reference`` is given
@@ -283,7 +284,8 @@ def run_summary(result, described: str, count: int) -> dict:
         from scanai.core.catalog import load_card
         from scanai.motion.network import MODEL_NAME
 
-        model = {"name": MODEL_NAME, "sha256": load_card(MODEL_NAME).sha256}
+        name = fields.options.get("model", MODEL_NAME)  # the 3-D network names itself
+        model = {"name": name, "sha256": load_card(name).sha256}
     peaks = None
     if result.strain is not None:
         (gcs, gcs_frame), (grs, grs_frame) = result.strain.peak_circumferential(), result.strain.peak_radial()

@@ -50,6 +50,7 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "bidirectional": True,
     "diffeomorphic": True,
     "integration_steps": 7,
+    "dims": 2,  # spatial axes: 2 = slices (this network), 3 = volumes (scanai.motion.network3d)
 }
 SIZE_MULTIPLE = 16
 #: The network sees frames of at most this many pixels; larger cines are shrunk for it (their fields are
@@ -71,7 +72,7 @@ def build_motion_network(architecture: dict[str, Any] | None = None):
 
     return MultiPairMotionNet(
         tuple(spec["encoder_widths"]), tuple(spec["gru_hidden"]), tuple(spec["decoder_widths"]),
-        bool(spec["bidirectional"]), bool(spec["diffeomorphic"]), int(spec["integration_steps"]))
+        bool(spec["bidirectional"]), bool(spec["diffeomorphic"]), int(spec["integration_steps"]), int(spec["dims"]))
 
 
 def load_motion_network(device: str = "auto", models_dir: Path = MODELS_DIR):
@@ -288,10 +289,9 @@ def local_ncc_loss(fixed, moving, window: int = 9):
 
 
 def smoothness_loss(fields):
-    """Mean squared spatial gradient of fields [N, 2, H, W] (pixels)."""
-    dy = fields[..., 1:, :] - fields[..., :-1, :]
-    dx = fields[..., :, 1:] - fields[..., :, :-1]
-    return (dy**2).mean() + (dx**2).mean()
+    """Mean squared spatial gradient of fields [N, D, *S] (pixels or voxels; S the D spatial axes), summed over
+    the axes."""
+    return sum(fields.diff(dim=axis).square().mean() for axis in range(2, fields.dim()))
 
 
 def refine_fields(video: np.ndarray, fields: np.ndarray, reference_index: int, steps: int = 30,
@@ -376,7 +376,7 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
     Returns :class:`~scanai.motion.registration.MotionFields` (pull-back fields in RAS mm, warped frames),
     method "network" or "network-pairwise".
     """
-    from scanai.motion.registration import MotionFields, _validate_sequence, warp
+    from scanai.motion.registration import MotionFields, _validate_sequence
 
     progress = Progress.ensure(progress)
     _validate_sequence(sequence, reference_index)
@@ -393,21 +393,11 @@ def estimate_with_network(sequence: VolumeSequence, reference_index: int = 0, sc
     started = time.perf_counter()
     pixels = np.zeros((*frames.shape, 3), dtype=np.float64)  # (T, K, J, I, 3) in array order (k, j, i)
     for k in range(slices):
-        progress(k / (slices + 1), f"Estimating motion in slice {k + 1} of {slices}")
+        progress(0.9 * k / slices, f"Estimating motion in slice {k + 1} of {slices}")
         pair_fields = predict_fields(model, frames[:, k], pairs, joint=joint, passes=passes)
         lagrangian = _lagrangian_from_pairs(pair_fields, pairs, count, scheme)
         pixels[:, k, ..., 1:] = refine_fields(frames[:, k], lagrangian, reference_index, refine_steps)
-    seconds = time.perf_counter() - started
-    ijk = pixels[..., ::-1]  # (i, j, k) voxel displacement
-    displacement = ijk @ sequence.geometry.ijk_to_ras()[:3, :3].T
-    progress(slices / (slices + 1), "Warping frames onto the reference")
-    warped = np.empty(sequence.frames.shape, dtype=np.float32)
-    for frame in range(count):
-        warped[frame] = sequence.frames[frame] if frame == reference_index else warp(
-            sequence.frame(frame), displacement[frame]).array
-    progress(1.0, "Motion estimated")
-    warped_sequence = VolumeSequence(warped, sequence.geometry, sequence.index_values, sequence.index_name,
-                                     sequence.index_unit)
-    return MotionFields(displacement, warped_sequence, reference_index, "network" if joint else "network-pairwise",
-                        seconds / max(count - 1, 1), {"scheme": scheme, "joint": joint,
-                                                      "refine_steps": refine_steps, "passes": passes})
+    return MotionFields.from_voxels(sequence, pixels, reference_index, "network" if joint else "network-pairwise",
+                                    time.perf_counter() - started,
+                                    {"scheme": scheme, "joint": joint, "refine_steps": refine_steps, "passes": passes},
+                                    progress)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # heavy or parallel modules are imported when used
     from scanai.motion.strain import StrainResult
 
 #: Motion estimators, in the order the UI lists them.
-METHODS = ("network", "network-pairwise", "demons", "bspline", "svf3d")
+METHODS = ("network", "network-pairwise", "demons", "bspline", "svf3d", "network-3d")
 #: Human labels of :data:`METHODS` for menus and reports.
 METHOD_LABELS = {
     "network": "Multi-pair network (joint)",
@@ -35,11 +35,14 @@ METHOD_LABELS = {
     "demons": "Demons (SimpleITK)",
     "bspline": "B-spline (SimpleITK)",
     "svf3d": "Multi-pair SVF optimisation, 3-D (classical)",
+    "network-3d": "Multi-pair network, 3-D (experimental)",
 }
 #: How a stack of slices is handled: "2d" = each slice on its own (in-plane motion), "3d" = one volume per frame.
 DIMS = ("2d", "3d")
-#: Methods per :data:`DIMS` (the shipped networks are 2-D; the SVF optimisation is 3-D only).
-DIMS_METHODS = {"2d": ("network", "network-pairwise", "demons", "bspline"), "3d": ("svf3d", "demons", "bspline")}
+#: Methods per :data:`DIMS` (the 2-D networks run slice by slice; the SVF optimisation and the 3-D network, trained on
+#: phantoms and real-texture volumes and behind svf3d on the real stack, so chosen explicitly, are 3-D only).
+DIMS_METHODS = {"2d": ("network", "network-pairwise", "demons", "bspline"),
+                "3d": ("svf3d", "network-3d", "demons", "bspline")}
 #: Options the network estimators accept besides ``device`` (the classical ones take registration options).
 NETWORK_OPTIONS = ("scheme", "refine_steps", "passes")
 
@@ -71,7 +74,7 @@ def checked_dims(sequence: VolumeSequence, method: str, dims: str | None) -> str
     4 slices as they always were). Raises :class:`InputError` naming what to choose instead."""
     slices = sequence.frames.shape[1]
     if dims is None:
-        dims = "3d" if method == "svf3d" or (method in ("demons", "bspline") and slices >= 4) else "2d"
+        dims = "3d" if method in ("svf3d", "network-3d") or (method in ("demons", "bspline") and slices >= 4) else "2d"
     if dims not in DIMS:
         raise InputError(f"Unknown motion dimensionality {dims!r}.", "Use '2d' (slice by slice) or '3d' (volumes).")
     if dims == "3d" and slices < 4:
@@ -80,8 +83,8 @@ def checked_dims(sequence: VolumeSequence, method: str, dims: str | None) -> str
                          "Choose 2-D (slice by slice), or load the whole short-axis stack / 3-D cine.")
     if method not in DIMS_METHODS[dims]:
         other = "3d" if dims == "2d" else "2d"
-        raise InputError(f"The {METHOD_LABELS[method]} does not run in {dims.upper()} (no 3-D motion network is "
-                         "shipped; the SVF optimisation is 3-D only).",
+        raise InputError(f"The {METHOD_LABELS[method]} does not run in {dims.upper()} (the SVF optimisation and the "
+                         "3-D network are 3-D only, the other networks 2-D).",
                          f"In {dims.upper()} choose one of: {', '.join(DIMS_METHODS[dims])}; or choose "
                          f"{other.upper()}.")
     return dims
@@ -107,6 +110,20 @@ def _per_slice(sequence: VolumeSequence, reference_index: int, method: str, prog
                         first.method, sum(r.seconds_per_frame for r in results), first.options)
 
 
+def _network_3d(sequence: VolumeSequence, reference_index: int, device: str | None, progress: Progress | None,
+                scheme: str = "reference", refine_steps: int | None = None, passes: int | None = None) -> MotionFields:
+    """The 3-D network (:func:`scanai.motion.network3d.estimate_with_network_3d`) with the network options that
+    apply to it: reference pairs only, one pass, and ``refine_steps`` 0 for the network alone (any other value:
+    its own refinement schedule)."""
+    if scheme != "reference" or passes not in (None, 1):
+        raise InputError("The 3-D network pairs every frame with the reference, in one pass.",
+                         "Leave the pairing scheme and the number of passes at their defaults in 3-D.")
+    from scanai.motion.network3d import estimate_with_network_3d
+
+    return estimate_with_network_3d(sequence, reference_index, device=device, refine=refine_steps != 0,
+                                    progress=progress)
+
+
 def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: str = "network",
                     progress: Progress | None = None, device: str | None = None, dims: str | None = None,
                     **options: Any) -> MotionFields:
@@ -118,7 +135,8 @@ def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: 
                      same network with every pair on its own: the ablation), "demons" or "bspline" (SimpleITK
                      registration to the reference, warm-started from the neighbouring frame).
                      "svf3d" is the joint multi-pair stationary-velocity-field optimisation in 3-D
-                     (:mod:`scanai.motion.svf3d`, no training; the shipped networks are 2-D).
+                     (:mod:`scanai.motion.svf3d`, no training); "network-3d" the multi-pair network on volumes
+                     (:mod:`scanai.motion.network3d`, experimental: reference pairs, ``refine_steps`` 0 = alone).
     device:          "cpu", "cuda" or "auto"/None for the networks and svf3d; ignored by the SimpleITK methods.
     dims:            "2d" (every slice on its own, in-plane motion), "3d" (one volume per frame: through-plane
                      motion; needs at least 4 slices) or None (the method's own, see :func:`checked_dims`).
@@ -148,6 +166,8 @@ def estimate_motion(sequence: VolumeSequence, reference_index: int = 0, method: 
     if unknown:
         raise InputError(f"Unknown option(s) for the {METHOD_LABELS[method]}: {', '.join(unknown)}.",
                          f"Valid options: {', '.join(NETWORK_OPTIONS)}.")
+    if method == "network-3d":
+        return _network_3d(sequence, int(reference_index), _device(device), progress, **options)
     try:
         from scanai.motion.network import estimate_with_network
     except ModuleNotFoundError as error:

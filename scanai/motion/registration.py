@@ -60,7 +60,7 @@ class MotionFields:
     warped:          every frame resampled onto the reference (same geometry, index values, name and unit as
                      the input sequence).
     reference_index: the reference frame (0-based).
-    method:          "demons" or "bspline".
+    method:          the estimator (:data:`scanai.motion.pipeline.METHODS`: "demons", "bspline", "svf3d", ...).
     seconds_per_frame: wall-clock registration time per registered (non-reference) frame.
     options:         the options actually used (defaults merged with the caller's).
     """
@@ -71,6 +71,25 @@ class MotionFields:
     method: str
     seconds_per_frame: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_voxels(cls, sequence: VolumeSequence, voxels: np.ndarray, reference_index: int, method: str,
+                    seconds: float, options: dict[str, Any], progress: Progress | None = None) -> MotionFields:
+        """The result of an estimator that works in voxels: ``voxels`` (T, K, J, I, 3) pull-back displacements in
+        array order (k, j, i), zero at the reference, turned into RAS mm on ``sequence``'s grid, and every frame
+        warped onto the reference; ``seconds`` the estimate's wall-clock time (spread over the registered frames)."""
+        progress = Progress.ensure(progress)
+        displacement = voxels[..., ::-1] @ sequence.geometry.ijk_to_ras()[:3, :3].T
+        progress(0.9, "Warping frames onto the reference")
+        warped = np.empty(sequence.frames.shape, dtype=np.float32)
+        for frame in range(len(sequence)):
+            warped[frame] = sequence.frames[frame] if frame == reference_index else warp(
+                sequence.frame(frame), displacement[frame]).array
+        progress(1.0, "Motion estimated")
+        warped_sequence = VolumeSequence(warped, sequence.geometry, sequence.index_values, sequence.index_name,
+                                         sequence.index_unit)
+        return cls(displacement, warped_sequence, int(reference_index), method,
+                   seconds / max(len(sequence) - 1, 1), options)
 
     def mean_magnitude_mm(self) -> np.ndarray:
         """Mean displacement length per frame, shape (T,), in mm."""

@@ -428,13 +428,43 @@ WEIGHTS = {"similarity": 1.0, "smoothness": 0.5, "long_range": 0.5, "cycle": 0.2
            "dice": 0.5}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the multi-pair cardiac motion network.")
+def run_steps(model, step_loss, steps: int, max_lr: float, log_every: int, started: float) -> None:
+    """Train ``model`` for ``steps`` Adam steps (one-cycle schedule up to ``max_lr``, gradients clipped at norm 2) on
+    ``step_loss()`` -> (loss, {term: float}) of a fresh clip each step, printing the terms' running means every
+    ``log_every`` steps (seconds since ``started``)."""
+    import torch
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=max_lr, total_steps=steps, pct_start=0.05)
+    running: dict[str, float] = {}
+    for step in range(steps):
+        loss, terms = step_loss()
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        optimiser.step()
+        schedule.step()
+        for name, value in terms.items():
+            running[name] = 0.98 * running.get(name, value) + 0.02 * value
+        if step % log_every == 0 or step == steps - 1:
+            text = " ".join(f"{k} {v:.3f}" for k, v in sorted(running.items()))
+            print(f"step {step} ({time.perf_counter() - started:.0f} s): {text}", flush=True)
+
+
+def training_parser(description: str, steps: int, pool: int, pool_help: str) -> argparse.ArgumentParser:
+    """The options every motion training command takes: --out, --seed, --steps, --pool, --threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="folder for the weights and model card")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=9000)
-    parser.add_argument("--pool", type=int, default=120, help="phantom videos generated for training")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--pool", type=int, default=pool, help=pool_help)
     parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = training_parser("Train the multi-pair cardiac motion network.", 9000, 120,
+                             "phantom videos generated for training")
     parser.add_argument("--native", action="store_true",
                         help=f"real-texture videos {round(100 * (1 - NATIVE_HALVED_SHARE))}%% at the cine's own "
                              "resolution (as the network's passes on the heart see it) instead of "
@@ -443,8 +473,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> ModelCard:
-    import torch
-
     from scanai.core.device import set_determinism
 
     args = parse_args(argv)
@@ -463,10 +491,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
     print(f"{len(phantoms)} phantom videos, {len(real)} real cine slices, {len(textured)} real-texture videos "
           f"({time.perf_counter() - started:.0f} s)")
     model = build_motion_network(DEFAULT_ARCHITECTURE)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-4, total_steps=args.steps, pct_start=0.05)
-    running: dict[str, float] = {}
-    for step in range(args.steps):
+
+    def step_loss():
         source = rng.random()
         use_real = bool(real) and source < 0.3
         scheme = "consecutive" if rng.random() < 0.3 else "reference"
@@ -476,17 +502,9 @@ def main(argv: list[str] | None = None) -> ModelCard:
         clip = make_clip(video, rng, max_frames=10, crop=96 if use_real else None,
                          closed=closed)
         joint = rng.random() >= 0.25
-        loss, terms = clip_loss(model, clip, scheme, joint, WEIGHTS)
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        optimiser.step()
-        schedule.step()
-        for name, value in terms.items():
-            running[name] = 0.98 * running.get(name, value) + 0.02 * value
-        if step % 100 == 0 or step == args.steps - 1:
-            text = " ".join(f"{k} {v:.3f}" for k, v in sorted(running.items()))
-            print(f"step {step} ({time.perf_counter() - started:.0f} s): {text}", flush=True)
+        return clip_loss(model, clip, scheme, joint, WEIGHTS)
+
+    run_steps(model, step_loss, args.steps, 3e-4, 100, started)
     model.eval()
     held_out = evaluation_set(args.seed + 1000, 8, corrupt=False)
     corrupted = evaluation_set(args.seed + 2000, 8, corrupt=True)

@@ -327,6 +327,22 @@ def test_localise_judges_the_centre_zone_whatever_the_classifier_says(phantom):
     assert found[y, x] and found.sum() == 1, np.argwhere(found)
 
 
+def test_localise_judges_what_the_classifier_does_not_rule_out(phantom):
+    """Outside the target patches and the centre zone, a spike is found where the classifier does not rule a spike
+    out and missed where it does; on the clean plane nothing is flagged either way (the classical level's gate)."""
+    corrupted, truth = inject_spikes(phantom.data, 1, (0.3, 0.3), kinds={"isolated": 1.0}, seed=3)
+    plane = corrupted[:, 0]
+    y, x = int(truth.ky[0]), int(truth.kx[0])
+    grid = PatchGrid.over(plane.shape[1:], 32)
+    none = np.zeros(len(grid), bool)
+    assert centre_distance(plane.shape[1:])[y, x] > 12.0
+    nothing, everything = np.zeros(grid.shape, bool), np.ones(grid.shape, bool)
+    found = localise(plane, grid, none, ruled_out=nothing)
+    assert found[y, x] and found.sum() == 1, np.argwhere(found)
+    assert not localise(plane, grid, none, ruled_out=everything)[y, x]
+    assert not localise(phantom.data[:, 0], grid, none, ruled_out=nothing).any()
+
+
 # ------------------------------------------------------------------------------------------- bad input, progress
 
 

@@ -217,10 +217,10 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
 
 
 def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sensitivity: float = 0.5,
-             centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None
-             ) -> np.ndarray:
-    """In-patch point localisation for a patch classifier: (ky, kx) bool mask of spikes inside target patches, and
-    within ``centre_zone`` of DC.
+             centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None,
+             ruled_out: np.ndarray | None = None) -> np.ndarray:
+    """In-patch point localisation for a patch classifier: (ky, kx) bool mask of spikes inside target patches,
+    within ``centre_zone`` of DC, and, given ``ruled_out``, wherever the classifier does not rule a spike out.
 
     plane:          complex (coils, ky, kx) k-space of one slice.
     grid:           the patch grid the classifier used.
@@ -230,7 +230,9 @@ def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sen
     judged at :func:`detect_plane`'s own level whatever the classifier says, with its background test: the
     classifier's central patches missed spikes of 30-150 sigma per coil 3-7 samples from DC on a 16-coil file. One
     :func:`detect_plane` over both regions (``prior`` 1 in the target patches); nothing inside ``centre_radius``
-    of DC or not acquired is ever flagged.
+    of DC or not acquired is ever flagged. ``ruled_out``: (ky, kx) bool, the samples the classifier rules a spike
+    out at (:func:`scanai.kspace.pipeline.classifier_prior` below 0); every other sample outside the target patches
+    is judged at :func:`detect_plane`'s own level too (None: the patent's reading, the target patches only).
     """
     plane = _check_plane(plane)
     if tuple(plane.shape[1:]) != tuple(grid.shape):
@@ -242,5 +244,6 @@ def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sen
     for r, c in grid.anchors()[chosen]:
         inside[r:r + grid.size, c:c + grid.size] = True
     near = _zones(plane, max(centre_radius, 0.0), centre_zone)[3]
+    region = inside | near if ruled_out is None else inside | near | ~np.asarray(ruled_out, dtype=bool)
     return detect_plane(plane, sensitivity, grid.size, centre_radius, centre_zone, noise_power,
-                        prior=inside.astype(np.int8), region=inside | near).mask
+                        prior=inside.astype(np.int8), region=region).mask

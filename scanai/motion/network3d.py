@@ -83,11 +83,13 @@ def estimate_with_network_3d(sequence: VolumeSequence, reference_index: int = 0,
     the reference, frames warped onto the reference), method "network-3d" (its options say ``joint``).
     """
     from scanai.motion.registration import MotionFields, _validate_sequence
-    from scanai.motion.svf3d import SVF_DEFAULTS, optimise_fields
+    from scanai.motion.svf3d import SVF_DEFAULTS, check_memory_on, optimise_fields
 
     progress = Progress.ensure(progress)
     _validate_sequence(sequence, reference_index)
     reference_index = int(reference_index)
+    if refine:
+        check_memory_on(sequence.frames.shape, device)
     model, _card = load_motion_network_3d(device or "auto")
     frames = normalise_video(sequence.frames)
     pairs = make_pairs(len(frames), reference_index, "reference")
@@ -98,8 +100,7 @@ def estimate_with_network_3d(sequence: VolumeSequence, reference_index: int = 0,
     if refine:
         voxels = optimise_fields(frames, reference_index, progress.sub(0.1, 0.9), device,
                                  sequence.geometry.spacing_mm[::-1], initial=voxels)
-    options = {"scheme": "reference", "joint": joint,
-                         "refine_steps": sum(SVF_DEFAULTS["iterations"]) if refine else 0, "passes": 1,
-                         "model": MODEL_NAME_3D}
+    options = {"scheme": "reference", "joint": joint, "refine_steps": sum(SVF_DEFAULTS["iterations"]) if refine else 0,
+               "passes": 1, "model": MODEL_NAME_3D}
     return MotionFields.from_voxels(sequence, voxels, reference_index, METHOD_3D,
                                     time.perf_counter() - started, options, progress)

@@ -82,6 +82,16 @@ def check_memory(shape: tuple[int, int, int, int], available: int | None) -> Non
                      "or estimate 2-D motion slice by slice.")
 
 
+def check_memory_on(shape: tuple[int, int, int, int], device: str | None) -> None:
+    """:func:`check_memory` against this computer's memory when the optimisation runs on the CPU (``device`` "cpu",
+    or "auto"/None without a GPU)."""
+    from scanai.core.device import choose_device
+    from scanai.core.memory import physical_memory_bytes
+
+    if choose_device(device or "auto").type == "cpu":
+        check_memory(shape, physical_memory_bytes())
+
+
 def _merged(options: dict[str, Any]) -> dict[str, Any]:
     merged = with_defaults(options, SVF_DEFAULTS, "Unknown option(s) for the 3-D SVF method")
     if merged["regulariser"] not in ("diffusion", "bending"):
@@ -226,8 +236,6 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
     single slice (use the 2-D methods), unknown options, or a cine too large for the computer's memory on the CPU
     (:func:`check_memory`).
     """
-    from scanai.core.device import choose_device
-    from scanai.core.memory import physical_memory_bytes
     from scanai.motion.network import normalise_video
     from scanai.motion.registration import MotionFields, _validate_sequence
 
@@ -237,8 +245,7 @@ def estimate_svf_3d(sequence: VolumeSequence, reference_index: int = 0, progress
         raise InputError(f"3-D motion needs a volume per frame (at least 4 slices); this cine has "
                          f"{sequence.frames.shape[1]} slice(s).", "Estimate 2-D motion per slice instead.")
     settings = _merged(options)
-    if choose_device(device or "auto").type == "cpu":
-        check_memory(sequence.frames.shape, physical_memory_bytes())
+    check_memory_on(sequence.frames.shape, device)
     started = time.perf_counter()
     voxels = optimise_fields(normalise_video(sequence.frames), int(reference_index), progress.sub(0.0, 0.9),
                              device, sequence.geometry.spacing_mm[::-1], **settings)

@@ -6,9 +6,10 @@ Training data: beating-ventricle phantoms (:func:`scanai.motion.phantom3d.beatin
 truth) with random grid, size, elongation, wall thickness, contraction, twist, long-axis shortening, noise,
 texture, frame count and reference frame; and real-texture volumes (:func:`real_texture_volumes`: a volume of
 the shared Sunnybrook short-axis stack, images only, moved by the same analytic motion about the LV found in it).
-Per clip a random intensity transform, flips and an in-plane transpose, and in 40 % of the clips every 2nd-4th
-slice only (a stack of thick slices, its through-plane truth in those slices). No real 3-D+t cine with truth exists
-in the shared data; the Sunnybrook stack's contours (never used in training) are the real test (``make bench``).
+Per clip a random intensity transform, flips and an in-plane transpose, and in 40 % of the phantom clips every
+2nd-4th slice only (a stack of thick slices, its through-plane truth in those slices). No real 3-D+t cine with
+truth exists in the shared data; the Sunnybrook stack's contours (never used in training) are the real test
+(``make bench``).
 
 Loss per clip (as the 2-D network's, digest §4.2): end-point error against the exact field (whole grid plus
 myocardium), local NCC between the reference and each warped frame and smoothness of the fields (the phantom
@@ -262,8 +263,8 @@ def main(argv: list[str] | None = None) -> ModelCard:
                        f"{len(stacks)} Sunnybrook SCD0000101 short-axis stack (12 slices of 10 mm, images only; the "
                        "contours never used), full or half in-plane resolution, cropped to 64² about the LV found "
                        "in it, moved by the same analytic ventricle motion sized from the LV); per clip an "
-                       f"intensity transform, flips, in-plane transpose, {THICK_SHARE:.0%} as thick-slice stacks "
-                       "(every 2nd-4th slice); exact truth. No real 3-D+t data with truth."),
+                       f"intensity transform, flips, in-plane transpose, {THICK_SHARE:.0%} of the phantom clips as "
+                       "thick-slice stacks (every 2nd-4th slice); exact truth. No real 3-D+t data with truth."),
         training_command=TRAINING_COMMAND + f" --threads {args.threads}",
         metrics=metrics, sha256="",
         notes=(f"{args.steps} Adam steps, one clip (up to 8 frames) per step, seed {args.seed}; metrics: the network "

@@ -240,7 +240,7 @@ def test_a_weak_spike_beside_a_strong_one_is_judged_jointly(phantom):
     # exactly the residual of the joint fit of both samples (the first-order form is exact for one neighbour)
     both = flagged.copy()
     both[weak] = True
-    joint_value = fill_by_prediction(plane, both, statistic.kernel, neighbours=False)[:, weak[0], weak[1]]
+    joint_value = fill_by_prediction(plane, both, statistic.predictor.kernel, neighbours=False)[:, weak[0], weak[1]]
     energy = np.abs(plane[:, weak[0], weak[1]] - joint_value) ** 2 @ statistic.inverse_scale / len(
         statistic.inverse_scale)
     expected = np.log((energy + statistic.tiny) / statistic.background[weak])

@@ -109,7 +109,6 @@ class _SliceStatistic:
         self.acquired = acquired
         self.grid = grid
         self.predictor, self.energy, self.inverse_scale = whitened_energy(self.plane, acquired)
-        self.kernel = self.predictor.kernel
         self.tiny = np.float32(1e-6 * max(float(np.median(self.energy[acquired])), 1e-30))
         self._filled: np.ndarray | None = None  # the background's input at the last refresh (None: not yet)
         self._patch_cache: dict[tuple[int, int], tuple[float | None, float | None]] = {}
@@ -272,9 +271,10 @@ class _SliceStatistic:
         gives the residual of the joint fit (first order: the flagged neighbours' coupling among themselves is
         left out)."""
         ky, kx = flagged.shape
-        coils = self.kernel.shape[1]
+        kernel = self.predictor.kernel
+        coils = kernel.shape[1]
         offsets = self.predictor.offsets
-        weights = self.kernel.reshape(len(offsets), coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
+        weights = kernel.reshape(len(offsets), coils, coils).astype(np.complex128)  # (offset, c_in, c_out)
         residual = self.predictor.residual_at(self.plane, ys, xs)  # (n, coils), q itself still holds its input
         leak = np.zeros((len(ys), coils, coils), dtype=np.complex128)
         for index, (dy, dx) in enumerate(offsets):

@@ -53,6 +53,7 @@ def predict_volume_fields(model, video: np.ndarray, pairs: list[tuple[int, int]]
     and the fields interpolated back (trilinear) and rescaled to this grid's voxels.
     Returns (P, K, J, I, 3) float32 pull-back displacements in voxels, (dk, dj, di).
     """
+    from scanai.motion.svf3d import resized_field
     from scanai.nn.backend import functional, torch
 
     size = video.shape[1:]
@@ -61,16 +62,20 @@ def predict_volume_fields(model, video: np.ndarray, pairs: list[tuple[int, int]]
     tensor = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))[:, None]
     if small != size:
         tensor = functional.interpolate(tensor, size=small, mode="area")
-    padding = [pad for n in reversed(small) for pad in (0, (-n) % SIZE_MULTIPLE)]
-    tensor = functional.pad(tensor, padding, mode="replicate").to(parameter.device, parameter.dtype)
+    tensor = padded_volumes(tensor).to(parameter.device, parameter.dtype)
     with torch.inference_mode():
-        fields = model(tensor[None, :, :], pairs, joint=joint)[0].float()
-        fields = fields[(slice(None), slice(None), *(slice(0, n) for n in small))]
-        if small != size:
-            fields = functional.interpolate(fields, size=size, mode="trilinear", align_corners=True)
-            scale = [(new - 1) / (was - 1) if was > 1 else 1.0 for new, was in zip(size, small, strict=True)]
-            fields = fields * fields.new_tensor(scale).view(1, 3, 1, 1, 1)
+        fields = model(tensor[None], pairs, joint=joint)[0].float()[..., :small[0], :small[1], :small[2]]
+        fields = resized_field(fields, size)
     return fields.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def padded_volumes(volumes):
+    """Volumes [N, C, K, J, I] edge-padded at the far end of every spatial axis to a multiple of 16 (the network's
+    four stride-2 levels); the caller crops the fields back to [..., :K, :J, :I]."""
+    from scanai.nn.backend import functional
+
+    padding = [pad for n in reversed(volumes.shape[2:]) for pad in (0, (-n) % SIZE_MULTIPLE)]
+    return functional.pad(volumes, padding, mode="replicate")
 
 
 def estimate_with_network_3d(sequence: VolumeSequence, reference_index: int = 0, joint: bool = True,

@@ -101,7 +101,7 @@ def _merged(options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _resized(field, size: tuple[int, ...]):
+def resized_field(field, size: tuple[int, ...]):
     """A voxel displacement / velocity field [N, 3, K, J, I] resampled (trilinear, corners aligned) to ``size``,
     its (k, j, i) components rescaled to the new voxels."""
     from scanai.nn.backend import functional
@@ -195,17 +195,17 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
         grid = tuple(images.shape[-3:])
         velocity_grid = tuple(_shrunk(images[:1], int(settings["velocity_factor"])).shape[-3:])
         velocity = torch.zeros(len(others), 3, *velocity_grid, device=where) if velocity is None else \
-            _resized(velocity.detach(), velocity_grid)
+            resized_field(velocity.detach(), velocity_grid)
         velocity.requires_grad_(True)
         optimiser = torch.optim.Adam([velocity], lr=float(settings["step_voxels"]))
         reference, moving = images[reference_index:reference_index + 1], images[others]
         level_spacing = [size * shrink for size, shrink in zip(spacing_mm, _shrink_for(full, factor), strict=True)]
         window = ncc_window(int(settings["window"]), tuple(level_spacing))
         to_reference = local_ncc(reference, window, NCC_EPS)  # the reference's local statistics once per level
-        start = 0.0 if prior is None else _resized(prior, grid)
+        start = 0.0 if prior is None else resized_field(prior, grid)
         with torch.enable_grad():
             for _ in range(int(iterations)):
-                displacement = start + _resized(integrate(velocity, int(settings["integration_steps"])), grid)
+                displacement = start + resized_field(integrate(velocity, int(settings["integration_steps"])), grid)
                 warped = warp(moving, displacement)
                 loss = to_reference(warped)
                 if settings["pair_weight"] > 0 and len(others) > 1:
@@ -219,7 +219,7 @@ def optimise_fields(frames: np.ndarray, reference_index: int, progress: Progress
                 done += 1
                 progress(done / total, f"3-D motion, level 1/{factor}: step {done} of {total}")
     with torch.no_grad():
-        displacement = _resized(integrate(velocity, int(settings["integration_steps"])), full)
+        displacement = resized_field(integrate(velocity, int(settings["integration_steps"])), full)
         if prior is not None:
             displacement = displacement + prior
     out[others] = displacement.permute(0, 2, 3, 4, 1).double().cpu().numpy()

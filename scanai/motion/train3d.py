@@ -30,13 +30,12 @@ from scanai.core.catalog import ModelCard, save_and_report
 from scanai.core.errors import InputError
 from scanai.core.paths import shared_data_dir
 from scanai.motion.network import (
-    SIZE_MULTIPLE,
     build_motion_network,
     local_ncc_loss,
     normalise_video,
     smoothness_loss,
 )
-from scanai.motion.network3d import ARCHITECTURE_3D, MODEL_NAME_3D, predict_volume_fields
+from scanai.motion.network3d import ARCHITECTURE_3D, MODEL_NAME_3D, padded_volumes, predict_volume_fields
 from scanai.motion.pairs import make_pairs
 from scanai.motion.phantom3d import beating_ventricle_phantom
 from scanai.motion.train import _intensity_transform, run_steps, training_parser
@@ -188,12 +187,10 @@ def clip_loss(model, video: np.ndarray, truth: np.ndarray, mask: np.ndarray, joi
 
     from scanai.motion.layers import warp
 
-    size = video.shape[1:]
+    k, j, i = video.shape[1:]
     tensor = torch.from_numpy(video)[:, None]
-    padding = [pad for n in reversed(size) for pad in (0, (-n) % SIZE_MULTIPLE)]
-    padded = torch.nn.functional.pad(tensor, padding, mode="replicate")
     pairs = make_pairs(len(video), 0, "reference")
-    fields = model(padded[None], pairs, joint=joint)[0][(slice(None), slice(None), *(slice(0, n) for n in size))]
+    fields = model(padded_volumes(tensor)[None], pairs, joint=joint)[0][..., :k, :j, :i]
     target = torch.from_numpy(truth[1:]).permute(0, 4, 1, 2, 3)
     wall = torch.from_numpy(mask)[None, None]
     error = ((fields - target) ** 2).sum(dim=1).add(1e-6).sqrt()  # [P, K, J, I] voxels

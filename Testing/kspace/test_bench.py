@@ -305,8 +305,8 @@ def snr_row(ks, detector: str, offset: int = 0, events: int = 20, seeds: range =
     data = ks.data
     reference = reconstruct(ks).rss.array
     hits = np.zeros((3, 2), dtype=int)  # < 3, 3-5, >= 5 sigma
-    central = np.zeros(2, dtype=int)  # >= 5 sigma within 12 samples of DC (the untouchable 1.5 left out)
-    outside_core = np.zeros(2, dtype=int)  # >= 5 sigma farther than 1.5 samples from DC (the detector's domain)
+    central = np.zeros(2, dtype=int)  # >= 5 sigma within 12 samples of DC (the 1.5-sample core left out)
+    outside_core = np.zeros(2, dtype=int)  # >= 5 sigma beyond the 1.5-sample core (where the prediction judges too)
     truths, found, acquired, psnrs = [], [], [], []
     for seed, corrupted, truth, snr in snr_draws(ks, offset, events, seeds):
         spiked = replace(ks, data=corrupted)

@@ -17,11 +17,13 @@ What the mask misses of the object (faint tissue, truncation ringing) leaves a s
 DC: ``S`` is judged against its local level (the largest of three median filters with a hollow centre -- a 9 x 9
 square, a 1 x 21 readout line, a 13 x 1 phase-encoding line -- so that a spike's own spread over its closest
 neighbours does not raise it, and every strong peak's whole spread is taken out before the level is measured).
-Spikes are taken one at a time, strongest first, and the contributions ``a_c M(k - k0)`` of all found so far,
-their amplitudes fitted together by least squares, are removed from ``B`` before the next is judged (``M``'s
-sidelobes would otherwise be flagged); samples within 1.5 of DC are removed the same way when they stand out but
-are never flagged. :func:`scanai.kspace.classical.detect_plane` runs it where the prediction leaves much of the
-central signal (``NEAR_DC_GATE``, ``NEAR_DC_MAX_COILS`` there).
+Spikes are taken one at a time, strongest first (after any found before, ``known``), and the contributions
+``a_c M(k - k0)`` of all found so far, their amplitudes fitted together by least squares, are removed from ``B``
+before the next is judged (``M``'s sidelobes would otherwise be flagged); samples within 1.5 of DC (the core) are
+removed the same way when they stand out, but flagged only when they tower (``towering``: the core of a clean file
+stands out a little, a strong spike there by far). :func:`scanai.kspace.classical.detect_plane` runs it where the
+prediction leaves much of the central signal (``NEAR_DC_GATE``, ``NEAR_DC_MAX_COILS`` there), with the spikes its
+peeling found near DC as ``known``.
 """
 
 from __future__ import annotations
@@ -135,17 +137,24 @@ def _significance(coils: int, energy: np.ndarray, local: np.ndarray, half: float
 
 def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarray, level: float,
                        noise_power: np.ndarray | None = None, min_background: float = 0.05, max_rounds: int = 6,
-                       tentative: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+                       tentative: float = 20.0, towering: float = np.inf, known: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Spikes near DC of a (coils, ky, kx) plane, judged in its background's k-space (see the module docstring).
 
     region:      (ky, kx) bool, the samples judged (near DC, acquired; DC itself included).
-    allowed:     (ky, kx) bool, the samples that may be flagged (``region`` less the untouchable core).
+    allowed:     (ky, kx) bool, the samples that may be flagged (``region`` less the core about DC).
     level:       significance (-log10 p of the Gamma(C, 1/C) law) a sample must exceed.
     noise_power: (coils,) noise power ``E|n|^2`` of each coil in the data's units (a file's noise scans), or None:
                  estimated from the outer k-space (:func:`scanai.kspace.metrics.coil_noise_sigma`).
     min_background: below this background fraction of the field of view nothing is judged (no background).
     max_rounds:  rounds of judging and removing; tentative: peaks above this many times the noise level are left
                  out (with their spread) of the local level.
+    towering:    significance above which a sample of ``region`` outside ``allowed`` (the core) is flagged all the
+                 same (infinite: never); DC itself never is (the one sample the correction never changes).
+    known:       (ky, kx) bool or None, spikes already found (by the prediction's peeling): their spread is removed,
+                 jointly with every spike found here, before anything is judged, and they are not judged again.
+                 Left in, a strong one's residue beside it was flagged (gre.dat, three spikes of 200-320 sigma near
+                 DC: 8 false detections).
     Returns (flags (ky, kx) bool, significance (ky, kx) float32 of each flagged sample, 0 elsewhere). The input is
     not modified.
     """
@@ -173,6 +182,10 @@ def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarra
     half = float(gammaincinv(coils, 0.5) / coils)
     judged, may_flag = region[np.ix_(rows, cols)], allowed[np.ix_(rows, cols)]
     values, spikes, taken = found.values, [], np.zeros(judged.shape, dtype=bool)
+    if known is not None and known[np.ix_(rows, cols)].any():
+        taken = known[np.ix_(rows, cols)].copy()
+        spikes = [(int(r), int(c)) for r, c in np.argwhere(taken)]
+        values = found.without(spikes)
     for _ in range(max_rounds):
         energy = found.statistic(values)
         peaks = (energy >= maximum_filter(energy, size=3, mode="nearest")) & judged & ~taken
@@ -187,7 +200,7 @@ def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarra
             spikes.append((int(r), int(c)))
             taken[r, c] = True
             values = found.without(spikes)
-            if may_flag[r, c]:
+            if may_flag[r, c] or (score > towering and (rows[r], cols[c]) != (ky // 2, kx // 2)):
                 flags[rows[r], cols[c]] = True
                 significance[rows[r], cols[c]] = score
         if len(spikes) == before:

@@ -27,10 +27,12 @@ Per slice (a (coils, ky, kx) plane of centred k-space):
    re-estimated together with them. A cluster whose members leak into each other's neighbourhood fills its own
    background; its strongest member may start the peeling when it passes the peeling's level against the level
    beyond its 5 x 5 block (:func:`scanai.kspace.background.hollow_level_at`).
-5. **Centre protection.** Samples within ``centre_radius`` of DC are never flagged (DC is never modified);
-   samples within ``centre_zone`` of DC need ``centre_factor`` times the thresholds (patent cl. 8-9). Where the
-   prediction leaves much of the central signal (few coils), those samples are also judged in the k-space of the
-   image's background, where the object is gone and a spike is not (:mod:`scanai.kspace.centre`).
+5. **Centre protection.** Samples within ``centre_radius`` of DC need far higher levels, and the 1.5-sample core
+   about DC and the k-space peak is never flagged by the prediction; samples within ``centre_zone`` of DC need
+   ``centre_factor`` times the thresholds (patent cl. 8-9). Where the prediction leaves much of the central signal
+   (few coils), those samples are also judged in the k-space of the image's background, where the object is gone
+   and a spike is not (:mod:`scanai.kspace.centre`); there a core sample is flagged too when it towers
+   (:attr:`~scanai.kspace.peeling.Thresholds.near_dc_core`).
 6. **Acquisition edges.** Samples that were never acquired (zero in every coil: partial echo, partial Fourier,
    undersampling masks) are never flagged, are left out of the local background (NaN in its median filters) and
    of the prediction of their neighbours: a sample beside them is predicted by a kernel of the neighbours it has
@@ -157,28 +159,41 @@ NEAR_DC_GATE = 3.0
 NEAR_DC_MAX_COILS = 8
 
 
-def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, energy: np.ndarray,
-                 acquired: np.ndarray, core: np.ndarray, near: np.ndarray, level: float,
-                 noise_power: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(flags, significance) of :func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
-    DC not already ``flagged``, with the flagged samples farther out replaced by their prediction first (so that
-    neither their plane wave in the image nor their spread reaches the test); nothing where the prediction
-    (``predictor``, its whitened residual ``energy``) explains the centre well (:data:`NEAR_DC_GATE`) or the plane
-    has more than :data:`NEAR_DC_MAX_COILS` coils."""
-    region = near & acquired
-    judged = region & ~core
-    nothing = np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32)
+def _whole_zone_judged(plane: np.ndarray, predictor: Predictor, energy: np.ndarray, acquired: np.ndarray,
+                       judged: np.ndarray) -> bool:
+    """Whether the background test judges every sample near DC (``judged``): where the prediction (``predictor``,
+    its whitened residual ``energy``) leaves much of the central signal (:data:`NEAR_DC_GATE`), on planes of at
+    most :data:`NEAR_DC_MAX_COILS` coils."""
     if not judged.any() or plane.shape[0] > NEAR_DC_MAX_COILS:
-        return nothing
+        return False
     if radius_of(predictor.offsets) != 1:
         energy = whitened_energy(plane.astype(np.complex64, copy=False), acquired, radius=1)[1]
     ratio = float(np.median(energy[judged])) / max(float(np.median(energy[acquired])), 1e-30)
-    if ratio <= NEAR_DC_GATE:
-        return nothing
-    far = flagged & ~near  # near DC a prediction is poor (it is why this test exists): those stay and are judged
+    return ratio > NEAR_DC_GATE
+
+
+def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, energy: np.ndarray,
+                 acquired: np.ndarray, core: np.ndarray, near: np.ndarray, thresholds: Thresholds,
+                 noise_power: np.ndarray | None, core_suspect: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(flags, significance) of :func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
+    DC: those not already ``flagged`` where :func:`_whole_zone_judged`, and the ``core`` (at
+    :attr:`Thresholds.near_dc_core`) there or wherever ``core_suspect`` (the prediction would have flagged a core
+    sample: nothing else can); else nothing. The flagged samples near DC are the test's known spikes; those farther
+    out are replaced by their prediction first (so that neither their plane wave in the image nor their spread
+    reaches the test)."""
+    region = near & acquired
+    judged = region & ~core
+    if _whole_zone_judged(plane, predictor, energy, acquired, judged):
+        allowed = judged & ~flagged
+    elif core_suspect and (core & acquired).any():
+        allowed = np.zeros_like(judged)
+    else:
+        return np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32)
+    far = flagged & ~near  # near DC a prediction is poor (it is why this test exists): those stay, as known spikes
     if far.any():  # each as its neighbours predict it, adjacent ones jointly (as the peeling replaces them)
         plane = predictor.fill(plane.astype(np.complex64, copy=True), far, neighbours=False)
-    return near_centre_spikes(plane, region, judged & ~flagged, level, noise_power)
+    return near_centre_spikes(plane, region, allowed, thresholds.near_dc, noise_power,
+                              towering=thresholds.near_dc_core, known=flagged & near)
 
 
 def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = DEFAULT_PATCH_SIZE,
@@ -189,7 +204,8 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
     sensitivity:   in (0, 1]; see :meth:`Thresholds.from_sensitivity`.
     patch_size:    patch edge in samples (clipped to the plane size).
     centre_radius: samples within this distance (in samples) of DC or of the k-space peak need the ring levels
-                   of :class:`Thresholds`; the 1.5-sample core around them (DC included) is never flagged.
+                   of :class:`Thresholds`; the 1.5-sample core around them (DC included) is flagged only by the
+                   background test (:attr:`Thresholds.near_dc_core`).
     centre_zone:   samples within this distance need :attr:`Thresholds.centre_factor` times the thresholds; where
                    the prediction leaves much signal there, they are also judged in the background's k-space
                    (:mod:`scanai.kspace.centre`, level :attr:`Thresholds.near_dc`).
@@ -209,7 +225,8 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
     allowed = acquired & ~core if region is None else acquired & ~core & np.asarray(region, dtype=bool)
     mask = _peel(statistic, allowed, thresholds, zone, ring, prior=prior)
     centre_flags, centre_scores = _near_centre(plane, mask, statistic.predictor, statistic.energy, acquired, core,
-                                               near, thresholds.near_dc, noise_power)
+                                               near, thresholds, noise_power,
+                                               core_suspect=bool(np.any(scores_z[core] > thresholds.relaxed)))
     mask |= centre_flags
     scores_z = np.where(centre_flags, np.maximum(scores_z, centre_scores), scores_z)
     scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)

@@ -33,6 +33,10 @@ class Thresholds:
                    is passed); 100x, as before, missed a 43-sigma spike 2 samples from DC (91x, 45 dB after).
     near_dc:       level of the background test near DC (:mod:`scanai.kspace.centre`), ``strict - 3``: its noise
                    model holds there (no clean scanner file scores above 3.5 at default settings).
+    near_dc_core:  level at which that test flags a sample of the core itself, ``5 x near_dc`` (30 at the default):
+                   the core of a clean plane scores up to 7.2 there (se_t1; 8.6 on the partial-echo phantom), a
+                   spike of 0.03 x max|k| in it 63-126 on gre.dat and the 16- and 32-coil files; one of 0.3 x max|k|
+                   left uncorrected leaves gre.dat's image at 32 dB.
     """
 
     strict: float
@@ -47,6 +51,11 @@ class Thresholds:
     def near_dc(self) -> float:
         """Level of the background test near DC (see the class docstring)."""
         return self.strict - 3.0
+
+    @property
+    def near_dc_core(self) -> float:
+        """Level of the background test in the core about DC (see the class docstring)."""
+        return 5.0 * self.near_dc
 
     @classmethod
     def from_sensitivity(cls, sensitivity: float) -> Thresholds:

@@ -193,7 +193,8 @@ def detect(kspace: KSpaceData | np.ndarray, detector: str = "classical", sensiti
                    is not installed).
     sensitivity:   in (0, 1]; 0.5 is the tuned default (no detection on the clean scanner files).
     patch_size:    patch edge in samples (patent: 32); clipped to the k-space size.
-    centre_radius: samples within this distance (samples) of DC or of the k-space peak are never flagged.
+    centre_radius: samples within this distance (samples) of DC or of the k-space peak need the ring's far higher
+                   levels (:class:`~scanai.kspace.peeling.Thresholds`).
     """
     if detector not in DETECTORS:
         raise InputError(f"Unknown spike detector '{detector}'.", f"Choose one of {', '.join(DETECTORS)}.")

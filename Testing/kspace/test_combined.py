@@ -83,6 +83,28 @@ def test_combined_detector_on_real_single_coil_data(shared_data) -> None:
     assert changed[SPIKE] and changed.sum() == 1  # bit-identical outside the flagged sample
 
 
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_every_detector_removes_a_core_spike_by_its_measured_value(shared_data, detector) -> None:
+    """A spike of 0.1 x max|k| beside DC on gre.dat: each detector flags it alone and carries the background
+    test's measurement of it (``Detection.core_spikes``), within 2 % of the true value in every coil; calibrate
+    subtracts it and changes nothing else."""
+    if detector != "classical":
+        pytest.importorskip("torch")
+    ks = read_kspace(shared_data / "kspace" / "gre.dat")
+    spike = (0.1 * np.abs(ks.data).max() * np.array([0.6 + 0.8j, -1.0])).astype(np.complex64)
+    data = ks.data.copy()
+    data[:, 0, 81, 160] += spike
+    spiked = replace(ks, data=data)
+    detection = detect(spiked, detector=detector)
+    assert list(zip(*np.nonzero(detection.mask[0]), strict=True)) == [(81, 160)]
+    measured = detection.core_spikes[(0, 81, 160)]
+    assert np.abs(measured - spike).max() < 0.02 * np.abs(spike).max(), (measured, spike)
+    corrected = calibrate(spiked, detection)
+    np.testing.assert_array_equal(corrected[:, 0, 81, 160], data[:, 0, 81, 160] - measured.astype(np.complex64))
+    changed = np.any(corrected != data, axis=0)[0]
+    assert changed[81, 160] and changed.sum() == 1
+
+
 def test_combined_without_the_network_module_is_a_model_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "scanai.kspace.network", None)
     monkeypatch.delattr(package, "network", raising=False)

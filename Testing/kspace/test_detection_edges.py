@@ -228,13 +228,13 @@ def test_background_test_finds_spikes_beside_each_other_and_not_their_spread():
     distance = centre_distance(plane.shape[1:])
     region, allowed = distance <= 12, (distance <= 12) & (distance > 1.5)
     known = np.ones(1)
-    clean, _ = near_centre_spikes(plane, region, allowed, level=6.0, noise_power=known)
+    clean = near_centre_spikes(plane, region, allowed, level=6.0, noise_power=known).flags
     assert not clean.any(), np.argwhere(clean)
     spiked = plane.copy()
     spiked[0, 64 + 5, 64 + 2] += np.complex64(12.0 * np.exp(0.4j))
     spiked[0, 64 + 5, 64 + 4] += np.complex64(60.0 * np.exp(2.1j))
     copy = spiked.copy()
-    flags, score = near_centre_spikes(spiked, region, allowed, level=6.0, noise_power=known)
+    flags, score, _ = near_centre_spikes(spiked, region, allowed, level=6.0, noise_power=known)
     assert np.argwhere(flags).tolist() == [[69, 66], [69, 68]], np.argwhere(flags)
     assert np.all(score[flags] > 6.0) and np.all(score[~flags] == 0)
     assert np.array_equal(copy, spiked)  # the input is not modified
@@ -286,17 +286,23 @@ def test_background_test_is_silent_on_every_clean_file(shared_data):
                  "se_t1_sag_data.mat"):
         plane = read_kspace(shared_data / "kspace" / name).data[:, 0]
         core, _, _, near = _zones(plane, 4.0, 12.0)
-        flags, _ = near_centre_spikes(plane, near, near & ~core, thresholds.near_dc, towering=thresholds.near_dc_core)
+        flags = near_centre_spikes(plane, near, near & ~core, thresholds.near_dc,
+                                   towering=thresholds.near_dc_core).flags
         assert not flags.any(), (name, np.argwhere(flags))
 
 
-@pytest.mark.parametrize(("name", "amplitude"), [("gre.dat", 0.1), ("2024-02-06-164120.dat", 0.3)])
-def test_strong_spikes_in_the_core_about_dc_are_found_and_corrected_on_two_coil_files(shared_data, name, amplitude):
+@pytest.mark.parametrize(("name", "amplitude"), [("gre.dat", 0.1), ("2024-02-06-164120.dat", 0.3),
+                                                 ("2024-02-06-160052.dat", 0.1),
+                                                 ("meas_MID00243_FID33257_pulseq.dat", 0.1)])
+def test_strong_spikes_in_the_core_about_dc_are_found_and_corrected(shared_data, name, amplitude):
     """Issue 24: the 1.5-sample core about DC and the k-space peak was never flagged, so one spike of 0.3 x max|k|
-    beside DC left gre.dat's image at 32 dB. A spike on each sample of the core but DC itself (0.1 x max|k| on gre,
-    0.3 on the lower-SNR head) is now found by the background test, alone (a clean core scores at most 7.2 there,
-    against the core's level of 30), and corrected: the image goes from 38-45 dB to above 54 dB (measured 54.6-72.1)
-    and every other sample stays bit-identical."""
+    beside DC left gre.dat's image at 32 dB. A spike on each sample of the core but DC itself (0.1 x max|k|; 0.3 on
+    the lower-SNR head) is now found by the background test, alone (a clean core scores at most 7.2 there, against
+    the core's level of 30) -- on the 16- and 32-coil files too, where the prediction finds the core suspect -- and
+    corrected by subtracting its measured value: the image goes from 38-60 dB to above 60 dB (62-88 measured; the
+    neighbours' re-estimate gave 48-73 on the 32-coil file), and every other sample stays bit-identical. Nothing
+    else is flagged: the plane is judged again without the spike, whose leakage into its neighbours' predictions
+    made two samples 2-3 from it stand out on the 32-coil 64^2 file."""
     from scanai.kspace.classical import _zones
     from scanai.kspace.metrics import psnr
     from scanai.kspace.recon import reconstruct
@@ -306,17 +312,20 @@ def test_strong_spikes_in_the_core_about_dc_are_found_and_corrected_on_two_coil_
     core = _zones(ks.data[:, 0], 4.0, 12.0)[0]
     core[ks.data.shape[2] // 2, ks.data.shape[3] // 2] = False
     rng = np.random.default_rng(3)
+    others = 0
     for y, x in np.argwhere(core):
         data = ks.data.copy()
         add_spike(data, y, x, amplitude, rng)
         spiked = replace(ks, data=data)
         detection = detect(spiked)
-        assert detection.mask.sum() == detection.mask[0, y, x] == 1, (y, x, np.argwhere(detection.mask))
+        assert detection.mask[0, y, x], (y, x, np.argwhere(detection.mask))
+        others += int(detection.mask.sum()) - 1
         fixed = calibrate(spiked, detection)
         assert np.array_equal(fixed[:, ~detection.mask], data[:, ~detection.mask])
         before = psnr(reference, reconstruct(spiked).rss.array)
         after = psnr(reference, reconstruct(replace(ks, data=fixed)).rss.array)
-        assert after > max(before + 10.0, 54.0), (y, x, before, after)
+        assert after > max(before + 15.0, 60.0), (y, x, before, after)
+    assert others == 0, others
 
 
 def test_run_file_reads_with_axes_and_noise(tmp_path):

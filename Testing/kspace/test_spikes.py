@@ -303,9 +303,9 @@ def test_localise_finds_nothing_outside_target_patches_and_the_centre_zone(phant
     plane = corrupted[:, 0]
     grid = PatchGrid.over(plane.shape[1:], 32)
     near = centre_distance(plane.shape[1:]) <= 12.0
-    assert not (localise(plane, grid, np.zeros(len(grid), bool)) & ~near).any()
+    assert not (localise(plane, grid, np.zeros(len(grid), bool)).mask & ~near).any()
     first = grid.patch_of(int(truth.ky[0]), int(truth.kx[0]))
-    found = localise(plane, grid, np.array(first))
+    found = localise(plane, grid, np.array(first)).mask
     assert found[truth.ky[0], truth.kx[0]]
     inside = np.zeros(grid.shape, bool)
     for r, c in grid.anchors()[first]:
@@ -319,11 +319,11 @@ def test_localise_judges_the_centre_zone_whatever_the_classifier_says(phantom):
     plane = phantom.data[:, 0].copy()
     grid = PatchGrid.over(plane.shape[1:], 32)
     none = np.zeros(len(grid), bool)
-    assert not localise(plane, grid, none).any()
+    assert not localise(plane, grid, none).mask.any()
     y, x = plane.shape[1] // 2 + 4, plane.shape[2] // 2 + 3
     gains = np.exp(2j * np.pi * np.arange(plane.shape[0]) / plane.shape[0])
     plane[:, y, x] += (0.3 * np.abs(plane).max() * gains).astype(plane.dtype)
-    found = localise(plane, grid, none)
+    found = localise(plane, grid, none).mask
     assert found[y, x] and found.sum() == 1, np.argwhere(found)
 
 
@@ -337,10 +337,10 @@ def test_localise_judges_what_the_classifier_does_not_rule_out(phantom):
     none = np.zeros(len(grid), bool)
     assert centre_distance(plane.shape[1:])[y, x] > 12.0
     nothing, everything = np.zeros(grid.shape, bool), np.ones(grid.shape, bool)
-    found = localise(plane, grid, none, ruled_out=nothing)
+    found = localise(plane, grid, none, ruled_out=nothing).mask
     assert found[y, x] and found.sum() == 1, np.argwhere(found)
-    assert not localise(plane, grid, none, ruled_out=everything)[y, x]
-    assert not localise(phantom.data[:, 0], grid, none, ruled_out=nothing).any()
+    assert not localise(plane, grid, none, ruled_out=everything).mask[y, x]
+    assert not localise(phantom.data[:, 0], grid, none, ruled_out=nothing).mask.any()
 
 
 # ------------------------------------------------------------------------------------------- bad input, progress

@@ -28,6 +28,8 @@ peeling found near DC as ``known``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 #: (rows, columns) of the hollow median footprints: full extent and the hole left out around the sample.
@@ -105,13 +107,18 @@ class _Background:
         ky, kx = self.shape
         return self.spread[np.ix_((self.rows - self.rows[r] + ky // 2) % ky, (self.cols - self.cols[c] + kx // 2) % kx)]
 
-    def without(self, spikes: list[tuple[int, int]]) -> np.ndarray:
-        """``B`` less the spikes at crop positions ``spikes``, their values fitted together by least squares (one
-        spike's spread at another's position would otherwise be left behind as a sidelobe)."""
+    def amplitudes(self, spikes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """((n, coils) values ``a_c`` of the spikes at crop positions ``spikes`` in k-space units, fitted together
+        by least squares (one spike's spread at another's position would otherwise be left behind as a sidelobe),
+        (n, rows, cols) their spreads ``M(k - k0)``)."""
         shapes = np.stack([self.response(r, c) for r, c in spikes])  # (n, rows, cols)
         coupling = np.array([[shape[r, c] for shape in shapes] for r, c in spikes])  # (n, n): M(k_i - k_j)
         observed = np.stack([self.values[:, r, c] for r, c in spikes])  # (n, coils)
-        amplitudes = np.linalg.lstsq(coupling, observed, rcond=None)[0]  # (n, coils)
+        return np.linalg.lstsq(coupling, observed, rcond=None)[0], shapes
+
+    def without(self, spikes: list[tuple[int, int]]) -> np.ndarray:
+        """``B`` less the spikes at crop positions ``spikes`` (:meth:`amplitudes`)."""
+        amplitudes, shapes = self.amplitudes(spikes)
         return self.values - np.einsum("nc,nhw->chw", amplitudes, shapes)
 
     def local_level(self, values: np.ndarray, peaks: np.ndarray, strong: float, noise: float) -> np.ndarray:
@@ -135,10 +142,20 @@ def _significance(coils: int, energy: np.ndarray, local: np.ndarray, half: float
     return -np.log10(np.maximum(gammaincc(coils, coils * half * np.asarray(energy) / local), 1e-300))
 
 
+class CentreSpikes(NamedTuple):
+    """What the background test finds: flags (ky, kx) bool; significance (ky, kx) float32 of each flagged sample, 0
+    elsewhere; amplitudes {(ky, kx): (coils,) complex128} each flagged spike's estimated value (what it added to
+    every coil's sample)."""
+
+    flags: np.ndarray
+    significance: np.ndarray
+    amplitudes: dict[tuple[int, int], np.ndarray]
+
+
 def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarray, level: float,
                        noise_power: np.ndarray | None = None, min_background: float = 0.05, max_rounds: int = 6,
                        tentative: float = 20.0, towering: float = np.inf, known: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       ) -> CentreSpikes:
     """Spikes near DC of a (coils, ky, kx) plane, judged in its background's k-space (see the module docstring).
 
     region:      (ky, kx) bool, the samples judged (near DC, acquired; DC itself included).
@@ -155,8 +172,7 @@ def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarra
                  jointly with every spike found here, before anything is judged, and they are not judged again.
                  Left in, a strong one's residue beside it was flagged (gre.dat, three spikes of 200-320 sigma near
                  DC: 8 false detections).
-    Returns (flags (ky, kx) bool, significance (ky, kx) float32 of each flagged sample, 0 elsewhere). The input is
-    not modified.
+    The input is not modified.
     """
     from scipy.ndimage import maximum_filter
     from scipy.special import gammaincinv
@@ -167,14 +183,14 @@ def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarra
     flags = np.zeros((ky, kx), dtype=bool)
     significance = np.zeros((ky, kx), dtype=np.float32)
     if not region.any():
-        return flags, significance
+        return CentreSpikes(flags, significance, {})
     if noise_power is None:
         noise_power = coil_noise_sigma(plane[:, np.newaxis, ::4, ::4])[:, 0] ** 2  # every 16th sample is plenty
     noise_power = np.maximum(np.asarray(noise_power, dtype=np.float64), 1e-30)
     images = _centred_fft(plane, inverse=True)
     background = ~object_mask(images, noise_power)
     if background.mean() < min_background:
-        return flags, significance
+        return CentreSpikes(flags, significance, {})
     ys, xs = np.nonzero(region)  # a crop around the region, with the footprints' margin (periodic, like k-space)
     rows = np.arange(ys.min() - _MARGIN[0], ys.max() + _MARGIN[0] + 1) % ky
     cols = np.arange(xs.min() - _MARGIN[1], xs.max() + _MARGIN[1] + 1) % kx
@@ -205,4 +221,9 @@ def near_centre_spikes(plane: np.ndarray, region: np.ndarray, allowed: np.ndarra
                 significance[rows[r], cols[c]] = score
         if len(spikes) == before:
             break
-    return flags, significance
+    if not flags.any():
+        return CentreSpikes(flags, significance, {})
+    estimates = found.amplitudes(spikes)[0]
+    return CentreSpikes(flags, significance, {(int(rows[r]), int(cols[c])): estimate
+                                              for (r, c), estimate in zip(spikes, estimates, strict=True)
+                                              if flags[rows[r], cols[c]]})

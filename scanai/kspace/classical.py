@@ -52,13 +52,13 @@ detector itself are here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from scanai.core.errors import InputError
 from scanai.kspace.background import local_background  # noqa: F401  (re-exported)
-from scanai.kspace.centre import near_centre_spikes
+from scanai.kspace.centre import CentreSpikes, near_centre_spikes
 from scanai.kspace.patches import DEFAULT_PATCH_SIZE, PatchGrid
 from scanai.kspace.peeling import Thresholds, _peel
 from scanai.kspace.prediction import (  # noqa: F401  (re-exported)
@@ -83,6 +83,9 @@ class SliceDetection:
     target_patches: (P,) bool, True for patches holding at least one flagged sample.
     z:              (ky, kx) float32 robust z of every sample (after peeling; -inf where not acquired).
     log_ratio:      (ky, kx) float32 log contrast ``log(E / B)`` of every sample.
+    core_spikes:    {(ky, kx): (coils,) complex128} the value each spike flagged in the core about DC added to its
+                    sample, as the background test measured it: no neighbour predicts the core, so subtracting it
+                    is the correction there.
     """
 
     mask: np.ndarray
@@ -90,6 +93,7 @@ class SliceDetection:
     target_patches: np.ndarray
     z: np.ndarray
     log_ratio: np.ndarray
+    core_spikes: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
 
 def centre_distance(shape: tuple[int, int]) -> np.ndarray:
@@ -174,8 +178,8 @@ def _whole_zone_judged(plane: np.ndarray, predictor: Predictor, energy: np.ndarr
 
 def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, energy: np.ndarray,
                  acquired: np.ndarray, core: np.ndarray, near: np.ndarray, thresholds: Thresholds,
-                 noise_power: np.ndarray | None, core_suspect: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(flags, significance) of :func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
+                 noise_power: np.ndarray | None, core_suspect: bool) -> CentreSpikes:
+    """:func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
     DC: those not already ``flagged`` where :func:`_whole_zone_judged`, and the ``core`` (at
     :attr:`Thresholds.near_dc_core`) there or wherever ``core_suspect`` (the prediction would have flagged a core
     sample: nothing else can); else nothing. The flagged samples near DC are the test's known spikes; those farther
@@ -188,7 +192,7 @@ def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, e
     elif core_suspect and (core & acquired).any():
         allowed = np.zeros_like(judged)
     else:
-        return np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32)
+        return CentreSpikes(np.zeros(acquired.shape, dtype=bool), np.zeros(acquired.shape, dtype=np.float32), {})
     far = flagged & ~near  # near DC a prediction is poor (it is why this test exists): those stay, as known spikes
     if far.any():  # each as its neighbours predict it, adjacent ones jointly (as the peeling replaces them)
         plane = predictor.fill(plane.astype(np.complex64, copy=True), far, neighbours=False)
@@ -218,26 +222,47 @@ def detect_plane(plane: np.ndarray, sensitivity: float = 0.5, patch_size: int = 
     plane = _check_plane(plane)
     thresholds = Thresholds.from_sensitivity(sensitivity)
     grid = PatchGrid.over(plane.shape[1:], min(int(patch_size), *plane.shape[1:]))
+    zones = _zones(plane, max(centre_radius, 0.0), centre_zone)
+    core, ring = zones[:2]
+    mask, scores_z, log_ratio, centre = _detect(plane, thresholds, grid, zones, noise_power, prior, region)
+    in_core = {place: value for place, value in centre.amplitudes.items() if core[place]}
+    if in_core:  # a spike in the core also stood out in its neighbours' predictions: judged again without it
+        cleaned = plane.astype(np.complex64, copy=True)
+        for (y, x), value in in_core.items():
+            cleaned[:, y, x] -= value.astype(np.complex64)
+        mask, z, log_ratio, _ = _detect(cleaned, thresholds, grid, zones, noise_power, prior, region)
+        mask[tuple(np.transpose(list(in_core)))] = True
+        scores_z = np.where(core, np.maximum(z, scores_z), z)
+    scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)
+    return SliceDetection(mask, scores, targets, scores_z, log_ratio, in_core)
+
+
+def _detect(plane: np.ndarray, thresholds: Thresholds, grid: PatchGrid,
+            zones: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], noise_power: np.ndarray | None,
+            prior: np.ndarray | None, region: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, CentreSpikes]:
+    """The peeling and the background test of :func:`detect_plane` on one plane with its :func:`_zones`: (mask,
+    z (ky, kx) float32 (the background test's significance where it flagged more), log_ratio, its
+    :class:`~scanai.kspace.centre.CentreSpikes`)."""
+    core, ring, zone, near = zones
     acquired = acquired_mask(plane)
-    core, ring, zone, near = _zones(plane, max(centre_radius, 0.0), centre_zone)
     statistic = _SliceStatistic(plane, grid, acquired)
     scores_z = statistic.z.copy()
     allowed = acquired & ~core if region is None else acquired & ~core & np.asarray(region, dtype=bool)
     mask = _peel(statistic, allowed, thresholds, zone, ring, prior=prior)
-    centre_flags, centre_scores = _near_centre(plane, mask, statistic.predictor, statistic.energy, acquired, core,
-                                               near, thresholds, noise_power,
-                                               core_suspect=bool(np.any(scores_z[core] > thresholds.relaxed)))
-    mask |= centre_flags
-    scores_z = np.where(centre_flags, np.maximum(scores_z, centre_scores), scores_z)
-    scores, targets = _patch_summary(grid, np.where(core | ring, -np.inf, scores_z), mask)
-    return SliceDetection(mask, scores, targets, scores_z, statistic.log_ratio)
+    centre = _near_centre(plane, mask, statistic.predictor, statistic.energy, acquired, core, near, thresholds,
+                          noise_power, core_suspect=bool(np.any(scores_z[core] > thresholds.relaxed)))
+    mask |= centre.flags
+    scores_z = np.where(centre.flags, np.maximum(scores_z, centre.significance), scores_z)
+    return mask, scores_z, statistic.log_ratio, centre
 
 
 def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sensitivity: float = 0.5,
              centre_radius: float = 4.0, centre_zone: float = 12.0, noise_power: np.ndarray | None = None,
-             ruled_out: np.ndarray | None = None) -> np.ndarray:
-    """In-patch point localisation for a patch classifier: (ky, kx) bool mask of spikes inside target patches,
-    within ``centre_zone`` of DC, and, given ``ruled_out``, wherever the classifier does not rule a spike out.
+             ruled_out: np.ndarray | None = None) -> SliceDetection:
+    """In-patch point localisation for a patch classifier: the :class:`SliceDetection` of spikes inside target
+    patches, within ``centre_zone`` of DC, and, given ``ruled_out``, wherever the classifier does not rule a spike
+    out.
 
     plane:          complex (coils, ky, kx) k-space of one slice.
     grid:           the patch grid the classifier used.
@@ -263,4 +288,4 @@ def localise(plane: np.ndarray, grid: PatchGrid, target_patches: np.ndarray, sen
     near = _zones(plane, max(centre_radius, 0.0), centre_zone)[3]
     region = inside | near if ruled_out is None else inside | near | ~np.asarray(ruled_out, dtype=bool)
     return detect_plane(plane, sensitivity, grid.size, centre_radius, centre_zone, noise_power,
-                        prior=inside.astype(np.int8), region=region).mask
+                        prior=inside.astype(np.int8), region=region)

@@ -179,12 +179,11 @@ def _whole_zone_judged(plane: np.ndarray, predictor: Predictor, energy: np.ndarr
 def _near_centre(plane: np.ndarray, flagged: np.ndarray, predictor: Predictor, energy: np.ndarray,
                  acquired: np.ndarray, core: np.ndarray, near: np.ndarray, thresholds: Thresholds,
                  noise_power: np.ndarray | None, core_suspect: bool) -> CentreSpikes:
-    """:func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near``
-    DC: those not already ``flagged`` where :func:`_whole_zone_judged`, and the ``core`` (at
-    :attr:`Thresholds.near_dc_core`) there or wherever ``core_suspect`` (the prediction would have flagged a core
-    sample: nothing else can); else nothing. The flagged samples near DC are the test's known spikes; those farther
-    out are replaced by their prediction first (so that neither their plane wave in the image nor their spread
-    reaches the test)."""
+    """:func:`scanai.kspace.centre.near_centre_spikes` on the acquired samples ``near`` DC: it may flag those not
+    already ``flagged`` where :func:`_whole_zone_judged`, and the ``core`` (at :attr:`Thresholds.near_dc_core`) there
+    or wherever ``core_suspect`` (the prediction would have flagged a core sample: nothing else can); else it does
+    not run. The flagged samples near DC are the test's known spikes; those farther out are replaced by their
+    prediction first (so that neither their plane wave in the image nor their spread reaches the test)."""
     region = near & acquired
     judged = region & ~core
     if _whole_zone_judged(plane, predictor, energy, acquired, judged):

@@ -35,8 +35,8 @@ class Thresholds:
                    model holds there (no clean scanner file scores above 3.5 at default settings).
     near_dc_core:  level at which that test flags a sample of the core itself, ``5 x near_dc`` (30 at the default):
                    the core of a clean plane scores up to 7.2 there (se_t1; 8.6 on the partial-echo phantom), a
-                   spike of 0.03 x max|k| in it 63-126 on gre.dat and the 16- and 32-coil files; one of 0.3 x max|k|
-                   left uncorrected leaves gre.dat's image at 32 dB.
+                   spike of 0.03 x max|k| in it 63-124 on gre.dat and the 16-coil file, over 300 on the 32-coil
+                   file; one of 0.3 x max|k| left uncorrected leaves gre.dat's image at 32 dB.
     """
 
     strict: float

@@ -11,6 +11,7 @@ import pytest
 
 import scanai.kspace as package
 from scanai.core.errors import ModelError
+from scanai.core.jobs import decode, encode
 from scanai.kspace import make_phantom, read_kspace
 from scanai.kspace.classical import detect_plane
 from scanai.kspace.patches import PatchGrid
@@ -103,6 +104,9 @@ def test_every_detector_removes_a_core_spike_by_its_measured_value(shared_data, 
     np.testing.assert_array_equal(corrected[:, 0, 81, 160], data[:, 0, 81, 160] - measured.astype(np.complex64))
     changed = np.any(corrected != data, axis=0)[0]
     assert changed[81, 160] and changed.sum() == 1
+    arrays: dict[str, np.ndarray] = {}  # the Slicer module's worker process hands the detection back whole
+    returned = decode(encode(detection, arrays), arrays)
+    np.testing.assert_array_equal(returned.core_spikes[(0, 81, 160)], measured)
 
 
 def test_combined_without_the_network_module_is_a_model_error(monkeypatch) -> None:
